@@ -1,0 +1,225 @@
+"""Configuration: TOML in, validated frozen dataclasses out.
+
+Each section is a dataclass; its fields, types, defaults and ranges are the schema.
+Plugins declare theirs the same way (a `Config` dataclass on the plugin) and get
+`[plugins.<name>]` checked by the same code. Every error names file, section and key.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import types
+import typing
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+class ConfigError(ValueError):
+    """Bad configuration: the message names the file, section and key. Exit code 2."""
+
+
+def setting(default: Any = MISSING, *, min: float | None = None, max: float | None = None,
+            choices: tuple | None = None, secret: bool = False, doc: str = "") -> Any:
+    """A config field with its validation rules."""
+    meta = {"min": min, "max": max, "choices": choices, "secret": secret, "doc": doc}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class MnsConfig:
+    endpoint: str = setting("", doc="https://<account-id>.mns.<region>.aliyuncs.com")
+    queue: str = setting("ecs-events")
+    wait_seconds: int = setting(20, min=1, max=30)
+    batch_size: int = setting(16, min=1, max=16)
+    dead_letter_queue: str = setting("")
+    visibility_timeout: int = setting(60, min=10, max=43200,
+                                      doc="how long a received message stays hidden while handled")
+
+
+@dataclass(frozen=True)
+class CloudConfig:
+    region: str = setting("cn-hangzhou")
+    endpoint: str = setting("")
+    protocol: str = setting("https", choices=("https", "http"))
+    connect_timeout: float = setting(5.0, min=0.1, max=60)
+    read_timeout: float = setting(10.0, min=0.1, max=120)
+    max_retries: int = setting(6, min=0, max=20)
+    ecs_rps: float = setting(20.0, min=0.1, max=1000, doc="client-side ECS call rate")
+    slb_rps: float = setting(20.0, min=0.1, max=1000, doc="client-side SLB call rate")
+
+
+@dataclass(frozen=True)
+class CredentialsConfig:
+    access_key_id: str = setting("")
+    access_key_secret: str = setting("", secret=True)
+    access_key_secret_file: str = setting("")
+    security_token: str = setting("", secret=True)
+
+    def __repr__(self) -> str:  # never print a secret, even in a traceback
+        return f"CredentialsConfig(access_key_id={self.access_key_id!r}, secret=***)"
+
+    @property
+    def explicit(self) -> bool:
+        return bool(self.access_key_id)
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    concurrency: int = setting(8, min=1, max=256)
+    max_attempts: int = setting(5, min=1, max=100)
+    max_pending: int = setting(2000, min=1, max=100000,
+                               doc="messages held while plugins finish asynchronous work")
+    state_dir: str = setting("/var/lib/ecs-worker")
+    shutdown_timeout: float = setting(30.0, min=0, max=3600)
+    dry_run: bool = setting(False)
+    dedupe_ttl: int = setting(86400, min=0, max=30 * 86400)
+    archive: str = setting("", doc="append every received body to this JSON Lines file")
+
+
+@dataclass(frozen=True)
+class PluginsConfig:
+    load: list[str] = setting([])
+    disabled: list[str] = setting([])
+    call_timeout: float = setting(60.0, min=0, max=3600, doc="seconds per hook call; 0 = none")
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: str = setting("INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    format: str = setting("text", choices=("text", "json"))
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    listen: str = setting("", doc="host:port for /metrics and /healthz; empty = off")
+
+
+SECTIONS = {"mns": MnsConfig, "cloud": CloudConfig, "credentials": CredentialsConfig,
+            "worker": WorkerConfig, "plugins": PluginsConfig, "logging": LoggingConfig,
+            "metrics": MetricsConfig}
+
+
+@dataclass(frozen=True)
+class Config:
+    mns: MnsConfig = field(default_factory=MnsConfig)
+    cloud: CloudConfig = field(default_factory=CloudConfig)
+    credentials: CredentialsConfig = field(default_factory=CredentialsConfig)
+    worker: WorkerConfig = field(default_factory=WorkerConfig)
+    plugins: PluginsConfig = field(default_factory=PluginsConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    plugin_sections: dict[str, dict] = field(default_factory=dict)  # raw [plugins.<name>]
+    path: str = "<defaults>"
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Read and validate a config file; `None` gives the defaults."""
+    if path is None:
+        return Config()
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse_config(data, str(path))
+
+
+def parse_config(data: dict[str, Any], where: str = "<config>") -> Config:
+    unknown = sorted(set(data) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown section [{unknown[0]}] (known: {', '.join(SECTIONS)})")
+    built: dict[str, Any] = {}
+    plugin_sections: dict[str, dict] = {}
+    for name, cls in SECTIONS.items():
+        section = data.get(name, {})
+        if not isinstance(section, dict):
+            raise ConfigError(f"{where}: '{name}' must be a table [{name}]")
+        if name == "plugins":
+            plugin_sections = {k: v for k, v in section.items() if isinstance(v, dict)}
+            section = {k: v for k, v in section.items() if not isinstance(v, dict)}
+        built[name] = build_section(cls, section, f"{where}: [{name}]")
+    config = Config(**built, plugin_sections=plugin_sections, path=where)
+    _check_credentials(config, where)
+    return config
+
+
+def build_section(cls: type, data: dict[str, Any], where: str) -> Any:
+    """Validate `data` against dataclass `cls`; raise `ConfigError` naming `where` and the key."""
+    if not is_dataclass(cls):
+        raise TypeError(f"{cls!r} is not a dataclass")
+    known = {f.name: f for f in fields(cls) if f.init}
+    hints = typing.get_type_hints(cls)
+    for key in data:
+        if key not in known:
+            raise ConfigError(f"{where} {key}: unknown key (known: {', '.join(known) or 'none'})")
+    values = {}
+    for name, f in known.items():
+        if name in data:
+            values[name] = _check(data[name], hints[name], f.metadata, f"{where} {name}")
+        elif f.default is MISSING and f.default_factory is MISSING:
+            raise ConfigError(f"{where} {name}: required")
+    return cls(**values)
+
+
+def _check(value: Any, hint: Any, meta: Any, where: str) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        hint = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: must be a list, got {_kind(value)}")
+        return [_check(v, args[0] if args else Any, {}, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: must be a table, got {_kind(value)}")
+        return dict(value)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if hint is not Any and (not isinstance(value, hint) or hint is int and isinstance(value, bool)):
+        raise ConfigError(f"{where}: must be {_kind_name(hint)}, got {_kind(value)}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: must be a finite number")
+    low, high, choices = meta.get("min"), meta.get("max"), meta.get("choices")
+    if low is not None and value < low or high is not None and value > high:
+        raise ConfigError(f"{where}: must be between {low:g} and {high:g}, got {value}")
+    if choices and value not in choices:
+        raise ConfigError(f"{where}: must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
+
+
+def _check_credentials(config: Config, where: str) -> None:
+    cred = config.credentials
+    if cred.access_key_secret and cred.access_key_secret_file:
+        raise ConfigError(f"{where}: [credentials] access_key_secret and access_key_secret_file "
+                          "are exclusive")
+    if (cred.access_key_secret or cred.access_key_secret_file) and not cred.access_key_id:
+        raise ConfigError(f"{where}: [credentials] access_key_id: required with a secret")
+    if cred.access_key_id and not (cred.access_key_secret or cred.access_key_secret_file):
+        raise ConfigError(f"{where}: [credentials] access_key_secret or access_key_secret_file: "
+                          "required with access_key_id")
+
+
+def _kind(value: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "a list", dict: "a table"}.get(type(value), type(value).__name__)
+
+
+def _kind_name(hint: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}.get(
+        hint, getattr(hint, "__name__", str(hint)))

@@ -1,0 +1,114 @@
+"""The plugin contract: every hook ecs-worker calls, and what it expects back.
+
+A plugin is a module (or any object) with functions marked `@hookimpl`:
+
+    from ecs_worker import hookimpl
+
+    @hookimpl
+    def on_state_change(event, ctx):
+        if event.state == "Stopped":
+            ctx.log.info("%s stopped", event.instance_id)
+            return "noted"
+
+How the worker calls event hooks (`on_event`, `on_state_change`,
+`on_preemptible_interruption`):
+
+- Every implementation runs in its own `try`: one plugin raising never stops another.
+  Each call has a time limit (`[plugins] call_timeout`); overrunning counts as a failure.
+- Return `None` when the event is not yours; return anything else (a short string saying
+  what you did reads well in logs) when you handled it. Raise to say "this failed, try
+  again later": the message comes back after a backoff, up to `[worker] max_attempts`,
+  then goes to the dead-letter queue. A plugin that needs the cloud to settle something
+  first may also return a `concurrent.futures.Future`; the event is settled when it resolves
+  (its exception, if any, is the failure), and no handler slot is held meanwhile.
+- The event's outcome combines all plugins: `failed` if any failed, else `deferred` if any
+  deferred, else `handled` if any handled, else `ignored`. Only `failed` and `deferred`
+  bring the message back; on its return only the plugins that failed or deferred are
+  called again.
+- Hooks may run concurrently for different events (`[worker] concurrency`): keep shared
+  state behind a lock. Events arrive at least once: make actions idempotent.
+- `tryfirst=True` / `trylast=True` order implementations as in pytest.
+
+`ctx` (a `ecs_worker.context.Context`) gives each plugin:
+
+- `ctx.config`: its `[plugins.<name>]` section, validated against the plugin's `Config`
+  dataclass when it defines one (else a plain dict);
+- `ctx.log`: a logger carrying the event's id, name and instance;
+- `ctx.dry_run`: True when nothing may change in the cloud;
+- `ctx.act(action, target, call, *args, **kwargs)`: the one gateway for cloud-changing
+  calls: honours dry-run (returns `None` without calling), records the action for
+  `replay --json`, logs and metrics;
+- `ctx.cloud`: ECS/SLB clients for reads (built lazily from `[cloud]`/`[credentials]`);
+- `ctx.defer(seconds, reason)`: "show me this event again in `seconds`" (a grace period,
+  a drain). Not a failure and not an attempt; the queue's visibility timeout is the timer,
+  so it survives a crash. On the return `ctx.deferred_since` is when you deferred it.
+"""
+from __future__ import annotations
+
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from .context import Context
+    from .dispatch import Result
+    from .events import Event
+
+PROJECT = "ecs_worker"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+EVENT_HOOKS = ("on_event", "on_state_change", "on_preemptible_interruption")
+
+
+@hookspec
+def on_startup(ctx: Context) -> None:
+    """Called once before the first event (in `run` and `replay`).
+
+    Validate what the plugin needs, warm caches, start helper threads. Raising here
+    stops the worker with exit code 2 and a message naming the plugin: a broken plugin
+    should fail loudly at start-up, not on the first event at 3 a.m.
+    """
+
+
+@hookspec
+def on_shutdown(ctx: Context) -> None:
+    """Called once after the last event has been settled. Flush and stop threads here.
+
+    Exceptions are logged and otherwise ignored.
+    """
+
+
+@hookspec
+def on_event(event: Event, ctx: Context) -> Any | Future | None:
+    """Called for every valid event, whatever its name (unknown names included).
+
+    Return `None` when not interested, anything else when handled; raise on failure.
+    """
+
+
+@hookspec
+def on_state_change(event: Event, ctx: Context) -> Any | Future | None:
+    """Called for `Instance:StateChange`; `event.state` is the new state
+    (`Pending`/`Created`, `Starting`, `Running`, `Stopping`, `Stopped`, `Deleted`).
+    """
+
+
+@hookspec
+def on_preemptible_interruption(event: Event, ctx: Context) -> Any | Future | None:
+    """Called for `Instance:PreemptibleInstanceInterruption`: the spot instance
+    `event.instance_id` will be released in about five minutes (`event.action` is
+    `"delete"`). Be quick: every second counts against the notice.
+    """
+
+
+@hookspec
+def on_settled(event: Event | None, result: Result, ctx: Context) -> None:
+    """Called after an event's outcome is decided, with every plugin's `result`
+    (`result.outcome`, `result.actions`, `result.error`): for notifications and audits.
+
+    `event` is `None` for a body that did not parse (`result.outcome == "invalid"`).
+    Observers only: the return value is ignored, and an exception here is logged but
+    changes no outcome. Must not block: hand slow work (webhooks) to a thread.
+    """

@@ -1,0 +1,141 @@
+"""The plugin manager: built-ins, entry-point plugins and configured ones, one way.
+
+Built-ins are listed in `DEFAULT_PLUGINS` and registered with the same `@hookimpl`
+markers as any third-party plugin; `[plugins] disabled` blocks any plugin by name.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from dataclasses import dataclass, is_dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .config import Config, ConfigError, build_section
+
+DEFAULT_PLUGINS = (
+    "ecs_worker.plugins.log",
+)
+ENTRY_POINT_GROUP = "ecs_worker"
+
+
+class PluginError(ConfigError):
+    """A plugin that cannot be loaded or registered; names the plugin and its file."""
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    name: str
+    origin: str  # "builtin", "entry point <dist>", "config"
+    location: str  # module file
+    hooks: tuple[str, ...]
+
+
+class Plugins:
+    """A pluggy manager plus where each plugin came from and its validated config."""
+
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self.origins: dict[str, str] = {}
+        self.configs: dict[str, Any] = {}
+
+    def register(self, plugin: Any, name: str, origin: str) -> None:
+        if self.pm.has_plugin(name):
+            raise PluginError(f"plugin {name!r} ({origin}, {_location(plugin)}) clashes with an "
+                              f"already registered plugin of that name ({self.origins[name]})")
+        try:
+            self.pm.register(plugin, name=name)
+        except ValueError as exc:  # pluggy: bad hook signature, duplicate object
+            raise PluginError(f"plugin {name!r} ({_location(plugin)}): {exc}") from None
+        self.origins[name] = origin
+
+    def info(self) -> list[PluginInfo]:
+        out = []
+        for name, plugin in self.pm.list_name_plugin():
+            hooks = tuple(sorted(c.name for c in self.pm.get_hookcallers(plugin) or ()))
+            out.append(PluginInfo(name, self.origins.get(name, "?"), _location(plugin), hooks))
+        return out
+
+
+def load_plugins(config: Config, *, entry_points_too: bool = True) -> Plugins:
+    """Register every plugin that `config` allows and validate their config sections."""
+    disabled = set(config.plugins.disabled)
+    plugins = Plugins()
+    for module_name in DEFAULT_PLUGINS:
+        name = module_name.rsplit(".", 1)[1]
+        if name not in disabled:
+            plugins.register(_import(module_name, name), name, "builtin")
+    if entry_points_too:
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            if ep.name in disabled:
+                continue
+            try:
+                obj = ep.load()
+            except Exception as exc:
+                raise PluginError(f"plugin {ep.name!r} (entry point {ep.value}): cannot import: "
+                                  f"{type(exc).__name__}: {exc}") from None
+            dist = getattr(ep, "dist", None)
+            plugins.register(obj, ep.name, f"entry point ({dist.name if dist else ep.value})")
+    for spec in config.plugins.load:
+        name = Path(spec).stem if spec.endswith(".py") else spec.rsplit(".", 1)[-1]
+        if name in disabled:
+            continue
+        obj = _load_path(spec, name) if spec.endswith(".py") else _import(spec, name)
+        plugins.register(obj, name, "config")
+    try:
+        plugins.pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(f"plugin {exc.plugin_name!r} ({_location(exc.plugin)}): {exc}") from None
+    _configure(plugins, config)
+    return plugins
+
+
+def _configure(plugins: Plugins, config: Config) -> None:
+    where = config.path
+    for name, section in config.plugin_sections.items():
+        if not plugins.pm.has_plugin(name) and name not in config.plugins.disabled:
+            raise ConfigError(f"{where}: [plugins.{name}]: no plugin named {name!r} is loaded")
+    for name, plugin in plugins.pm.list_name_plugin():
+        section = config.plugin_sections.get(name, {})
+        schema = getattr(plugin, "Config", None)
+        if schema is not None and is_dataclass(schema):
+            plugins.configs[name] = build_section(schema, section, f"{where}: [plugins.{name}]")
+        else:
+            plugins.configs[name] = dict(section)
+
+
+def _import(module_name: str, name: str) -> ModuleType:
+    try:
+        return importlib.import_module(module_name)
+    except Exception as exc:
+        raise PluginError(f"plugin {name!r}: cannot import module {module_name!r}: "
+                          f"{type(exc).__name__}: {exc}") from None
+
+
+def _load_path(path: str, name: str) -> ModuleType:
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise PluginError(f"plugin {name!r}: no such file {file}")
+    module_name = f"ecs_worker_local_{name}"
+    spec = importlib.util.spec_from_file_location(module_name, file)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        sys.modules.pop(module_name, None)
+        line = getattr(exc, "lineno", None)
+        where = f"{file}:{line}" if line else str(file)
+        raise PluginError(f"plugin {name!r} ({where}): {type(exc).__name__}: {exc}") from None
+    return module
+
+
+def _location(plugin: Any) -> str:
+    return getattr(plugin, "__file__", None) or getattr(type(plugin), "__module__", repr(plugin))

@@ -1,0 +1,95 @@
+"""`ecs-worker replay`: play saved events through the same parse and dispatch path as `run`."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from typing import Iterator, TextIO
+
+from .dispatch import DEFERRED, FAILED, INVALID, Dispatcher, Result, invalid
+from .events import InvalidEvent, parse_event
+
+MAX_DEFERRAL_ROUNDS = 10  # a plugin that defers forever must not hang a replay
+
+
+@dataclass(frozen=True)
+class Item:
+    where: str  # "file:line 3" — for error messages
+    body: str
+
+
+def read_items(name: str, stream: TextIO) -> Iterator[Item]:
+    """Yield bodies from a JSON object, a JSON array, or JSON Lines (one body per line)."""
+    text = stream.read()
+    stripped = text.strip()
+    if not stripped:
+        return
+    if stripped[0] in "[{":
+        try:
+            doc = json.loads(stripped)
+        except json.JSONDecodeError:
+            doc = None  # several lines: JSON Lines
+        if isinstance(doc, dict):
+            yield Item(name, stripped)
+            return
+        if isinstance(doc, list):
+            for i, element in enumerate(doc):
+                body = element if isinstance(element, str) else json.dumps(element)
+                yield Item(f"{name}[{i}]", body)
+            return
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            yield Item(f"{name}:{number}", line)
+
+
+def replay_one(dispatcher: Dispatcher, item: Item, dry_run: bool) -> Result:
+    try:
+        event = parse_event(item.body)
+    except InvalidEvent as exc:
+        result = invalid(f"{item.where}: {exc}")
+        dispatcher.settled(None, result)
+        return result
+    result = dispatcher.dispatch(event)
+    actions = list(result.actions)
+    for _ in range(MAX_DEFERRAL_ROUNDS):
+        if result.outcome != DEFERRED:
+            break
+        delay = result.defer_seconds or 0.0
+        if not dry_run:
+            time.sleep(delay)
+        # Under --dry-run the deferral counts as elapsed: report the plan now.
+        resume = {name: since - delay if since is not None else None
+                  for name, since in result.retry_plugins.items()}
+        previous = result.plugins
+        result = dispatcher.dispatch(event, resume)
+        result.plugins = {**previous, **result.plugins}
+        actions += result.actions
+    result.actions = actions
+    dispatcher.settled(event, result)
+    return result
+
+
+def run_replay(files: list[str], dispatcher: Dispatcher, *, dry_run: bool, as_json: bool,
+               out: TextIO = sys.stdout) -> int:
+    """Replay every file; return 0 when all were handled or ignored, else 1."""
+    ok = True
+    for name in files:
+        if name == "-":
+            items = list(read_items("<stdin>", sys.stdin))
+        else:
+            with open(name, encoding="utf-8", errors="surrogateescape") as stream:
+                items = list(read_items(name, stream))
+        for item in items:
+            result = replay_one(dispatcher, item, dry_run)
+            ok &= result.outcome not in (FAILED, INVALID, DEFERRED)
+            print(json.dumps(result.to_json()) if as_json else _human(result), file=out, flush=True)
+    return 0 if ok else 1
+
+
+def _human(result: Result) -> str:
+    ev = result.event
+    head = f"{result.outcome:<8} " + (f"{ev.name} {ev.instance_id or '-'} ({ev.id})" if ev else "")
+    acts = "".join(f"\n           {a.plugin}: {a.action} {a.target}"
+                   f"{' [dry-run]' if a.dry_run else ''} {a.result}" for a in result.actions)
+    return head + (f"{' ' if ev else ''}{result.error}" if result.error else "") + acts
