@@ -52,8 +52,8 @@ class Plugins:
                               f"already registered plugin of that name ({self.origins[name]})")
         try:
             self.pm.register(plugin, name=name)
-        except ValueError as exc:  # pluggy: bad hook signature, duplicate object
-            raise PluginError(f"plugin {name!r} ({_location(plugin)}): {exc}") from None
+        except (ValueError, pluggy.PluginValidationError) as exc:  # bad hook signature, duplicate
+            raise PluginError(f"plugin {name!r} ({_location(plugin)}): {_flat(exc)}") from None
         self.origins[name] = origin
 
     def info(self) -> list[PluginInfo]:
@@ -91,8 +91,9 @@ def load_plugins(config: Config, *, entry_points_too: bool = True) -> Plugins:
         plugins.register(obj, name, "config")
     try:
         plugins.pm.check_pending()
-    except pluggy.PluginValidationError as exc:
-        raise PluginError(f"plugin {exc.plugin_name!r} ({_location(exc.plugin)}): {exc}") from None
+    except pluggy.PluginValidationError as exc:  # a hook name no spec knows: a typo, usually
+        name = plugins.pm.get_name(exc.plugin)
+        raise PluginError(f"plugin {name!r} ({_location(exc.plugin)}): {_flat(exc)}") from None
     _configure(plugins, config)
     return plugins
 
@@ -135,6 +136,10 @@ def _load_path(path: str, name: str) -> ModuleType:
         where = f"{file}:{line}" if line else str(file)
         raise PluginError(f"plugin {name!r} ({where}): {type(exc).__name__}: {exc}") from None
     return module
+
+
+def _flat(exc: Exception) -> str:
+    return " ".join(str(exc).split())
 
 
 def _location(plugin: Any) -> str:

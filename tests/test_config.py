@@ -1,0 +1,75 @@
+"""Config: validated on load; every error names the file, section and key."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ecs_worker.config import ConfigError, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write(tmp_path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return path
+
+
+def test_example_config_is_valid_and_matches_defaults():
+    config = load_config(ROOT / "config.example.toml")
+    assert config.mns.wait_seconds == 20 and config.mns.batch_size == 16
+    assert config.worker.concurrency == 8 and config.worker.dry_run is False
+    assert config.cloud.protocol == "https"
+
+
+def test_defaults_without_a_file():
+    config = load_config(None)
+    assert config.worker.max_attempts == 5 and config.plugins.disabled == []
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("[mns]\nwait_seconds = 31\n", "[mns] wait_seconds: must be between 1 and 30, got 31"),
+    ("[mns]\nbatch_size = 0\n", "[mns] batch_size: must be between 1 and 16, got 0"),
+    ("[worker]\nconcurrency = \"8\"\n", "[worker] concurrency: must be an integer, got a string"),
+    ("[worker]\ndry_run = 1\n", "[worker] dry_run: must be a boolean, got an integer"),
+    ("[worker]\nconcurency = 8\n", "[worker] concurency: unknown key"),
+    ("[mnss]\nqueue = \"x\"\n", "unknown section [mnss]"),
+    ("[cloud]\nprotocol = \"ftp\"\n", "[cloud] protocol: must be one of 'https', 'http', got 'ftp'"),
+    ("[plugins]\ndisabled = \"log\"\n", "[plugins] disabled: must be a list, got a string"),
+    ("[plugins]\ndisabled = [1]\n", "[plugins] disabled[0]: must be a string, got an integer"),
+    ("[worker]\nconcurrency = 1.5\n", "[worker] concurrency: must be an integer, got a number"),
+    ("[credentials]\naccess_key_id = \"AK\"\n", "access_key_secret or access_key_secret_file: required"),
+    ("[plugins.nosuch]\nx = 1\n", "[plugins.nosuch]: no plugin named 'nosuch'"),
+    ("[plugins.log]\nformat = \"xml\"\n", "[plugins.log] format: must be one of"),
+    ("[plugins.log]\ncolour = true\n", "[plugins.log] colour: unknown key"),
+    ("mns = 3\n", "'mns' must be a table"),
+    ("[mns\n", "not valid TOML"),
+])
+def test_bad_config_exits_2_with_one_line_naming_file_section_key(tmp_path, text, expected):
+    path = write(tmp_path, text)
+    proc = subprocess.run([sys.executable, "-m", "ecs_worker", "check-config", "-c", str(path)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert str(path) in lines[0] and expected in lines[0]
+    assert proc.stdout == ""
+
+
+def test_missing_file_is_a_usage_error(tmp_path):
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_secret_never_shown_in_repr(tmp_path):
+    path = write(tmp_path, '[credentials]\naccess_key_id = "AKID"\naccess_key_secret = "canary-S3cr3t"\n')
+    config = load_config(path)
+    assert "canary-S3cr3t" not in repr(config) and "canary-S3cr3t" not in str(config)
+
+
+def test_check_config_ok(tmp_path):
+    path = write(tmp_path, "[worker]\nconcurrency = 4\n")
+    proc = subprocess.run([sys.executable, "-m", "ecs_worker", "check-config", "-c", str(path)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "OK" in proc.stdout

@@ -1,0 +1,297 @@
+"""The emulator's state file: schema validation, defaults, and the in-memory model.
+
+Schema (JSON object; keys marked * are required, the rest have defaults):
+
+    region*          str                   e.g. "cn-hangzhou"
+    account_id*      str                   the account uid used in ARNs / HostId
+    credentials*     list (non-empty) of
+        access_key_id*      str            unique
+        access_key_secret*  str
+        security_token      str            if set, requests with this key id must carry it
+                                           (MNS header `security-token`, RPC param `SecurityToken`)
+    queues           list of
+        name*               str            [A-Za-z][A-Za-z0-9-]{0,119}, unique
+        visibility_timeout  int 1..43200   default 30
+        delay_seconds       int 0..604800  default 0
+        maximum_message_size int 1024..65536  default 65536
+        polling_wait_seconds int 0..30     default 0 (used when a receive names no waitseconds)
+        messages            list of str | {"body": str, "delay_seconds": int, "priority": 1..16}
+                                           enqueued at start-up
+    instances        list of
+        id*                 str            unique
+        status*             one of Pending, Starting, Running, Stopping, Stopped
+        tags                {str: str}     default {}
+        spot                bool           default false ("SpotAsPriceGo" when true)
+        locks               list of str    OperationLocks reasons, e.g. ["Recycling"]
+        name                str            default: the id
+        zone_id             str            default: region + "-b"
+        instance_type       str            default "ecs.g6.large"
+        stopped_mode        KeepCharging | StopCharging | Not-applicable
+    load_balancers   list of
+        id*                 str            unique
+        name                str            default: the id
+        vserver_groups      list of
+            id*             str            unique across load balancers
+            name            str            default: the id
+            backend_servers list of
+                server_id*  str
+                port*       int 1..65535
+                weight      int 0..100     default 100
+                type        "ecs" | "eni" | "eci"   default "ecs"
+    faults           {api: fault}, api one of mns, ecs, slb; see faults.py for the keys
+    start_delay_seconds  number >= 0       Starting -> Running delay, default 1.0
+    stop_delay_seconds   number >= 0       Stopping -> Stopped delay, default 1.0
+
+Unknown keys are errors (they are almost always typos). Errors are `StateError`s whose
+text is one line naming the key path: `state.json: instances[2].status: must be one of ...`.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+INSTANCE_STATUSES = ("Pending", "Starting", "Running", "Stopping", "Stopped")
+STOPPED_MODES = ("KeepCharging", "StopCharging", "Not-applicable")
+SERVER_TYPES = ("ecs", "eni", "eci")
+FAULT_APIS = ("mns", "ecs", "slb")
+QUEUE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,119}$")
+DEFAULT_STATE_PATH = Path(__file__).with_name("default_state.json")
+
+
+class StateError(ValueError):
+    """An invalid state file; str() is one line: `<source>: <key path>: <problem>`."""
+
+
+def default_state() -> dict:
+    """A fresh copy of the built-in example state."""
+    return json.loads(DEFAULT_STATE_PATH.read_text(encoding="utf-8"))
+
+
+def load_state_file(path: str | Path) -> dict:
+    """Read, parse and validate a state file; raise StateError with one clear line."""
+    path = Path(path)
+    name = path.name
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise StateError(f"{path}: cannot read: {e.strerror or e}") from None
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise StateError(f"{name}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    return validate(raw, source=name)
+
+
+# ---------------------------------------------------------------- validation helpers
+
+
+class _V:
+    """Collects nothing: the first problem raises, so the message names one path."""
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def fail(self, path: str, msg: str) -> None:
+        raise StateError(f"{self.source}: {path}: {msg}" if path else f"{self.source}: {msg}")
+
+    def obj(self, value: Any, path: str, required: tuple, optional: tuple) -> dict:
+        if not isinstance(value, dict):
+            self.fail(path, "must be an object")
+        for key in required:
+            if key not in value:
+                self.fail(_join(path, key), "is required")
+        allowed = set(required) | set(optional)
+        for key in value:
+            if key not in allowed:
+                self.fail(_join(path, key), "unknown key (allowed: %s)" % ", ".join(sorted(allowed)))
+        return value
+
+    def string(self, value: Any, path: str, pattern: re.Pattern | None = None, hint: str = "") -> str:
+        if not isinstance(value, str) or not value:
+            self.fail(path, "must be a non-empty string")
+        if pattern is not None and not pattern.match(value):
+            self.fail(path, f"must match {hint or pattern.pattern}")
+        return value
+
+    def choice(self, value: Any, path: str, choices: tuple) -> str:
+        if value not in choices:
+            self.fail(path, "must be one of %s (got %r)" % (", ".join(choices), value))
+        return value
+
+    def integer(self, value: Any, path: str, lo: int, hi: int | None = None) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(path, "must be an integer")
+        if value < lo or (hi is not None and value > hi):
+            self.fail(path, f"must be between {lo} and {hi}" if hi is not None else f"must be >= {lo}")
+        return value
+
+    def number(self, value: Any, path: str, lo: float, hi: float | None = None) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            self.fail(path, "must be a number")
+        if value < lo or (hi is not None and value > hi):
+            self.fail(path, f"must be between {lo} and {hi}" if hi is not None else f"must be >= {lo}")
+        return float(value)
+
+    def boolean(self, value: Any, path: str) -> bool:
+        if not isinstance(value, bool):
+            self.fail(path, "must be true or false")
+        return value
+
+    def items(self, value: Any, path: str, each: Callable[[Any, str], Any], non_empty=False) -> list:
+        if not isinstance(value, list):
+            self.fail(path, "must be a list")
+        if non_empty and not value:
+            self.fail(path, "must not be empty")
+        return [each(item, f"{path}[{i}]") for i, item in enumerate(value)]
+
+    def unique(self, values: list, path: str, key: str) -> None:
+        seen = set()
+        for i, v in enumerate(values):
+            if v[key] in seen:
+                self.fail(f"{path}[{i}].{key}", f"duplicate {v[key]!r}")
+            seen.add(v[key])
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def validate(raw: Any, source: str = "state") -> dict:
+    """Check `raw` against the schema above; return a normalized deep copy with defaults."""
+    v = _V(source)
+    v.obj(raw, "", ("region", "account_id", "credentials"),
+          ("queues", "instances", "load_balancers", "faults", "start_delay_seconds", "stop_delay_seconds"))
+    raw = copy.deepcopy(raw)
+    out: dict = {
+        "region": v.string(raw["region"], "region"),
+        "account_id": v.string(raw["account_id"], "account_id"),
+        "credentials": v.items(raw["credentials"], "credentials", lambda c, p: _credential(v, c, p), non_empty=True),
+        "queues": v.items(raw.get("queues", []), "queues", lambda q, p: _queue(v, q, p)),
+        "instances": v.items(raw.get("instances", []), "instances", lambda i, p: _instance(v, i, p, raw["region"])),
+        "load_balancers": v.items(raw.get("load_balancers", []), "load_balancers", lambda lb, p: _lb(v, lb, p)),
+        "faults": validate_faults(raw.get("faults", {}), source, "faults"),
+        "start_delay_seconds": v.number(raw.get("start_delay_seconds", 1.0), "start_delay_seconds", 0),
+        "stop_delay_seconds": v.number(raw.get("stop_delay_seconds", 1.0), "stop_delay_seconds", 0),
+    }
+    v.unique(out["credentials"], "credentials", "access_key_id")
+    v.unique(out["queues"], "queues", "name")
+    v.unique(out["instances"], "instances", "id")
+    v.unique(out["load_balancers"], "load_balancers", "id")
+    seen_groups: set = set()
+    for i, lb in enumerate(out["load_balancers"]):
+        for j, g in enumerate(lb["vserver_groups"]):
+            if g["id"] in seen_groups:
+                v.fail(f"load_balancers[{i}].vserver_groups[{j}].id", f"duplicate {g['id']!r}")
+            seen_groups.add(g["id"])
+    return out
+
+
+def _credential(v: _V, c: Any, p: str) -> dict:
+    v.obj(c, p, ("access_key_id", "access_key_secret"), ("security_token",))
+    out = {"access_key_id": v.string(c["access_key_id"], p + ".access_key_id"),
+           "access_key_secret": v.string(c["access_key_secret"], p + ".access_key_secret")}
+    if "security_token" in c:
+        out["security_token"] = v.string(c["security_token"], p + ".security_token")
+    return out
+
+
+def _queue(v: _V, q: Any, p: str) -> dict:
+    v.obj(q, p, ("name",), ("visibility_timeout", "delay_seconds", "maximum_message_size",
+                            "polling_wait_seconds", "messages"))
+    return {
+        "name": v.string(q["name"], p + ".name", QUEUE_NAME, "a letter then letters, digits or '-' (<= 120)"),
+        "visibility_timeout": v.integer(q.get("visibility_timeout", 30), p + ".visibility_timeout", 1, 43200),
+        "delay_seconds": v.integer(q.get("delay_seconds", 0), p + ".delay_seconds", 0, 604800),
+        "maximum_message_size": v.integer(q.get("maximum_message_size", 65536), p + ".maximum_message_size",
+                                          1024, 65536),
+        "polling_wait_seconds": v.integer(q.get("polling_wait_seconds", 0), p + ".polling_wait_seconds", 0, 30),
+        "messages": v.items(q.get("messages", []), p + ".messages", lambda m, mp: _seed_message(v, m, mp)),
+    }
+
+
+def _seed_message(v: _V, m: Any, p: str) -> dict:
+    if isinstance(m, str):
+        m = {"body": m}
+    v.obj(m, p, ("body",), ("delay_seconds", "priority"))
+    return {"body": v.string(m["body"], p + ".body"),
+            "delay_seconds": v.integer(m.get("delay_seconds", 0), p + ".delay_seconds", 0, 604800),
+            "priority": v.integer(m.get("priority", 8), p + ".priority", 1, 16)}
+
+
+def _instance(v: _V, i: Any, p: str, region: Any) -> dict:
+    v.obj(i, p, ("id", "status"), ("tags", "spot", "locks", "name", "zone_id", "instance_type", "stopped_mode"))
+    tags = i.get("tags", {})
+    if not isinstance(tags, dict):
+        v.fail(p + ".tags", "must be an object of string keys to string values")
+    for k, val in tags.items():
+        if not isinstance(val, str):
+            v.fail(f"{p}.tags.{k}", "must be a string")
+    status = v.choice(i["status"], p + ".status", INSTANCE_STATUSES)
+    return {
+        "id": v.string(i["id"], p + ".id"),
+        "status": status,
+        "tags": dict(tags),
+        "spot": v.boolean(i.get("spot", False), p + ".spot"),
+        "locks": v.items(i.get("locks", []), p + ".locks", lambda s, lp: v.string(s, lp)),
+        "name": v.string(i.get("name", i["id"]), p + ".name"),
+        "zone_id": v.string(i.get("zone_id", f"{region}-b"), p + ".zone_id"),
+        "instance_type": v.string(i.get("instance_type", "ecs.g6.large"), p + ".instance_type"),
+        "stopped_mode": v.choice(i.get("stopped_mode", "KeepCharging" if status == "Stopped" else "Not-applicable"),
+                                 p + ".stopped_mode", STOPPED_MODES),
+    }
+
+
+def _lb(v: _V, lb: Any, p: str) -> dict:
+    v.obj(lb, p, ("id",), ("name", "vserver_groups"))
+    return {"id": v.string(lb["id"], p + ".id"),
+            "name": v.string(lb.get("name", lb["id"]), p + ".name"),
+            "vserver_groups": v.items(lb.get("vserver_groups", []), p + ".vserver_groups",
+                                      lambda g, gp: _group(v, g, gp))}
+
+
+def _group(v: _V, g: Any, p: str) -> dict:
+    v.obj(g, p, ("id",), ("name", "backend_servers"))
+    return {"id": v.string(g["id"], p + ".id"),
+            "name": v.string(g.get("name", g["id"]), p + ".name"),
+            "backend_servers": v.items(g.get("backend_servers", []), p + ".backend_servers",
+                                       lambda s, sp: _server(v, s, sp))}
+
+
+def _server(v: _V, s: Any, p: str) -> dict:
+    v.obj(s, p, ("server_id", "port"), ("weight", "type"))
+    return {"server_id": v.string(s["server_id"], p + ".server_id"),
+            "port": v.integer(s["port"], p + ".port", 1, 65535),
+            "weight": v.integer(s.get("weight", 100), p + ".weight", 0, 100),
+            "type": v.choice(s.get("type", "ecs"), p + ".type", SERVER_TYPES)}
+
+
+FAULT_KEYS = ("error_rate", "error_code", "error_status", "latency_ms", "throttle_rps", "throttle_burst",
+              "throttle_code", "throttle_status", "drop_rate")
+
+
+def validate_faults(raw: Any, source: str = "faults", path: str = "") -> dict:
+    """Validate a `faults` object ({api: {key: value}}); used for the state file and POST /_emulator/faults."""
+    v = _V(source)
+    v.obj(raw, path, (), FAULT_APIS)
+    out = {}
+    for api, cfg in raw.items():
+        p = _join(path, api)
+        v.obj(cfg, p, (), FAULT_KEYS)
+        f: dict = {}
+        for key in ("error_rate", "drop_rate"):
+            if key in cfg:
+                f[key] = v.number(cfg[key], f"{p}.{key}", 0.0, 1.0)
+        for key in ("latency_ms", "throttle_rps", "throttle_burst"):
+            if key in cfg:
+                f[key] = v.number(cfg[key], f"{p}.{key}", 0.0)
+        for key in ("error_code", "throttle_code"):
+            if key in cfg:
+                f[key] = v.string(cfg[key], f"{p}.{key}")
+        for key in ("error_status", "throttle_status"):
+            if key in cfg:
+                f[key] = v.integer(cfg[key], f"{p}.{key}", 400, 599)
+        out[api] = f
+    return out
