@@ -1,0 +1,45 @@
+"""The docs stay in step with the code: the hook reference is hookspecs.py's docstrings."""
+import inspect
+import re
+from pathlib import Path
+
+from ecs_worker import hookspecs
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def hook_specs():
+    return [(name, fn) for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
+            if hasattr(fn, "ecs_worker_spec")]
+
+
+def hook_reference() -> str:
+    """The reference section exactly as docs/plugins.md must carry it."""
+    blocks = []
+    for name, fn in sorted(hook_specs(), key=lambda item: inspect.getsourcelines(item[1])[1]):
+        signature = re.sub(r"'|\"", "", str(inspect.signature(fn)))
+        blocks.append(f"### `{name}{signature}`\n\n{inspect.getdoc(fn)}\n")
+    return "\n".join(blocks)
+
+
+def test_plugins_doc_carries_every_hook_exactly_as_hookspecs_documents_it():
+    doc = (ROOT / "docs" / "plugins.md").read_text()
+    expected = hook_reference()
+    assert expected in doc, "docs/plugins.md is out of date; its reference section must be:\n" + expected
+
+
+def test_every_hook_is_documented_and_typed():
+    for name, fn in hook_specs():
+        assert inspect.getdoc(fn), f"{name} has no docstring"
+        assert all(p.annotation is not inspect.Parameter.empty
+                   for p in inspect.signature(fn).parameters.values()), f"{name} is not typed"
+
+
+def test_every_config_key_is_in_the_example_config():
+    from ecs_worker.config import SECTIONS
+    from dataclasses import fields
+    text = (ROOT / "config.example.toml").read_text()
+    for section, cls in SECTIONS.items():
+        assert f"[{section}]" in text
+        for f in fields(cls):
+            assert re.search(rf"^{f.name} = ", text, re.M), f"[{section}] {f.name} missing"
