@@ -62,6 +62,29 @@ class ActionGateway:
         self._record(Action(plugin, action, target, False, OK, detail), sink)
         return value
 
+    def perform_many(self, plugin: str, action: str, targets: list[tuple[str, list[Action] | None]],
+                     call: Callable[..., Any], *args: Any, note: str = "", **kwargs: Any) -> Any:
+        """Like `perform`, for one call that acts for several events (a coalesced batch).
+
+        `targets` pairs each target with the sink of the event it belongs to, so every
+        event's record shows its own part. `note` is the detail of a dry-run plan
+        (e.g. "unverified: ..." when the plan could not be checked against the cloud).
+        """
+        if self.dry_run:
+            for target, sink in targets:
+                self._record(Action(plugin, action, target, True, PLANNED, note), sink)
+            return None
+        try:
+            value = call(*args, **kwargs)
+        except Exception as exc:
+            for target, sink in targets:
+                self._record(Action(plugin, action, target, False, ERROR, _one_line(exc)), sink)
+            raise
+        detail = value if isinstance(value, str) else ""
+        for target, sink in targets:
+            self._record(Action(plugin, action, target, False, OK, detail), sink)
+        return value
+
     def _record(self, action: Action, sink: list[Action] | None) -> None:
         if sink is not None:
             sink.append(action)

@@ -81,6 +81,9 @@ class WorkerConfig:
     shutdown_timeout: float = setting(30.0, min=0, max=3600)
     dry_run: bool = setting(False)
     dedupe_ttl: int = setting(86400, min=0, max=30 * 86400)
+    retry_base_seconds: float = setting(10.0, min=1, max=3600,
+                                        doc="first backoff after a failed attempt; doubles per attempt")
+    retry_max_seconds: float = setting(900.0, min=1, max=43200, doc="longest backoff after a failure")
     archive: str = setting("", doc="append every received body to this JSON Lines file")
 
 
@@ -171,7 +174,10 @@ def build_section(cls: type, data: dict[str, Any], where: str) -> Any:
             values[name] = _check(data[name], hints[name], f.metadata, f"{where} {name}")
         elif f.default is MISSING and f.default_factory is MISSING:
             raise ConfigError(f"{where} {name}: required")
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ConfigError as exc:  # cross-field checks in __post_init__ say "key: problem"
+        raise ConfigError(f"{where} {exc}") from None
 
 
 def _check(value: Any, hint: Any, meta: Any, where: str) -> Any:
@@ -185,6 +191,10 @@ def _check(value: Any, hint: Any, meta: Any, where: str) -> Any:
         if not isinstance(value, list):
             raise ConfigError(f"{where}: must be a list, got {_kind(value)}")
         return [_check(v, args[0] if args else Any, {}, f"{where}[{i}]") for i, v in enumerate(value)]
+    if is_dataclass(hint):  # a nested table, e.g. each of [[plugins.x.targets]]
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: must be a table, got {_kind(value)}")
+        return build_section(hint, value, where)
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: must be a table, got {_kind(value)}")

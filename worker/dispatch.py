@@ -63,7 +63,8 @@ class Result:
         return {"id": ev.id if ev else None, "name": ev.name if ev else None,
                 "instance_id": ev.instance_id if ev else None, "outcome": self.outcome,
                 "actions": [{"plugin": a.plugin, "action": a.action, "target": a.target,
-                             "dry_run": a.dry_run, "result": a.result} for a in self.actions],
+                             "dry_run": a.dry_run, "result": a.result, "detail": a.detail}
+                            for a in self.actions],
                 "error": self.error}
 
 

@@ -21,6 +21,9 @@ from .config import Config, ConfigError, build_section
 
 DEFAULT_PLUGINS = (
     "ecs_worker.plugins.log",
+    "ecs_worker.plugins.restart",
+    "ecs_worker.plugins.slb",
+    "ecs_worker.plugins.webhook",
 )
 ENTRY_POINT_GROUP = "ecs_worker"
 

@@ -26,6 +26,7 @@ import os
 import struct
 import threading
 import time
+from urllib.parse import unquote
 from xml.etree import ElementTree
 
 XMLNS = "http://mns.aliyuncs.com/doc/v1/"
@@ -121,8 +122,9 @@ class Queue:
         self.timers: list = []  # (visible_at, seq, gen)
         self.deleted: dict[int, bytes] = {}
         self.closing = False
-        for m in cfg.get("messages", []):
-            self.send(m["body"], m["delay_seconds"], m["priority"])
+        with self.cond:
+            for m in cfg.get("messages", []):
+                self.send(m["body"], m["delay_seconds"], m["priority"])
 
     # ----------------------------------------------------------------- internals
 
@@ -401,3 +403,93 @@ def _int_arg(value: str | None, name: str, lo: int, hi: int) -> int:
 
 
 int_arg = _int_arg
+
+
+# --------------------------------------------------------------------- dispatch
+
+
+def parse_query(query: str) -> dict[str, str]:
+    """Split the raw query by hand: receipt handles hold '+', which form decoding would turn into ' '."""
+    out = {}
+    for part in query.split("&"):
+        if part:
+            k, _, v = part.partition("=")
+            out[unquote(k)] = unquote(v)
+    return out
+
+
+def route(method: str, path: str, query: dict[str, str], body: bytes) -> tuple[str, str | None]:
+    """(action name, queue name) for an MNS request; action "Unsupported" if the emulator lacks it."""
+    parts = path.strip("/").split("/")
+    if len(parts) == 2 and parts[0] == "queues":
+        return ("GetQueueAttributes" if method == "GET" else "Unsupported"), parts[1]
+    if len(parts) != 3 or parts[0] != "queues" or parts[2] != "messages":
+        return "Unsupported", None
+    q = parts[1]
+    if method == "POST":
+        return ("BatchSendMessage" if b"<Messages" in body[:200] else "SendMessage"), q
+    if method == "GET":
+        batch = "numOfMessages" in query
+        if query.get("peekonly", "").lower() == "true":
+            return ("BatchPeekMessage" if batch else "PeekMessage"), q
+        return ("BatchReceiveMessage" if batch else "ReceiveMessage"), q
+    if method == "DELETE":
+        return ("DeleteMessage" if "ReceiptHandle" in query else "BatchDeleteMessage"), q
+    if method == "PUT" and "ReceiptHandle" in query:
+        return "ChangeMessageVisibility", q
+    return "Unsupported", q
+
+
+def execute(queue: Queue, action: str, query: dict[str, str], body: bytes) -> tuple[int, bytes]:
+    """Run one MNS action on `queue` (lock held); return (HTTP status, XML body) or raise MnsError."""
+    if action == "GetQueueAttributes":
+        return 200, xml_attributes(queue)
+    if action in ("SendMessage", "BatchSendMessage"):
+        is_batch, items = parse_send_body(body)
+        if not is_batch:
+            m = items[0]
+            return 201, xml_sent(queue.send(queue.check_body(m["body"]), m["delay_seconds"], m["priority"]))
+        results: list = []
+        for m in items:
+            try:
+                results.append(queue.send(queue.check_body(m["body"]), m["delay_seconds"], m["priority"]))
+            except MnsError as e:
+                results.append(e)
+        failed = any(isinstance(r, MnsError) for r in results)
+        return (400 if failed else 201), xml_batch_sent(results)
+    if action in ("ReceiveMessage", "BatchReceiveMessage"):
+        n = int_arg(query["numOfMessages"], "numOfMessages", 1, MAX_BATCH) if action == "BatchReceiveMessage" else 1
+        wait = (int_arg(query["waitseconds"], "waitseconds", 0, MAX_WAIT_SECONDS) if "waitseconds" in query
+                else queue.polling_wait_seconds)
+        got = queue.receive(n, wait)
+        if not got:
+            raise message_not_exist()
+        if action == "ReceiveMessage":
+            return 200, xml_message(*got[0])
+        return 200, xml_messages(got)
+    if action in ("PeekMessage", "BatchPeekMessage"):
+        n = int_arg(query["numOfMessages"], "numOfMessages", 1, MAX_BATCH) if action == "BatchPeekMessage" else 1
+        found = queue.peek(n)
+        if not found:
+            raise message_not_exist()
+        if action == "PeekMessage":
+            return 200, xml_message(found[0], None)
+        return 200, xml_messages([(m, None) for m in found])
+    if action == "DeleteMessage":
+        queue.delete(query["ReceiptHandle"])
+        return 204, b""
+    if action == "BatchDeleteMessage":
+        errors = []
+        for h in parse_receipt_handles(body):
+            try:
+                queue.delete(h)
+            except MnsError as e:
+                errors.append((h, e))
+        return (404, xml_delete_errors(errors)) if errors else (204, b"")
+    if action == "ChangeMessageVisibility":
+        if "VisibilityTimeout" not in query:
+            raise MnsError(400, "MissingVisibilityTimeout", "VisibilityTimeout is required.")
+        timeout = int_arg(query["VisibilityTimeout"], "VisibilityTimeout", 0, 43200)
+        m, handle = queue.change_visibility(query["ReceiptHandle"], timeout)
+        return 200, xml_change_visibility(handle, m)
+    raise MnsError(400, "InvalidRequestURL", "Http request URL format invalid (not implemented by the emulator).")

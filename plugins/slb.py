@@ -1,0 +1,237 @@
+"""Built-in `slb` plugin: take a spot instance out of every SLB vserver group it is in,
+well inside the ~5 minute interruption notice, even when a whole wave arrives at once.
+
+The hook returns a `Future` at once; a coalescer gathers the instances of events that
+arrive within `coalesce_ms`, finds their groups (configured, or discovered), and removes
+them with one `RemoveVServerGroupBackendServers` per group per 20 servers. Every event
+still records its own action per group and port (`rsp-…/i-…:80`).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from ecs_worker import hookimpl
+from ecs_worker.config import setting
+
+NOTICE_SECONDS = 300       # Alibaba releases a spot instance about 5 minutes after the notice
+REMOVE_MARGIN_SECONDS = 60  # a drain always leaves this long for the removal itself
+MAX_BACKENDS_PER_CALL = 20  # the SLB API's limit for BackendServers
+REMOVE, DRAIN = "RemoveVServerGroupBackendServers", "SetVServerGroupAttribute"
+
+
+@dataclass(frozen=True)
+class Config:
+    vserver_groups: list[str] = setting([], doc="groups to check; empty = discover through the SLB API")
+    coalesce_ms: int = setting(200, min=0, max=5000, doc="window that gathers a wave into batches")
+    drain_seconds: float = setting(0.0, min=0, max=240,
+                                   doc="set weight 0 first and remove after this long; 0 = remove at once")
+    discovery_ttl: float = setting(10.0, min=0, max=300, doc="seconds group lists and members are cached")
+    workers: int = setting(4, min=1, max=32, doc="SLB calls in flight at once (different groups)")
+
+
+_remover: Remover | None = None
+_remover_lock = threading.Lock()
+
+
+@hookimpl
+def on_startup(ctx):
+    global _remover
+    cfg: Config = ctx.config
+    if any(not g.strip() for g in cfg.vserver_groups):
+        raise ValueError("[plugins.slb] vserver_groups: group ids must not be empty")
+    ctx.cloud  # builds the gateway now, so a bad [credentials] section fails at start-up
+    with _remover_lock:
+        if _remover is not None:
+            _remover.close()
+        _remover = Remover(ctx.runtime, cfg, ctx.plugin)
+    ctx.log.info("slb: %s, coalescing %d ms%s",
+                 f"vserver groups {', '.join(cfg.vserver_groups)}" if cfg.vserver_groups
+                 else "discovering vserver groups", cfg.coalesce_ms,
+                 f", draining {cfg.drain_seconds:g}s first" if cfg.drain_seconds else "")
+
+
+@hookimpl
+def on_shutdown(ctx):
+    global _remover
+    with _remover_lock:
+        remover, _remover = _remover, None
+    if remover is not None:
+        remover.close()
+
+
+@hookimpl
+def on_preemptible_interruption(event, ctx):
+    if not event.instance_id:
+        return None
+    remover = _remover
+    if remover is None or remover.runtime is not ctx.runtime:
+        raise RuntimeError("slb plugin is not started (on_startup was not called)")
+    region = ctx.runtime.config.cloud.region
+    if event.region and event.region != region:
+        ctx.log.warning("not removing %s from SLB: event is for region %s, this worker serves %s",
+                        event.instance_id, event.region, region)
+        return None
+    cfg: Config = ctx.config
+    if cfg.drain_seconds and ctx.deferred_since is None:
+        drain = drain_budget(event.time, cfg.drain_seconds, time.time())
+        if drain >= 1:
+            ctx.defer(drain, f"draining {event.instance_id} for {drain:.0f}s before removal")
+            return remover.submit(event.instance_id, ctx, DRAIN)
+    return remover.submit(event.instance_id, ctx, REMOVE)
+
+
+def drain_budget(notice_time, drain_seconds: float, now: float) -> float:
+    """How long we may drain: configured, but never eating into the removal's margin."""
+    if notice_time is None:
+        return drain_seconds
+    left = notice_time.timestamp() + NOTICE_SECONDS - REMOVE_MARGIN_SECONDS - now
+    return max(0.0, min(drain_seconds, left))
+
+
+class _Job:
+    """One event's request; its future resolves when every backend entry is done."""
+
+    def __init__(self, instance_id: str, ctx, kind: str) -> None:
+        self.instance_id, self.ctx, self.kind = instance_id, ctx, kind
+        self.future: Future = Future()
+        self._remaining = 0
+        self._groups: set[str] = set()
+        self._error: BaseException | None = None
+        self._lock = threading.Lock()
+
+    def expect(self, entries: int) -> None:
+        self._remaining = entries
+
+    def entry_done(self, backend, error: BaseException | None) -> None:
+        with self._lock:
+            self._remaining -= 1
+            self._groups.add(backend.group)
+            if error is not None and self._error is None:
+                self._error = error
+            last = self._remaining == 0
+        if last:
+            self.finish()
+
+    def finish(self, nothing: bool = False) -> None:
+        if self.future.done():
+            return
+        if self._error is not None:
+            self.future.set_exception(self._error)
+        elif nothing:
+            self.ctx.deferral = None  # nothing to drain: no reason to come back later
+            self.future.set_result(None)
+        else:
+            verb = {REMOVE: "removed from", DRAIN: "weight 0 in"}[self.kind]
+            plan = "planned: " if self.ctx.dry_run else ""
+            self.future.set_result(f"{plan}{verb} {len(self._groups)} vserver group(s)")
+
+    def fail(self, error: BaseException) -> None:
+        self._error = error
+        self.finish()
+
+
+class Remover:
+    """The coalescer: window → locate (one batched read) → per-group batched changes."""
+
+    def __init__(self, runtime, cfg: Config, plugin: str) -> None:
+        from ecs_worker.cloud.batch import KeyedBatcher
+        from ecs_worker.cloud.slb import BackendIndex
+
+        self.runtime, self.plugin = runtime, plugin
+        self.window = cfg.coalesce_ms / 1000.0
+        self.index = BackendIndex(lambda action, **p: runtime.cloud.slb(action, **p),
+                                  cfg.vserver_groups, cfg.discovery_ttl, workers=cfg.workers)
+        self.batcher = KeyedBatcher(self._send, max_batch=MAX_BACKENDS_PER_CALL,
+                                    workers=cfg.workers, name="slb-send")
+        self._incoming: list[_Job] = []
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="slb-coalesce", daemon=True)
+        self._thread.start()
+
+    def submit(self, instance_id: str, ctx, kind: str) -> Future:
+        job = _Job(instance_id, ctx, kind)
+        with self._cond:
+            if self._stopping:
+                raise RuntimeError("slb plugin is shutting down")
+            self._incoming.append(job)
+            self._cond.notify()
+        return job.future
+
+    def close(self, timeout: float = 5.0) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        self._thread.join(timeout)
+        with self._cond:
+            left, self._incoming = self._incoming, []
+        error = RuntimeError("worker shut down before the SLB change was made")
+        for job in left:
+            job.fail(error)
+        for done in self.batcher.close():
+            done(error)
+        self.index.close()
+
+    # -- the coalescing thread ------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._incoming and not self._stopping:
+                    self._cond.wait()
+                if self._stopping:
+                    return
+                deadline = time.monotonic() + self.window
+                while not self._stopping and (left := deadline - time.monotonic()) > 0:
+                    self._cond.wait(left)
+                if self._stopping:
+                    return
+                jobs, self._incoming = self._incoming, []
+            self._dispatch(jobs)
+
+    def _dispatch(self, jobs: list[_Job]) -> None:
+        try:
+            found = self.index.locate({j.instance_id for j in jobs})
+        except Exception as exc:
+            for job in jobs:
+                self._unlocated(job, exc)
+            return
+        entries = []
+        for job in jobs:
+            backends = found.get(job.instance_id) or []
+            if not backends:  # in no group: gone already, or never there — done
+                job.finish(nothing=True)
+                continue
+            job.expect(len(backends))
+            entries += [(b.group, job.kind, (b, job), partial(job.entry_done, b)) for b in backends]
+        self.batcher.put(entries)
+
+    def _unlocated(self, job: _Job, exc: Exception) -> None:
+        if not job.ctx.dry_run:
+            job.fail(exc)  # the message comes back and we try again
+            return
+        # Dry-run on a laptop has no credentials: report the plan, marked as unchecked.
+        note = f"unverified: could not read SLB: {getattr(exc, 'code', type(exc).__name__)}"
+        self.runtime.gateway.perform_many(self.plugin, job.kind, [(f"?/{job.instance_id}", job.ctx.actions)],
+                                          _never, note=note)
+        job.future.set_result(f"planned ({note})")
+
+    # -- one batched call (a KeyedBatcher worker thread) ------------------------------
+    def _send(self, group: str, kind: str, items: list[tuple[Any, _Job]]) -> None:
+        backends = [b for b, _ in items]
+        unique = list({(b.server_id, b.port): b for b in backends}.values())  # one per entry, even for duplicate events
+        wire = [b.wire(weight=0 if kind == DRAIN else None) for b in unique]
+        targets = [(b.target, job.ctx.actions) for b, job in items]
+        cloud_call = self.runtime.cloud.slb if not self.runtime.dry_run else _never
+        self.runtime.gateway.perform_many(self.plugin, kind, targets, cloud_call, kind,
+                                          VServerGroupId=group, BackendServers=wire)
+        if kind == REMOVE and not self.runtime.dry_run:
+            self.index.forget(unique)
+
+
+def _never(*args: Any, **kwargs: Any) -> None:  # pragma: no cover - dry-run never calls
+    raise AssertionError("dry-run must not call the cloud")

@@ -1,0 +1,225 @@
+"""The `slb` plugin against the emulator with the real SDKs: removal from every group and
+port, idempotence, dry-run, draining, and a wave of 500 under SLB throttling."""
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import wait
+
+import pytest
+
+from ecs_worker.config import parse_config
+from ecs_worker.context import Runtime
+from ecs_worker.dispatch import Dispatcher
+from ecs_worker.events import parse_event
+from ecs_worker.manager import DEFAULT_PLUGINS, load_plugins
+from ecs_worker.testing import run_emulator
+
+REGION = "cn-hangzhou"
+KEY = {"access_key_id": "LTAIslbtest0001", "access_key_secret": "slb-test-secret-0001"}
+
+
+def fleet(load_balancers, instances=()):
+    return {"region": REGION, "account_id": "1690000000000000", "credentials": [KEY],
+            "instances": list(instances), "load_balancers": load_balancers}
+
+
+TWO_GROUPS = fleet([
+    {"id": "lb-web", "vserver_groups": [
+        {"id": "rsp-web80", "backend_servers": [
+            {"server_id": "i-spot1", "port": 80}, {"server_id": "i-spot1", "port": 8080},
+            {"server_id": "i-keep1", "port": 80}]},
+        {"id": "rsp-api443", "backend_servers": [
+            {"server_id": "i-spot1", "port": 443}, {"server_id": "i-keep1", "port": 443}]},
+    ]},
+    {"id": "lb-other", "vserver_groups": [
+        {"id": "rsp-other", "backend_servers": [{"server_id": "i-keep1", "port": 80}]}]},
+])
+
+
+def interruption(instance_id, n=0, when=None):
+    stamp = time.strftime("%Y%m%dT%H%M%S.000+0000", time.gmtime(when or time.time()))
+    return parse_event(json.dumps({
+        "ver": "1.0", "id": f"evt-{instance_id}-{n}", "product": "ECS", "level": "WARN",
+        "name": "Instance:PreemptibleInstanceInterruption", "regionId": REGION, "eventTime": stamp,
+        "resourceId": f"acs:ecs:{REGION}:1690000000000000:instance/{instance_id}",
+        "content": {"instanceId": instance_id, "action": "delete"}}))
+
+
+class Worker:
+    """The slb plugin alone, behind the real dispatcher, pointed at an emulator."""
+
+    def __init__(self, emu, dry_run=False, cloud=None, **slb):
+        others = [m.rsplit(".", 1)[1] for m in DEFAULT_PLUGINS if not m.endswith(".slb")]
+        self.config = parse_config({
+            "cloud": {"region": REGION, "endpoint": emu.endpoint, "protocol": "http", **(cloud or {})},
+            "credentials": KEY, "plugins": {"disabled": others, "slb": slb}})
+        plugins = load_plugins(self.config, entry_points_too=False)
+        self.runtime = Runtime(self.config, plugins.configs, dry_run=dry_run)
+        self.dispatcher = Dispatcher(plugins.pm, self.runtime, call_timeout=10)
+
+    def __enter__(self):
+        self.dispatcher.startup()
+        return self
+
+    def __exit__(self, *exc):
+        self.dispatcher.shutdown()
+
+    def handle(self, event, resume=None, timeout=30):
+        return self.dispatcher.start(event, resume).result(timeout)
+
+
+def backends(emu, group_id):
+    for lb in emu.state()["load_balancers"]:
+        for g in lb["vserver_groups"]:
+            if g["id"] == group_id:
+                return {(s["server_id"], s["port"]): s["weight"] for s in g["backend_servers"]}
+    raise KeyError(group_id)
+
+
+def calls(emu, name):
+    return emu.state()["calls"].get(name, 0)
+
+
+@pytest.mark.parametrize("configured", [[], ["rsp-web80", "rsp-api443", "rsp-other"]],
+                         ids=["discovered", "configured"])
+def test_instance_in_two_groups_on_several_ports_is_removed_from_all(configured):
+    with run_emulator(TWO_GROUPS) as emu, Worker(emu, vserver_groups=configured) as w:
+        result = w.handle(interruption("i-spot1"))
+
+        assert result.outcome == "handled", result.error
+        assert backends(emu, "rsp-web80") == {("i-keep1", 80): 100}
+        assert backends(emu, "rsp-api443") == {("i-keep1", 443): 100}
+        assert backends(emu, "rsp-other") == {("i-keep1", 80): 100}
+        assert calls(emu, "slb:RemoveVServerGroupBackendServers") == 2  # one per group, all ports at once
+        assert sorted((a.action, a.target, a.result) for a in result.actions) == [
+            ("RemoveVServerGroupBackendServers", "rsp-api443/i-spot1:443", "ok"),
+            ("RemoveVServerGroupBackendServers", "rsp-web80/i-spot1:80", "ok"),
+            ("RemoveVServerGroupBackendServers", "rsp-web80/i-spot1:8080", "ok"),
+        ]
+
+
+def test_duplicate_event_and_instance_already_gone_are_done():
+    with run_emulator(TWO_GROUPS) as emu, Worker(emu) as w:
+        first = w.handle(interruption("i-spot1", 1))
+        again = w.handle(interruption("i-spot1", 2))
+        never_there = w.handle(interruption("i-nowhere", 3))
+
+        assert first.outcome == "handled"
+        assert again.outcome == "ignored" and again.error is None
+        assert never_there.outcome == "ignored" and never_there.error is None
+        assert calls(emu, "slb:RemoveVServerGroupBackendServers") == 2
+        assert backends(emu, "rsp-web80") == {("i-keep1", 80): 100}
+
+
+def test_duplicate_events_in_one_window_make_one_call_per_group():
+    with run_emulator(TWO_GROUPS) as emu, Worker(emu, coalesce_ms=300) as w:
+        futures = [w.dispatcher.start(interruption("i-spot1", n)) for n in range(3)]
+        results = [f.result(30) for f in futures]
+
+        assert [r.outcome for r in results] == ["handled"] * 3
+        assert calls(emu, "slb:RemoveVServerGroupBackendServers") == 2
+        assert all(len(r.actions) == 3 for r in results)  # each event shows its own part
+
+
+def test_dry_run_changes_nothing_and_reports_the_plan():
+    with run_emulator(TWO_GROUPS) as emu, Worker(emu, dry_run=True) as w:
+        before = emu.state()["load_balancers"]
+        result = w.handle(interruption("i-spot1"))
+
+        assert result.outcome == "handled"
+        assert emu.state()["load_balancers"] == before
+        assert calls(emu, "slb:RemoveVServerGroupBackendServers") == 0
+        assert calls(emu, "slb:SetVServerGroupAttribute") == 0
+        assert sorted((a.target, a.dry_run, a.result) for a in result.actions) == [
+            ("rsp-api443/i-spot1:443", True, "planned"),
+            ("rsp-web80/i-spot1:80", True, "planned"),
+            ("rsp-web80/i-spot1:8080", True, "planned"),
+        ]
+
+
+def test_dry_run_without_a_reachable_cloud_reports_an_unverified_plan():
+    with run_emulator(TWO_GROUPS) as emu:
+        w = Worker(emu, dry_run=True, cloud={"endpoint": "127.0.0.1:9", "max_retries": 0})
+        with w:
+            result = w.handle(interruption("i-spot1"))
+
+    assert result.outcome == "handled"
+    [action] = result.actions
+    assert (action.target, action.dry_run, action.result) == ("?/i-spot1", True, "planned")
+    assert action.detail.startswith("unverified: could not read SLB: SDK.HttpError")
+
+
+def test_without_dry_run_a_failed_read_fails_the_event_so_it_comes_back():
+    with run_emulator(TWO_GROUPS) as emu, Worker(emu, vserver_groups=["rsp-missing"]) as w:
+        result = w.handle(interruption("i-spot1"))
+
+        assert result.outcome == "failed"
+        assert "InvalidVServerGroupId.NotFound" in result.error
+        assert backends(emu, "rsp-web80")[("i-spot1", 80)] == 100
+
+
+def test_drain_sets_weight_zero_then_removes_after_the_deferral():
+    with run_emulator(TWO_GROUPS) as emu, Worker(emu, drain_seconds=30) as w:
+        event = interruption("i-spot1")
+        first = w.handle(event)
+
+        assert first.outcome == "deferred" and 29 <= first.defer_seconds <= 30
+        assert backends(emu, "rsp-web80") == {("i-spot1", 80): 0, ("i-spot1", 8080): 0, ("i-keep1", 80): 100}
+        assert backends(emu, "rsp-api443")[("i-spot1", 443)] == 0
+
+        second = w.handle(event, resume={"slb": time.time() - 30})
+        assert second.outcome == "handled"
+        assert backends(emu, "rsp-web80") == {("i-keep1", 80): 100}
+        assert {a.action for a in first.actions + second.actions} == {
+            "SetVServerGroupAttribute", "RemoveVServerGroupBackendServers"}
+
+
+def test_drain_is_skipped_when_the_notice_is_nearly_over():
+    with run_emulator(TWO_GROUPS) as emu, Worker(emu, drain_seconds=120) as w:
+        result = w.handle(interruption("i-spot1", when=time.time() - 250))  # 50 s of notice left
+
+        assert result.outcome == "handled"
+        assert calls(emu, "slb:SetVServerGroupAttribute") == 0
+        assert ("i-spot1", 80) not in backends(emu, "rsp-web80")
+
+
+def wave_fleet(groups=25, per_group=20, lbs=5):
+    return fleet([
+        {"id": f"lb-{l}", "vserver_groups": [
+            {"id": f"rsp-{g:02d}", "backend_servers":
+                [{"server_id": f"i-wave{g:02d}{n:02d}", "port": 80} for n in range(per_group)]
+                + [{"server_id": f"i-stay{g:02d}", "port": 80}]}
+            for g in range(groups) if g % lbs == l]}
+        for l in range(lbs)])
+
+
+def test_wave_of_500_under_slb_throttling_is_removed_in_few_calls():
+    state = wave_fleet()
+    state["faults"] = {"slb": {"throttle_rps": 20}}
+    ids = [f"i-wave{g:02d}{n:02d}" for g in range(25) for n in range(20)]
+    with run_emulator(state) as emu, Worker(emu) as w:
+        futures = [w.dispatcher.start(interruption(i)) for i in ids]
+        done, not_done = wait(futures, timeout=60)
+
+        assert not not_done
+        results = [f.result() for f in futures]
+        assert [r.outcome for r in results].count("handled") == 500, {r.error for r in results}
+        for g in range(25):
+            assert backends(emu, f"rsp-{g:02d}") == {(f"i-stay{g:02d}", 80): 100}
+        removes = calls(emu, "slb:RemoveVServerGroupBackendServers")
+        assert 25 <= removes <= 30  # 500 servers / 20 per call; a few extra for throttled retries
+        assert all(len(r.actions) == 1 and r.actions[0].result == "ok" for r in results)
+
+
+def test_throttling_beyond_our_own_limit_is_retried_not_failed():
+    state = wave_fleet(groups=2, per_group=20, lbs=1)
+    state["faults"] = {"slb": {"throttle_rps": 4, "throttle_burst": 1}}
+    ids = [f"i-wave{g:02d}{n:02d}" for g in range(2) for n in range(20)]
+    with run_emulator(state) as emu, Worker(emu, cloud={"slb_rps": 50}, vserver_groups=["rsp-00", "rsp-01"]) as w:
+        futures = [w.dispatcher.start(interruption(i)) for i in ids]
+        results = [f.result(60) for f in futures]
+
+        assert {r.outcome for r in results} == {"handled"}
+        assert sum(n for (api, code), n in w.runtime.cloud.retries.items() if code == "Throttling.User") > 0
+        assert backends(emu, "rsp-00") == {("i-stay00", 80): 100}

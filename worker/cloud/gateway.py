@@ -1,0 +1,163 @@
+"""`Cloud`: the one place that builds ECS/SLB clients and makes calls to them.
+
+Every call: waits for a token from its API's bucket, is signed with fresh credentials,
+goes over https unless configured otherwise (to the endpoint override when set), and is
+retried with backoff and full jitter on throttling and transient errors. Failures come
+out as `CloudError` (code + one clean line). The SDKs are imported on first call.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import threading
+import time
+from collections import Counter
+from typing import TYPE_CHECKING, Any, Callable
+
+from .errors import CloudError, from_sdk
+from .ratelimit import TokenBucket
+from .retry import call_with_retry
+
+if TYPE_CHECKING:
+    from ..config import CloudConfig, Config
+
+log = logging.getLogger("ecs_worker.cloud")
+
+# api -> (request module package, class suffix); the SDK's typed request classes carry
+# the product code, version and endpoint data.
+_REQUESTS = {
+    "ecs": "aliyunsdkecs.request.v20140526",
+    "slb": "aliyunsdkslb.request.v20140515",
+}
+_PLACEHOLDER_KEY = "signed-per-request"  # the SDK insists on keys at construction; ours sign
+
+
+class Cloud:
+    """ECS/SLB calls for plugins: `cloud.ecs("DescribeInstances", InstanceIds=[...])`."""
+
+    def __init__(self, cloud: CloudConfig, provider: Any, *, backoff_base: float = 0.2,
+                 backoff_cap: float = 10.0, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.settings = cloud
+        self.provider = provider
+        self.buckets = {"ecs": TokenBucket(cloud.ecs_rps), "slb": TokenBucket(cloud.slb_rps)}
+        self.calls: Counter = Counter()    # (api, action) -> attempts sent
+        self.retries: Counter = Counter()  # (api, code) -> retries made
+        self._backoff = (backoff_base, backoff_cap)
+        self._sleep = sleep
+        self._clients: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_config(cls, config: Config) -> Cloud:
+        from ..credentials import credentials_provider
+
+        return cls(config.cloud, credentials_provider(config.credentials))
+
+    def ecs(self, action: str, **params: Any) -> dict:
+        return self.call("ecs", action, params)
+
+    def slb(self, action: str, **params: Any) -> dict:
+        return self.call("slb", action, params)
+
+    def call(self, api: str, action: str, params: dict[str, Any]) -> dict:
+        """One API call with rate limiting and retries; the decoded JSON response."""
+        if api not in _REQUESTS:
+            raise ValueError(f"unknown api {api!r} (known: {', '.join(_REQUESTS)})")
+
+        def on_retry(exc: Exception, n: int, delay: float) -> None:
+            code = getattr(exc, "code", type(exc).__name__)
+            with self._lock:
+                self.retries[(api, code)] += 1
+            log.debug("%s %s: %s; retry %d/%d in %.2fs", api, action, code, n,
+                      self.settings.max_retries, delay)
+
+        return call_with_retry(lambda: self._attempt(api, action, params),
+                               retryable=lambda e: isinstance(e, CloudError) and e.retryable,
+                               max_retries=self.settings.max_retries, base=self._backoff[0],
+                               cap=self._backoff[1], sleep=self._sleep, on_retry=on_retry)
+
+    def _attempt(self, api: str, action: str, params: dict[str, Any]) -> dict:
+        client = self._client(api)
+        request = _request(api, action)
+        for key, value in params.items():
+            request.add_query_param(key, _wire(value))
+        request.set_protocol_type(self.settings.protocol)
+        if self.settings.endpoint:
+            request.set_endpoint(self.settings.endpoint)
+        self.buckets[api].acquire()
+        with self._lock:
+            self.calls[(api, action)] += 1
+        from aliyunsdkcore.acs_exception.exceptions import ClientException, ServerException
+
+        try:
+            body = client.do_action_with_exception(request)
+        except (ServerException, ClientException) as exc:
+            raise from_sdk(action, exc) from None  # `from None`: the SDK's text may hold the signed URL
+        except CloudError:
+            raise
+        except Exception as exc:  # the credentials provider failed while signing
+            raise CloudError(action, "Credentials.Unavailable", f"{type(exc).__name__}: {exc}") from None
+        try:
+            return json.loads(body)
+        except ValueError:
+            raise CloudError(action, "SDK.InvalidResponse", "response is not JSON") from None
+
+    def _client(self, api: str) -> Any:
+        with self._lock:
+            client = self._clients.get(api)
+            if client is None:
+                client = self._clients[api] = self._build_client()
+            return client
+
+    def _build_client(self) -> Any:
+        from aliyunsdkcore.client import AcsClient
+
+        from .signer import ProviderSigner
+
+        _quiet_sdk_logging()
+        s = self.settings
+        client = AcsClient(_PLACEHOLDER_KEY, _PLACEHOLDER_KEY, s.region, auto_retry=False,
+                           connect_timeout=s.connect_timeout, timeout=s.read_timeout, pool_size=32)
+        client._signer = ProviderSigner(self.provider)  # see signer.py for why
+        return client
+
+    def __repr__(self) -> str:
+        s = self.settings
+        return f"Cloud(region={s.region!r}, endpoint={s.endpoint or 'default'!r}, protocol={s.protocol!r})"
+
+
+def _request(api: str, action: str) -> Any:
+    try:
+        module = importlib.import_module(f"{_REQUESTS[api]}.{action}Request")
+    except ImportError:
+        raise ValueError(f"{api} has no action {action!r}") from None
+    return getattr(module, f"{action}Request")()
+
+
+def _wire(value: Any) -> str:
+    """Query parameter text: JSON for lists and objects (e.g. InstanceIds, BackendServers)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
+
+
+_quiet_done = False
+
+
+def _quiet_sdk_logging() -> None:
+    """The core SDK logs request parameters (the STS token), response bodies and, on
+    network errors, the signed URL; one of its loggers even has its own stderr handler.
+    We log every call's outcome ourselves, cleaned, so its records go nowhere."""
+    global _quiet_done
+    if _quiet_done:
+        return
+    sdk = logging.getLogger("aliyunsdkcore")
+    sdk.addHandler(logging.NullHandler())
+    sdk.propagate = False
+    wire = logging.getLogger("aliyunsdkcore.http.http_response")
+    wire.handlers[:] = []
+    wire.disabled = True
+    _quiet_done = True

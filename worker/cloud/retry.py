@@ -1,0 +1,35 @@
+"""Retry with exponential backoff and full jitter (AWS architecture blog, "Exponential
+Backoff and Jitter"): sleep a uniform random time in [0, min(cap, base * 2**attempt)].
+
+Full jitter spreads a wave of clients that were throttled together, instead of
+bringing them back in lockstep.
+"""
+from __future__ import annotations
+
+import random
+import time
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
+
+
+def backoff_delay(attempt: int, base: float, cap: float, rand: Callable[[], float] = random.random) -> float:
+    return rand() * min(cap, base * (2 ** attempt))
+
+
+def call_with_retry(attempt: Callable[[], T], *, retryable: Callable[[Exception], bool],
+                    max_retries: int, base: float = 0.2, cap: float = 10.0,
+                    sleep: Callable[[float], None] = time.sleep,
+                    on_retry: Callable[[Exception, int, float], None] | None = None) -> T:
+    """Call `attempt()`; on a retryable exception sleep and try again, `max_retries` times."""
+    for n in range(max_retries + 1):
+        try:
+            return attempt()
+        except Exception as exc:
+            if n >= max_retries or not retryable(exc):
+                raise
+            delay = backoff_delay(n, base, cap)
+            if on_retry is not None:
+                on_retry(exc, n + 1, delay)
+            sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover

@@ -1,0 +1,57 @@
+"""Prometheus metrics of the running worker, in one registry the HTTP listener serves.
+
+The runner updates them; `last_poll_completed` (monotonic seconds, 0 before the first
+poll) is for the health check: a receive loop that stopped polling is unhealthy even
+though the process is alive.
+"""
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from .actions import Action, ActionGateway
+
+REGISTRY = CollectorRegistry()
+
+EVENTS = Counter("ecs_worker_events", "Events settled, by event name and outcome "
+                 "(handled, failed, ignored, invalid, deferred, duplicate)",
+                 ["name", "outcome"], registry=REGISTRY)
+ACTIONS = Counter("ecs_worker_actions", "Cloud-changing actions, by plugin, action and result "
+                  "(ok, planned, error)", ["plugin", "action", "result"], registry=REGISTRY)
+PLUGIN_ERRORS = Counter("ecs_worker_plugin_errors", "Plugin calls that failed or timed out",
+                        ["plugin"], registry=REGISTRY)
+DEAD_LETTERS = Counter("ecs_worker_dead_letters", "Messages dead-lettered, by reason "
+                       "(invalid, max_attempts)", ["reason"], registry=REGISTRY)
+HANDLER_SECONDS = Histogram("ecs_worker_handler_seconds", "Time from dispatch to outcome",
+                            registry=REGISTRY,
+                            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300))
+EVENT_LAG = Histogram("ecs_worker_event_lag_seconds", "Time from enqueue to outcome",
+                      registry=REGISTRY,
+                      buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600))
+RECEIVE_ERRORS = Counter("ecs_worker_receive_errors", "Failed MNS receive calls", registry=REGISTRY)
+LAST_POLL = Gauge("ecs_worker_last_poll_timestamp_seconds",
+                  "Unix time the last receive call completed", registry=REGISTRY)
+INFLIGHT = Gauge("ecs_worker_inflight", "Messages held: being handled or awaiting plugins' work",
+                 registry=REGISTRY)
+
+last_poll_completed = 0.0  # time.monotonic() of the last completed poll; 0 = none yet
+
+
+def poll_completed() -> None:
+    global last_poll_completed
+    last_poll_completed = time.monotonic()
+    LAST_POLL.set_to_current_time()
+
+
+def count_action(action: Action) -> None:
+    ACTIONS.labels(action.plugin, action.action, action.result).inc()
+
+
+def watch_gateway(gateway: ActionGateway) -> None:
+    gateway.subscribe(count_action)
+
+
+def value(name: str, labels: dict[str, str] | None = None) -> float:
+    """A sample's current value (0 when absent): for tests and the status line."""
+    return REGISTRY.get_sample_value(name, labels or {}) or 0.0

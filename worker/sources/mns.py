@@ -1,0 +1,195 @@
+"""The MNS queue, as the runner sees it: receive a batch, delete a batch, change
+visibility, send (to the dead-letter queue) — and every MNS error sorted into
+transient (back off and carry on) or permanent (configuration: stop at start-up).
+
+The SDK's `Account`/`Queue` hold one persistent HTTP connection and are not
+thread-safe, so each thread gets its own client. Bodies are received with
+`set_encoding(False)`: whether a body is base64 is decided by `parse_event`, not guessed.
+"""
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from ..actions import _one_line
+
+# Codes that no amount of retrying fixes: the configuration (or the account) is wrong.
+PERMANENT_CODES = frozenset({
+    "QueueNotExist", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied",
+    "InvalidAccessKeyId.NotFound", "InvalidAccessKeyId.Inactive", "Forbidden",
+    "InvalidQueueName", "QueueDeletedRecently", "SecurityTokenExpired", "InvalidSecurityToken",
+})
+# A receipt handle that is stale: the message became visible again or was deleted.
+STALE_HANDLE_CODES = frozenset({"MessageNotExist", "ReceiptHandleError"})
+EMPTY_POLL = "MessageNotExist"
+MAX_BATCH = 16  # MNS's limit for batch receive and batch delete
+SOCKET_SLACK = 15  # seconds a socket read may outlast the long poll before it is a dead connection
+
+
+class MnsError(Exception):
+    """An MNS failure with a one-line, secret-free message and its server code."""
+
+    def __init__(self, message: str, code: str = "", permanent: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.permanent = permanent
+
+    @property
+    def stale_handle(self) -> bool:
+        return self.code in STALE_HANDLE_CODES
+
+
+@dataclass(frozen=True)
+class Message:
+    id: str
+    receipt_handle: str
+    body: bytes
+    dequeue_count: int
+    enqueue_time_ms: int
+    first_dequeue_time_ms: int
+    next_visible_time_ms: int = 0
+
+
+def classify(exc: BaseException, what: str) -> MnsError:
+    """Turn an SDK exception into an `MnsError`; the text never carries request bodies."""
+    from mns.mns_exception import (MNSClientNetworkException, MNSClientParameterException,
+                                   MNSServerException)
+
+    if isinstance(exc, MnsError):
+        return exc
+    if isinstance(exc, MNSServerException):
+        code = exc.type or "Unknown"
+        detail = (exc.message or "").strip().splitlines()
+        text = f"{what}: {code}: {detail[0][:200] if detail else ''} (request {exc.request_id})"
+        return MnsError(text, code, permanent=code in PERMANENT_CODES)
+    if isinstance(exc, MNSClientNetworkException):
+        # The SDK puts the raw response into RespDataDamaged messages: keep only the type.
+        return MnsError(f"{what}: network error: {exc.type}"
+                        + (f": {str(exc.message)[:120]}" if exc.type == "NetWorkException" else ""),
+                        exc.type)
+    if isinstance(exc, MNSClientParameterException):
+        return MnsError(f"{what}: {exc.type}: {str(exc.message)[:200]}", exc.type, permanent=True)
+    return MnsError(f"{what}: {_one_line(exc)}", type(exc).__name__)
+
+
+class MnsQueue:
+    """One MNS queue; every method is safe to call from any thread."""
+
+    def __init__(self, endpoint: str, name: str, credentials_provider, wait_seconds: int = 20) -> None:
+        if not endpoint.startswith(("http://", "https://")):
+            raise MnsError(f"[mns] endpoint {endpoint!r}: must start with https:// (or http:// "
+                           "for a local emulator)", permanent=True)
+        self.endpoint = endpoint.rstrip("/")
+        self.name = name
+        self._credentials = _TokenOrEmpty(credentials_provider)
+        self._timeout = wait_seconds + SOCKET_SLACK
+        self._local = threading.local()
+
+    def __repr__(self) -> str:
+        return f"MnsQueue({self.endpoint!r}, {self.name!r})"
+
+    def _queue(self):
+        queue = getattr(self._local, "queue", None)
+        if queue is None:
+            from mns.account import Account  # lazy: keeps `ecs-worker --help` fast
+
+            account = Account(self.endpoint, credentials_provider=self._credentials)
+            client = account.get_client()
+            client.set_connection_timeout(self._timeout)  # http: a dropped peer cannot hang us
+            client.http.conn.timeout = self._timeout  # https: the SDK sets no timeout at all
+            queue = account.get_queue(self.name)
+            queue.set_encoding(False)
+            self._local.queue = queue
+        return queue
+
+    def visibility_timeout(self) -> int:
+        """The queue's own VisibilityTimeout; also proves the queue exists and the keys work."""
+        try:
+            return int(self._queue().get_attributes().visibility_timeout)
+        except Exception as exc:
+            raise classify(exc, f"queue {self.name!r}") from None
+
+    def receive(self, batch_size: int, wait_seconds: int) -> list[Message]:
+        """Long-poll for up to `batch_size` messages; an empty poll is an empty list."""
+        from mns.mns_exception import MNSServerException
+
+        try:
+            raw = self._queue().batch_receive_message(batch_size, wait_seconds)
+        except MNSServerException as exc:
+            if exc.type == EMPTY_POLL:
+                return []
+            raise classify(exc, f"receive from {self.name!r}") from None
+        except Exception as exc:
+            raise classify(exc, f"receive from {self.name!r}") from None
+        return [Message(m.message_id, m.receipt_handle, _bytes(m.message_body), int(m.dequeue_count),
+                        int(m.enqueue_time), int(m.first_dequeue_time), int(m.next_visible_time or 0))
+                for m in raw]
+
+    def delete_batch(self, handles: list[str]) -> dict[str, MnsError]:
+        """Delete up to 16 messages; return the handles that failed, each with its error.
+
+        Raises `MnsError` only when the whole request failed (network, 5xx, throttling).
+        """
+        from mns.mns_exception import MNSServerException
+
+        if not handles:
+            return {}
+        try:
+            self._queue().batch_delete_message(list(handles))
+        except MNSServerException as exc:
+            if not exc.sub_errors:
+                raise classify(exc, f"delete from {self.name!r}") from None
+            return {e["ReceiptHandle"]: MnsError(f"delete from {self.name!r}: {e['ErrorCode']}: "
+                                                 f"{e['ErrorMessage'][:200]}", e["ErrorCode"])
+                    for e in exc.sub_errors}
+        except Exception as exc:
+            raise classify(exc, f"delete from {self.name!r}") from None
+        return {}
+
+    def change_visibility(self, handle: str, seconds: int) -> str:
+        """Hide the message for `seconds` from now; return its new receipt handle."""
+        try:
+            return self._queue().change_message_visibility(handle, int(seconds)).receipt_handle
+        except Exception as exc:
+            raise classify(exc, f"change visibility in {self.name!r}") from None
+
+    def send(self, body: str) -> str:
+        """Send one message; return its message id."""
+        from mns.queue import Message as SdkMessage
+
+        try:
+            return self._queue().send_message(SdkMessage(body)).message_id
+        except Exception as exc:
+            raise classify(exc, f"send to {self.name!r}") from None
+
+
+class _TokenOrEmpty:
+    """The MNS SDK sends a `security-token` header unless the token is exactly "": map None."""
+
+    def __init__(self, provider) -> None:
+        self._provider = provider
+
+    def get_credentials(self):
+        creds = self._provider.get_credentials()
+        if creds.get_security_token() is not None:
+            return creds
+        from mns.auth import Credentials as SdkCredentials
+
+        return SdkCredentials(creds.get_access_key_id(), creds.get_access_key_secret(), "")
+
+    def __repr__(self) -> str:
+        return repr(self._provider)
+
+
+def dead_letter_body(record: Mapping[str, Any]) -> str:
+    """The dead-letter queue's message: the raw body plus why, as one JSON object
+    (`body`, `reason`, `error`, `attempts`, `message_id`, `queue`, `time`)."""
+    return json.dumps(dict(record), ensure_ascii=False, default=str)
+
+
+def _bytes(body) -> bytes:
+    if isinstance(body, bytes):
+        return body
+    return str(body).encode("utf-8", "surrogatepass")
