@@ -16,7 +16,7 @@ run: $(STAMP)
 	$(BIN)/ecs-worker demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q tests examples/ecs-worker-hello/tests
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py

@@ -36,10 +36,10 @@ def settings(emu, **over):
     return CloudConfig(**over)
 
 
-def cloud_for(emu, creds=KEY, **over):
-    return Cloud(settings(emu, **over), StaticProvider(Credentials(creds["access_key_id"], creds["access_key_secret"],
-                                                                   creds.get("security_token"))),
-                 backoff_base=0.01, backoff_cap=0.05)
+def cloud_for(emu, creds=KEY, backoff=(0.01, 0.05), **over):
+    provider = StaticProvider(Credentials(creds["access_key_id"], creds["access_key_secret"],
+                                          creds.get("security_token")))
+    return Cloud(settings(emu, **over), provider, backoff_base=backoff[0], backoff_cap=backoff[1])
 
 
 def instance_ids(doc):
@@ -125,12 +125,12 @@ def test_non_retryable_errors_are_not_retried():
 @pytest.mark.parametrize("code", ["OperationBusy", "VServerGroupProcessing", "ServiceIsConfiguring",
                                   "Throttling", "ServiceUnavailable"])
 def test_slb_busy_codes_are_retried_until_they_clear(code):
-    state = fleet(faults={"slb": {"throttle_rps": 2, "throttle_burst": 1, "throttle_code": code,
+    state = fleet(faults={"slb": {"throttle_rps": 5, "throttle_burst": 1, "throttle_code": code,
                                   "throttle_status": 400}})
     state["load_balancers"] = [{"id": "lb-1", "vserver_groups": [{"id": "rsp-1"}]}]
     with run_emulator(state) as emu:
-        cloud = cloud_for(emu, max_retries=8, slb_rps=100)
-        for _ in range(3):
+        cloud = cloud_for(emu, backoff=(0.05, 0.4), max_retries=10, slb_rps=100)
+        for _ in range(2):
             cloud.slb("DescribeVServerGroupAttribute", VServerGroupId="rsp-1")
         assert cloud.retries[("slb", code)] > 0
 
@@ -175,9 +175,10 @@ def test_canary_secret_and_token_never_reach_logs_or_exceptions(caplog, capfd, m
     caplog.set_level(logging.DEBUG)
     texts = []
     with run_emulator(fleet(STS, faults={"ecs": {"throttle_rps": 2, "throttle_burst": 1}})) as emu:
-        cloud = cloud_for(emu, STS, ecs_rps=100, max_retries=6)
+        cloud = cloud_for(emu, STS, backoff=(0.05, 0.4), ecs_rps=100, max_retries=10)
         for _ in range(3):  # throttled and retried, then fine
             cloud.ecs("DescribeInstances", InstanceIds=["i-one"])
+        emu.set_faults({"ecs": {}})
         failures = [
             cloud_for(emu, {**STS, "access_key_secret": CANARY_SECRET + "x"}, max_retries=0),  # bad signature
             cloud_for(None, STS, max_retries=1),  # the real endpoint resolution, then no network route

@@ -120,3 +120,19 @@ def test_process_serves_writes_ready_file_and_stops_on_sigterm(tmp_path: Path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_run_emulator_api():
+    import re
+
+    from ecs_worker.testing import run_emulator
+
+    with run_emulator() as emu:
+        assert re.fullmatch(r"127\.0\.0\.1:\d+", emu.endpoint)
+        assert emu.mns_endpoint == f"http://{emu.endpoint}"
+        assert (emu.region, emu.access_key_id, emu.access_key_secret) == (
+            "cn-hangzhou", "LTAIexampleKey0001", "example-secret-0001")
+        message_id = emu.send("ecs-events", b'{"x": 1}')
+        assert message_id and emu.state()["queues"]["ecs-events"]["visible"] == 1
+        assert emu.state()["calls"] == {}  # .send is not an API call
+        assert mns_queue(emu, "ecs-events").receive_message(0).message_id == message_id

@@ -48,7 +48,7 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 ERROR_BACKOFF = (0.5, 30.0)  # MNS faults: first and longest pause, jittered
 EXTEND_EVERY = 0.5  # seconds between visibility-extender sweeps
 DELETE_LINGER = 0.02  # seconds a partial delete batch waits for company
-STATUS_EVERY = 5.0
+STATUS_EVERY = 1.0
 DUPLICATE, RELEASE, EXHAUSTED = "duplicate", "release", "exhausted"
 
 
@@ -215,6 +215,7 @@ class Runner:
         cfg = self.config.mns
         failures, ready = 0, False
         next_ping = next_status = 0.0
+        last_status = ""
         ping_every = min(watchdog_interval() or 1.0, 1.0)
         while not self._stopping.is_set():
             now = time.monotonic()
@@ -222,7 +223,10 @@ class Runner:
                 self.notifier.watchdog()
                 next_ping = now + ping_every
             if now >= next_status and ready:
-                self.notifier.status(self.status_line())
+                line = self.status_line()
+                if line != last_status:  # at most once a second, and only news
+                    self.notifier.status(line)
+                    last_status = line
                 next_status = now + STATUS_EVERY
             room = self._wait_for_room(ping_every)
             if not room:

@@ -58,6 +58,8 @@ class Store:
     def _open(self) -> sqlite3.Connection:
         try:
             return self._connect()
+        except sqlite3.OperationalError as exc:  # permissions, locks: not corruption
+            raise StoreError(f"{self.path}: cannot open: {exc}") from None
         except sqlite3.DatabaseError as exc:
             if not self.path.exists():
                 raise StoreError(f"{self.path}: cannot open: {exc}") from None

@@ -14,7 +14,8 @@ try:  # the fixtures below need pytest; the helpers do not
 except ImportError:  # pragma: no cover - exercised only without pytest installed
     pytest = None  # type: ignore[assignment]
 
-__all__ = ["acs_client", "mns_queue", "run_emulator"]
+__all__ = ["Harness", "acs_client", "body", "interruption", "maintenance", "mns_queue", "run_emulator",
+           "state_change"]
 
 
 # =====================================================================================
@@ -88,3 +89,146 @@ if pytest is not None:
         """The state the `emulator` fixture starts from; override in a test module to customise."""
         return None
 
+
+
+# =====================================================================================
+# Event factories: realistic events in either envelope, for plugin tests
+# =====================================================================================
+
+_ACCOUNT = "1690000000000000"
+
+
+def _cloudmonitor(name: str, instance_id: str, content: dict, region: str, event_id: str | None,
+                  level: str) -> dict:
+    import uuid
+
+    return {"ver": "1.0", "id": event_id or str(uuid.uuid4()).upper(), "product": "ECS",
+            "resourceId": f"acs:ecs:{region}:{_ACCOUNT}:instance/{instance_id}", "level": level,
+            "name": name, "userId": _ACCOUNT, "eventTime": "20261127T121826.922+0800",
+            "regionId": region, "content": content}
+
+
+def _eventbridge(name: str, instance_id: str, content: dict, region: str, event_id: str | None) -> dict:
+    import uuid
+
+    return {"specversion": "1.0", "id": event_id or str(uuid.uuid4()), "source": "acs.ecs",
+            "type": f"ecs:{name}", "subject": f"acs:ecs:{region}:{_ACCOUNT}:instance/{instance_id}",
+            "datacontenttype": "application/json;charset=utf-8", "time": "2026-11-27T05:00:00Z",
+            "aliyunaccountid": _ACCOUNT, "aliyunregionid": region, "data": content}
+
+
+def _event(name: str, instance_id: str, content: dict, *, envelope: str, region: str,
+           event_id: str | None, level: str = "INFO"):
+    import json
+
+    from .events import parse_event
+
+    if envelope == "cloudmonitor":
+        doc = _cloudmonitor(name, instance_id, content, region, event_id, level)
+    elif envelope == "eventbridge":
+        doc = _eventbridge(name, instance_id, content, region, event_id)
+    else:
+        raise ValueError(f"envelope must be 'cloudmonitor' or 'eventbridge', not {envelope!r}")
+    return parse_event(json.dumps(doc))  # through the real parser: what plugins will see
+
+
+def state_change(instance_id: str, state: str, *, envelope: str = "cloudmonitor",
+                 region: str = "cn-hangzhou", event_id: str | None = None):
+    """An `Instance:StateChange` event (`state`: Running, Stopped, ...)."""
+    content = {"resourceId": instance_id, "resourceType": "ALIYUN::ECS::Instance", "state": state}
+    return _event("Instance:StateChange", instance_id, content, envelope=envelope, region=region,
+                  event_id=event_id)
+
+
+def interruption(instance_id: str, *, envelope: str = "cloudmonitor", region: str = "cn-hangzhou",
+                 event_id: str | None = None):
+    """An `Instance:PreemptibleInstanceInterruption` (spot release in ~5 minutes)."""
+    return _event("Instance:PreemptibleInstanceInterruption", instance_id,
+                  {"instanceId": instance_id, "action": "delete"}, envelope=envelope, region=region,
+                  event_id=event_id, level="WARN")
+
+
+def maintenance(instance_id: str, name: str = "Instance:SystemMaintenance.Reboot:Scheduled", *,
+                not_before: str = "2026-11-29T18:00:00Z", envelope: str = "cloudmonitor",
+                region: str = "cn-hangzhou", event_id: str | None = None):
+    """A system event such as `Instance:SystemMaintenance.Reboot:Scheduled`."""
+    event_type, _, status = name.split(":", 1)[1].partition(":")
+    content = {"eventId": f"e-{instance_id[-8:]}", "instanceId": instance_id, "eventType": event_type,
+               "eventStatus": status or "Scheduled", "notBefore": not_before}
+    return _event(name, instance_id, content, envelope=envelope, region=region, event_id=event_id,
+                  level="CRITICAL")
+
+
+def body(event, *, base64_wrapped: bool = False) -> str:
+    """The queue message body for `event`, as CloudMonitor / EventBridge would send it."""
+    import base64
+    import json
+
+    text = json.dumps(dict(event.raw))
+    return base64.b64encode(text.encode()).decode() if base64_wrapped else text
+
+
+# =====================================================================================
+# Harness: one plugin, a real plugin manager, the worker's dispatch path
+# =====================================================================================
+
+class Harness:
+    """Register `plugin` (alone, plus nothing else) and dispatch events to it as the worker does.
+
+    `config` is the plugin's `[plugins.<name>]` section; `emulator` points `ctx.cloud` at a
+    running emulator; `dry_run` defaults to True so nothing changes by accident.
+    """
+
+    def __init__(self, plugin, *, name: str | None = None, config: dict | None = None,
+                 dry_run: bool = True, emulator=None, call_timeout: float = 30.0) -> None:
+        from .config import parse_config
+        from .context import Runtime
+        from .dispatch import Dispatcher
+        from .manager import Plugins, _configure
+
+        self.name = name or getattr(plugin, "__name__", type(plugin).__name__).rsplit(".", 1)[-1]
+        data: dict = {"plugins": {self.name: dict(config or {})}}
+        if emulator is not None:
+            data["cloud"] = {"region": emulator.region, "endpoint": emulator.endpoint, "protocol": "http"}
+            data["credentials"] = {"access_key_id": emulator.access_key_id,
+                                   "access_key_secret": emulator.access_key_secret}
+        self.config = parse_config(data, f"<harness {self.name}>")
+        self.plugins = Plugins()
+        self.plugins.register(plugin, self.name, "harness")
+        self.plugins.pm.check_pending()
+        _configure(self.plugins, self.config)
+        self.runtime = Runtime(self.config, self.plugins.configs, dry_run=dry_run)
+        self.dispatcher = Dispatcher(self.plugins.pm, self.runtime, call_timeout)
+        self.dispatcher.startup()
+
+    def dispatch(self, event, resume=None):
+        """Dispatch once; returns the `Result` (outcome, actions, error, defer_seconds)."""
+        result = self.dispatcher.dispatch(event, resume)
+        self.dispatcher.settled(event, result)
+        return result
+
+    def replay(self, event):
+        """Dispatch, treating any deferral as elapsed (as `replay --dry-run` does)."""
+        from .replay import Item, replay_one
+
+        return replay_one(self.dispatcher, Item("<harness>", body(event)), dry_run=True)
+
+    def close(self) -> None:
+        self.dispatcher.shutdown()
+
+
+if pytest is not None:
+
+    @pytest.fixture
+    def harness():
+        """A factory: `harness(plugin, config={...}, dry_run=True, emulator=None)` -> `Harness`."""
+        made: list[Harness] = []
+
+        def make(plugin, **kwargs) -> Harness:
+            h = Harness(plugin, **kwargs)
+            made.append(h)
+            return h
+
+        yield make
+        for h in made:
+            h.close()

@@ -148,16 +148,16 @@ _quiet_done = False
 
 
 def _quiet_sdk_logging() -> None:
-    """The core SDK logs request parameters (the STS token), response bodies and, on
-    network errors, the signed URL; one of its loggers even has its own stderr handler.
-    We log every call's outcome ourselves, cleaned, so its records go nowhere."""
+    """Silence the core SDK's loggers. They log request parameters (the STS token),
+    response bodies and, on network errors, the signed URL; one even has its own stderr
+    handler. We report every failure ourselves, cleaned, through `CloudError`."""
     global _quiet_done
     if _quiet_done:
         return
-    sdk = logging.getLogger("aliyunsdkcore")
-    sdk.addHandler(logging.NullHandler())
-    sdk.propagate = False
-    wire = logging.getLogger("aliyunsdkcore.http.http_response")
-    wire.handlers[:] = []
-    wire.disabled = True
+    # The level on the parent covers loggers created later; `disabled` covers those that
+    # set their own level (http_response sets DEBUG) and handlers attached by test harnesses.
+    logging.getLogger("aliyunsdkcore").setLevel(logging.CRITICAL + 1)
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if name.startswith("aliyunsdkcore") and isinstance(logger, logging.Logger):
+            logger.disabled = True
     _quiet_done = True

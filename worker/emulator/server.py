@@ -7,6 +7,8 @@ client's delayed ACK cannot add 40 ms per round trip.
 """
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import socket
 import sys
@@ -187,6 +189,9 @@ class Handler(BaseHTTPRequestHandler):
                 check_mns(world.credentials, self.command, self.path, headers)
             except AuthError as e:
                 raise mns.MnsError(e.status, e.code, e.message) from None
+            md5 = headers.get("content-md5")  # the SDK sends base64 of the *hex* MD5 digest
+            if md5 and md5 != base64.b64encode(hashlib.md5(body).hexdigest().encode()).decode():
+                raise mns.MnsError(400, "InvalidDegist", "The Content-MD5 you specified is invalid.")
             with world.lock:
                 q = world.queues.get(qname) if qname else None
                 if q is None and action != "Unsupported":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+import warnings
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -107,7 +108,9 @@ class MnsQueue:
     def visibility_timeout(self) -> int:
         """The queue's own VisibilityTimeout; also proves the queue exists and the keys work."""
         try:
-            return int(self._queue().get_attributes().visibility_timeout)
+            with warnings.catch_warnings():  # the SDK warns about depth fields we do not read
+                warnings.simplefilter("ignore", DeprecationWarning)
+                return int(self._queue().get_attributes().visibility_timeout)
         except Exception as exc:
             raise classify(exc, f"queue {self.name!r}") from None
 

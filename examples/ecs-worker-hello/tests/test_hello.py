@@ -1,0 +1,31 @@
+"""The example plugin's own tests, written with the ecs-worker test kit (`ecs_worker.testing`)."""
+import ecs_worker_hello
+from ecs_worker.testing import body, interruption, maintenance, state_change
+
+
+def test_notes_maintenance_events(harness):
+    h = harness(ecs_worker_hello)
+    result = h.dispatch(maintenance("i-bp1hello0000000001"))
+    assert result.outcome == "handled"
+    assert result.plugins["ecs_worker_hello"].detail == "noted"
+    assert ecs_worker_hello.seen[-1] == "i-bp1hello0000000001"
+
+
+def test_lets_other_events_pass(harness):
+    h = harness(ecs_worker_hello)
+    assert h.dispatch(state_change("i-bp1hello0000000002", "Stopped")).outcome == "ignored"
+    assert h.dispatch(interruption("i-bp1hello0000000003", envelope="eventbridge")).outcome == "ignored"
+
+
+def test_factories_build_real_envelopes():
+    ev = interruption("i-x", envelope="eventbridge")
+    assert ev.source_format == "eventbridge" and ev.action == "delete"
+    assert "ecs:Instance:PreemptibleInstanceInterruption" in body(ev)
+
+
+def test_is_installed_as_an_entry_point_plugin():
+    from ecs_worker.config import parse_config
+    from ecs_worker.manager import load_plugins
+
+    info = {i.name: i for i in load_plugins(parse_config({})).info()}
+    assert info["hello"].origin.startswith("entry point")
