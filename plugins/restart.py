@@ -91,9 +91,11 @@ def on_state_change(event, ctx):
         if not has_tag(instance, cfg.require_tag):
             ctx.log.debug("not restarting %s: no opt-in tag %r", iid, cfg.require_tag)
             return None
-    waiting = _grace_left(cfg.grace_seconds, ctx.deferred_since, time.time()) if cfg.grace_seconds else 0.0
-    if waiting >= 1 or (first_sight and cfg.grace_seconds):
-        ctx.defer(max(waiting, 1.0), f"grace period before restarting {iid}")
+    if first_sight and cfg.grace_seconds:
+        # Any return from a deferral means the grace has passed: the queue is the timer.
+        # (Measuring from `deferred_since` would restart the grace after every deferral,
+        # e.g. one for the global budget, and could wait forever.)
+        ctx.defer(max(cfg.grace_seconds, 1.0), f"grace period before restarting {iid}")
         return "waiting out the grace period"
     if unverified is not None:
         _plan_unverified(ctx, iid, unverified)
@@ -170,10 +172,6 @@ def start_instance(cloud, instance_id: str) -> str:
             return ALREADY_STARTED
         raise
     return "started"
-
-
-def _grace_left(grace: float, deferred_since: float | None, now: float) -> float:
-    return grace if deferred_since is None else max(0.0, deferred_since + grace - now)
 
 
 def _in_our_region(event, ctx) -> bool:

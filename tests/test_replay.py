@@ -99,3 +99,15 @@ def test_help_does_not_import_the_cloud_sdks():
             "('mns', 'aliyunsdkcore', 'aliyunsdkecs', 'aliyunsdkslb', 'alibabacloud_credentials', 'prometheus_client')))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_dead_letter_records_replay_as_the_bodies_they_hold(tmp_path):
+    body = (EVENTS / "cloudmonitor-maintenance.json").read_text().strip()
+    record = {"time": "2026-11-27T12:00:00+00:00", "queue": "q", "message_id": "M1",
+              "reason": "max_attempts", "error": "x", "attempts": 5, "body": body}
+    poison = {**record, "message_id": "M2", "reason": "invalid", "body": "not an event"}
+    path = tmp_path / "dead-letter.jsonl"
+    path.write_text(json.dumps(record) + "\n" + json.dumps(poison) + "\n")
+    out = rows(replay(str(path), "--json", config=quiet_config(tmp_path)))
+    assert [r["outcome"] for r in out] == ["handled", "invalid"]
+    assert out[0]["name"] == "Instance:SystemMaintenance.Reboot:Scheduled"

@@ -118,13 +118,6 @@ def test_grace_period_defers_then_a_reread_showing_running_skips(tmp_path):
         assert starts(emu) == 1  # the operator's only
 
 
-def test_message_back_early_is_deferred_for_the_rest_of_the_grace(tmp_path):
-    with run_emulator(fleet(instance("i-tagged"))) as emu, Worker(emu, tmp_path, grace_seconds=60) as w:
-        again = w.handle(stopped("i-tagged"), resume={"restart": time.time() - 20})
-        assert again.outcome == "deferred" and 39 <= again.defer_seconds <= 40
-        assert starts(emu) == 0
-
-
 def test_incorrect_instance_status_on_start_counts_as_done(tmp_path):
     with run_emulator(fleet(instance("i-tagged"))) as emu, Worker(emu, tmp_path) as w:
         cloud = w.runtime.cloud
@@ -191,6 +184,22 @@ def test_global_per_minute_cap_defers_the_next_restart(tmp_path):
         assert [r.outcome for r in results] == ["handled", "handled", "deferred"]
         assert 1 <= results[2].defer_seconds <= 60
         assert status(emu, "i-2") == "Stopped"
+
+
+def test_after_a_budget_deferral_the_grace_is_not_served_again(tmp_path):
+    state = fleet(*(instance(f"i-{n}") for n in range(2)))
+    with run_emulator(state) as emu, \
+            Worker(emu, tmp_path, grace_seconds=60, max_restarts_per_minute=1) as w:
+        back = {"restart": time.time() - 60}
+        assert w.handle(stopped("i-0"), resume=back).outcome == "handled"
+        capped = w.handle(stopped("i-1"), resume=back)
+        assert capped.outcome == "deferred" and capped.defer_seconds <= 60
+
+        from ecs_worker.plugins import restart
+        restart._budget._restarts.clear()  # stands in for the minute passing
+        again = w.handle(stopped("i-1"), resume={"restart": time.time() - capped.defer_seconds})
+        assert again.outcome == "handled", "a second grace period was started"
+        assert status(emu, "i-1") in ("Starting", "Running")
 
 
 def test_dry_run_reads_but_starts_nothing(tmp_path):

@@ -156,6 +156,10 @@ def parse_config(data: dict[str, Any], where: str = "<config>") -> Config:
         built[name] = build_section(cls, section, f"{where}: [{name}]")
     config = Config(**built, plugin_sections=plugin_sections, path=where)
     _check_credentials(config, where)
+    listen = config.metrics.listen
+    host, sep, port = listen.rpartition(":")
+    if listen and not (sep and port.isdigit() and int(port) <= 65535):
+        raise ConfigError(f"{where}: [metrics] listen: must be host:port, got {listen!r}")
     return config
 
 

@@ -40,7 +40,21 @@ def read_items(name: str, stream: TextIO) -> Iterator[Item]:
             return
     for number, line in enumerate(text.splitlines(), 1):
         if line.strip():
-            yield Item(f"{name}:{number}", line)
+            yield Item(f"{name}:{number}", _unwrap_dead_letter(line))
+
+
+def _unwrap_dead_letter(line: str) -> str:
+    """A `dead-letter.jsonl` record replays as the message body it holds, so a fixed
+    plugin can be tried on exactly what failed."""
+    if not line.startswith('{"time"'):
+        return line
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return line
+    if isinstance(record, dict) and isinstance(record.get("body"), str) and "message_id" in record:
+        return record["body"]
+    return line
 
 
 def replay_one(dispatcher: Dispatcher, item: Item, dry_run: bool) -> Result:

@@ -164,7 +164,13 @@ class Runner:
 
     def serve(self) -> int:
         """After `start`: run until a signal; the main thread only watches the signal flag."""
+        receiver = self._threads[0]
         while not self.signals:
+            if not receiver.is_alive():
+                log.error("the receive loop died; stopping so that the service manager restarts us")
+                self.request_stop()
+                self.drain(self.config.worker.shutdown_timeout)
+                return EXIT_FAILURE
             time.sleep(0.1)
         self.request_stop()
         ok = self.drain(self.config.worker.shutdown_timeout)
@@ -247,7 +253,10 @@ class Runner:
                 log.info("receiving from queue %r (concurrency %d)", self.source.name, self.concurrency)
                 self.notifier.ready(self.status_line())
             for message in messages:
-                self._accept(message)
+                try:
+                    self._accept(message)
+                except Exception:  # a bug: the message reappears after its timeout
+                    log.exception("accepting message %s failed", message.id)
 
     def _wait_for_room(self, timeout: float) -> int:
         """Block (up to `timeout`) until a handler is free and fewer than max_pending are held."""
@@ -304,14 +313,16 @@ class Runner:
         try:
             event = parse_event(message.body)
         except InvalidEvent as exc:
+            if self._settled(held.key):  # dead-lettered already; only its delete was lost
+                return DUPLICATE, None
             return "result", _done(invalid(str(exc)))
         held.event = event
         held.key = event.id or held.key
         try:
             if self.store.is_settled(held.key):
                 return DUPLICATE, None
-            if self.store.attempts(held.key) >= self.max_attempts:
-                held.attempt = self.store.attempts(held.key)
+            held.attempt = self.store.attempts(held.key)
+            if held.attempt >= self.max_attempts:
                 return EXHAUSTED, None  # e.g. it crashed the worker every time
             held.resume = self.store.resume(held.key)
             held.attempt = self.store.begin_attempt(held.key)
@@ -335,10 +346,15 @@ class Runner:
     def _extend_loop(self) -> None:
         while not self._closing.wait(EXTEND_EVERY):
             now = time.monotonic()
-            for held in [h for h in list(self._held.values()) if h.extend_at <= now]:
+            with self._room:
+                due = [h for h in self._held.values() if h.extend_at <= now]
+            for held in due:
                 if self._closing.is_set():
                     return
-                self._extend(held)
+                try:
+                    self._extend(held)
+                except Exception:  # a bug must not end extending for every message
+                    log.exception("extending message %s failed", held.message.id)
 
     def _extend(self, held: Held) -> None:
         with held.lock:
@@ -427,7 +443,7 @@ class Runner:
         m = held.message
         record = {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                   "queue": self.source.name, "message_id": m.id, "reason": reason, "error": error,
-                  "attempts": held.attempt, "dequeue_count": m.dequeue_count,
+                  "attempts": held.attempt or m.dequeue_count, "dequeue_count": m.dequeue_count,
                   "event_id": held.event.id if held.event else None,
                   "body": m.body.decode("utf-8", "replace")}
         try:
@@ -488,6 +504,13 @@ class Runner:
             self._room.notify_all()
 
     # == bookkeeping ===============================================================
+    def _settled(self, key: str) -> bool:
+        try:
+            return self.store.is_settled(key)
+        except StoreError as exc:
+            log.error("%s", exc)
+            return False
+
     def _store(self, call, *args: Any) -> None:
         try:
             call(*args)
