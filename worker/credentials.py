@@ -7,6 +7,8 @@ local use and the emulator. Objects here never show a secret in `repr` or errors
 """
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,23 +49,49 @@ class StaticProvider:
 class ChainProvider:
     """The standard chain, resolved lazily (the ECS RAM role needs a network call)."""
 
+    RETRY_FAILED_AFTER = 30.0  # seconds: a failed chain is not asked again on every call
+
     def __init__(self) -> None:
         self._provider = None
+        self._failed: tuple[float, str] | None = None
 
     def get_credentials(self) -> Credentials:
+        if self._failed and time.monotonic() - self._failed[0] < self.RETRY_FAILED_AFTER:
+            raise CredentialsError(self._failed[1])
         if self._provider is None:
             from alibabacloud_credentials.provider import DefaultCredentialsProvider
 
+            _quiet_library_logger()
             self._provider = DefaultCredentialsProvider()
+            _quiet_library_logger()  # providers imported by the constructor add more
         try:
             c = self._provider.get_credentials()
         except Exception as exc:  # the library's messages name sources, never secrets
-            raise CredentialsError(f"no credentials from the default chain: {type(exc).__name__}: "
-                                   f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            message = f"no credentials from the default chain: {type(exc).__name__}: {first}"[:300]
+            self._failed = (time.monotonic(), message)
+            raise CredentialsError(message) from None
+        self._failed = None
         return Credentials(c.get_access_key_id(), c.get_access_key_secret(), c.get_security_token())
 
     def __repr__(self) -> str:
         return "ChainProvider()"
+
+
+def _quiet_library_logger() -> None:
+    # alibabacloud-credentials modules give their logger stderr handlers (at import, some
+    # imported lazily) that print each failed source with a traceback; our one-line
+    # CredentialsError says enough.
+    import importlib
+
+    for name in ("refreshable", "ecs_ram_role", "oauth", "external"):
+        try:
+            importlib.import_module(f"alibabacloud_credentials.provider.{name}")
+        except ImportError:
+            pass
+    lib_log = logging.getLogger("credentials")
+    lib_log.handlers[:] = [logging.NullHandler()]  # no handler at all would mean logging.lastResort
+    lib_log.propagate = False
 
 
 class CredentialsError(RuntimeError):

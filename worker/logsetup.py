@@ -56,5 +56,5 @@ def configure_logging(level: str = "INFO", fmt: str = "text", stream=None) -> No
     root.handlers[:] = [handler]
     root.setLevel(level)
     # The SDKs log request details (URLs with signatures) at DEBUG: keep them quiet.
-    for noisy in ("aliyunsdkcore", "urllib3", "mns", "alibabacloud_credentials"):
+    for noisy in ("aliyunsdkcore", "urllib3", "mns", "alibabacloud_credentials", "apscheduler"):
         logging.getLogger(noisy).setLevel(max(logging.getLevelName(level), logging.WARNING))
