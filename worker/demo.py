@@ -179,6 +179,7 @@ def _wait_for_drain(emulator, worker, say) -> bool:
 
 def _summarise(before: dict, after: dict, log_path: Path, dead_letters: Path) -> dict:
     outcomes: dict[str, str] = {}
+    events: dict[str, dict] = {}
     invalid = 0
     actions: list[dict] = []
     for line in log_path.read_text().splitlines():
@@ -189,6 +190,8 @@ def _summarise(before: dict, after: dict, log_path: Path, dead_letters: Path) ->
         if row.get("logger") == "ecs_worker.events" and "outcome" in row:
             if row.get("event_id"):
                 outcomes[row["event_id"]] = row["outcome"]  # last word wins (deferred → handled)
+                events[row["event_id"]] = {"name": row.get("event_name"), "instance_id": row.get("instance_id"),
+                                           "outcome": row["outcome"]}
             else:
                 invalid += 1
         elif row.get("logger") == "ecs_worker.actions" and row.get("action"):
@@ -209,7 +212,8 @@ def _summarise(before: dict, after: dict, log_path: Path, dead_letters: Path) ->
             if gone:
                 removed[g_before["id"]] = gone
     dead = [json.loads(line) for line in dead_letters.read_text().splitlines()] if dead_letters.exists() else []
-    return {"events_by_outcome": dict(sorted(by_outcome.items())), "actions": actions,
+    return {"events_by_outcome": dict(sorted(by_outcome.items())), "events": list(events.values()),
+            "actions": actions,
             "restarted": restarted, "removed_from_groups": removed,
             "not_restarted": [i for i, s in status_before.items() if s == "Stopped" and i not in restarted],
             "dead_letters": [{"reason": d.get("reason"), "message_id": d.get("message_id"),
@@ -220,6 +224,8 @@ def _summarise(before: dict, after: dict, log_path: Path, dead_letters: Path) ->
 def _render(s: dict) -> str:
     lines = ["", "ecs-worker demo: summary", "",
              "events by outcome: " + ", ".join(f"{k} {v}" for k, v in s["events_by_outcome"].items())]
+    lines += [f"  {e['outcome']:<8} {e['name']} {e['instance_id'] or ''}" for e in s["events"]]
+    lines.append("")
     for inst in s["restarted"]:
         lines.append(f"restarted {inst} (opted in with ecs-worker:auto-restart=true, still stopped after the grace period)")
     for inst in s["not_restarted"]:
