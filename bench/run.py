@@ -98,7 +98,7 @@ def emulator(state: dict):
 # -- the worker, in its own process ---------------------------------------------------
 
 def worker_config(emu: Emulator, tmp: Path, extra: str = "", wait_seconds: int = 1,
-                  slb_rps: float = 20.0) -> Path:
+                  slb_rps: float = 20.0, log_level: str = "WARNING") -> Path:
     path = tmp / "config.toml"
     path.write_text(f"""
 [mns]
@@ -116,7 +116,8 @@ access_key_secret = "{CRED['access_key_secret']}"
 [worker]
 state_dir = "{tmp / 'state'}"
 [logging]
-level = "WARNING"
+level = "{log_level}"
+format = "json"
 {extra}
 """)
     return path
@@ -181,7 +182,7 @@ def throughput_worker(n: int) -> float:
     with emulator(base_state()) as emu, tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         emu.fill([event_body(i) for i in range(n)])
-        config = worker_config(emu, tmp, LOG_ONLY)
+        config = worker_config(emu, tmp, LOG_ONLY, log_level="INFO")
         # The log plugin's lines go to the worker's stderr, captured to a file.
         with worker(config, tmp / "worker.log"):
             start = time.monotonic()

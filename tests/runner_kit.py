@@ -90,6 +90,7 @@ class Setup:
                        "shutdown_timeout": 10, "retry_base_seconds": 1, "retry_max_seconds": 2},
             "plugins": {"load": [str(self.plugin)], "disabled": ["hello"], "call_timeout": 30},
             "logging": {"level": "INFO"},
+            "metrics": {},
         }
         for key, value in {**self.overrides, **overrides}.items():
             section, _, field = key.partition("__")

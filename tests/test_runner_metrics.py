@@ -11,7 +11,8 @@ from ecs_worker.config import parse_config
 from ecs_worker.context import Runtime
 from ecs_worker.credentials import Credentials, StaticProvider
 from ecs_worker.dispatch import Dispatcher
-from ecs_worker.runner import Runner, retry_backoff
+from ecs_worker.runner import Runner
+from ecs_worker.settle import retry_backoff
 from ecs_worker.sources.mns import MnsQueue
 from ecs_worker.store import Store
 from runner_kit import QUEUE, depth, emulator_state as short_visibility, event_body, wait_until
@@ -92,3 +93,40 @@ def test_retry_backoff_grows_with_attempts_and_is_capped():
     assert all(5 <= d <= 10 for d in firsts)
     assert all(450 <= retry_backoff(12, 10, 900, rng) <= 900 for _ in range(50))
     assert retry_backoff(1, 1, 1, rng) == 1  # never below MNS's minimum visibility
+
+
+@pytest.mark.slow
+def test_running_worker_serves_its_metrics_and_health(emulator, tmp_path):
+    import json
+    import socket
+    import urllib.request
+
+    from runner_kit import Setup, Worker
+
+    with socket.socket() as probe:  # a free port, then let the worker bind it
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    setup = Setup(tmp_path, emulator)
+    for i in range(5):
+        emulator.send(QUEUE, event_body(f"scrape-{i}"))
+    worker = Worker(setup.config(metrics__listen=f"127.0.0.1:{port}"))
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def get(path):
+        with opener.open(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status, r.read().decode()
+
+    def scraped():
+        try:
+            return 'ecs_worker_events_total{name="Test:Event",outcome="handled"} 5.0' in get("/metrics")[1]
+        except OSError:
+            return False
+
+    try:
+        wait_until(scraped, 15, interval=0.2, message="five handled events in /metrics")
+        status, body = get("/healthz")
+        assert status == 200 and json.loads(body)["polled"] is True
+        worker.signal()
+        assert worker.wait(20) == 0
+    finally:
+        worker.stop()

@@ -83,3 +83,23 @@ def test_kill_9_mid_stream_then_restart_handles_everything(emulator, tmp_path):
     assert len(twice) <= concurrency + batch, twice
     assert all(n == 2 for i, n in handled.items() if i in twice)
     assert set(twice) <= set(before_kill), twice  # a second run only of what had run
+
+
+@pytest.mark.slow
+def test_a_second_signal_exits_at_once_and_the_message_comes_back(emulator, tmp_path):
+    setup = Setup(tmp_path, emulator)
+    emulator.send(QUEUE, event_body("stuck", sleep=30))
+    worker = Worker(setup.config(worker__shutdown_timeout=60))
+    try:
+        wait_until(lambda: setup.lines("start") == ["stuck"], 15, message="the handler to start")
+        worker.signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert worker.alive()  # the first signal waits for the handler
+        worker.signal(signal.SIGINT)
+        stopped = time.monotonic()
+        assert worker.wait(10) == 128 + signal.SIGINT
+        assert time.monotonic() - stopped < 2
+    finally:
+        worker.stop()
+    # Not settled, not lost: it reappears once its visibility (extended to 10 s) runs out.
+    assert depth(emulator)["in_flight"] == 1

@@ -21,7 +21,7 @@ class Credentials:
 
     access_key_id: str
     access_key_secret: str = field(repr=False)
-    security_token: str | None = field(default=None, repr=False)
+    security_token: str = field(default="", repr=False)  # "" not None: MNS sends any non-"" token
 
     def get_access_key_id(self) -> str:
         return self.access_key_id
@@ -29,7 +29,7 @@ class Credentials:
     def get_access_key_secret(self) -> str:
         return self.access_key_secret
 
-    def get_security_token(self) -> str | None:
+    def get_security_token(self) -> str:
         return self.security_token
 
 
@@ -72,7 +72,7 @@ class ChainProvider:
             self._failed = (time.monotonic(), message)
             raise CredentialsError(message) from None
         self._failed = None
-        return Credentials(c.get_access_key_id(), c.get_access_key_secret(), c.get_security_token())
+        return Credentials(c.get_access_key_id(), c.get_access_key_secret(), c.get_security_token() or "")
 
     def __repr__(self) -> str:
         return "ChainProvider()"
@@ -112,4 +112,4 @@ def credentials_provider(cfg: CredentialsConfig):
                               f"{exc.strerror}") from None
         if not secret:
             raise ConfigError(f"[credentials] access_key_secret_file: {path} is empty")
-    return StaticProvider(Credentials(cfg.access_key_id, secret, cfg.security_token or None))
+    return StaticProvider(Credentials(cfg.access_key_id, secret, cfg.security_token))

@@ -2,7 +2,8 @@
 
 The runner updates them; `last_poll_completed` (monotonic seconds, 0 before the first
 poll) is for the health check: a receive loop that stopped polling is unhealthy even
-though the process is alive.
+though the process is alive. A loop that is not polling because every handler is busy
+(back-pressure) is alive, and says so through `loop_alive()`.
 """
 from __future__ import annotations
 
@@ -42,6 +43,13 @@ def poll_completed() -> None:
     global last_poll_completed
     last_poll_completed = time.monotonic()
     LAST_POLL.set_to_current_time()
+
+
+def loop_alive() -> None:
+    """The receive loop is waiting for room, not stuck: healthy, though no poll completed."""
+    global last_poll_completed
+    if last_poll_completed:
+        last_poll_completed = time.monotonic()
 
 
 def count_action(action: Action) -> None:

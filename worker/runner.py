@@ -7,8 +7,8 @@ Three loops, each in its own thread, each with its own MNS client:
   and hands each message to the handler pool;
 - extend: keeps every held message invisible (being handled, or awaiting a plugin's
   future) by changing its visibility at half-time, and keeps the newest receipt handle;
-- settle: turns each outcome into delete (batched), come-back-later (change
-  visibility), or dead-letter-then-delete, and tells the `on_settled` observers.
+- settle (`settle.py`): turns each outcome into delete (batched), come-back-later
+  (change visibility), or dead-letter-then-delete, and tells the `on_settled` observers.
 
 The main thread only waits for signals. First SIGTERM/SIGINT: stop receiving, release
 messages not yet started (visibility 0), let the rest finish within `shutdown_timeout`,
@@ -20,63 +20,27 @@ from __future__ import annotations
 import logging
 import math
 import os
-import queue as queues
-import random
 import signal
 import sys
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any
 
 from . import metrics
 from .actions import _one_line
 from .config import Config, ConfigError
-from .context import MAX_DEFER_SECONDS
-from .dispatch import (DEFERRED, FAILED, HANDLED, IGNORED, INVALID, Dispatcher,
-                       PluginStartupError, Result, invalid)
-from .events import Event, InvalidEvent, parse_event
+from .dispatch import FAILED, Dispatcher, PluginStartupError, Result, invalid
+from .events import InvalidEvent, parse_event
 from .notify import Notifier, watchdog_interval
-from .sources.mns import MAX_BATCH, SOCKET_SLACK, MnsError, MnsQueue, Message, dead_letter_body
+from .settle import DUPLICATE, EXHAUSTED, RELEASE, RESULT, Held, Settler, error_backoff
+from .sources.mns import SOCKET_SLACK, MnsError, MnsQueue, Message
 from .store import Store, StoreError
 
 log = logging.getLogger("ecs_worker.runner")
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
-ERROR_BACKOFF = (0.5, 30.0)  # MNS faults: first and longest pause, jittered
 EXTEND_EVERY = 0.5  # seconds between visibility-extender sweeps
-DELETE_LINGER = 0.02  # seconds a partial delete batch waits for company
 STATUS_EVERY = 1.0
-DUPLICATE, RELEASE, EXHAUSTED = "duplicate", "release", "exhausted"
-
-
-@dataclass(eq=False)
-class Held:
-    """A received message until it is settled."""
-
-    message: Message
-    handle: str  # the newest receipt handle: change-visibility replaces it
-    deadline: float  # monotonic time its invisibility ends
-    extend_at: float
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    closing: bool = False  # being settled: the extender must not touch it any more
-    event: Event | None = None
-    key: str = ""  # the store key: the event id, else the message id
-    attempt: int = 0
-    resume: dict[str, float | None] | None = None
-
-
-def retry_backoff(attempt: int, base: float, cap: float, rng: random.Random = random) -> int:
-    """Seconds before a failed event returns: doubling per attempt, capped, half jittered."""
-    delay = min(cap, base * 2 ** max(attempt - 1, 0))
-    return max(1, min(MAX_DEFER_SECONDS, round(delay / 2 + rng.uniform(0, delay / 2))))
-
-
-def error_backoff(failures: int, rng: random.Random = random) -> float:
-    base, cap = ERROR_BACKOFF
-    return min(cap, base * 2 ** min(failures - 1, 16)) * rng.uniform(0.5, 1.0)
 
 
 class Runner:
@@ -94,15 +58,14 @@ class Runner:
         self.queue_visibility = config.mns.visibility_timeout  # replaced by the queue's own at start
         self.signals = 0
         self.last_signal = signal.SIGTERM
-        self.counts = {"handled": 0, "failed": 0, "deferred": 0, "invalid": 0, "ignored": 0,
-                       "duplicate": 0, "dead-lettered": 0}
         self._pool = ThreadPoolExecutor(w.concurrency, thread_name_prefix="handler")
         self._room = threading.Condition()
         self._busy = 0  # handler tasks whose synchronous part has not finished
         self._held: dict[str, Held] = {}
-        self._outcomes: queues.Queue = queues.Queue()  # (Held, kind, Result | None) to settle
         self._stopping = threading.Event()  # stop receiving
         self._closing = threading.Event()  # stop extending and settling
+        self.settler = Settler(config, source, store, dispatcher, self._finish, dead_letters)
+        self.counts = self.settler.counts
         self._archive_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
 
@@ -117,7 +80,7 @@ class Runner:
     def start(self) -> None:
         """Start the receive, extend and settle loops."""
         for name, target in (("receive", self._receive_loop), ("extend", self._extend_loop),
-                             ("settle", self._settle_loop)):
+                             ("settle", self.settler.loop)):
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
@@ -153,6 +116,7 @@ class Runner:
                 break
             time.sleep(0.05)
         self._closing.set()
+        self.settler.close()
         for t in self._threads[1:]:
             t.join(timeout=10)
         self._pool.shutdown(wait=False)
@@ -263,6 +227,7 @@ class Runner:
         with self._room:
             if self._busy >= self.concurrency or len(self._held) >= self.max_pending:
                 self._room.wait(timeout)
+                metrics.loop_alive()
             if self._stopping.is_set() or self._busy >= self.concurrency:
                 return 0
             return max(0, self.max_pending - len(self._held))
@@ -291,16 +256,16 @@ class Runner:
     def _handle(self, held: Held) -> None:
         try:
             if self._stopping.is_set():  # received but not started: let another worker have it
-                self._outcomes.put((held, RELEASE, None))
+                self.settler.put(held, RELEASE)
                 return
             kind, future = self._start(held)
             if future is None:
-                self._outcomes.put((held, kind, None))
+                self.settler.put(held, kind)
             else:
-                future.add_done_callback(lambda f: self._outcomes.put((held, kind, _result(f, held))))
+                future.add_done_callback(lambda f: self.settler.put(held, kind, _result(f, held)))
         except Exception as exc:  # a bug here must not leak the message or the slot
             log.exception("handling message %s failed", held.message.id)
-            self._outcomes.put((held, "result", Result(FAILED, held.event, error=_one_line(exc))))
+            self.settler.put(held, RESULT, Result(FAILED, held.event, error=_one_line(exc)))
         finally:
             with self._room:
                 self._busy -= 1
@@ -315,7 +280,7 @@ class Runner:
         except InvalidEvent as exc:
             if self._settled(held.key):  # dead-lettered already; only its delete was lost
                 return DUPLICATE, None
-            return "result", _done(invalid(str(exc)))
+            return RESULT, _done(invalid(str(exc)))
         held.event = event
         held.key = event.id or held.key
         try:
@@ -329,7 +294,7 @@ class Runner:
         except StoreError as exc:  # degrade: MNS's count stands in for ours
             log.error("%s; counting attempts by DequeueCount", exc)
             held.attempt = message.dequeue_count
-        return "result", self.dispatcher.start(event, held.resume)
+        return RESULT, self.dispatcher.start(event, held.resume)
 
     def _archive(self, message: Message) -> None:
         path = self.config.worker.archive
@@ -374,136 +339,6 @@ class Runner:
             now = time.monotonic()
             held.deadline, held.extend_at = now + self.extend_seconds, now + self.extend_seconds / 2
 
-    # == settle ====================================================================
-    def _settle_loop(self) -> None:
-        deletes: list[tuple[Held, str]] = []
-        while True:
-            try:
-                item = self._outcomes.get(timeout=DELETE_LINGER if deletes else 0.2)
-            except queues.Empty:
-                self._flush_deletes(deletes)
-                if self._closing.is_set():
-                    return
-                continue
-            try:
-                self._settle(*item, deletes=deletes)
-            except Exception:  # never let one message stop settling for all
-                log.exception("settling message %s failed", item[0].message.id)
-                self._finish(item[0])
-            if len(deletes) >= MAX_BATCH:
-                self._flush_deletes(deletes)
-
-    def _settle(self, held: Held, kind: str, result: Result | None, deletes: list) -> None:
-        with held.lock:
-            held.closing = True
-            handle = held.handle
-        message, event = held.message, held.event
-        if kind == RELEASE:
-            self._set_visibility(held, handle, 0)
-            return
-        if kind == DUPLICATE:
-            log.info("event %s already settled: deleting the redelivered copy", held.key)
-            self._count(event, "duplicate")
-            deletes.append((held, handle))
-            return
-        if kind == EXHAUSTED:
-            result = Result(FAILED, event, error=f"gave up after {held.attempt} attempts "
-                                                 "(the worker did not finish them)")
-        assert result is not None
-        outcome = result.outcome
-        self._count(event, outcome)
-        self._observe(held, result)
-        if outcome in (HANDLED, IGNORED):
-            self._store(self.store.mark_settled, held.key)
-            deletes.append((held, handle))
-        elif outcome == INVALID:
-            self._dead_letter(held, handle, "invalid", result.error, deletes)
-        elif outcome == DEFERRED:
-            self._store(self.store.undo_attempt, held.key)
-            self._store(self.store.set_resume, held.key, self._resume_after(held, result))
-            seconds = max(1, min(MAX_DEFER_SECONDS, math.ceil(result.defer_seconds or 1)))
-            self._set_visibility(held, handle, seconds)
-        elif held.attempt >= self.max_attempts or kind == EXHAUSTED:
-            result.error = f"{result.error}; dead-lettered after {held.attempt} attempts"
-            self._dead_letter(held, handle, "max_attempts", result.error, deletes)
-        else:
-            self._store(self.store.set_resume, held.key, self._resume_after(held, result))
-            w = self.config.worker
-            self._set_visibility(held, handle, retry_backoff(held.attempt, w.retry_base_seconds,
-                                                             w.retry_max_seconds))
-        self.dispatcher.settled(event, result)
-
-    def _resume_after(self, held: Held, result: Result) -> dict[str, float | None]:
-        """Plugins to call on return; a plugin deferring again keeps its first deferral time."""
-        before = held.resume or {}
-        return {name: (before.get(name) or since) if since is not None else None
-                for name, since in result.retry_plugins.items()}
-
-    def _dead_letter(self, held: Held, handle: str, reason: str, error: str | None, deletes: list) -> None:
-        m = held.message
-        record = {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                  "queue": self.source.name, "message_id": m.id, "reason": reason, "error": error,
-                  "attempts": held.attempt or m.dequeue_count, "dequeue_count": m.dequeue_count,
-                  "event_id": held.event.id if held.event else None,
-                  "body": m.body.decode("utf-8", "replace")}
-        try:
-            self.store.record_dead_letter(record)
-            if self.dead_letters is not None:
-                self.dead_letters.send(dead_letter_body(record))
-        except (StoreError, MnsError) as exc:
-            # Not recorded everywhere: keep the message and try again after a backoff.
-            log.error("cannot dead-letter message %s: %s; it stays in the queue", m.id, exc)
-            self._set_visibility(held, handle, retry_backoff(2, self.config.worker.retry_base_seconds,
-                                                             self.config.worker.retry_max_seconds))
-            return
-        metrics.DEAD_LETTERS.labels(reason).inc()
-        self.counts["dead-lettered"] += 1
-        log.warning("message %s dead-lettered (%s): %s", m.id, reason, error,
-                    extra={"message_id": m.id, "event_id": record["event_id"]})
-        self._store(self.store.mark_settled, held.key)
-        deletes.append((held, handle))
-
-    def _set_visibility(self, held: Held, handle: str, seconds: int) -> None:
-        try:
-            self.source.change_visibility(handle, seconds)
-        except MnsError as exc:  # it comes back when its current invisibility ends anyway
-            log.warning("%s (message %s)", exc, held.message.id)
-        self._finish(held)
-
-    def _flush_deletes(self, deletes: list[tuple[Held, str]]) -> None:
-        if not deletes:
-            return
-        batch = deletes[:MAX_BATCH]
-        del deletes[:MAX_BATCH]
-        failed: dict[str, MnsError] = {}
-        for attempt in range(1, 4):
-            try:
-                failed = self.source.delete_batch([handle for _, handle in batch])
-                break
-            except MnsError as exc:
-                if exc.permanent or attempt == 3:
-                    # Undeleted messages come back; the store knows them as settled.
-                    log.warning("%s; %d message(s) will be redelivered and skipped", exc, len(batch))
-                    break
-                delay = error_backoff(attempt) / 4
-                log.warning("%s; retrying in %.1fs", exc, delay)
-                time.sleep(delay)
-        for held, handle in batch:
-            if handle in failed:
-                log.warning("%s (message %s); a redelivery will be skipped as a duplicate",
-                            failed[handle], held.message.id)
-            self._finish(held)
-        if deletes:
-            self._flush_deletes(deletes)
-
-    def _finish(self, held: Held) -> None:
-        with self._room:
-            if self._held.get(held.message.id) is held:
-                del self._held[held.message.id]
-            metrics.INFLIGHT.set(len(self._held))
-            self._room.notify_all()
-
-    # == bookkeeping ===============================================================
     def _settled(self, key: str) -> bool:
         try:
             return self.store.is_settled(key)
@@ -511,26 +346,12 @@ class Runner:
             log.error("%s", exc)
             return False
 
-    def _store(self, call, *args: Any) -> None:
-        try:
-            call(*args)
-        except StoreError as exc:
-            log.error("%s", exc)
-
-    def _count(self, event: Event | None, outcome: str) -> None:
-        self.counts[outcome] = self.counts.get(outcome, 0) + 1
-        metrics.EVENTS.labels(event.name if event else "", outcome).inc()
-
-    def _observe(self, held: Held, result: Result) -> None:
-        if result.outcome == INVALID:
-            return
-        metrics.HANDLER_SECONDS.observe(result.seconds)
-        if result.outcome in (HANDLED, IGNORED) and held.message.enqueue_time_ms:
-            metrics.EVENT_LAG.observe(max(0.0, time.time() - held.message.enqueue_time_ms / 1000))
-        for name, part in result.plugins.items():
-            if part.status == FAILED:
-                metrics.PLUGIN_ERRORS.labels(name).inc()
-
+    def _finish(self, held: Held) -> None:
+        with self._room:
+            if self._held.get(held.message.id) is held:
+                del self._held[held.message.id]
+            metrics.INFLIGHT.set(len(self._held))
+            self._room.notify_all()
 
 def _done(result: Result) -> Future:
     future: Future = Future()
@@ -560,6 +381,14 @@ def main(args) -> int:
     except (ConfigError, StoreError) as exc:
         return _fail(exc)
     metrics.watch_gateway(runtime.gateway)
+    if config.metrics.listen:
+        from .health import serve as serve_metrics
+
+        try:
+            serve_metrics(config.metrics.listen, config.mns.wait_seconds)
+        except (OSError, ValueError) as exc:
+            store.close()
+            return _fail(ConfigError(f"{config.path}: [metrics] listen {config.metrics.listen!r}: {exc}"))
     dispatcher = Dispatcher(plugins.pm, runtime, config.plugins.call_timeout)
     try:
         source = MnsQueue(config.mns.endpoint, config.mns.queue, provider, config.mns.wait_seconds)

@@ -84,7 +84,7 @@ class MnsQueue:
                            "for a local emulator)", permanent=True)
         self.endpoint = endpoint.rstrip("/")
         self.name = name
-        self._credentials = _TokenOrEmpty(credentials_provider)
+        self._credentials = credentials_provider
         self._timeout = wait_seconds + SOCKET_SLACK
         self._local = threading.local()
 
@@ -166,24 +166,6 @@ class MnsQueue:
             return self._queue().send_message(SdkMessage(body)).message_id
         except Exception as exc:
             raise classify(exc, f"send to {self.name!r}") from None
-
-
-class _TokenOrEmpty:
-    """The MNS SDK sends a `security-token` header unless the token is exactly "": map None."""
-
-    def __init__(self, provider) -> None:
-        self._provider = provider
-
-    def get_credentials(self):
-        creds = self._provider.get_credentials()
-        if creds.get_security_token() is not None:
-            return creds
-        from mns.auth import Credentials as SdkCredentials
-
-        return SdkCredentials(creds.get_access_key_id(), creds.get_access_key_secret(), "")
-
-    def __repr__(self) -> str:
-        return repr(self._provider)
 
 
 def dead_letter_body(record: Mapping[str, Any]) -> str:

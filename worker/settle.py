@@ -1,0 +1,230 @@
+"""Settling: turning each outcome into what happens to its MNS message.
+
+handled / ignored -> remembered as settled, deleted (in batches of up to 16);
+deferred          -> hidden for the requested delay; not an attempt;
+failed            -> hidden for a backoff growing with the attempts, or past
+                     `max_attempts` dead-lettered;
+invalid           -> dead-lettered at once.
+Dead-lettering writes `state_dir/dead-letter.jsonl` (and the dead-letter queue, when
+configured) before the delete; if either fails the message stays and comes back.
+Every outcome reaches the `on_settled` observers.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import queue as queues
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from . import metrics
+from .config import Config
+from .context import MAX_DEFER_SECONDS
+from .dispatch import DEFERRED, FAILED, HANDLED, IGNORED, INVALID, Dispatcher, Result
+from .events import Event
+from .sources.mns import MAX_BATCH, MnsError, MnsQueue, Message, dead_letter_body
+from .store import Store, StoreError
+
+log = logging.getLogger("ecs_worker.settle")
+
+DELETE_LINGER = 0.02  # seconds a partial delete batch waits for company
+RESULT, DUPLICATE, RELEASE, EXHAUSTED = "result", "duplicate", "release", "exhausted"
+ERROR_BACKOFF = (0.5, 30.0)  # MNS faults: first and longest pause, jittered
+
+
+@dataclass(eq=False)
+class Held:
+    """A received message until it is settled."""
+
+    message: Message
+    handle: str  # the newest receipt handle: change-visibility replaces it
+    deadline: float  # monotonic time its invisibility ends
+    extend_at: float
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    closing: bool = False  # being settled: the extender must not touch it any more
+    event: Event | None = None
+    key: str = ""  # the store key: the event id, else the message id
+    attempt: int = 0
+    resume: dict[str, float | None] | None = None
+
+
+def retry_backoff(attempt: int, base: float, cap: float, rng: random.Random = random) -> int:
+    """Seconds before a failed event returns: doubling per attempt, capped, half jittered."""
+    delay = min(cap, base * 2 ** max(attempt - 1, 0))
+    return max(1, min(MAX_DEFER_SECONDS, round(delay / 2 + rng.uniform(0, delay / 2))))
+
+
+def error_backoff(failures: int, rng: random.Random = random) -> float:
+    base, cap = ERROR_BACKOFF
+    return min(cap, base * 2 ** min(failures - 1, 16)) * rng.uniform(0.5, 1.0)
+
+
+class Settler:
+    """Owns the settle thread's work; `finish(held)` tells the runner a message is done."""
+
+    def __init__(self, config: Config, source: MnsQueue, store: Store, dispatcher: Dispatcher,
+                 finish: Callable[[Held], None], dead_letters: MnsQueue | None = None) -> None:
+        self.config = config
+        self.source = source
+        self.store = store
+        self.dispatcher = dispatcher
+        self.dead_letters = dead_letters
+        self.max_attempts = config.worker.max_attempts
+        self._finish = finish
+        self.counts = {"handled": 0, "failed": 0, "deferred": 0, "invalid": 0, "ignored": 0,
+                       "duplicate": 0, "dead-lettered": 0}
+        self._outcomes: queues.Queue = queues.Queue()  # (Held, kind, Result | None)
+        self._closing = threading.Event()
+
+    def put(self, held: Held, kind: str, result: Result | None = None) -> None:
+        self._outcomes.put((held, kind, result))
+
+    def close(self) -> None:
+        """Settle what is queued, then let `loop` return."""
+        self._closing.set()
+
+    def loop(self) -> None:
+        """Settle outcomes until `closing` is set and nothing is left to settle."""
+        deletes: list[tuple[Held, str]] = []
+        while True:
+            try:
+                item = self._outcomes.get(timeout=DELETE_LINGER if deletes else 0.2)
+            except queues.Empty:
+                self._flush_deletes(deletes)
+                if self._closing.is_set():
+                    return
+                continue
+            try:
+                self._settle(*item, deletes=deletes)
+            except Exception:  # never let one message stop settling for all
+                log.exception("settling message %s failed", item[0].message.id)
+                self._finish(item[0])
+            if len(deletes) >= MAX_BATCH:
+                self._flush_deletes(deletes)
+
+    def _settle(self, held: Held, kind: str, result: Result | None, deletes: list) -> None:
+        with held.lock:
+            held.closing = True
+            handle = held.handle
+        event = held.event
+        if kind == RELEASE:
+            self._set_visibility(held, handle, 0)
+            return
+        if kind == DUPLICATE:
+            log.info("event %s already settled: deleting the redelivered copy", held.key)
+            self._count(event, "duplicate")
+            deletes.append((held, handle))
+            return
+        if kind == EXHAUSTED:
+            result = Result(FAILED, event, error=f"gave up after {held.attempt} attempts "
+                                                 "(the worker did not finish them)")
+        assert result is not None
+        outcome = result.outcome
+        self._count(event, outcome)
+        self._observe(held, result)
+        if outcome in (HANDLED, IGNORED):
+            self._store(self.store.mark_settled, held.key)
+            deletes.append((held, handle))
+        elif outcome == INVALID:
+            self._dead_letter(held, handle, "invalid", result.error, deletes)
+        elif outcome == DEFERRED:
+            self._store(self.store.undo_attempt, held.key)
+            self._store(self.store.set_resume, held.key, self._resume_after(held, result))
+            seconds = max(1, min(MAX_DEFER_SECONDS, math.ceil(result.defer_seconds or 1)))
+            self._set_visibility(held, handle, seconds)
+        elif held.attempt >= self.max_attempts or kind == EXHAUSTED:
+            result.error = f"{result.error}; dead-lettered after {held.attempt} attempts"
+            self._dead_letter(held, handle, "max_attempts", result.error, deletes)
+        else:
+            self._store(self.store.set_resume, held.key, self._resume_after(held, result))
+            w = self.config.worker
+            self._set_visibility(held, handle, retry_backoff(held.attempt, w.retry_base_seconds,
+                                                             w.retry_max_seconds))
+        self.dispatcher.settled(event, result)
+
+    def _resume_after(self, held: Held, result: Result) -> dict[str, float | None]:
+        """Plugins to call on return; a plugin deferring again keeps its first deferral time."""
+        before = held.resume or {}
+        return {name: (before.get(name) or since) if since is not None else None
+                for name, since in result.retry_plugins.items()}
+
+    def _dead_letter(self, held: Held, handle: str, reason: str, error: str | None, deletes: list) -> None:
+        m = held.message
+        record = {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                  "queue": self.source.name, "message_id": m.id, "reason": reason, "error": error,
+                  "attempts": held.attempt or m.dequeue_count, "dequeue_count": m.dequeue_count,
+                  "event_id": held.event.id if held.event else None,
+                  "body": m.body.decode("utf-8", "replace")}
+        try:
+            self.store.record_dead_letter(record)
+            if self.dead_letters is not None:
+                self.dead_letters.send(dead_letter_body(record))
+        except (StoreError, MnsError) as exc:
+            # Not recorded everywhere: keep the message and try again after a backoff.
+            log.error("cannot dead-letter message %s: %s; it stays in the queue", m.id, exc)
+            self._set_visibility(held, handle, retry_backoff(2, self.config.worker.retry_base_seconds,
+                                                             self.config.worker.retry_max_seconds))
+            return
+        metrics.DEAD_LETTERS.labels(reason).inc()
+        self.counts["dead-lettered"] += 1
+        log.warning("message %s dead-lettered (%s): %s", m.id, reason, error,
+                    extra={"message_id": m.id, "event_id": record["event_id"]})
+        self._store(self.store.mark_settled, held.key)
+        deletes.append((held, handle))
+
+    def _set_visibility(self, held: Held, handle: str, seconds: int) -> None:
+        try:
+            self.source.change_visibility(handle, seconds)
+        except MnsError as exc:  # it comes back when its current invisibility ends anyway
+            log.warning("%s (message %s)", exc, held.message.id)
+        self._finish(held)
+
+    def _flush_deletes(self, deletes: list[tuple[Held, str]]) -> None:
+        if not deletes:
+            return
+        batch = deletes[:MAX_BATCH]
+        del deletes[:MAX_BATCH]
+        failed: dict[str, MnsError] = {}
+        for attempt in range(1, 4):
+            try:
+                failed = self.source.delete_batch([handle for _, handle in batch])
+                break
+            except MnsError as exc:
+                if exc.permanent or attempt == 3:
+                    # Undeleted messages come back; the store knows them as settled.
+                    log.warning("%s; %d message(s) will be redelivered and skipped", exc, len(batch))
+                    break
+                delay = error_backoff(attempt) / 4
+                log.warning("%s; retrying in %.1fs", exc, delay)
+                time.sleep(delay)
+        for held, handle in batch:
+            if handle in failed:
+                log.warning("%s (message %s); a redelivery will be skipped as a duplicate",
+                            failed[handle], held.message.id)
+            self._finish(held)
+        if deletes:
+            self._flush_deletes(deletes)
+
+    def _store(self, call, *args: Any) -> None:
+        try:
+            call(*args)
+        except StoreError as exc:
+            log.error("%s", exc)
+
+    def _count(self, event: Event | None, outcome: str) -> None:
+        self.counts[outcome] = self.counts.get(outcome, 0) + 1
+        metrics.EVENTS.labels(event.name if event else "", outcome).inc()
+
+    def _observe(self, held: Held, result: Result) -> None:
+        if result.outcome == INVALID:
+            return
+        metrics.HANDLER_SECONDS.observe(result.seconds)
+        if result.outcome in (HANDLED, IGNORED) and held.message.enqueue_time_ms:
+            metrics.EVENT_LAG.observe(max(0.0, time.time() - held.message.enqueue_time_ms / 1000))
+        for name, part in result.plugins.items():
+            if part.status == FAILED:
+                metrics.PLUGIN_ERRORS.labels(name).inc()
