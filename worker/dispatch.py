@@ -216,8 +216,13 @@ class Dispatcher:
                         extra={"plugin": name, "event_id": event.id})
             return PluginResult(name, FAILED, _one_line(exc))
         if isinstance(value, Future):
+            log.debug("plugin %s %s on %s: pending", name, hook, event.id)
             return value
-        return _status(name, value)
+        status = _status(name, value)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("plugin %s %s on %s: %s %s", name, hook, event.id, status.status, status.detail,
+                      extra={"plugin": name, "event_id": event.id})
+        return status
 
     @staticmethod
     def _deferred(ctx: Context, r: PluginResult) -> PluginResult:
