@@ -40,6 +40,13 @@ def test_sigterm_finishes_in_flight_work_releases_the_rest_and_exits_0(emulator,
     # Unstarted messages were released at once (visibility 0), not hidden until a timeout.
     q = depth(emulator)
     assert q["in_flight"] == 0 and q["visible"] == len(ids) - len(done), q
+    # Released before they started, they used up no attempt.
+    from ecs_worker.store import Store
+
+    store = Store(tmp_path / "state-worker")
+    released = [i for i in ids if i not in done]
+    assert [store.attempts(i) for i in released] == [0] * len(released)
+    store.close()
 
     restart = Worker(setup.config(worker__concurrency=16))
     try:

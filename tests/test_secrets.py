@@ -88,3 +88,11 @@ def test_check_config_and_plugins_never_print_secrets(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert good.returncode == 0 and json.loads(good.stdout)
     assert_no_canary(bad.stdout, bad.stderr, good.stdout, good.stderr)
+
+
+def test_last_line_of_defence_masks_anything_shaped_like_a_secret():
+    from ecs_worker.logsetup import scrub
+
+    assert scrub(f"access_key_secret={SECRET} next") == "access_key_secret=*** next"
+    assert scrub(f'{{"SecurityToken": "{TOKEN}"}}') == '{"SecurityToken": "***"}'
+    assert scrub("plain line about i-bp1 Stopped") == "plain line about i-bp1 Stopped"

@@ -75,3 +75,47 @@ def test_an_unusable_state_dir_is_a_clear_error(tmp_path):
     blocker.write_text("")
     with pytest.raises(StoreError, match="cannot create"):
         Store(blocker / "state")
+
+
+def test_a_received_batch_is_counted_in_one_go_and_survives_a_restart(tmp_path):
+    store = Store(tmp_path)
+    store.mark_settled("done")
+    store.set_resume("back", {"slb": 1700000000.5})  # came back after a deferral
+    first = store.begin_attempts(["new", "done", "back", "twice", "twice"], max_attempts=3)
+    assert [a.settled for a in first] == [False, True, False, False, False]
+    assert [a.number for a in first if not a.settled] == [1, 1, 1, 2]  # a key twice counts twice
+    assert first[2].resume == {"slb": 1700000000.5} and first[0].resume is None
+    store.close()
+    store = Store(tmp_path)  # a crash: the attempts taken on still count
+    assert [store.attempts(k) for k in ("new", "back", "twice", "done")] == [1, 1, 2, 0]
+
+
+def test_a_key_with_max_attempts_made_is_given_up_without_counting_another(tmp_path):
+    store = Store(tmp_path)
+    for expected in (1, 2, 3):  # e.g. it crashed the worker three times
+        (attempt,) = store.begin_attempts(["poison"], max_attempts=3)
+        assert attempt.number == expected and not attempt.exhausted
+    (attempt,) = store.begin_attempts(["poison"], max_attempts=3)
+    assert attempt.exhausted and attempt.number == 3 and store.attempts("poison") == 3
+
+
+def test_a_deferral_takes_its_attempt_back_and_keeps_the_plugins_to_resume(tmp_path):
+    store = Store(tmp_path)
+    for _ in range(5):  # deferring again and again never uses up attempts
+        (attempt,) = store.begin_attempts(["drain"], max_attempts=1)
+        assert attempt.number == 1 and not attempt.exhausted
+        store.deferred("drain", {"slb": 1700000000.5})
+    assert store.attempts("drain") == 0 and store.resume("drain") == {"slb": 1700000000.5}
+
+
+def test_settling_a_batch_remembers_every_key_and_forgets_their_attempts(tmp_path):
+    clock = Clock()
+    store = Store(tmp_path, dedupe_ttl=60, clock=clock)
+    keys = [f"ev-{i}" for i in range(20)]
+    store.begin_attempts(keys, max_attempts=5)
+    store.mark_settled_many(keys)
+    assert store.settled_among([*keys, "other"]) == set(keys)
+    assert all(store.attempts(k) == 0 for k in keys)
+    assert all(a.settled for a in store.begin_attempts(keys, max_attempts=5))
+    clock.now += 61
+    assert store.settled_among(keys) == set()

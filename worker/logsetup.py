@@ -15,7 +15,13 @@ _SECRET = re.compile(r"(?i)(access_?key_?secret|secret|security_?token|signature
                      r"(\"?\s*[:=]\s*\"?)([^\s\"&,;]+)")
 
 
+_SECRET_WORDS = ("secret", "token", "signature", "password")
+
+
 def scrub(text: str) -> str:
+    lowered = text.lower()  # a plain scan first: the regex costs 25x more, on every line
+    if not any(word in lowered for word in _SECRET_WORDS):
+        return text
     return _SECRET.sub(lambda m: f"{m.group(1)}{m.group(2)}***", text)
 
 

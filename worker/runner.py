@@ -20,11 +20,14 @@ from __future__ import annotations
 import logging
 import math
 import os
+import queue as queues
 import signal
 import sys
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Future
+from typing import Callable
 
 from . import metrics
 from .actions import _one_line
@@ -58,7 +61,7 @@ class Runner:
         self.queue_visibility = config.mns.visibility_timeout  # replaced by the queue's own at start
         self.signals = 0
         self.last_signal = signal.SIGTERM
-        self._pool = ThreadPoolExecutor(w.concurrency, thread_name_prefix="handler")
+        self._pool = Handlers(w.concurrency, self._handle)
         self._room = threading.Condition()
         self._busy = 0  # handler tasks whose synchronous part has not finished
         self._held: dict[str, Held] = {}
@@ -66,7 +69,6 @@ class Runner:
         self._closing = threading.Event()  # stop extending and settling
         self.settler = Settler(config, source, store, dispatcher, self._finish, dead_letters)
         self.counts = self.settler.counts
-        self._archive_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
 
     # == life cycle ================================================================
@@ -78,7 +80,8 @@ class Runner:
             self._until_ok(self.dead_letters.visibility_timeout)
 
     def start(self) -> None:
-        """Start the receive, extend and settle loops."""
+        """Start the receive, extend and settle loops and the handlers."""
+        self._pool.start()
         for name, target in (("receive", self._receive_loop), ("extend", self._extend_loop),
                              ("settle", self.settler.loop)):
             t = threading.Thread(target=target, name=name, daemon=True)
@@ -119,7 +122,7 @@ class Runner:
         self.settler.close()
         for t in self._threads[1:]:
             t.join(timeout=10)
-        self._pool.shutdown(wait=False)
+        self._pool.shutdown()
         left = len(self._held)
         if left:
             log.warning("%d message(s) still in flight at shutdown: MNS will redeliver them after "
@@ -216,41 +219,118 @@ class Runner:
                 ready = True
                 log.info("receiving from queue %r (concurrency %d)", self.source.name, self.concurrency)
                 self.notifier.ready(self.status_line())
-            for message in messages:
+            if messages:
                 try:
-                    self._accept(message)
-                except Exception:  # a bug: the message reappears after its timeout
-                    log.exception("accepting message %s failed", message.id)
+                    self._take(messages)
+                except Exception:  # a bug: the messages reappear after their timeout
+                    log.exception("taking %d message(s) on failed", len(messages))
 
     def _wait_for_room(self, timeout: float) -> int:
         """Block (up to `timeout`) until a handler is free and fewer than max_pending are held."""
         with self._room:
-            if self._busy >= self.concurrency or len(self._held) >= self.max_pending:
+            if not self._has_room():
                 self._room.wait(timeout)
                 metrics.loop_alive()
             if self._stopping.is_set() or self._busy >= self.concurrency:
                 return 0
             return max(0, self.max_pending - len(self._held))
 
-    def _accept(self, message: Message) -> None:
-        now = time.monotonic()
-        # The queue's timeout bounds what we trust of the server's NextVisibleTime (clock skew).
-        remaining = float(self.queue_visibility)
-        if message.next_visible_time_ms:
-            remaining = min(remaining, message.next_visible_time_ms / 1000 - time.time())
-        remaining = max(remaining, 0.0)
+    def _has_room(self) -> bool:  # with self._room held
+        return self._busy < self.concurrency and len(self._held) < self.max_pending
+
+    def _room_opened(self) -> None:  # with self._room held
+        # Only once there is room: waking the receiver per finished message, to find
+        # the pool still full, costs a GIL hand-over each time.
+        if self._has_room():
+            self._room.notify_all()
+
+    def _take(self, messages: list[Message]) -> None:
+        """Hold a received batch, count its attempts in one store transaction, and hand
+        each message to a handler (or straight to the settler when nothing is to run)."""
+        fresh = self._accept(messages)
+        if not fresh:
+            return
+        self._archive(fresh)
+        if self._stopping.is_set():  # received while stopping: let another worker have them
+            for held in fresh:
+                self.settler.put(held, RELEASE)
+            return
+        to_run = []
+        for held, kind, result in self._begin(fresh):
+            if kind == RESULT and result is None:
+                to_run.append(held)
+            else:
+                self.settler.put(held, kind, result)
+        with self._room:  # once per batch: every lock the handlers also take costs a hand-over
+            self._busy += len(to_run)
+        self._pool.submit(to_run)
+
+    def _accept(self, messages: list[Message]) -> list[Held]:
+        """Register the batch as held; a message we still hold (redelivered because its
+        invisibility lapsed) only gets its new receipt handle. Returns the new ones."""
+        now, wall = time.monotonic(), time.time()
+        fresh = []
         with self._room:
-            known = self._held.get(message.id)
-            if known is not None:  # redelivered while we still hold it: adopt the new handle
-                with known.lock:
-                    known.handle = message.receipt_handle
-                    known.deadline, known.extend_at = now + remaining, now + remaining / 2
-                return
-            held = Held(message, message.receipt_handle, now + remaining, now + remaining / 2)
-            self._held[message.id] = held
-            self._busy += 1
+            for message in messages:
+                # The queue's timeout bounds what we trust of NextVisibleTime (clock skew).
+                remaining = float(self.queue_visibility)
+                if message.next_visible_time_ms:
+                    remaining = min(remaining, message.next_visible_time_ms / 1000 - wall)
+                remaining = max(remaining, 0.0)
+                known = self._held.get(message.id)
+                if known is not None:
+                    with known.lock:
+                        known.handle = message.receipt_handle
+                        known.deadline, known.extend_at = now + remaining, now + remaining / 2
+                    continue
+                held = Held(message, message.receipt_handle, now + remaining, now + remaining / 2)
+                self._held[message.id] = held
+                fresh.append(held)
             metrics.INFLIGHT.set(len(self._held))
-        self._pool.submit(self._handle, held)
+        return fresh
+
+    def _begin(self, batch: list[Held]) -> list[tuple[Held, str, Result | None]]:
+        """Parse each message and decide what happens to it: (held, kind, result), where
+        (RESULT, None) means "dispatch it". One store transaction for the whole batch,
+        which counts the attempts before any of them starts."""
+        decided: list[tuple[Held, str, Result | None]] = []
+        valid: list[Held] = []
+        unreadable: list[tuple[Held, str]] = []
+        for held in batch:
+            held.key = f"mns:{held.message.id}"
+            try:
+                held.event = parse_event(held.message.body)
+            except InvalidEvent as exc:
+                unreadable.append((held, str(exc)))
+                continue
+            held.key = held.event.id or held.key
+            valid.append(held)
+        if unreadable:
+            try:  # dead-lettered already, only the delete was lost: just delete it
+                settled = self.store.settled_among([h.key for h, _ in unreadable])
+            except StoreError as exc:
+                log.error("%s", exc)
+                settled = set()
+            decided += [(h, DUPLICATE, None) if h.key in settled else (h, RESULT, invalid(error))
+                        for h, error in unreadable]
+        try:
+            attempts = self.store.begin_attempts([h.key for h in valid], self.max_attempts)
+        except StoreError as exc:  # degrade: MNS's count stands in for ours
+            log.error("%s; counting attempts by DequeueCount", exc)
+            for held in valid:
+                held.attempt = held.message.dequeue_count
+                decided.append((held, RESULT, None))
+            return decided
+        for held, attempt in zip(valid, attempts):
+            held.attempt, held.resume = attempt.number, attempt.resume
+            if attempt.settled:
+                decided.append((held, DUPLICATE, None))
+            elif attempt.exhausted:  # e.g. it crashed the worker every time
+                decided.append((held, EXHAUSTED, None))
+            else:
+                held.counted = True
+                decided.append((held, RESULT, None))
+        return decided
 
     # == handle ====================================================================
     def _handle(self, held: Held) -> None:
@@ -258,52 +338,25 @@ class Runner:
             if self._stopping.is_set():  # received but not started: let another worker have it
                 self.settler.put(held, RELEASE)
                 return
-            kind, future = self._start(held)
-            if future is None:
-                self.settler.put(held, kind)
-            else:
-                future.add_done_callback(lambda f: self.settler.put(held, kind, _result(f, held)))
+            future = self.dispatcher.start(held.event, held.resume)
+            future.add_done_callback(lambda f: self.settler.put(held, RESULT, _result(f, held)))
         except Exception as exc:  # a bug here must not leak the message or the slot
             log.exception("handling message %s failed", held.message.id)
             self.settler.put(held, RESULT, Result(FAILED, held.event, error=_one_line(exc)))
         finally:
             with self._room:
                 self._busy -= 1
-                self._room.notify_all()
+                self._room_opened()
 
-    def _start(self, held: Held) -> tuple[str, Future | None]:
-        message = held.message
-        self._archive(message)
-        held.key = f"mns:{message.id}"
-        try:
-            event = parse_event(message.body)
-        except InvalidEvent as exc:
-            if self._settled(held.key):  # dead-lettered already; only its delete was lost
-                return DUPLICATE, None
-            return RESULT, _done(invalid(str(exc)))
-        held.event = event
-        held.key = event.id or held.key
-        try:
-            if self.store.is_settled(held.key):
-                return DUPLICATE, None
-            held.attempt = self.store.attempts(held.key)
-            if held.attempt >= self.max_attempts:
-                return EXHAUSTED, None  # e.g. it crashed the worker every time
-            held.resume = self.store.resume(held.key)
-            held.attempt = self.store.begin_attempt(held.key)
-        except StoreError as exc:  # degrade: MNS's count stands in for ours
-            log.error("%s; counting attempts by DequeueCount", exc)
-            held.attempt = message.dequeue_count
-        return RESULT, self.dispatcher.start(event, held.resume)
-
-    def _archive(self, message: Message) -> None:
+    def _archive(self, batch: list[Held]) -> None:
         path = self.config.worker.archive
         if not path:
             return
-        text = message.body.decode("utf-8", "replace").strip().replace("\r", "").replace("\n", " ")
+        text = "".join(h.message.body.decode("utf-8", "replace").strip().replace("\r", "")
+                       .replace("\n", " ") + "\n" for h in batch)
         try:
-            with self._archive_lock, open(path, "a", encoding="utf-8") as fh:
-                fh.write(text + "\n")
+            with open(path, "a", encoding="utf-8") as fh:  # only the receive thread writes
+                fh.write(text)
         except OSError as exc:
             log.error("archive %s: %s", path, exc.strerror)
 
@@ -339,24 +392,80 @@ class Runner:
             now = time.monotonic()
             held.deadline, held.extend_at = now + self.extend_seconds, now + self.extend_seconds / 2
 
-    def _settled(self, key: str) -> bool:
-        try:
-            return self.store.is_settled(key)
-        except StoreError as exc:
-            log.error("%s", exc)
-            return False
-
-    def _finish(self, held: Held) -> None:
+    def _finish(self, *done: Held) -> None:
         with self._room:
-            if self._held.get(held.message.id) is held:
-                del self._held[held.message.id]
+            for held in done:
+                if self._held.get(held.message.id) is held:
+                    del self._held[held.message.id]
             metrics.INFLIGHT.set(len(self._held))
-            self._room.notify_all()
+            self._room_opened()
 
-def _done(result: Result) -> Future:
-    future: Future = Future()
-    future.set_result(result)
-    return future
+
+class Handlers:
+    """`count` threads running `handle(held)`, woken only when no awake one is free.
+
+    Quick dispatches are then run by one or two threads in turn instead of waking all
+    of them: every hand-over of the GIL between threads (worse, between cores) costs
+    more than a quick event's whole dispatch. Slow ones still spread: a thread that takes
+    work while more is waiting and nobody else is free wakes another first.
+    """
+
+    def __init__(self, count: int, handle: Callable[[Held], None]) -> None:
+        self._handle = handle
+        self._lock = threading.Lock()
+        self._work: deque[Held] = deque()
+        self._asleep: list[threading.Lock] = []  # one held lock per sleeping thread
+        self._free = 0  # awake and about to look for work
+        self._closed = False
+        self._threads = [threading.Thread(target=self._run, name=f"handler-{i}", daemon=True)
+                         for i in range(count)]
+
+    def start(self) -> None:
+        for t in self._threads:
+            with self._lock:
+                self._free += 1
+            t.start()
+
+    def submit(self, batch: list[Held]) -> None:
+        with self._lock:
+            self._work.extend(batch)
+            if batch and not self._free:
+                self._wake()
+
+    def shutdown(self) -> None:
+        """Let each thread end once the work queued before this is done."""
+        with self._lock:
+            self._closed = True
+            while self._asleep:
+                self._wake()
+
+    def _wake(self) -> None:  # with self._lock held
+        if self._asleep:
+            self._free += 1
+            self._asleep.pop().release()
+
+    def _run(self) -> None:
+        gate = threading.Lock()
+        gate.acquire()
+        while True:
+            with self._lock:
+                self._free -= 1
+                held = self._work.popleft() if self._work else None
+                if held is not None and self._work and not self._free:
+                    self._wake()
+                elif held is None and not self._closed:
+                    self._asleep.append(gate)
+            if held is None:
+                if self._closed:
+                    return
+                gate.acquire()  # until `_wake` releases it
+                continue
+            try:
+                self._handle(held)
+            except BaseException:  # e.g. a plugin's SystemExit: the handler must live on
+                log.exception("handler: message %s", held.message.id)
+            with self._lock:
+                self._free += 1
 
 
 def _result(future: Future, held: Held) -> Result:

@@ -32,6 +32,7 @@ from .store import Store, StoreError
 log = logging.getLogger("ecs_worker.settle")
 
 DELETE_LINGER = 0.02  # seconds a partial delete batch waits for company
+SETTLE_TICK = 0.002  # seconds between looks for more outcomes while a delete batch fills
 RESULT, DUPLICATE, RELEASE, EXHAUSTED = "result", "duplicate", "release", "exhausted"
 ERROR_BACKOFF = (0.5, 30.0)  # MNS faults: first and longest pause, jittered
 
@@ -49,6 +50,7 @@ class Held:
     event: Event | None = None
     key: str = ""  # the store key: the event id, else the message id
     attempt: int = 0
+    counted: bool = False  # its attempt is in the store: a release takes it back
     resume: dict[str, float | None] | None = None
 
 
@@ -64,10 +66,10 @@ def error_backoff(failures: int, rng: random.Random = random) -> float:
 
 
 class Settler:
-    """Owns the settle thread's work; `finish(held)` tells the runner a message is done."""
+    """Owns the settle thread's work; `finish(*helds)` tells the runner messages are done."""
 
     def __init__(self, config: Config, source: MnsQueue, store: Store, dispatcher: Dispatcher,
-                 finish: Callable[[Held], None], dead_letters: MnsQueue | None = None) -> None:
+                 finish: Callable[..., None], dead_letters: MnsQueue | None = None) -> None:
         self.config = config
         self.source = source
         self.store = store
@@ -77,8 +79,9 @@ class Settler:
         self._finish = finish
         self.counts = {"handled": 0, "failed": 0, "deferred": 0, "invalid": 0, "ignored": 0,
                        "duplicate": 0, "dead-lettered": 0}
-        self._outcomes: queues.Queue = queues.Queue()  # (Held, kind, Result | None)
+        self._outcomes: queues.SimpleQueue = queues.SimpleQueue()  # (Held, kind, Result | None)
         self._closing = threading.Event()
+        self._unmarked: list[str] = []  # keys settled, not yet remembered in the store
 
     def put(self, held: Held, kind: str, result: Result | None = None) -> None:
         self._outcomes.put((held, kind, result))
@@ -88,21 +91,34 @@ class Settler:
         self._closing.set()
 
     def loop(self) -> None:
-        """Settle outcomes until `closing` is set and nothing is left to settle."""
+        """Settle outcomes until `closing` is set and nothing is left to settle.
+
+        While deletes are pending it looks every `SETTLE_TICK` instead of blocking on the
+        queue, so outcomes are taken in bursts and each burst's settled keys are
+        remembered in one store transaction, not one per event.
+        """
         deletes: list[tuple[Held, str]] = []
+        flush_at = 0.0
         while True:
             try:
-                item = self._outcomes.get(timeout=DELETE_LINGER if deletes else 0.2)
+                item = self._outcomes.get_nowait() if deletes else self._outcomes.get(timeout=0.2)
             except queues.Empty:
+                self._mark_settled()
+                if deletes and time.monotonic() < flush_at and not self._closing.is_set():
+                    time.sleep(SETTLE_TICK)
+                    continue
                 self._flush_deletes(deletes)
                 if self._closing.is_set():
                     return
                 continue
+            pending = len(deletes)
             try:
                 self._settle(*item, deletes=deletes)
             except Exception:  # never let one message stop settling for all
                 log.exception("settling message %s failed", item[0].message.id)
                 self._finish(item[0])
+            if not pending and deletes:  # a partial batch waits at most DELETE_LINGER
+                flush_at = time.monotonic() + DELETE_LINGER
             if len(deletes) >= MAX_BATCH:
                 self._flush_deletes(deletes)
 
@@ -111,7 +127,9 @@ class Settler:
             held.closing = True
             handle = held.handle
         event = held.event
-        if kind == RELEASE:
+        if kind == RELEASE:  # never started: not an attempt
+            if held.counted:
+                self._store(self.store.undo_attempt, held.key)
             self._set_visibility(held, handle, 0)
             return
         if kind == DUPLICATE:
@@ -127,13 +145,12 @@ class Settler:
         self._count(event, outcome)
         self._observe(held, result)
         if outcome in (HANDLED, IGNORED):
-            self._store(self.store.mark_settled, held.key)
+            self._unmarked.append(held.key)
             deletes.append((held, handle))
         elif outcome == INVALID:
             self._dead_letter(held, handle, "invalid", result.error, deletes)
         elif outcome == DEFERRED:
-            self._store(self.store.undo_attempt, held.key)
-            self._store(self.store.set_resume, held.key, self._resume_after(held, result))
+            self._store(self.store.deferred, held.key, self._resume_after(held, result))
             seconds = max(1, min(MAX_DEFER_SECONDS, math.ceil(result.defer_seconds or 1)))
             self._set_visibility(held, handle, seconds)
         elif held.attempt >= self.max_attempts or kind == EXHAUSTED:
@@ -173,7 +190,7 @@ class Settler:
         self.counts["dead-lettered"] += 1
         log.warning("message %s dead-lettered (%s): %s", m.id, reason, error,
                     extra={"message_id": m.id, "event_id": record["event_id"]})
-        self._store(self.store.mark_settled, held.key)
+        self._unmarked.append(held.key)
         deletes.append((held, handle))
 
     def _set_visibility(self, held: Held, handle: str, seconds: int) -> None:
@@ -183,9 +200,20 @@ class Settler:
             log.warning("%s (message %s)", exc, held.message.id)
         self._finish(held)
 
+    def _mark_settled(self) -> None:
+        """Remember settled keys, one transaction for all settled since the last time.
+
+        Before the delete (a lost delete makes a duplicate, skipped later) and as soon
+        as the outcomes stop coming (a crash meanwhile would run them again)."""
+        if self._unmarked:
+            keys, self._unmarked = self._unmarked, []
+            self._store(self.store.mark_settled_many, keys)
+
     def _flush_deletes(self, deletes: list[tuple[Held, str]]) -> None:
+        """Delete up to 16 settled messages in one request."""
         if not deletes:
             return
+        self._mark_settled()
         batch = deletes[:MAX_BATCH]
         del deletes[:MAX_BATCH]
         failed: dict[str, MnsError] = {}
@@ -205,7 +233,7 @@ class Settler:
             if handle in failed:
                 log.warning("%s (message %s); a redelivery will be skipped as a duplicate",
                             failed[handle], held.message.id)
-            self._finish(held)
+        self._finish(*(held for held, _ in batch))
         if deletes:
             self._flush_deletes(deletes)
 

@@ -1,0 +1,64 @@
+"""A poison message that kills the worker each time still ends in the dead-letter queue
+after `max_attempts`: attempts are counted before the plugins run and survive the crash."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from runner_kit import QUEUE, Setup, Worker, depth, emulator_state as short_visibility, event_body, wait_until
+
+CRASHING_PLUGIN = '''
+import os
+from ecs_worker import hookimpl
+
+@hookimpl
+def on_event(event, ctx):
+    if event.content.get("crash"):
+        with open({record!r}, "a") as fh:
+            fh.write(f"crash {{event.id}}\\n")
+        os._exit(3)  # what a segfaulting C extension or the OOM killer does
+'''
+
+
+@pytest.fixture
+def emulator_state():
+    return short_visibility(visibility_timeout=1)  # a crashed worker's messages return fast
+
+
+@pytest.mark.slow
+def test_a_message_that_crashes_the_worker_is_dead_lettered_after_max_attempts(emulator, tmp_path):
+    setup = Setup(tmp_path, emulator)
+    crasher = tmp_path / "crasher.py"
+    crasher.write_text(CRASHING_PLUGIN.format(record=str(setup.record)))
+    # Alone: messages being handled beside it when it kills the worker count an attempt too.
+    emulator.send(QUEUE, event_body("poison", crash=True))
+    config = setup.config(worker__max_attempts=3, plugins__load=[str(setup.plugin), str(crasher)])
+    dead_letters = tmp_path / "state-worker" / "dead-letter.jsonl"
+    exits = []
+    for _ in range(5):  # the supervisor's restarts, bounded
+        worker = Worker(config)
+        try:
+            deadline = time.monotonic() + 15
+            while worker.alive() and not dead_letters.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if not worker.alive():
+                exits.append(worker.wait(5))
+                continue
+            # Given up on, it no longer stops the flow.
+            good = [f"good-{i}" for i in range(5)]
+            for event_id in good:
+                emulator.send(QUEUE, event_body(event_id))
+            wait_until(lambda: set(setup.lines("done")) == set(good), 15, message="the good events")
+            wait_until(lambda: sum(depth(emulator).values()) == 0, 10, message="the queue to drain")
+            worker.signal()
+            exits.append(worker.wait(20))
+            break
+        finally:
+            worker.stop()
+    assert exits == [3, 3, 3, 0]  # three crashes, then the message was given up on
+    assert setup.lines("crash") == ["poison"] * 3
+    (record,) = [json.loads(line) for line in dead_letters.read_text().splitlines()]
+    assert record["event_id"] == "poison" and record["reason"] == "max_attempts"
+    assert record["attempts"] == 3 and "did not finish" in record["error"]
