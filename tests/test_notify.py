@@ -88,3 +88,23 @@ def test_worker_reports_ready_watchdog_status_and_stopping(emulator, tmp_path, n
     assert any(m == "WATCHDOG=1" for m in got[ready:])
     assert any(m.startswith("STATUS=handled") for m in got)
     assert any(m.startswith("STOPPING=1") for m in got)
+
+
+def test_a_listener_that_stops_reading_never_blocks_the_sender(tmp_path):
+    import socket
+    import threading
+
+    from ecs_worker.notify import Notifier
+
+    path = str(tmp_path / "full.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind(path)  # bound, never read: its queue fills up
+        notifier = Notifier(path)
+        results: list[bool] = []
+        sender = threading.Thread(target=lambda: results.extend(
+            notifier.status(f"handled {i}") for i in range(2000)), daemon=True)
+        sender.start()
+        sender.join(5)
+        assert not sender.is_alive(), "sd_notify blocked on a listener that stopped reading"
+        assert results[0] is True and results[-1] is False  # dropped once full, not blocked
+        notifier.close()

@@ -2,7 +2,8 @@
 
 A no-op when the variable is unset (not started by systemd with `Type=notify`), so the
 runner calls it unconditionally. A leading `@` names an abstract-namespace socket.
-Failures are logged once and never raised: a notification is never worth a crash.
+Failures are logged once and never raised: a notification is never worth a crash, nor a
+wait — sends never block.
 """
 from __future__ import annotations
 
@@ -37,7 +38,9 @@ class Notifier:
             try:
                 if self._sock is None:
                     self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-                self._sock.sendto(data, self.address)
+                # Never block: a listener that stopped reading must not stall the receive
+                # loop that sends the watchdog pings (a full socket drops the message).
+                self._sock.sendto(data, socket.MSG_DONTWAIT, self.address)
                 return True
             except OSError as exc:
                 if not self._warned:  # once: systemd restarting must not flood the journal
