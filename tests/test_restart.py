@@ -8,12 +8,9 @@ import time
 
 import pytest
 
-from ecs_worker.config import parse_config
-from ecs_worker.context import Runtime
-from ecs_worker.dispatch import Dispatcher
 from ecs_worker.events import parse_event
-from ecs_worker.manager import DEFAULT_PLUGINS, load_plugins
-from ecs_worker.testing import run_emulator
+from ecs_worker.plugins import restart as restart_plugin
+from ecs_worker.testing import Harness, run_emulator
 
 REGION = "cn-hangzhou"
 KEY = {"access_key_id": "LTAIrestart0001", "access_key_secret": "restart-test-secret-0001"}
@@ -43,29 +40,16 @@ def interruption(instance_id):
         "content": {"instanceId": instance_id, "action": "delete"}}))
 
 
-class Worker:
+class Worker(Harness):
     """The restart plugin alone, behind the real dispatcher, pointed at an emulator."""
 
     def __init__(self, emu, state_dir, dry_run=False, cloud=None, **restart):
         restart.setdefault("grace_seconds", 0)
-        others = [m.rsplit(".", 1)[1] for m in DEFAULT_PLUGINS if not m.endswith(".restart")]
-        config = parse_config({
-            "cloud": {"region": REGION, "endpoint": emu.endpoint, "protocol": "http", **(cloud or {})},
-            "credentials": KEY, "worker": {"state_dir": str(state_dir)},
-            "plugins": {"disabled": others, "restart": restart}})
-        plugins = load_plugins(config, entry_points_too=False)
-        self.runtime = Runtime(config, plugins.configs, dry_run=dry_run)
-        self.dispatcher = Dispatcher(plugins.pm, self.runtime, call_timeout=10)
-
-    def __enter__(self):
-        self.dispatcher.startup()
-        return self
-
-    def __exit__(self, *exc):
-        self.dispatcher.shutdown()
+        super().__init__(restart_plugin, config=restart, dry_run=dry_run, emulator=emu, call_timeout=10,
+                         settings={"worker": {"state_dir": str(state_dir)}, "cloud": cloud or {}})
 
     def handle(self, event, resume=None):
-        return self.dispatcher.start(event, resume).result(30)
+        return self.start(event, resume).result(30)
 
 
 def status(emu, iid):

@@ -8,12 +8,9 @@ from concurrent.futures import wait
 
 import pytest
 
-from ecs_worker.config import parse_config
-from ecs_worker.context import Runtime
-from ecs_worker.dispatch import Dispatcher
 from ecs_worker.events import parse_event
-from ecs_worker.manager import DEFAULT_PLUGINS, load_plugins
-from ecs_worker.testing import run_emulator
+from ecs_worker.plugins import slb as slb_plugin
+from ecs_worker.testing import Harness, run_emulator
 
 REGION = "cn-hangzhou"
 KEY = {"access_key_id": "LTAIslbtest0001", "access_key_secret": "slb-test-secret-0001"}
@@ -46,27 +43,15 @@ def interruption(instance_id, n=0, when=None):
         "content": {"instanceId": instance_id, "action": "delete"}}))
 
 
-class Worker:
+class Worker(Harness):
     """The slb plugin alone, behind the real dispatcher, pointed at an emulator."""
 
     def __init__(self, emu, dry_run=False, cloud=None, **slb):
-        others = [m.rsplit(".", 1)[1] for m in DEFAULT_PLUGINS if not m.endswith(".slb")]
-        self.config = parse_config({
-            "cloud": {"region": REGION, "endpoint": emu.endpoint, "protocol": "http", **(cloud or {})},
-            "credentials": KEY, "plugins": {"disabled": others, "slb": slb}})
-        plugins = load_plugins(self.config, entry_points_too=False)
-        self.runtime = Runtime(self.config, plugins.configs, dry_run=dry_run)
-        self.dispatcher = Dispatcher(plugins.pm, self.runtime, call_timeout=10)
-
-    def __enter__(self):
-        self.dispatcher.startup()
-        return self
-
-    def __exit__(self, *exc):
-        self.dispatcher.shutdown()
+        super().__init__(slb_plugin, config=slb, dry_run=dry_run, emulator=emu, call_timeout=10,
+                         settings={"cloud": cloud or {}})
 
     def handle(self, event, resume=None, timeout=30):
-        return self.dispatcher.start(event, resume).result(timeout)
+        return self.start(event, resume).result(timeout)
 
 
 def backends(emu, group_id):

@@ -176,11 +176,13 @@ class Harness:
     """Register `plugin` (alone, plus nothing else) and dispatch events to it as the worker does.
 
     `config` is the plugin's `[plugins.<name>]` section; `emulator` points `ctx.cloud` at a
-    running emulator; `dry_run` defaults to True so nothing changes by accident.
+    running emulator; `settings` adds other config sections (`{"worker": {"state_dir": …}}`);
+    `dry_run` defaults to True so nothing changes by accident.
     """
 
     def __init__(self, plugin, *, name: str | None = None, config: dict | None = None,
-                 dry_run: bool = True, emulator=None, call_timeout: float = 30.0) -> None:
+                 dry_run: bool = True, emulator=None, settings: dict | None = None,
+                 call_timeout: float = 30.0) -> None:
         from .config import parse_config
         from .context import Runtime
         from .dispatch import Dispatcher
@@ -192,6 +194,8 @@ class Harness:
             data["cloud"] = {"region": emulator.region, "endpoint": emulator.endpoint, "protocol": "http"}
             data["credentials"] = {"access_key_id": emulator.access_key_id,
                                    "access_key_secret": emulator.access_key_secret}
+        for section, values in (settings or {}).items():  # other sections, e.g. {"worker": {...}}
+            data[section] = {**data.get(section, {}), **values}
         self.config = parse_config(data, f"<harness {self.name}>")
         self.plugins = Plugins()
         self.plugins.register(plugin, self.name, "harness")
@@ -200,6 +204,16 @@ class Harness:
         self.runtime = Runtime(self.config, self.plugins.configs, dry_run=dry_run)
         self.dispatcher = Dispatcher(self.plugins.pm, self.runtime, call_timeout)
         self.dispatcher.startup()
+
+    def __enter__(self) -> "Harness":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def start(self, event, resume=None):
+        """Dispatch without waiting: a future of the `Result` (for plugins that batch)."""
+        return self.dispatcher.start(event, resume)
 
     def dispatch(self, event, resume=None):
         """Dispatch once; returns the `Result` (outcome, actions, error, defer_seconds)."""
