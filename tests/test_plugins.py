@@ -8,7 +8,7 @@ from concurrent.futures import Future
 
 import pytest
 
-from ecs_worker import hookimpl, parse_event
+from ecs_worker import parse_event
 from ecs_worker.config import parse_config
 from ecs_worker.context import Runtime
 from ecs_worker.dispatch import Dispatcher

@@ -20,20 +20,18 @@ from __future__ import annotations
 import logging
 import math
 import os
-import queue as queues
 import signal
 import sys
 import threading
 import time
-from collections import deque
 from concurrent.futures import Future
-from typing import Callable
 
 from . import metrics
 from .actions import _one_line
 from .config import Config, ConfigError
 from .dispatch import FAILED, Dispatcher, PluginStartupError, Result, invalid
 from .events import InvalidEvent, parse_event
+from .handlers import Handlers
 from .notify import Notifier, watchdog_interval
 from .settle import DUPLICATE, EXHAUSTED, RELEASE, RESULT, Held, Settler, error_backoff
 from .sources.mns import SOCKET_SLACK, MnsError, MnsQueue, Message
@@ -399,73 +397,6 @@ class Runner:
                     del self._held[held.message.id]
             metrics.INFLIGHT.set(len(self._held))
             self._room_opened()
-
-
-class Handlers:
-    """`count` threads running `handle(held)`, woken only when no awake one is free.
-
-    Quick dispatches are then run by one or two threads in turn instead of waking all
-    of them: every hand-over of the GIL between threads (worse, between cores) costs
-    more than a quick event's whole dispatch. Slow ones still spread: a thread that takes
-    work while more is waiting and nobody else is free wakes another first.
-    """
-
-    def __init__(self, count: int, handle: Callable[[Held], None]) -> None:
-        self._handle = handle
-        self._lock = threading.Lock()
-        self._work: deque[Held] = deque()
-        self._asleep: list[threading.Lock] = []  # one held lock per sleeping thread
-        self._free = 0  # awake and about to look for work
-        self._closed = False
-        self._threads = [threading.Thread(target=self._run, name=f"handler-{i}", daemon=True)
-                         for i in range(count)]
-
-    def start(self) -> None:
-        for t in self._threads:
-            with self._lock:
-                self._free += 1
-            t.start()
-
-    def submit(self, batch: list[Held]) -> None:
-        with self._lock:
-            self._work.extend(batch)
-            if batch and not self._free:
-                self._wake()
-
-    def shutdown(self) -> None:
-        """Let each thread end once the work queued before this is done."""
-        with self._lock:
-            self._closed = True
-            while self._asleep:
-                self._wake()
-
-    def _wake(self) -> None:  # with self._lock held
-        if self._asleep:
-            self._free += 1
-            self._asleep.pop().release()
-
-    def _run(self) -> None:
-        gate = threading.Lock()
-        gate.acquire()
-        while True:
-            with self._lock:
-                self._free -= 1
-                held = self._work.popleft() if self._work else None
-                if held is not None and self._work and not self._free:
-                    self._wake()
-                elif held is None and not self._closed:
-                    self._asleep.append(gate)
-            if held is None:
-                if self._closed:
-                    return
-                gate.acquire()  # until `_wake` releases it
-                continue
-            try:
-                self._handle(held)
-            except BaseException:  # e.g. a plugin's SystemExit: the handler must live on
-                log.exception("handler: message %s", held.message.id)
-            with self._lock:
-                self._free += 1
 
 
 def _result(future: Future, held: Held) -> Result:
