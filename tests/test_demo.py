@@ -19,6 +19,7 @@ def test_demo_drains_the_burst_and_reports_what_it_did():
     assert summary["removed_from_groups"] == {"rsp-web80": spot, "rsp-web8080": spot}
     assert [d["reason"] for d in summary["dead_letters"]] == ["invalid"]
     assert summary["events_by_outcome"]["invalid"] == 1
+    assert summary["events_by_outcome"]["duplicate (skipped)"] == 1  # dedupe store at work
     # coalesced: one Remove call per group for the three interruptions
     assert summary["api_calls"]["slb:RemoveVServerGroupBackendServers"] <= 4
     assert "queue ecs-events" in proc.stderr  # progress while it runs

@@ -129,8 +129,9 @@ def main(args) -> int:
         say(f"emulator listening on {emulator.endpoint}: {len(before['instances'])} instances, "
             f"{len(GROUPS)} vserver groups")
         messages = burst()
-        for _, body in messages:
-            emulator.send(QUEUE, body)
+        for what, body in messages:
+            # The duplicate arrives a little later, as a redelivery would, after the first is settled.
+            emulator.send(QUEUE, body, delay_seconds=2 if what == "duplicate delivery" else None)
         say(f"sent {len(messages)} messages to {QUEUE}: " + ", ".join(what for what, _ in messages))
         log_path = tmp_path / "worker.log"
         with log_path.open("w") as log:
@@ -180,14 +181,16 @@ def _wait_for_drain(emulator, worker, say) -> bool:
 def _summarise(before: dict, after: dict, log_path: Path, dead_letters: Path) -> dict:
     outcomes: dict[str, str] = {}
     events: dict[str, dict] = {}
-    invalid = 0
+    invalid = duplicates = 0
     actions: list[dict] = []
     for line in log_path.read_text().splitlines():
         try:
             row = json.loads(line)
         except ValueError:
             continue
-        if row.get("logger") == "ecs_worker.events" and "outcome" in row:
+        if row.get("outcome") == "duplicate":
+            duplicates += 1
+        elif row.get("logger") == "ecs_worker.events" and "outcome" in row:
             if row.get("event_id"):
                 outcomes[row["event_id"]] = row["outcome"]  # last word wins (deferred → handled)
                 events[row["event_id"]] = {"name": row.get("event_name"), "instance_id": row.get("instance_id"),
@@ -200,6 +203,8 @@ def _summarise(before: dict, after: dict, log_path: Path, dead_letters: Path) ->
     by_outcome = Counter(outcomes.values())
     if invalid:
         by_outcome["invalid"] += invalid
+    if duplicates:
+        by_outcome["duplicate (skipped)"] += duplicates
     status_before = {i["id"]: i["status"] for i in before["instances"]}
     restarted = [i["id"] for i in after["instances"]
                  if status_before.get(i["id"]) == "Stopped" and i["status"] in ("Starting", "Running")]

@@ -133,7 +133,8 @@ class Settler:
             self._set_visibility(held, handle, 0)
             return
         if kind == DUPLICATE:
-            log.info("event %s already settled: deleting the redelivered copy", held.key)
+            log.info("event %s already settled: deleting the redelivered copy", held.key,
+                     extra={"event_id": held.key, "outcome": "duplicate", "message_id": held.message.id})
             self._count(event, "duplicate")
             deletes.append((held, handle))
             return
