@@ -222,3 +222,17 @@ def test_startup_failure_names_the_plugin(tmp_path):
     _, dispatcher = make(load=[path])
     with pytest.raises(Exception, match="plugin 'needy' failed to start: ValueError: no token"):
         dispatcher.startup()
+
+
+def test_a_future_that_never_resolves_fails_after_the_call_timeout(tmp_path):
+    path = plugin_file(tmp_path, "forgetful", """
+        from concurrent.futures import Future
+        @hookimpl
+        def on_event(event, ctx):
+            return Future()  # never resolved: a bug in the plugin
+    """)
+    _, dispatcher = make(load=[path], call_timeout=0.3)
+    started = time.monotonic()
+    result = dispatcher.start(MAINTENANCE).result(timeout=5)
+    assert 0.25 < time.monotonic() - started < 3
+    assert result.outcome == "failed" and "pending work timed out after 0.3s" in result.error

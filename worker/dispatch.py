@@ -5,12 +5,13 @@ dead-letter. One plugin's crash, hang or slow cloud call never stops another.
 """
 from __future__ import annotations
 
+import heapq
 import logging
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import pluggy
 
@@ -97,6 +98,7 @@ class Dispatcher:
         self.call_timeout = call_timeout
         # Calls run on this pool so a hung plugin costs a thread, not the handler.
         self._pool = ThreadPoolExecutor(max_calls, thread_name_prefix="plugin") if call_timeout else None
+        self._deadlines = Deadlines()
 
     # -- life cycle ---------------------------------------------------------------
     def startup(self) -> None:
@@ -164,21 +166,28 @@ class Dispatcher:
             return done
         remaining = [len(pending)]
         lock = threading.Lock()
+        open_slots = set(range(len(pending)))
 
-        def settle_one(name: str, fut: Future) -> None:
-            exc = fut.exception()
-            if exc is not None:
-                results.append(PluginResult(name, FAILED, _one_line(exc)))
-            else:
-                results.append(_status(name, fut.result()))
+        def settle_one(slot: int, outcome: PluginResult) -> None:
             with lock:
+                if slot not in open_slots:  # the deadline and the future raced: first wins
+                    return
+                open_slots.discard(slot)
+                results.append(outcome)
                 remaining[0] -= 1
                 last = remaining[0] == 0
             if last:
                 finish()
 
-        for name, fut in pending:
-            fut.add_done_callback(lambda f, n=name: settle_one(n, f))
+        def from_future(name: str, fut: Future) -> PluginResult:
+            exc = fut.exception()
+            return PluginResult(name, FAILED, _one_line(exc)) if exc else _status(name, fut.result())
+
+        for slot, (name, fut) in enumerate(pending):
+            fut.add_done_callback(lambda f, s=slot, n=name: settle_one(s, from_future(n, f)))
+            if self.call_timeout:  # a future that never resolves must not hold its message forever
+                timeout = PluginResult(name, FAILED, f"pending work timed out after {self.call_timeout:g}s")
+                self._deadlines.add(self.call_timeout, lambda s=slot, r=timeout: settle_one(s, r))
         return done
 
     def settled(self, event: Event | None, result: Result) -> None:
@@ -244,3 +253,33 @@ def _args(impl, **available: Any) -> dict[str, Any]:
 
 class PluginStartupError(RuntimeError):
     pass
+
+
+class Deadlines:
+    """One thread that runs a callback when its deadline passes (cheap for thousands)."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Callable[[], None]]] = []
+        self._cond = threading.Condition()
+        self._seq = 0
+        self._thread: threading.Thread | None = None
+
+    def add(self, seconds: float, callback: Callable[[], None]) -> None:
+        with self._cond:
+            self._seq += 1
+            heapq.heappush(self._heap, (time.monotonic() + seconds, self._seq, callback))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="deadlines", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._heap or self._heap[0][0] > time.monotonic():
+                    self._cond.wait(self._heap[0][0] - time.monotonic() if self._heap else None)
+                _, _, callback = heapq.heappop(self._heap)
+            try:
+                callback()
+            except Exception:  # pragma: no cover - callbacks settle results; never kill the thread
+                log.exception("deadline callback failed")

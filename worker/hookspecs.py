@@ -20,7 +20,8 @@ How the worker calls event hooks (`on_event`, `on_state_change`,
   again later": the message comes back after a backoff, up to `[worker] max_attempts`,
   then goes to the dead-letter queue. A plugin that needs the cloud to settle something
   first may also return a `concurrent.futures.Future`; the event is settled when it resolves
-  (its exception, if any, is the failure), and no handler slot is held meanwhile.
+  (its exception, if any, is the failure), and no handler slot is held meanwhile. It too
+  must resolve within `call_timeout`, or it counts as a failure.
 - The event's outcome combines all plugins: `failed` if any failed, else `deferred` if any
   deferred, else `handled` if any handled, else `ignored`. Only `failed` and `deferred`
   bring the message back; on its return only the plugins that failed or deferred are
