@@ -222,6 +222,14 @@ class Remover:
 
     # -- one batched call (a KeyedBatcher worker thread) ------------------------------
     def _send(self, group: str, kind: str, items: list[tuple[Any, _Job]]) -> None:
+        if kind == REMOVE and not self.runtime.dry_run:
+            # A duplicate event queued behind the call that removed its entry: done already.
+            done = [(b.target, job.ctx.actions) for b, job in items if self.index.removed_lately(b)]
+            if done:
+                self.runtime.gateway.perform_many(self.plugin, kind, done, _already_removed)
+                items = [(b, job) for b, job in items if not self.index.removed_lately(b)]
+                if not items:
+                    return
         backends = [b for b, _ in items]
         unique = list({(b.server_id, b.port): b for b in backends}.values())  # one per entry, even for duplicate events
         wire = [b.wire(weight=0 if kind == DRAIN else None) for b in unique]
@@ -231,6 +239,10 @@ class Remover:
                                           VServerGroupId=group, BackendServers=wire)
         if kind == REMOVE and not self.runtime.dry_run:
             self.index.forget(unique)
+
+
+def _already_removed(*args: Any, **kwargs: Any) -> str:
+    return "already removed by an earlier call"
 
 
 def _never(*args: Any, **kwargs: Any) -> None:  # pragma: no cover - dry-run never calls

@@ -107,6 +107,23 @@ def test_duplicate_events_in_one_window_make_one_call_per_group():
         assert all(len(r.actions) == 3 for r in results)  # each event shows its own part
 
 
+def test_duplicate_arriving_while_the_first_call_is_in_flight_makes_no_second_call():
+    groups = ["rsp-web80", "rsp-api443"]  # configured: membership is cached, no per-event lookup
+    with run_emulator(TWO_GROUPS) as emu, Worker(emu, coalesce_ms=20, vserver_groups=groups) as w:
+        w.handle(interruption("i-keep1", 99))  # warm the membership cache
+        emu.set_faults({"slb": {"latency_ms": 400}})
+        emu.reset_calls()
+        first = w.start(interruption("i-spot1", 0))
+        time.sleep(0.2)  # the first window has closed; its Remove calls are in flight
+        second = w.start(interruption("i-spot1", 1))
+        results = [first.result(30), second.result(30)]
+
+        assert [r.outcome for r in results] == ["handled", "handled"]
+        assert calls(emu, "slb:RemoveVServerGroupBackendServers") == 2  # one per group, not four
+        assert all(a.result == "ok" for r in results for a in r.actions)
+        assert {a.detail for a in results[1].actions} == {"already removed by an earlier call"}
+
+
 def test_dry_run_changes_nothing_and_reports_the_plan():
     with run_emulator(TWO_GROUPS) as emu, Worker(emu, dry_run=True) as w:
         before = emu.state()["load_balancers"]

@@ -51,6 +51,7 @@ class BackendIndex:
         self._clock = clock
         self._members: dict[str, tuple[float, list[Backend]]] = {}
         self._lb_groups: dict[str, tuple[float, list[str]]] = {}
+        self._removed: dict[tuple[str, str, int], float] = {}  # entry -> when we removed it
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="slb-read")
 
@@ -82,10 +83,19 @@ class BackendIndex:
     def forget(self, removed: Iterable[Backend]) -> None:
         """Drop removed entries from the cache: the cloud no longer has them."""
         gone = {(b.group, b.server_id, b.port) for b in removed}
+        now = self._clock()
         with self._lock:
+            self._removed = {k: t for k, t in self._removed.items() if now - t < self.ttl}
+            self._removed.update(dict.fromkeys(gone, now))
             for group, (stamp, members) in list(self._members.items()):
                 self._members[group] = (stamp, [b for b in members
                                                 if (b.group, b.server_id, b.port) not in gone])
+
+    def removed_lately(self, backend: Backend) -> bool:
+        """True when we removed this entry within `ttl`: a duplicate event needs no call."""
+        with self._lock:
+            when = self._removed.get((backend.group, backend.server_id, backend.port))
+        return when is not None and self._clock() - when < self.ttl
 
     # -- discovery ----------------------------------------------------------------
     def _discover_groups(self, instance_ids: set[str]) -> list[str]:
