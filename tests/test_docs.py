@@ -43,3 +43,25 @@ def test_every_config_key_is_in_the_example_config():
         assert f"[{section}]" in text
         for f in fields(cls):
             assert re.search(rf"^{f.name} = ", text, re.M), f"[{section}] {f.name} missing"
+
+
+def test_the_plugin_tutorial_works_as_written(tmp_path):
+    """docs/plugins.md: the plugin, its test with the kit, and the replay, run as a user would."""
+    import json
+    import subprocess
+    import sys
+
+    doc = (ROOT / "docs" / "plugins.md").read_text()
+    plugin, test = re.findall(r"```python\n(.*?)```", doc, re.S)[:2]
+    (tmp_path / "maintenance_notes.py").write_text(plugin)
+    (tmp_path / "test_notes.py").write_text(test)
+    tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_notes.py"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert tests.returncode == 0, tests.stdout + tests.stderr
+    (tmp_path / "try.toml").write_text('[plugins]\nload = ["./maintenance_notes.py"]\n'
+                                       'disabled = ["restart", "slb", "webhook", "hello"]\n')
+    events = sorted(str(p) for p in (ROOT / "examples" / "events").glob("*.json"))
+    replay = subprocess.run([sys.executable, "-m", "ecs_worker", "replay", "-c", "try.toml", *events,
+                             "--dry-run", "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    rows = {r["name"]: r for r in map(json.loads, replay.stdout.splitlines())}
+    assert rows["Instance:SystemMaintenance.Reboot:Scheduled"]["outcome"] == "handled"
