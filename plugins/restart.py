@@ -144,7 +144,8 @@ def has_tag(instance: dict, require_tag: str) -> bool:
 
 
 def locks_of(instance: dict) -> list[str]:
-    return [l.get("LockReason", "") for l in (instance.get("OperationLocks") or {}).get("LockReason") or []]
+    locks = (instance.get("OperationLocks") or {}).get("LockReason") or []
+    return [lock.get("LockReason", "") for lock in locks]
 
 
 def skip_reason(instance: dict, budget: RestartBudget) -> str | None:

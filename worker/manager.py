@@ -103,7 +103,7 @@ def load_plugins(config: Config, *, entry_points_too: bool = True) -> Plugins:
 
 def _configure(plugins: Plugins, config: Config) -> None:
     where = config.path
-    for name, section in config.plugin_sections.items():
+    for name in config.plugin_sections:
         if not plugins.pm.has_plugin(name) and name not in config.plugins.disabled:
             raise ConfigError(f"{where}: [plugins.{name}]: no plugin named {name!r} is loaded")
     for name, plugin in plugins.pm.list_name_plugin():
