@@ -29,7 +29,9 @@ log = logging.getLogger("ecs_worker.cloud")
 _REQUESTS = {
     "ecs": "aliyunsdkecs.request.v20140526",
     "slb": "aliyunsdkslb.request.v20140515",
+    "cms": "aliyunsdkcms.request.v20190101",  # CloudMonitor: `setup` and `doctor` (cms.py)
 }
+CMS_RPS = 5.0  # a few calls per command: keep well under CloudMonitor's API limits
 _PLACEHOLDER_KEY = "signed-per-request"  # the SDK insists on keys at construction; ours sign
 
 
@@ -40,7 +42,8 @@ class Cloud:
                  backoff_cap: float = 10.0, sleep: Callable[[float], None] = time.sleep) -> None:
         self.settings = cloud
         self.provider = provider
-        self.buckets = {"ecs": TokenBucket(cloud.ecs_rps), "slb": TokenBucket(cloud.slb_rps)}
+        self.buckets = {"ecs": TokenBucket(cloud.ecs_rps), "slb": TokenBucket(cloud.slb_rps),
+                        "cms": TokenBucket(CMS_RPS)}
         self.calls: Counter = Counter()    # (api, action) -> attempts sent
         self.retries: Counter = Counter()  # (api, code) -> retries made
         self._backoff = (backoff_base, backoff_cap)
@@ -59,6 +62,9 @@ class Cloud:
 
     def slb(self, action: str, **params: Any) -> dict:
         return self.call("slb", action, params)
+
+    def cms(self, action: str, **params: Any) -> dict:
+        return self.call("cms", action, params)
 
     def call(self, api: str, action: str, params: dict[str, Any]) -> dict:
         """One API call with rate limiting and retries; the decoded JSON response."""

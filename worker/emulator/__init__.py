@@ -41,12 +41,14 @@ class Emulator:
             self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
                                             name="ecs-worker-emulator", daemon=True)
             self._thread.start()
+            self.world.clock.start()   # fleet events: due transitions and scheduled steps
         return self
 
     def stop(self) -> None:
         server, self._server = self._server, None
         if server is None:
             return
+        self.world.clock.stop()
         server.shutdown()              # stop accepting
         self.world.close()             # end long polls now
         server.close_connections()     # end idle keep-alive handlers
@@ -130,6 +132,10 @@ class Emulator:
 
     def reset_calls(self) -> None:
         self.world.reset_calls()
+
+    def inject_event(self, request: dict) -> dict:
+        """As `POST /_emulator/events`: a spot interruption or a named event (see fleet_events.inject)."""
+        return self.world.inject_event(request)
 
     def send(self, queue: str, body: str | bytes, delay_seconds: int | None = None,
              priority: int | None = None) -> str:

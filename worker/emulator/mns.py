@@ -23,6 +23,7 @@ import hashlib
 import heapq
 import itertools
 import os
+import re
 import struct
 import threading
 import time
@@ -111,11 +112,13 @@ class Queue:
 
     def __init__(self, cfg: dict, lock: threading.Lock):
         self.name: str = cfg["name"]
-        self.visibility_timeout: int = cfg["visibility_timeout"]
-        self.delay_seconds: int = cfg["delay_seconds"]
-        self.maximum_message_size: int = cfg["maximum_message_size"]
-        self.polling_wait_seconds: int = cfg["polling_wait_seconds"]
-        self.created = int(time.time())
+        self.visibility_timeout: int = cfg.get("visibility_timeout", 30)
+        self.delay_seconds: int = cfg.get("delay_seconds", 0)
+        self.maximum_message_size: int = cfg.get("maximum_message_size", 65536)
+        self.polling_wait_seconds: int = cfg.get("polling_wait_seconds", 0)
+        self.message_retention_period: int = RETENTION_SECONDS
+        self.logging_enabled = False
+        self.created = self.modified = int(time.time())
         self.cond = threading.Condition(lock)
         self.msgs: dict[int, Message] = {}
         self.ready: list = []   # (priority, seq, gen)
@@ -266,9 +269,58 @@ class Queue:
                 delayed += 1
         return {"visible": visible, "in_flight": in_flight, "delayed": delayed}
 
+    # ----------------------------------------------------------------- attributes (CreateQueue / SetQueueAttributes)
+
+    def same_attributes(self, attrs: dict) -> bool:
+        return all(getattr(self, ATTRIBUTES[k][0]) == v for k, v in attrs.items())
+
+    def apply_attributes(self, attrs: dict) -> None:
+        for k, v in attrs.items():
+            setattr(self, ATTRIBUTES[k][0], v)
+        self.modified = int(time.time())
+
     def close(self) -> None:
         self.closing = True
         self.cond.notify_all()
+
+
+# Queue attributes a CreateQueue / SetQueueAttributes body may set: XML name -> (attribute, lo, hi),
+# ranges from MNS's CreateQueue reference (help/en/mns/developer-reference/createqueue).
+ATTRIBUTES = {
+    "DelaySeconds": ("delay_seconds", 0, 604800),
+    "MaximumMessageSize": ("maximum_message_size", 1024, 65536),
+    "MessageRetentionPeriod": ("message_retention_period", 60, 604800),
+    "VisibilityTimeout": ("visibility_timeout", 1, 43200),
+    "PollingWaitSeconds": ("polling_wait_seconds", 0, 30),
+    "LoggingEnabled": ("logging_enabled", 0, 0),
+}
+
+
+def parse_queue_attributes(body: bytes) -> dict:
+    """A `<Queue>` body -> {XML name: value}, each range-checked (an empty body sets nothing)."""
+    if not body.strip():
+        return {}
+    root = parse_xml(body)
+    if _local(root.tag) != "Queue":
+        raise MnsError(400, "MalformedXML", "The XML you provided was not well-formed.")
+    out: dict = {}
+    for c in root:
+        name, text = _local(c.tag), (c.text or "").strip()
+        if name not in ATTRIBUTES:
+            raise invalid_argument(f"Unknown queue attribute {name}.")
+        if name == "LoggingEnabled":
+            if text.lower() not in ("true", "false"):
+                raise invalid_argument("The value of LoggingEnabled should be True or False.")
+            out[name] = text.lower() == "true"
+        else:
+            out[name] = _int_arg(text, name, ATTRIBUTES[name][1], ATTRIBUTES[name][2])
+    return out
+
+
+def check_queue_name(name: str) -> None:
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9-]{0,119}", name):
+        raise MnsError(400, "InvalidQueueName", "The queue name you provided is not valid: it must start with "
+                                                "a letter and hold at most 120 letters, digits or '-'.")
 
 
 # --------------------------------------------------------------------- XML
@@ -334,11 +386,12 @@ def xml_delete_errors(errors: list[tuple[str, MnsError]]) -> bytes:
 def xml_attributes(q: Queue) -> bytes:
     d = q.depths()
     fields = {
-        "QueueName": q.name, "CreateTime": q.created, "LastModifyTime": q.created,
+        "QueueName": q.name, "CreateTime": q.created, "LastModifyTime": q.modified,
         "VisibilityTimeout": q.visibility_timeout, "MaximumMessageSize": q.maximum_message_size,
-        "MessageRetentionPeriod": RETENTION_SECONDS, "DelaySeconds": q.delay_seconds,
+        "MessageRetentionPeriod": q.message_retention_period, "DelaySeconds": q.delay_seconds,
         "PollingWaitSeconds": q.polling_wait_seconds, "ActiveMessages": d["visible"],
-        "InactiveMessages": d["in_flight"], "DelayMessages": d["delayed"], "LoggingEnabled": "False",
+        "InactiveMessages": d["in_flight"], "DelayMessages": d["delayed"],
+        "LoggingEnabled": "True" if q.logging_enabled else "False",
     }
     inner = "".join(f"<{k}>{v}</{k}>" for k, v in fields.items())
     return f'{XML_HEAD}<Queue xmlns="{XMLNS}">{inner}</Queue>'.encode("utf-8")
@@ -422,6 +475,8 @@ def route(method: str, path: str, query: dict[str, str], body: bytes) -> tuple[s
     """(action name, queue name) for an MNS request; action "Unsupported" if the emulator lacks it."""
     parts = path.strip("/").split("/")
     if len(parts) == 2 and parts[0] == "queues":
+        if method == "PUT":
+            return ("SetQueueAttributes" if query.get("metaoverride") == "true" else "CreateQueue"), parts[1]
         return ("GetQueueAttributes" if method == "GET" else "Unsupported"), parts[1]
     if len(parts) != 3 or parts[0] != "queues" or parts[2] != "messages":
         return "Unsupported", None
@@ -444,6 +499,9 @@ def execute(queue: Queue, action: str, query: dict[str, str], body: bytes) -> tu
     """Run one MNS action on `queue` (lock held); return (HTTP status, XML body) or raise MnsError."""
     if action == "GetQueueAttributes":
         return 200, xml_attributes(queue)
+    if action == "SetQueueAttributes":
+        queue.apply_attributes(parse_queue_attributes(body))
+        return 204, b""
     if action in ("SendMessage", "BatchSendMessage"):
         is_batch, items = parse_send_body(body)
         if not is_batch:

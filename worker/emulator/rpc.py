@@ -15,7 +15,8 @@ from typing import Callable, Mapping
 
 ECS_VERSION = "2014-05-26"
 SLB_VERSION = "2014-05-15"
-PRODUCTS = {ECS_VERSION: "ecs", SLB_VERSION: "slb"}
+CMS_VERSION = "2019-01-01"  # CloudMonitor: its actions live in cms.py
+PRODUCTS = {ECS_VERSION: "ecs", SLB_VERSION: "slb", CMS_VERSION: "cms"}
 MAX_BACKEND_SERVERS = 20
 
 
@@ -90,6 +91,9 @@ class Cloud:
 
     def __init__(self, state: dict):
         self.region = state["region"]
+        self.account_id = state["account_id"]
+        # Where fleet events go (fleet_events.EventBus.deliver); None: nowhere.
+        self.deliver: Callable[[dict], object] | None = None
         self.start_delay = state["start_delay_seconds"]
         self.stop_delay = state["stop_delay_seconds"]
         created = time.time()
@@ -138,6 +142,7 @@ class Cloud:
         due = inst["due"]
         if due is not None and (now or time.time()) >= due[1]:
             inst["status"], inst["due"] = due[0], None
+            self._state_changed(inst)
         return inst
 
     def _instance(self, instance_id: str) -> dict:
@@ -219,6 +224,7 @@ class Cloud:
             raise RpcError(400, "DryRunOperation", "Request validation has been passed with DryRun flag set.")
         previous = inst["status"]
         inst["status"], inst["due"] = "Starting", ("Running", time.time() + self.start_delay)
+        self._state_changed(inst)
         self._settle(inst)
         return previous
 
@@ -235,6 +241,7 @@ class Cloud:
         previous = inst["status"]
         inst["stopped_mode"] = mode
         inst["status"], inst["due"] = "Stopping", ("Stopped", time.time() + self.stop_delay)
+        self._state_changed(inst)
         self._settle(inst)
         return previous
 
@@ -409,6 +416,21 @@ class Cloud:
                         if s["weight"] is not None:
                             x["weight"] = s["weight"]
         return self._group_json(lb, g)
+
+    # ------------------------------------------------------------------ fleet events
+
+    def publish_event(self, name: str, instance_id: str, content: dict, level: str = "INFO") -> None:
+        """The one entry point for fleet events: build the CloudMonitor envelope and deliver it to
+        the queues of every enabled rule that matches it (fleet_events.py). Lock held."""
+        from .fleet_events import envelope
+
+        if self.deliver is not None:
+            self.deliver(envelope(name, instance_id, content, level, self.region, self.account_id))
+
+    def _state_changed(self, inst: dict) -> None:
+        self.publish_event("Instance:StateChange", inst["id"],
+                           {"resourceId": inst["id"], "resourceType": "ALIYUN::ECS::Instance",
+                            "state": inst["status"]})
 
     # ------------------------------------------------------------------ inspection
 

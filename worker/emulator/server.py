@@ -19,8 +19,9 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, unquote
 
-from . import mns
+from . import fleet_events, mns
 from .auth import AuthError, Credentials, check_mns, check_rpc
+from .cms import Monitor
 from .faults import Faults
 from .rpc import PRODUCTS, Cloud, RpcError
 from .state import StateError, validate_faults
@@ -39,6 +40,12 @@ class World:
         self.faults = Faults(state["faults"])
         self.calls: dict[str, int] = {}
         self.mns_host = f"http://{state['account_id']}.mns.{state['region']}.aliyuncs.com"
+        # CloudMonitor rules, and fleet events delivered through them (fleet_events.py).
+        self.monitor = Monitor(self.region, self.account_id)
+        self.cloud.actions["cms"] = self.monitor.actions
+        self.bus = fleet_events.EventBus(self.monitor, self.queues)
+        self.cloud.deliver = self.bus.deliver
+        self.clock = fleet_events.FleetClock(self.lock, self.cloud)
 
     def count(self, name: str) -> None:
         with self.lock:
@@ -48,7 +55,8 @@ class World:
         with self.lock:
             queues = {name: q.depths() for name, q in self.queues.items()}
             return {"region": self.region, "account_id": self.account_id, **self.cloud.snapshot(),
-                    "queues": queues, "calls": dict(sorted(self.calls.items())), "faults": self.faults.snapshot()}
+                    "queues": queues, "calls": dict(sorted(self.calls.items())), "faults": self.faults.snapshot(),
+                    "event_rules": self.monitor.snapshot(), "fleet_events": list(self.bus.published)}
 
     def send(self, queue: str, body: str, delay_seconds: int | None = None, priority: int | None = None) -> str:
         with self.lock:
@@ -56,6 +64,26 @@ class World:
             if q is None:
                 raise KeyError(f"no queue {queue!r}")
             return q.send(q.check_body(body), delay_seconds, priority).id
+
+    def inject_event(self, request: dict) -> dict:
+        with self.lock:
+            return fleet_events.inject(self.cloud, self.clock, request)
+
+    def create_queue(self, name: str, body: bytes, location: str) -> tuple[int, bytes, tuple]:
+        """MNS CreateQueue: 201 new, 204 same attributes, 409 QueueAlreadyExist otherwise
+        (help/en/mns/developer-reference/createqueue). Takes the lock itself."""
+        attrs = mns.parse_queue_attributes(body)
+        mns.check_queue_name(name)
+        fresh = mns.Queue({"name": name}, self.lock)  # built unlocked: its constructor takes the lock
+        fresh.apply_attributes(attrs)
+        with self.lock:
+            q = self.queues.get(name)
+            if q is None:
+                self.queues[name] = fresh
+                return 201, b"", (("Location", f"{location}/queues/{name}"),)
+            if q.same_attributes(attrs):  # the SDK reads Location from this answer too
+                return 204, b"", (("Location", f"{location}/queues/{name}"),)
+        raise mns.MnsError(409, "QueueAlreadyExist", f"The queue you want to create is already exist: {name}.")
 
     def set_faults(self, faults: dict) -> dict:
         self.faults.update(validate_faults(faults, "faults"))
@@ -178,6 +206,7 @@ class Handler(BaseHTTPRequestHandler):
         query = mns.parse_query(raw_query)
         action, qname = mns.route(self.command, path, query, body)
         world.count(f"mns:{action}")
+        extra: tuple = ()
         try:
             error = self._faults("mns")
             if error is False:
@@ -192,15 +221,18 @@ class Handler(BaseHTTPRequestHandler):
             md5 = headers.get("content-md5")  # the SDK sends base64 of the *hex* MD5 digest
             if md5 and md5 != base64.b64encode(hashlib.md5(body).hexdigest().encode()).decode():
                 raise mns.MnsError(400, "InvalidDegist", "The Content-MD5 you specified is invalid.")
-            with world.lock:
-                q = world.queues.get(qname) if qname else None
-                if q is None and action != "Unsupported":
-                    raise mns.queue_not_exist(qname or "")
-                status, out = mns.execute(q, action, query, body)  # type: ignore[arg-type]
+            if action == "CreateQueue":
+                status, out, extra = world.create_queue(qname or "", body, f"http://{self.headers.get('Host', '')}")
+            else:
+                with world.lock:
+                    q = world.queues.get(qname) if qname else None
+                    if q is None and action != "Unsupported":
+                        raise mns.queue_not_exist(qname or "")
+                    status, out = mns.execute(q, action, query, body)  # type: ignore[arg-type]
         except mns.MnsError as e:
             status, out = e.status, mns.xml_error(e, request_id, world.mns_host)
         self._send(status, out, "text/xml;charset=utf-8",
-                   (("x-mns-request-id", request_id), ("x-mns-version", "2015-06-06")))
+                   (("x-mns-request-id", request_id), ("x-mns-version", "2015-06-06")) + extra)
 
     # ------------------------------------------------------------------ RPC
 
@@ -246,6 +278,8 @@ class Handler(BaseHTTPRequestHandler):
                 return self._json(200, world.faults.snapshot())
             if path == "/_emulator/faults" and self.command == "POST":
                 return self._json(200, world.set_faults(json.loads(body or b"{}")))
+            if path == "/_emulator/events" and self.command == "POST":
+                return self._json(200, world.inject_event(json.loads(body or b"{}")))
             if path == "/_emulator/reset-calls" and self.command == "POST":
                 world.reset_calls()
                 return self._json(200, {})
