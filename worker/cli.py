@@ -21,26 +21,44 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    def command(name: str, help: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help, description=help)
+    def command(name: str, help: str, epilog: str | None = None) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help, epilog=epilog,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
 
     p = command("run", "Run the worker: consume the MNS queue until SIGTERM.")
     p.add_argument("-c", "--config", required=True, help="TOML config file")
     p.add_argument("--dry-run", action="store_true", help="change nothing in the cloud; log the plan")
 
     p = command("replay", "Play saved events (JSON Lines, a JSON object or array; - for stdin) "
-                          "through the plugins.")
+                          "through the plugins.",
+                epilog="exit codes:\n  0  every event was handled or ignored\n"
+                       "  1  an event failed, was invalid or still deferred\n"
+                       "  2  usage or configuration error, a plugin failed to start, or a file cannot be read")
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("-c", "--config", help="TOML config file (default: built-in defaults)")
     p.add_argument("--dry-run", action="store_true",
                    help="change nothing; treat deferrals as elapsed and report the plan")
     p.add_argument("--json", action="store_true", help="one JSON object per event on stdout")
 
-    p = command("plugins", "List the plugins, where each came from, and its hooks.")
+    p = command("plugins", "List the plugins, their versions, where each came from, and its hooks.",
+                epilog="ECS_WORKER_LOAD_PLUGINS=a,b limits the installed (entry-point) plugins loaded to "
+                       "those names;\nset and empty, it loads none of them.")
     p.add_argument("-c", "--config", help="TOML config file")
     p.add_argument("--json", action="store_true", help="JSON output")
 
     p = command("check-config", "Validate a config file (and load its plugins); exit 2 if bad.")
+    p.add_argument("-c", "--config", required=True, help="TOML config file")
+
+    p = command("setup", "Connect an account: create (or check) the queue and the dead-letter queue, "
+                         "the CloudMonitor rule that delivers ECS events to the queue, and print the RAM "
+                         "policies. Run it again: it changes nothing.",
+                epilog="exit codes: 0 done (or nothing to do), 1 a cloud call failed, 2 configuration error")
+    p.add_argument("-c", "--config", required=True, help="TOML config file")
+    p.add_argument("--dry-run", action="store_true", help="change nothing; print each call it would make")
+
+    p = command("doctor", "Prove the chain without changing anything: credentials, queues, event rule, "
+                          "ECS/SLB permissions, metrics address. One line per check.",
+                epilog="exit codes: 0 every check passed, 1 a check failed, 2 configuration error")
     p.add_argument("-c", "--config", required=True, help="TOML config file")
 
     p = command("emulator", "Serve a local MNS + ECS + SLB emulator for tests and plugin authors.")
@@ -108,10 +126,14 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     _, plugins, _ = _setup(args)
     rows = plugins.info()
     if args.json:
-        print(json.dumps([r.__dict__ for r in rows], indent=2))
+        print(json.dumps([{**r.__dict__, "version": plugins.version(r.name)} for r in rows], indent=2))
         return EXIT_OK
-    for r in rows:
-        print(f"{r.name:<12} {r.origin:<28} {', '.join(r.hooks)}\n{'':<12} {r.location}")
+    table = [(r.name, plugins.version(r.name), r.origin, ", ".join(r.hooks)) for r in rows]
+    widths = [max([len(h)] + [len(row[i]) for row in table]) for i, h in enumerate(("NAME", "VERSION", "ORIGIN"))]
+    print(f"{'NAME':<{widths[0]}}  {'VERSION':<{widths[1]}}  {'ORIGIN':<{widths[2]}}  HOOKS")
+    for r, row in zip(rows, table):
+        print(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:<{widths[2]}}  {row[3]}")
+        print(f"{'':<{widths[0]}}  {r.location}")
     return EXIT_OK
 
 
@@ -128,6 +150,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_main(args)
 
 
+def cmd_setup(args: argparse.Namespace) -> int:
+    from .setup import main as setup_main
+
+    return setup_main(args)
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import main as doctor_main
+
+    return doctor_main(args)
+
+
 def cmd_emulator(args: argparse.Namespace) -> int:
     from .emulator.cli import main as emulator_main
 
@@ -141,7 +175,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": cmd_run, "replay": cmd_replay, "plugins": cmd_plugins,
-            "check-config": cmd_check_config, "emulator": cmd_emulator, "demo": cmd_demo}
+            "check-config": cmd_check_config, "emulator": cmd_emulator, "demo": cmd_demo,
+            "setup": cmd_setup, "doctor": cmd_doctor}
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -8,6 +8,7 @@ local use and the emulator. Objects here never show a secret in `repr` or errors
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,11 +37,17 @@ class Credentials:
 class StaticProvider:
     """Fixed keys (config or secret file)."""
 
-    def __init__(self, credentials: Credentials) -> None:
+    def __init__(self, credentials: Credentials, source: str = "") -> None:
         self._credentials = credentials
+        self._source = source
 
     def get_credentials(self) -> Credentials:
         return self._credentials
+
+    def describe(self) -> str:
+        """Where the keys come from (never the secret), for `doctor`."""
+        return f"AccessKey {self._credentials.access_key_id} from [credentials]" + \
+            (f", secret {self._source}" if self._source else "")
 
     def __repr__(self) -> str:
         return f"StaticProvider(access_key_id={self._credentials.access_key_id!r})"
@@ -54,6 +61,7 @@ class ChainProvider:
     def __init__(self) -> None:
         self._provider = None
         self._failed: tuple[float, str] | None = None
+        self._source = ""
 
     def get_credentials(self) -> Credentials:
         if self._failed and time.monotonic() - self._failed[0] < self.RETRY_FAILED_AFTER:
@@ -72,7 +80,12 @@ class ChainProvider:
             self._failed = (time.monotonic(), message)
             raise CredentialsError(message) from None
         self._failed = None
+        self._source = str(getattr(c, "get_provider_name", lambda: "")() or "")
         return Credentials(c.get_access_key_id(), c.get_access_key_secret(), c.get_security_token() or "")
+
+    def describe(self) -> str:
+        """Which source of the chain answered (after a successful `get_credentials`), for `doctor`."""
+        return "the default credentials chain" + (f" ({self._source})" if self._source else "")
 
     def __repr__(self) -> str:
         return "ChainProvider()"
@@ -102,14 +115,30 @@ def credentials_provider(cfg: CredentialsConfig):
     """The provider `[credentials]` asks for: explicit keys, a secret file, or the chain."""
     if not cfg.explicit:
         return ChainProvider()
-    secret = cfg.access_key_secret
+    secret, source = cfg.access_key_secret, "in the config file"
     if cfg.access_key_secret_file:
-        path = Path(cfg.access_key_secret_file)
-        try:
-            secret = path.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(f"[credentials] access_key_secret_file: cannot read {path}: "
-                              f"{exc.strerror}") from None
-        if not secret:
-            raise ConfigError(f"[credentials] access_key_secret_file: {path} is empty")
-    return StaticProvider(Credentials(cfg.access_key_id, secret, cfg.security_token))
+        secret, path = read_secret_file(cfg.access_key_secret_file, "[credentials] access_key_secret_file")
+        source = f"from {path}"
+    return StaticProvider(Credentials(cfg.access_key_id, secret, cfg.security_token), source)
+
+
+def secret_path(name: str) -> Path:
+    """A secret file's path: a bare name (no directory) is looked up in `$CREDENTIALS_DIRECTORY`
+    when systemd set it (`LoadCredential=`), so a config can say `secret_file = "secret"`."""
+    directory = os.environ.get("CREDENTIALS_DIRECTORY")
+    if directory and os.sep not in name and (not os.altsep or os.altsep not in name):
+        return Path(directory) / name
+    return Path(name).expanduser()
+
+
+def read_secret_file(name: str, key: str) -> tuple[str, Path]:
+    """(the stripped text, the path read); `ConfigError` naming `key` if unreadable or empty."""
+    path = secret_path(name)
+    try:
+        secret = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        why = getattr(exc, "strerror", None) or "not UTF-8 text"
+        raise ConfigError(f"{key}: cannot read {path}: {why}") from None
+    if not secret:
+        raise ConfigError(f"{key}: {path} is empty")
+    return secret, path

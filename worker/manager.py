@@ -2,11 +2,15 @@
 
 Built-ins are listed in `DEFAULT_PLUGINS` and registered with the same `@hookimpl`
 markers as any third-party plugin; `[plugins] disabled` blocks any plugin by name.
+`ECS_WORKER_LOAD_PLUGINS` (comma-separated names; set and empty = none) limits which
+installed entry-point plugins load, as `LLM_LOAD_PLUGINS` does for llm: a broken package in
+the same environment then cannot take the worker, the demo or the tests down with it.
 """
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import sys
 from dataclasses import dataclass, is_dataclass
 from importlib.metadata import entry_points
@@ -26,6 +30,15 @@ DEFAULT_PLUGINS = (
     "ecs_worker.plugins.webhook",
 )
 ENTRY_POINT_GROUP = "ecs_worker"
+LOAD_ENV = "ECS_WORKER_LOAD_PLUGINS"
+
+
+def allowed_entry_points() -> set[str] | None:
+    """The entry-point plugin names `ECS_WORKER_LOAD_PLUGINS` allows; None = all (unset)."""
+    raw = os.environ.get(LOAD_ENV)
+    if raw is None:
+        return None
+    return {name.strip() for name in raw.split(",") if name.strip()}
 
 
 class PluginError(ConfigError):
@@ -47,6 +60,7 @@ class Plugins:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self.origins: dict[str, str] = {}
+        self.versions: dict[str, str] = {}
         self.configs: dict[str, Any] = {}
 
     def register(self, plugin: Any, name: str, origin: str) -> None:
@@ -58,6 +72,16 @@ class Plugins:
         except (ValueError, pluggy.PluginValidationError) as exc:  # bad hook signature, duplicate
             raise PluginError(f"plugin {name!r} ({_location(plugin)}): {_flat(exc)}") from None
         self.origins[name] = origin
+
+    def version(self, name: str) -> str:
+        """The plugin's distribution version (the module's `__version__` for a file), or "-"."""
+        if name in self.versions:
+            return self.versions[name]
+        plugin = self.pm.get_plugin(name)
+        if self.origins.get(name) == "builtin":
+            from . import __version__
+            return __version__
+        return str(getattr(plugin, "__version__", "-"))
 
     def info(self) -> list[PluginInfo]:
         out = []
@@ -75,9 +99,10 @@ def load_plugins(config: Config, *, entry_points_too: bool = True) -> Plugins:
         name = module_name.rsplit(".", 1)[1]
         if name not in disabled:
             plugins.register(_import(module_name, name), name, "builtin")
+    allowed = allowed_entry_points()
     if entry_points_too:
         for ep in entry_points(group=ENTRY_POINT_GROUP):
-            if ep.name in disabled:
+            if ep.name in disabled or (allowed is not None and ep.name not in allowed):
                 continue
             try:
                 obj = ep.load()
@@ -86,6 +111,8 @@ def load_plugins(config: Config, *, entry_points_too: bool = True) -> Plugins:
                                   f"{type(exc).__name__}: {exc}") from None
             dist = getattr(ep, "dist", None)
             plugins.register(obj, ep.name, f"entry point ({dist.name if dist else ep.value})")
+            if dist is not None:
+                plugins.versions[ep.name] = dist.version
     for spec in config.plugins.load:
         name = Path(spec).stem if spec.endswith(".py") else spec.rsplit(".", 1)[-1]
         if name in disabled:

@@ -1,0 +1,6 @@
+"""Keep the suite immune to whatever else is installed in the environment: of the installed
+(entry-point) plugins, only the project's own example, `hello`, loads — in this process and in
+every worker subprocess the tests start (they inherit the environment)."""
+import os
+
+os.environ["ECS_WORKER_LOAD_PLUGINS"] = "hello"

@@ -1,0 +1,183 @@
+"""`setup` and `doctor` end to end against the emulator, as real subprocesses with the real SDKs:
+an empty account -> setup -> doctor all ✓ -> an instance stopped in the emulator reaches a plugin
+through the CloudMonitor rule."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from ecs_worker.emulator import default_state
+from ecs_worker.ram_policy import worker_policy
+
+from runner_kit import Worker, wait_until
+
+WEB1 = "i-bp1web000000000001"
+PLUGIN = '''
+import json
+from ecs_worker import hookimpl
+
+@hookimpl
+def on_state_change(event, ctx):
+    with open({record!r}, "a") as f:
+        f.write(json.dumps([event.name, event.instance_id, event.state]) + "\\n")
+    return "recorded " + event.state
+'''
+
+
+@pytest.fixture
+def emulator_state():
+    state = default_state()
+    state["queues"] = []  # a new account: no queues, no rules
+    state["stop_delay_seconds"] = 0.3
+    return state
+
+
+@pytest.fixture
+def config(tmp_path, emulator):
+    record = tmp_path / "record.jsonl"
+    plugin = tmp_path / "recorder.py"
+    plugin.write_text(PLUGIN.format(record=str(record)))
+    path = tmp_path / "config.toml"
+    path.write_text(f"""
+[mns]
+endpoint = "{emulator.mns_endpoint}"
+queue = "fleet-events"
+dead_letter_queue = "fleet-events-dlq"
+wait_seconds = 1
+visibility_timeout = 30
+
+[cloud]
+region = "{emulator.region}"
+endpoint = "{emulator.endpoint}"
+protocol = "http"
+
+[credentials]
+access_key_id = "{emulator.access_key_id}"
+access_key_secret = "{emulator.access_key_secret}"
+
+[worker]
+state_dir = "{tmp_path / 'state'}"
+shutdown_timeout = 5
+
+[plugins]
+load = ["{plugin}"]
+disabled = ["log", "webhook", "slb", "restart", "hello"]
+""")
+    return path
+
+
+def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ecs_worker", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_empty_account_to_events_flowing(emulator, config):
+    # Before setup, doctor says what is missing, with the fix, and exits 1.
+    before = cli("doctor", "-c", str(config))
+    assert before.returncode == 1, before.stdout + before.stderr
+    assert "✗ queue fleet-events" in before.stdout and "ecs-worker setup" in before.stdout
+    assert "✗ event rule ecs-worker-fleet-events: does not exist" in before.stdout
+
+    # --dry-run prints every call and changes nothing.
+    dry = cli("setup", "--dry-run", "-c", str(config))
+    assert dry.returncode == 0, dry.stderr
+    calls = [line for line in dry.stdout.splitlines() if line.startswith("would call: ")]
+    assert [c.split()[2:4] for c in calls] == [["MNS", "CreateQueue"], ["MNS", "CreateQueue"],
+                                              ["CMS", "PutEventRule"], ["CMS", "PutEventRuleTargets"]]
+    assert "NameList" in calls[2] and "Instance:StateChange" in calls[2]  # only what the plugin needs
+    assert emulator.state()["queues"] == {} and emulator.state()["event_rules"] == []
+
+    done = cli("setup", "-c", str(config))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "done: 4 change(s) made" in done.stdout
+    assert set(emulator.state()["queues"]) == {"fleet-events", "fleet-events-dlq"}
+    (rule,) = emulator.state()["event_rules"]
+    assert rule["patterns"] == [{"product": "ecs", "names": ["Instance:StateChange"]}]
+    assert [t["queue"] for t in rule["targets"]] == ["fleet-events"]
+
+    again = cli("setup", "-c", str(config))
+    assert again.returncode == 0 and "nothing changed" in again.stdout
+    assert "call: " not in again.stdout
+
+    doctor = cli("doctor", "-c", str(config))
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    marks = [line[0] for line in doctor.stdout.splitlines() if line and line[0] in "✓✗–"]
+    assert marks.count("✗") == 0 and marks.count("✓") >= 8, doctor.stdout
+    assert "ecs:StartInstance: permitted" in doctor.stdout and "DryRunOperation" in doctor.stdout
+    assert "SLB writes" in doctor.stdout and "not provable" in doctor.stdout
+
+    # The loop: the worker runs, an operator stops an instance, the event reaches the plugin.
+    worker = Worker(config)
+    try:
+        wait_until(lambda: emulator.state()["calls"].get("mns:BatchReceiveMessage", 0) > 0, 30,
+                   message="the worker polling")
+        from aliyunsdkecs.request.v20140526.StopInstanceRequest import StopInstanceRequest
+
+        from ecs_worker.testing import acs_client
+        stop = StopInstanceRequest()
+        stop.set_InstanceId(WEB1)
+        stop.set_endpoint(emulator.endpoint)
+        stop.set_protocol_type("http")
+        acs_client(emulator).do_action_with_exception(stop)
+
+        record = config.parent / "record.jsonl"
+
+        def seen():
+            return [json.loads(x) for x in record.read_text().splitlines()] if record.exists() else []
+        wait_until(lambda: len(seen()) >= 2, 30, message="Stopping and Stopped reaching the plugin")
+        assert seen() == [["Instance:StateChange", WEB1, "Stopping"], ["Instance:StateChange", WEB1, "Stopped"]]
+    finally:
+        worker.signal()
+        assert worker.wait(30) == 0, worker.output()[-2000:]
+
+
+def test_setup_repairs_what_drifted(emulator, config):
+    assert cli("setup", "-c", str(config)).returncode == 0
+    from ecs_worker.testing import mns_queue
+    from mns.queue import QueueMeta
+    mns_queue(emulator, "fleet-events").set_attributes(QueueMeta(vis_timeout=5))
+    fixed = cli("setup", "-c", str(config))
+    assert fixed.returncode == 0
+    assert "call: MNS SetQueueAttributes fleet-events VisibilityTimeout=30 (was VisibilityTimeout=5)" in fixed.stdout
+    assert "done: 1 change(s) made" in fixed.stdout
+
+
+def test_doctor_and_setup_refuse_a_config_without_endpoint(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[mns]\nqueue = \"q\"\n")
+    for command in ("doctor", "setup"):
+        proc = cli(command, "-c", str(cfg))
+        assert proc.returncode == 2 and "[mns] endpoint" in proc.stderr
+
+
+def test_doctor_reports_a_taken_metrics_address(emulator, config):
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        config.write_text(config.read_text() + f'\n[metrics]\nlisten = "127.0.0.1:{port}"\n')
+        assert cli("setup", "-c", str(config)).returncode == 0
+        proc = cli("doctor", "-c", str(config))
+    assert proc.returncode == 1
+    assert f"✗ metrics: cannot listen on 127.0.0.1:{port}" in proc.stdout
+
+
+def test_printed_policy_names_the_configured_queues():
+    doc = worker_policy("fleet", "fleet-dlq", "cn-shanghai", "123456")
+    text = json.dumps(doc)
+    assert json.loads(text) == doc and doc["Version"] == "1"
+    resources = [r for s in doc["Statement"] for r in ([s["Resource"]] if isinstance(s["Resource"], str)
+                                                       else s["Resource"])]
+    assert "acs:mns:cn-shanghai:123456:/queues/fleet/messages" in resources
+    assert "acs:mns:cn-shanghai:123456:/queues/fleet-dlq" in resources
+    assert not any("ecs-events" in r for r in resources)
+    actions = {a for s in doc["Statement"] for a in s["Action"]}
+    assert {"mns:GetQueueAttributes", "ecs:StartInstance", "slb:RemoveVServerGroupBackendServers"} <= actions
+    no_dlq = worker_policy("fleet", "", "cn-shanghai", "123456")
+    assert not any("dlq" in r for s in no_dlq["Statement"] for r in s["Resource"] if isinstance(r, str)
+                   and r.startswith("acs:mns"))
