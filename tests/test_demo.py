@@ -1,25 +1,40 @@
-"""`ecs-worker demo` (what `make run` runs): the whole product, end to end, in seconds."""
+"""`ecs-worker demo` (what `make run` runs): from `setup` on an empty emulator to a drained queue, with
+a broken third-party plugin installed next to it that must change nothing."""
 import json
 import subprocess
 import sys
 import time
 
+import broken_plugin
 
-def test_demo_drains_the_burst_and_reports_what_it_did():
+SPOTS = ["i-demospot00000000001", "i-demospot00000000002", "i-demospot00000000003"]
+
+
+def test_demo_sets_up_and_shows_cause_and_effect(tmp_path):
+    env = broken_plugin.install(tmp_path / "site")
+    env.pop("ECS_WORKER_LOAD_PLUGINS", None)  # as a user's shell would have it
     started = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "ecs_worker", "demo", "--json"],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert time.monotonic() - started < 60
     summary = json.loads(proc.stdout)
     assert summary["drained"] and summary["worker_exit_code"] == 0
+    assert "setup: queue ecs-events: created" in proc.stderr and "setup: rule ecs-worker-ecs-events" in proc.stderr
+    # Fleet events came through the CloudMonitor rule that setup made.
+    assert summary["fleet_events"] >= 10 and summary["delivered_by_rule"] == summary["fleet_events"]
     assert summary["restarted"] == ["i-demoauto0000000001"]
     assert summary["not_restarted"] == ["i-demomanual00000001"]
-    spot = ["i-demospot00000000001", "i-demospot00000000002", "i-demospot00000000003"]
-    assert summary["removed_from_groups"] == {"rsp-web80": spot, "rsp-web8080": spot}
+    # Cause and effect: the worker saw the events its own restart caused, and left them alone.
+    assert summary["restart_echoes"] == [
+        {"instance_id": "i-demoauto0000000001", "state": "Starting", "outcome": "ignored"},
+        {"instance_id": "i-demoauto0000000001", "state": "Running", "outcome": "ignored"}]
+    assert summary["removed_from_groups"] == {"rsp-web80": SPOTS, "rsp-web8080": SPOTS}
     assert [d["reason"] for d in summary["dead_letters"]] == ["invalid"]
     assert summary["events_by_outcome"]["invalid"] == 1
     assert summary["events_by_outcome"]["duplicate (skipped)"] == 1  # dedupe store at work
-    # coalesced: one Remove call per group for the three interruptions
+    assert summary["api_calls"]["ecs:StartInstance"] == 1
+    # coalesced: one Remove call per group for the interruptions that arrive together
     assert summary["api_calls"]["slb:RemoveVServerGroupBackendServers"] <= 4
     assert "queue ecs-events" in proc.stderr  # progress while it runs
+    assert "broken" not in proc.stdout + proc.stderr

@@ -1,14 +1,19 @@
-"""`ecs-worker demo`: the whole product in under a minute, with no cloud account.
+"""`ecs-worker demo`: the whole product in seconds, with no cloud account.
 
-Starts the emulator with a seeded fleet, sends a realistic burst of events, runs the real
-worker (`ecs-worker run`, a subprocess, real SDKs) until the queue drains, and sums up
-what happened from three independent witnesses: the worker's JSON log, the emulator's
-state, and the dead-letter file.
+Starts the emulator with a seeded fleet and no queues, runs `setup` against it (queues and the
+CloudMonitor rule), starts the real worker (`ecs-worker run`, a subprocess, real SDKs), then makes
+things happen in the fleet: an opted-in instance and an operator's instance stop, spot instances
+are interrupted. The emulator delivers those events through the rule, as CloudMonitor does; a few
+messages from elsewhere (EventBridge's envelope, a redelivery, a malformed body) are sent directly.
+The worker restarts the opted-in instance and then sees the Starting/Running events its own
+restart caused, and leaves them alone. The summary comes from three independent witnesses: the
+worker's JSON log, the emulator's state, and the dead-letter file.
 """
 from __future__ import annotations
 
-import base64
+import io
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -20,6 +25,9 @@ from pathlib import Path
 QUEUE, DLQ = "ecs-events", "ecs-events-dlq"
 GROUPS = ("rsp-web80", "rsp-web8080")
 DRAIN_TIMEOUT = 50.0
+QUIET_SECONDS = 1.0  # the queue must stay empty this long, with no instance mid-transition
+AUTO, MANUAL = "i-demoauto0000000001", "i-demomanual00000001"
+SPOTS = ("i-demospot00000000001", "i-demospot00000000002", "i-demospot00000000003")
 
 
 def fleet() -> dict:
@@ -28,26 +36,26 @@ def fleet() -> dict:
     instances = [{"id": i, "status": "Running", "tags": {"app": "web"}} for i in web]
     instances += [{"id": i, "status": "Running", "tags": {"app": "web"}, "spot": True} for i in spot]
     instances += [
-        {"id": "i-demoauto0000000001", "status": "Stopped",
-         "tags": {"app": "web", "ecs-worker:auto-restart": "true"}},
-        {"id": "i-demomanual00000001", "status": "Stopped", "tags": {"app": "web"}},
+        {"id": AUTO, "status": "Running", "tags": {"app": "web", "ecs-worker:auto-restart": "true"}},
+        {"id": MANUAL, "status": "Running", "tags": {"app": "web"}},
     ]
     servers = web + spot
     return {
         "region": "cn-hangzhou", "account_id": "1690000000000000",
         "credentials": [{"access_key_id": "LTAIdemoKey000001", "access_key_secret": "demo-secret-not-real"}],
-        "queues": [{"name": QUEUE, "visibility_timeout": 30}, {"name": DLQ, "visibility_timeout": 30}],
+        "queues": [],  # `setup` creates them
         "instances": instances,
         "load_balancers": [{"id": "lb-demo0000000001", "vserver_groups": [
             {"id": GROUPS[0], "backend_servers": [{"server_id": s, "port": 80} for s in servers]},
             {"id": GROUPS[1], "backend_servers": [{"server_id": s, "port": 8080} for s in servers]},
         ]}],
         "start_delay_seconds": 1.0,
+        "stop_delay_seconds": 0.5,
     }
 
 
 def burst() -> list[tuple[str, str]]:
-    """(what it is, body) — the messages CloudMonitor/EventBridge would deliver."""
+    """(what it is, body) — messages that reach the queue from elsewhere than the emulator's rule."""
     def cloudmonitor(n: int, name: str, instance: str, content: dict) -> str:
         return json.dumps({"ver": "1.0", "id": f"demo-{n:04d}", "product": "ECS", "level": "INFO",
                            "name": name, "userId": "1690000000000000",
@@ -55,32 +63,40 @@ def burst() -> list[tuple[str, str]]:
                            "resourceId": f"acs:ecs:cn-hangzhou:1690000000000000:instance/{instance}",
                            "content": content})
 
-    stop = "Instance:StateChange"
     spot = "Instance:PreemptibleInstanceInterruption"
-    interruption = cloudmonitor(5, spot, "i-demospot00000000001",
-                                {"instanceId": "i-demospot00000000001", "action": "delete"})
+    eventbridge = json.dumps({
+        "specversion": "1.0", "id": "demo-0007", "source": "acs.ecs", "type": f"ecs:{spot}",
+        "subject": f"acs:ecs:cn-hangzhou:1690000000000000:instance/{SPOTS[2]}",
+        "time": "2026-11-27T05:00:00Z", "aliyunregionid": "cn-hangzhou",
+        "data": {"instanceId": SPOTS[2], "action": "delete"}})
     return [
-        ("opted-in instance stopped", cloudmonitor(1, stop, "i-demoauto0000000001",
-                                                   {"resourceId": "i-demoauto0000000001", "state": "Stopped"})),
-        ("operator stopped an instance", cloudmonitor(2, stop, "i-demomanual00000001",
-                                                      {"resourceId": "i-demomanual00000001", "state": "Stopped"})),
-        ("instance running", cloudmonitor(3, stop, "i-demoweb000000000001",
-                                          {"resourceId": "i-demoweb000000000001", "state": "Running"})),
         ("maintenance scheduled", cloudmonitor(4, "Instance:SystemMaintenance.Reboot:Scheduled",
                                                "i-demoweb000000000002",
                                                {"instanceId": "i-demoweb000000000002", "eventStatus": "Scheduled"})),
-        ("spot interruption", interruption),
-        ("spot interruption (base64)", base64.b64encode(cloudmonitor(
-            6, spot, "i-demospot00000000002", {"instanceId": "i-demospot00000000002", "action": "delete"}
-        ).encode()).decode()),
-        ("spot interruption (EventBridge)", json.dumps({
-            "specversion": "1.0", "id": "demo-0007", "source": "acs.ecs", "type": f"ecs:{spot}",
-            "subject": "acs:ecs:cn-hangzhou:1690000000000000:instance/i-demospot00000000003",
-            "time": "2026-11-27T05:00:00Z", "aliyunregionid": "cn-hangzhou",
-            "data": {"instanceId": "i-demospot00000000003", "action": "delete"}})),
-        ("duplicate delivery", interruption),
+        ("spot interruption (EventBridge)", eventbridge),
+        ("duplicate delivery", eventbridge),
         ("malformed message", "this is not an ECS event"),
     ]
+
+
+def happenings(emulator) -> list[str]:
+    """Make things happen in the fleet; the emulator's rule delivers their events."""
+    from aliyunsdkecs.request.v20140526.StopInstanceRequest import StopInstanceRequest
+
+    from .testing import acs_client
+
+    client = acs_client(emulator, auto_retry=False)
+    for iid in (AUTO, MANUAL):
+        request = StopInstanceRequest()
+        request.set_InstanceId(iid)
+        request.set_endpoint(emulator.endpoint)
+        request.set_protocol_type("http")
+        client.do_action_with_exception(request)
+    for iid in SPOTS[:2]:
+        emulator.inject_event({"type": "spot-interruption", "instance_id": iid, "notice_seconds": 1.5,
+                               "release_seconds": 0.5})
+    return [f"{AUTO} stopped (opted in to restarts)", f"{MANUAL} stopped (an operator's stop)",
+            f"spot interruption of {SPOTS[0]} and {SPOTS[1]}"]
 
 
 def config_text(emulator, state_dir: Path) -> str:
@@ -117,9 +133,24 @@ grace_seconds = 2
 """
 
 
+def run_setup(cfg: Path) -> list[str]:
+    """`ecs-worker setup` in-process; the lines it printed about queues and the rule."""
+    from .config import load_config
+    from .manager import load_plugins
+    from .setup import Setup
+
+    config = load_config(cfg)
+    out = io.StringIO()
+    if Setup(config, load_plugins(config), dry_run=False, out=out).run() != 0:
+        raise RuntimeError("setup failed:\n" + out.getvalue())
+    return [line for line in out.getvalue().splitlines() if line.startswith(("+ ", "✓ "))]
+
+
 def main(args) -> int:
     from .testing import run_emulator
 
+    # Only the built-ins: a third-party plugin installed next to ours must not change the story.
+    os.environ["ECS_WORKER_LOAD_PLUGINS"] = ""
     say = _printer(sys.stderr)
     with tempfile.TemporaryDirectory(prefix="ecs-worker-demo-") as tmp, run_emulator(fleet()) as emulator:
         tmp_path = Path(tmp)
@@ -127,17 +158,22 @@ def main(args) -> int:
         cfg = tmp_path / "config.toml"
         cfg.write_text(config_text(emulator, tmp_path / "state"))
         say(f"emulator listening on {emulator.endpoint}: {len(before['instances'])} instances, "
-            f"{len(GROUPS)} vserver groups")
-        messages = burst()
-        for what, body in messages:
-            # The duplicate arrives a little later, as a redelivery would, after the first is settled.
-            emulator.send(QUEUE, body, delay_seconds=2 if what == "duplicate delivery" else None)
-        say(f"sent {len(messages)} messages to {QUEUE}: " + ", ".join(what for what, _ in messages))
+            f"{len(GROUPS)} vserver groups, no queues")
+        for line in run_setup(cfg):
+            say(f"setup: {line[2:]}")
         log_path = tmp_path / "worker.log"
         with log_path.open("w") as log:
             worker = subprocess.Popen([sys.executable, "-m", "ecs_worker", "run", "-c", str(cfg)],
                                       stdout=log, stderr=subprocess.STDOUT)
-            say(f"worker started (pid {worker.pid}); waiting for the queue to drain")
+            say(f"worker started (pid {worker.pid})")
+            _wait_for_first_poll(emulator, worker)
+            for what in happenings(emulator):
+                say(f"fleet: {what}")
+            messages = burst()
+            for what, body in messages:
+                # The duplicate arrives a little later, as a redelivery would, after the first is settled.
+                emulator.send(QUEUE, body, delay_seconds=2 if what == "duplicate delivery" else None)
+            say(f"sent {len(messages)} messages from elsewhere: " + ", ".join(what for what, _ in messages))
             drained = _wait_for_drain(emulator, worker, say)
             if worker.poll() is None:
                 worker.send_signal(signal.SIGTERM)
@@ -158,23 +194,38 @@ def main(args) -> int:
     return 0
 
 
+def _wait_for_first_poll(emulator, worker, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and worker.poll() is None:
+        if emulator.state()["calls"].get("mns:BatchReceiveMessage"):
+            return
+        time.sleep(0.05)
+
+
 def _wait_for_drain(emulator, worker, say) -> bool:
+    """The queue empty, and staying empty for QUIET_SECONDS with no instance mid-transition (a
+    restart's Running event is still to come while the instance is Starting)."""
     deadline = time.monotonic() + DRAIN_TIMEOUT
-    last = None
+    last, quiet_since = None, None
     while time.monotonic() < deadline:
         if worker.poll() is not None:
             say(f"worker exited early with code {worker.returncode}")
             return False
-        depth = emulator.state()["queues"][QUEUE]
+        state = emulator.state()
+        depth = state["queues"][QUEUE]
         left = sum(depth.get(k, 0) for k in ("visible", "in_flight", "delayed"))
+        moving = any(i["status"] in ("Starting", "Stopping") for i in state["instances"])
         line = f"  queue {QUEUE}: {depth.get('visible', 0)} waiting, {depth.get('in_flight', 0)} in flight"
         if line != last:
             say(line)
             last = line
-        if left == 0:
-            time.sleep(0.5)  # let the last deletes and logs land
-            return True
-        time.sleep(0.2)
+        if left == 0 and not moving:
+            quiet_since = quiet_since or time.monotonic()
+            if time.monotonic() - quiet_since >= QUIET_SECONDS:
+                return True
+        else:
+            quiet_since = None
+        time.sleep(0.1)
     return False
 
 
@@ -193,7 +244,9 @@ def _summarise(before: dict, after: dict, log_path: Path, dead_letters: Path) ->
         elif row.get("logger") == "ecs_worker.events" and "outcome" in row:
             if row.get("event_id"):
                 outcomes[row["event_id"]] = row["outcome"]  # last word wins (deferred → handled)
+                words = str(row.get("message", "")).split(" -> ")[0].split()
                 events[row["event_id"]] = {"name": row.get("event_name"), "instance_id": row.get("instance_id"),
+                                           "state": words[3] if len(words) > 3 else None,
                                            "outcome": row["outcome"]}
             else:
                 invalid += 1
@@ -205,9 +258,14 @@ def _summarise(before: dict, after: dict, log_path: Path, dead_letters: Path) ->
         by_outcome["invalid"] += invalid
     if duplicates:
         by_outcome["duplicate (skipped)"] += duplicates
-    status_before = {i["id"]: i["status"] for i in before["instances"]}
-    restarted = [i["id"] for i in after["instances"]
-                 if status_before.get(i["id"]) == "Stopped" and i["status"] in ("Starting", "Running")]
+    # The emulator's witness: only the worker starts instances here, and each start is published.
+    fleet = after.get("fleet_events", [])
+    restarted = sorted({e["instance_id"] for e in fleet if e["state"] == "Starting"})
+    last_state = {e["instance_id"]: e["state"] for e in fleet if e["state"]}
+    present = {i["id"] for i in after["instances"]}
+    not_restarted = sorted(i for i, st in last_state.items() if st == "Stopped" and i in present)
+    echoes = [{"instance_id": e["instance_id"], "state": e["state"], "outcome": e["outcome"]}
+              for e in events.values() if e["instance_id"] in restarted and e["state"] in ("Starting", "Running")]
     removed = {}
     for lb_before, lb_after in zip(before["load_balancers"], after["load_balancers"]):
         for g_before, g_after in zip(lb_before["vserver_groups"], lb_after["vserver_groups"]):
@@ -219,8 +277,9 @@ def _summarise(before: dict, after: dict, log_path: Path, dead_letters: Path) ->
     dead = [json.loads(line) for line in dead_letters.read_text().splitlines()] if dead_letters.exists() else []
     return {"events_by_outcome": dict(sorted(by_outcome.items())), "events": list(events.values()),
             "actions": actions,
-            "restarted": restarted, "removed_from_groups": removed,
-            "not_restarted": [i for i, s in status_before.items() if s == "Stopped" and i not in restarted],
+            "restarted": restarted, "removed_from_groups": removed, "not_restarted": not_restarted,
+            "restart_echoes": echoes,
+            "fleet_events": len(fleet), "delivered_by_rule": sum(1 for e in fleet if e["queues"]),
             "dead_letters": [{"reason": d.get("reason"), "message_id": d.get("message_id"),
                               "body": str(d.get("body", ""))[:60]} for d in dead],
             "api_calls": after.get("calls", {})}
@@ -229,10 +288,16 @@ def _summarise(before: dict, after: dict, log_path: Path, dead_letters: Path) ->
 def _render(s: dict) -> str:
     lines = ["", "ecs-worker demo: summary", "",
              "events by outcome: " + ", ".join(f"{k} {v}" for k, v in s["events_by_outcome"].items())]
-    lines += [f"  {e['outcome']:<8} {e['name']} {e['instance_id'] or ''}" for e in s["events"]]
+    lines += [f"  {e['outcome']:<8} {e['name']} {e['instance_id'] or ''} {e['state'] or ''}".rstrip()
+              for e in s["events"]]
     lines.append("")
+    lines.append(f"fleet events published by the emulator: {s['fleet_events']}, "
+                 f"delivered through the CloudMonitor rule: {s['delivered_by_rule']}")
     for inst in s["restarted"]:
         lines.append(f"restarted {inst} (opted in with ecs-worker:auto-restart=true, still stopped after the grace period)")
+        seen = [f"{e['state']} ({e['outcome']})" for e in s["restart_echoes"] if e["instance_id"] == inst]
+        if seen:
+            lines.append(f"  then saw its own restart come back as {', '.join(seen)}: left alone")
     for inst in s["not_restarted"]:
         lines.append(f"left {inst} stopped (not opted in: an operator's stop is respected)")
     for group, instances in s["removed_from_groups"].items():

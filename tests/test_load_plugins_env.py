@@ -1,0 +1,52 @@
+"""ECS_WORKER_LOAD_PLUGINS: which installed (entry-point) plugins load. A broken third-party
+plugin in the same environment takes nothing down when it is not named."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import broken_plugin
+
+EVENT = json.dumps({"ver": "1.0", "id": "e1", "product": "ECS", "name": "Instance:StateChange",
+                    "resourceId": "acs:ecs:cn-hangzhou:1:instance/i-1", "regionId": "cn-hangzhou",
+                    "content": {"resourceId": "i-1", "state": "Running"}})
+
+
+def run(env: dict, *args: str, load: str | None) -> subprocess.CompletedProcess:
+    env = dict(env)
+    env.pop("ECS_WORKER_LOAD_PLUGINS", None)
+    if load is not None:
+        env["ECS_WORKER_LOAD_PLUGINS"] = load
+    return subprocess.run([sys.executable, "-m", "ecs_worker", *args], capture_output=True, text=True,
+                          timeout=60, env=env, input=EVENT)
+
+
+def test_unset_loads_every_installed_plugin_so_the_broken_one_breaks_replay(tmp_path):
+    env = broken_plugin.install(tmp_path / "site")
+    proc = run(env, "replay", "-", load=None)
+    assert proc.returncode == 2 and "broken third-party plugin" in proc.stderr
+
+
+def test_named_plugins_only(tmp_path):
+    env = broken_plugin.install(tmp_path / "site")
+    ok = run(env, "replay", "-", load="hello")
+    assert ok.returncode == 0, ok.stderr
+    listed = run(env, "plugins", "--json", load="hello")
+    names = {p["name"] for p in json.loads(listed.stdout)}
+    assert "hello" in names and "broken" not in names
+    none = run(env, "plugins", "--json", load="")
+    assert not {p["name"] for p in json.loads(none.stdout)} & {"hello", "broken"}
+    assert {"log", "restart", "slb", "webhook"} <= {p["name"] for p in json.loads(none.stdout)}  # built-ins stay
+
+
+def test_plugins_lists_versions_aligned(tmp_path):
+    env = broken_plugin.install(tmp_path / "site")
+    proc = run(env, "plugins", load="broken, hello")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].split() == ["NAME", "VERSION", "ORIGIN", "HOOKS"]
+    broken = next(line for line in lines if line.startswith("broken "))
+    assert "9.9.1" in broken and "entry point (ecs-worker-broken)" in broken
+    columns = {line.index(line.split()[1]) for line in lines if line and not line[0].isspace()}
+    assert len(columns) == 1  # the version column starts at the same place on every row
