@@ -69,7 +69,27 @@ def test_secret_never_shown_in_repr(tmp_path):
 
 
 def test_check_config_ok(tmp_path):
-    path = write(tmp_path, "[worker]\nconcurrency = 4\n")
+    path = write(tmp_path, "[mns]\nendpoint = \"https://1.mns.cn-hangzhou.aliyuncs.com\"\n[worker]\nconcurrency = 4\n")
     proc = subprocess.run([sys.executable, "-m", "ecs_worker", "check-config", "-c", str(path)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "OK" in proc.stdout
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("", "[mns] endpoint: required"),
+    ("[worker]\nconcurrency = 4\n", "[mns] endpoint: required"),
+    ('[mns]\nendpoint = "1.mns.cn-hangzhou.aliyuncs.com"\n', "[mns] endpoint: must start with https://"),
+    ('[mns]\nendpoint = "https://1.mns.cn-hangzhou.aliyuncs.com"\n[credentials]\naccess_key_id = "AK"\n'
+     'access_key_secret_file = "/nonexistent/secret"\n', "access_key_secret_file: cannot read"),
+])
+def test_check_config_rejects_exactly_what_run_rejects(tmp_path, text, expected):
+    path = write(tmp_path, text + f'[worker]\nstate_dir = "{tmp_path / "state"}"\n'
+                 if "[worker]" not in text else text)
+    outcomes = []
+    for command in ("check-config", "run"):
+        proc = subprocess.run([sys.executable, "-m", "ecs_worker", command, "-c", str(path)],
+                              capture_output=True, text=True, timeout=60)
+        outcomes.append((proc.returncode, proc.stderr.strip()))
+    (check_code, check_err), (run_code, run_err) = outcomes
+    assert check_code == run_code == 2, outcomes
+    assert expected in check_err and check_err == run_err

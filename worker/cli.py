@@ -138,7 +138,12 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from .config import check_runnable
+    from .credentials import credentials_provider
+
     config, plugins, _ = _setup(args)
+    check_runnable(config)  # what `run` checks before it starts, in the same words
+    credentials_provider(config.credentials)  # reads a secret file, as `run` does
     names = ", ".join(name for name, _ in plugins.pm.list_name_plugin())
     print(f"{config.path}: OK (plugins: {names})")
     return EXIT_OK

@@ -28,7 +28,7 @@ from concurrent.futures import Future
 
 from . import metrics
 from .actions import _one_line
-from .config import Config, ConfigError
+from .config import Config, ConfigError, check_runnable
 from .dispatch import FAILED, Dispatcher, PluginStartupError, Result, invalid
 from .events import InvalidEvent, parse_event
 from .handlers import Handlers
@@ -414,8 +414,7 @@ def main(args) -> int:
 
     try:
         config, plugins, runtime = _setup(args, dry_run=getattr(args, "dry_run", False))
-        if not config.mns.endpoint:
-            raise ConfigError(f"{config.path}: [mns] endpoint: required for `run`")
+        check_runnable(config)
         provider = credentials_provider(config.credentials)
         store = Store(config.worker.state_dir, config.worker.dedupe_ttl)
     except (ConfigError, StoreError) as exc:
