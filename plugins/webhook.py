@@ -11,7 +11,10 @@ gives up with a warning. Nothing is persisted: a crash or a full queue loses
 notifications (counted and logged), never events.
 
 Webhook URLs carry secrets (DingTalk's `access_token` query, Slack's path), so logs and
-errors show only the scheme, host and port.
+errors show only the scheme, host and port. `url_file` / `secret_file` read them from a file
+instead (a bare name is looked up in systemd's `$CREDENTIALS_DIRECTORY`), so `config.toml`
+can stay 0644 with no secret in it. Deliveries, failures and drops are counted in the
+`ecs_worker_webhook_notifications_total` metric.
 """
 from __future__ import annotations
 
@@ -34,7 +37,7 @@ from datetime import datetime, timezone
 from fnmatch import fnmatchcase
 from typing import Any
 
-from ecs_worker import hookimpl
+from ecs_worker import hookimpl, metrics
 from ecs_worker.config import ConfigError, setting
 
 log = logging.getLogger("ecs_worker.plugin.webhook")
@@ -48,14 +51,26 @@ DINGTALK_RATE_LIMITED = 130101  # errcode: "sending too fast" (20 messages a min
 
 @dataclass(frozen=True)
 class Target:
-    url: str = setting(doc="http:// or https:// URL; may carry a token (never logged)")
+    url: str = setting("", doc="http:// or https:// URL; may carry a token (never logged)")
+    url_file: str = setting("", doc="read the URL from this file (bare name: in $CREDENTIALS_DIRECTORY)")
     format: str = setting("json", choices=FORMATS)
     events: list[str] = setting(["*"], doc="event-name patterns (fnmatch, case-sensitive)")
     outcomes: list[str] = setting(["handled", "failed", "invalid", "deferred"])
     secret: str = setting("", secret=True, doc="DingTalk signing secret (SEC...)")
+    secret_file: str = setting("", doc="read the DingTalk secret from this file (bare name: in $CREDENTIALS_DIRECTORY)")
     name: str = setting("", doc="label in logs; default: the URL's host")
 
     def __post_init__(self) -> None:
+        from ecs_worker.credentials import read_secret_file
+
+        for key, file_key in (("url", "url_file"), ("secret", "secret_file")):
+            if getattr(self, file_key):
+                if getattr(self, key):
+                    raise ConfigError(f"{key} and {file_key} are exclusive")
+                text, _ = read_secret_file(getattr(self, file_key), file_key)
+                object.__setattr__(self, key, text)
+        if not self.url:
+            raise ConfigError("url: required (or url_file)")
         parts = urllib.parse.urlsplit(self.url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             # The URL itself is not echoed: it may hold a token.
@@ -176,6 +191,8 @@ class Sender(threading.Thread):
         super().__init__(name=f"webhook-{index}", daemon=True)  # never blocks process exit
         self.index, self.target, self.cfg = index, target, cfg
         self.counts = collections.Counter(sent=0, failed=0, dropped=0)
+        for result in ("sent", "failed", "dropped"):  # start at 0, so increase() sees the first
+            metrics.WEBHOOK_NOTIFICATIONS.labels(target.label, result)
         self._queue: collections.deque = collections.deque()
         self._cond = threading.Condition()
         self._finishing = False
@@ -229,6 +246,7 @@ class Sender(threading.Thread):
             verdict = post(self.target, body, self.cfg.timeout)
             if verdict.ok:
                 self.counts["sent"] += 1
+                metrics.WEBHOOK_NOTIFICATIONS.labels(self.target.label, "sent").inc()
                 log.debug("webhook %s: sent %s", self.target.label, payload["id"])
                 return
             why = verdict.detail
@@ -242,12 +260,14 @@ class Sender(threading.Thread):
                 why += " (shutting down)"
                 break
         self.counts["failed"] += 1
+        metrics.WEBHOOK_NOTIFICATIONS.labels(self.target.label, "failed").inc()
         self._warn("failed", "webhook %s: gave up on the notification for %s after %d tries: %s "
                    "(%d failed so far)", self.target.label, payload["id"] or "an invalid message",
                    attempt + 1, why, self.counts["failed"])
 
     def _dropped(self, n: int, why: str) -> None:
         self.counts["dropped"] += n
+        metrics.WEBHOOK_NOTIFICATIONS.labels(self.target.label, "dropped").inc(n)
         self._warn("dropped", "webhook %s: notification dropped: %s (%d dropped so far)",
                    self.target.label, why, self.counts["dropped"])
 

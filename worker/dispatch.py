@@ -66,7 +66,9 @@ class Result:
                 "actions": [{"plugin": a.plugin, "action": a.action, "target": a.target,
                              "dry_run": a.dry_run, "result": a.result, "detail": a.detail}
                             for a in self.actions],
-                "error": self.error}
+                "error": self.error,
+                # what each plugin returned (or its error / deferral reason), even with no action
+                "plugins": {name: {"status": r.status, "detail": r.detail} for name, r in self.plugins.items()}}
 
 
 def invalid(error: str) -> Result:

@@ -1,4 +1,10 @@
-"""Logging set-up: text or JSON lines on stderr, journald-friendly, secrets scrubbed."""
+"""Logging set-up: text or JSON lines on stderr, journald-friendly, secrets scrubbed.
+
+When stderr is the journal (systemd sets `JOURNAL_STREAM` to its device:inode, see
+systemd.exec(5)), every line starts with a syslog priority, `<4>` for WARNING and so on, which
+journald turns into the entry's PRIORITY (`SyslogLevelPrefix=`, on by default): then
+`journalctl -p warning` works. Timestamps are left to journald there.
+"""
 from __future__ import annotations
 
 import json
@@ -53,11 +59,51 @@ class JsonFormatter(logging.Formatter):
         return scrub(json.dumps(row, default=str))
 
 
+# syslog(3) priorities by logging level.
+PRIORITIES = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+
+
+def priority(levelno: int) -> int:
+    for level in (logging.CRITICAL, logging.ERROR, logging.WARNING, logging.INFO):
+        if levelno >= level:
+            return PRIORITIES[level]
+    return PRIORITIES[logging.DEBUG]
+
+
+class JournalFormatter(logging.Formatter):
+    """Prefixes every line (a traceback's too: journald makes each line an entry) with `<N>`."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = f"<{priority(record.levelno)}>"
+        return "\n".join(prefix + line for line in self.inner.format(record).split("\n"))
+
+
+def stream_is_journal(stream) -> bool:
+    """True when `stream` is the journal stream systemd named in JOURNAL_STREAM ("dev:inode")."""
+    value = os.environ.get("JOURNAL_STREAM", "")
+    dev, sep, ino = value.partition(":")
+    if not sep or not dev.isdigit() or not ino.isdigit():
+        return False
+    try:
+        st = os.fstat(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return False
+    return (st.st_dev, st.st_ino) == (int(dev), int(ino))
+
+
 def configure_logging(level: str = "INFO", fmt: str = "text", stream=None) -> None:
     """Configure the root logger once; under systemd leave timestamps to journald."""
+    stream = stream or sys.stderr
     timestamps = "JOURNAL_STREAM" not in os.environ
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter(timestamps) if fmt == "json" else TextFormatter(timestamps))
+    handler = logging.StreamHandler(stream)
+    formatter: logging.Formatter = JsonFormatter(timestamps) if fmt == "json" else TextFormatter(timestamps)
+    if stream_is_journal(stream):
+        formatter = JournalFormatter(formatter)
+    handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

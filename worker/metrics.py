@@ -1,6 +1,9 @@
 """Prometheus metrics of the running worker, in one registry the HTTP listener serves.
 
-The runner updates them; `last_poll_completed` (monotonic seconds, 0 before the first
+The runner updates them. Labelled counters start at 0 for their known labels (`known_labels`),
+so `increase(ecs_worker_dead_letters_total[5m]) > 0` fires on the first one rather than the
+second; the process and platform collectors and `ecs_worker_build_info` come with the registry.
+`last_poll_completed` (monotonic seconds, 0 before the first
 poll) is for the health check: a receive loop that stopped polling is unhealthy even
 though the process is alive. A loop that is not polling because every handler is busy
 (back-pressure) is alive, and says so through `loop_alive()`.
@@ -9,11 +12,17 @@ from __future__ import annotations
 
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import platform
+
+from prometheus_client import (GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR, CollectorRegistry, Counter,
+                               Gauge, Histogram, Info)
 
 from .actions import Action, ActionGateway
 
 REGISTRY = CollectorRegistry()
+# process_* (CPU, memory, open fds), python_info and python_gc_*: prometheus-client's own collectors.
+for _collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+    REGISTRY.register(_collector)
 
 EVENTS = Counter("ecs_worker_events", "Events settled, by event name and outcome "
                  "(handled, failed, ignored, invalid, deferred, duplicate)",
@@ -35,6 +44,35 @@ LAST_POLL = Gauge("ecs_worker_last_poll_timestamp_seconds",
                   "Unix time the last receive call completed", registry=REGISTRY)
 INFLIGHT = Gauge("ecs_worker_inflight", "Messages held: being handled or awaiting plugins' work",
                  registry=REGISTRY)
+WEBHOOK_NOTIFICATIONS = Counter("ecs_worker_webhook_notifications", "Webhook notifications by target and "
+                                "result (sent, failed after retries, dropped)", ["target", "result"],
+                                registry=REGISTRY)
+BUILD_INFO = Info("ecs_worker_build", "Version of ecs-worker and of Python", registry=REGISTRY)
+
+# Labels known before anything happens (issue 13: counters start at 0).
+KNOWN_EVENT_NAMES = ("Instance:StateChange", "Instance:PreemptibleInstanceInterruption")
+OUTCOMES = ("handled", "failed", "ignored", "invalid", "deferred", "duplicate")
+DEAD_LETTER_REASONS = ("invalid", "max_attempts")
+KNOWN_ACTIONS = {"restart": ("StartInstance",),
+                 "slb": ("RemoveVServerGroupBackendServers", "SetVServerGroupAttribute")}
+ACTION_RESULTS = ("ok", "planned", "error")
+
+
+def known_labels(plugins: list[str] = ()) -> None:
+    """Create every known label set at 0 (and the build info); `plugins`: the loaded plugin names."""
+    from . import __version__
+
+    BUILD_INFO.info({"version": __version__, "python": platform.python_version()})
+    for name in KNOWN_EVENT_NAMES:
+        for outcome in OUTCOMES:
+            EVENTS.labels(name, outcome)
+    for reason in DEAD_LETTER_REASONS:
+        DEAD_LETTERS.labels(reason)
+    for plugin in plugins:
+        PLUGIN_ERRORS.labels(plugin)
+        for action in KNOWN_ACTIONS.get(plugin, ()):
+            for result in ACTION_RESULTS:
+                ACTIONS.labels(plugin, action, result)
 
 last_poll_completed = 0.0  # time.monotonic() of the last completed poll; 0 = none yet
 

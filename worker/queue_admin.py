@@ -63,9 +63,9 @@ class QueueAdmin:
         except MNSServerException as exc:
             if exc.type == "QueueNotExist":
                 return None
-            raise classify(exc, f"queue {name!r}") from None
+            raise classify(exc, f"queue {name!r}", self.endpoint) from None
         except Exception as exc:
-            raise classify(exc, f"queue {name!r}") from None
+            raise classify(exc, f"queue {name!r}", self.endpoint) from None
         return {k: int(getattr(meta, k)) for k in LABELS}
 
     def create(self, name: str, attrs: dict[str, int]) -> None:
@@ -84,4 +84,4 @@ class QueueAdmin:
         try:
             getattr(self._queue(name), method)(meta)
         except Exception as exc:
-            raise classify(exc, f"queue {name!r}") from None
+            raise classify(exc, f"queue {name!r}", self.endpoint) from None

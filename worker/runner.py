@@ -420,6 +420,7 @@ def main(args) -> int:
     except (ConfigError, StoreError) as exc:
         return _fail(exc)
     metrics.watch_gateway(runtime.gateway)
+    metrics.known_labels([name for name, _ in plugins.pm.list_name_plugin()])
     if config.metrics.listen:
         from .health import serve as serve_metrics
 

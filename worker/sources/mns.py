@@ -53,8 +53,9 @@ class Message:
     next_visible_time_ms: int = 0
 
 
-def classify(exc: BaseException, what: str) -> MnsError:
-    """Turn an SDK exception into an `MnsError`; the text never carries request bodies."""
+def classify(exc: BaseException, what: str, endpoint: str = "") -> MnsError:
+    """Turn an SDK exception into an `MnsError`; the text never carries request bodies.
+    A network error names `endpoint`, so an operator sees which address is unreachable."""
     from mns.mns_exception import (MNSClientNetworkException, MNSClientParameterException,
                                    MNSServerException)
 
@@ -67,7 +68,7 @@ def classify(exc: BaseException, what: str) -> MnsError:
         return MnsError(text, code, permanent=code in PERMANENT_CODES)
     if isinstance(exc, MNSClientNetworkException):
         # The SDK puts the raw response into RespDataDamaged messages: keep only the type.
-        return MnsError(f"{what}: network error: {exc.type}"
+        return MnsError(f"{what}: network error{f' reaching {endpoint}' if endpoint else ''}: {exc.type}"
                         + (f": {str(exc.message)[:120]}" if exc.type == "NetWorkException" else ""),
                         exc.type)
     if isinstance(exc, MNSClientParameterException):
@@ -112,7 +113,7 @@ class MnsQueue:
                 warnings.simplefilter("ignore", DeprecationWarning)
                 return int(self._queue().get_attributes().visibility_timeout)
         except Exception as exc:
-            raise classify(exc, f"queue {self.name!r}") from None
+            raise classify(exc, f"queue {self.name!r}", self.endpoint) from None
 
     def receive(self, batch_size: int, wait_seconds: int) -> list[Message]:
         """Long-poll for up to `batch_size` messages; an empty poll is an empty list."""
@@ -123,9 +124,9 @@ class MnsQueue:
         except MNSServerException as exc:
             if exc.type == EMPTY_POLL:
                 return []
-            raise classify(exc, f"receive from {self.name!r}") from None
+            raise classify(exc, f"receive from {self.name!r}", self.endpoint) from None
         except Exception as exc:
-            raise classify(exc, f"receive from {self.name!r}") from None
+            raise classify(exc, f"receive from {self.name!r}", self.endpoint) from None
         return [Message(m.message_id, m.receipt_handle, _bytes(m.message_body), int(m.dequeue_count),
                         int(m.enqueue_time), int(m.first_dequeue_time), int(m.next_visible_time or 0))
                 for m in raw]
@@ -143,12 +144,12 @@ class MnsQueue:
             self._queue().batch_delete_message(list(handles))
         except MNSServerException as exc:
             if not exc.sub_errors:
-                raise classify(exc, f"delete from {self.name!r}") from None
+                raise classify(exc, f"delete from {self.name!r}", self.endpoint) from None
             return {e["ReceiptHandle"]: MnsError(f"delete from {self.name!r}: {e['ErrorCode']}: "
                                                  f"{e['ErrorMessage'][:200]}", e["ErrorCode"])
                     for e in exc.sub_errors}
         except Exception as exc:
-            raise classify(exc, f"delete from {self.name!r}") from None
+            raise classify(exc, f"delete from {self.name!r}", self.endpoint) from None
         return {}
 
     def change_visibility(self, handle: str, seconds: int) -> str:
@@ -156,7 +157,7 @@ class MnsQueue:
         try:
             return self._queue().change_message_visibility(handle, int(seconds)).receipt_handle
         except Exception as exc:
-            raise classify(exc, f"change visibility in {self.name!r}") from None
+            raise classify(exc, f"change visibility in {self.name!r}", self.endpoint) from None
 
     def send(self, body: str) -> str:
         """Send one message; return its message id."""
@@ -165,7 +166,7 @@ class MnsQueue:
         try:
             return self._queue().send_message(SdkMessage(body)).message_id
         except Exception as exc:
-            raise classify(exc, f"send to {self.name!r}") from None
+            raise classify(exc, f"send to {self.name!r}", self.endpoint) from None
 
 
 def dead_letter_body(record: Mapping[str, Any]) -> str:
