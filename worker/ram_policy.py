@@ -3,8 +3,10 @@
 The worker's policy is `deploy/ram-policy.json` when the project ships one (written for the
 default queue names, `ecs-events` / `ecs-events-dlq`, in any region and account), with the
 configured queue names, region and account put in; otherwise the built-in document below,
-which names the same actions. Action names: MNS's, ECS's, SLB's and CloudMonitor's RAM
-authorization references (help/en/mns/.../ram-policy, help/en/ecs/.../ram-actions, ...).
+which names the same actions. Action names and resources: the "Authorization" table of each
+MNS API page (e.g. BatchDeleteMessage, help/doc-detail/35139: `mns:BatchDeleteMessage` on
+`acs:mns:$region:$accountid:/queues/$queueName/messages`), and the RAM tables of the ECS, SLB and
+CloudMonitor API pages (e.g. `cms:PutEventRuleTargets`, help/en/cms/.../api-puteventruletargets).
 """
 from __future__ import annotations
 
