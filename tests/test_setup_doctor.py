@@ -181,3 +181,44 @@ def test_printed_policy_names_the_configured_queues():
     no_dlq = worker_policy("fleet", "", "cn-shanghai", "123456")
     assert not any("dlq" in r for s in no_dlq["Statement"] for r in s["Resource"] if isinstance(r, str)
                    and r.startswith("acs:mns"))
+
+
+def test_doctor_names_a_denied_permission(emulator, config):
+    assert cli("setup", "-c", str(config)).returncode == 0
+    emulator.set_faults({"ecs": {"error_rate": 1.0, "error_code": "Forbidden.RAM", "error_status": 403}})
+    proc = cli("doctor", "-c", str(config))
+    assert proc.returncode == 1
+    assert "✗ ECS DescribeInstances: Forbidden.RAM" in proc.stdout and "fix: grant ecs:DescribeInstances" in proc.stdout
+    assert "✓ SLB reads" in proc.stdout and "✓ event rule" in proc.stdout  # the rest still checked
+
+
+def test_doctor_start_instance_denied(emulator, config, monkeypatch):
+    """Only StartInstance is denied: the dry run answers Forbidden.RAM and doctor says which grant."""
+    from ecs_worker.config import load_config
+    from ecs_worker.doctor import FAIL, Doctor
+    from ecs_worker.manager import load_plugins
+
+    assert cli("setup", "-c", str(config)).returncode == 0
+    cfg = load_config(config)
+    doctor = Doctor(cfg, load_plugins(cfg))
+    real = doctor.cloud.ecs
+
+    def deny_start(action, **params):
+        if action == "StartInstance":
+            assert params["DryRun"] is True  # never a real start
+            from ecs_worker.cloud import CloudError
+            raise CloudError(action, "Forbidden.RAM", "User not authorized to operate on the specified resource.")
+        return real(action, **params)
+    monkeypatch.setattr(doctor.cloud, "ecs", deny_start)
+    check = doctor.start_instance()
+    assert check.mark == FAIL and "Forbidden.RAM" in check.text and "grant ecs:StartInstance" in check.fix
+
+
+def test_chain_credentials_say_where_they_came_from(monkeypatch):
+    from ecs_worker.credentials import ChainProvider
+
+    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", "LTAIenv")
+    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "canary-env-secret")
+    provider = ChainProvider()
+    assert provider.get_credentials().access_key_id == "LTAIenv"
+    assert "env" in provider.describe() and "canary" not in provider.describe()

@@ -1,6 +1,7 @@
 """`ecs-worker doctor`: prove the chain without changing anything, one line per check.
 
-✓ passes, ✗ fails (with the fix), – cannot be proven without a change (not a failure).
+✓ passes, ✗ fails (with the fix), – not checked: cannot be proven without a change, or not
+configured (not a failure).
 Exit 0 only when every check passes, 1 otherwise (2 for a bad config, from the CLI).
 
 StartInstance is proven with ECS's `DryRun=true`: RAM is checked before the instance's
@@ -99,9 +100,9 @@ class Doctor:
 
     def dead_letter_queue(self) -> Check:
         name = self.config.mns.dead_letter_queue
-        if not name:
-            return Check(FAIL, "dead-letter queue: none configured",
-                         "set [mns] dead_letter_queue (e.g. \"ecs-events-dlq\") and run `ecs-worker setup`")
+        if not name:  # run accepts that: dead letters then stay in the state directory's file
+            return Check(UNPROVEN, "dead-letter queue: none configured ([mns] dead_letter_queue); dead letters "
+                                   "stay in the state directory's dead-letter.jsonl")
         return self._queue(name, "dead-letter queue")
 
     def rule(self) -> Check:
