@@ -70,6 +70,20 @@ disabled = ["log", "webhook", "slb", "restart", "hello"]
     return path
 
 
+def _list(value):
+    return [value] if isinstance(value, str) else value
+
+
+def printed_policies(stdout: str) -> list[dict]:
+    """The JSON documents `setup` printed (the worker's policy, then the administrator's)."""
+    docs, decoder, i = [], json.JSONDecoder(), 0
+    while (i := stdout.find("\n{", i)) != -1:
+        doc, end = decoder.raw_decode(stdout, i + 1)
+        docs.append(doc)
+        i = end
+    return docs
+
+
 def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "ecs_worker", *args], capture_output=True, text=True,
                           timeout=timeout)
@@ -102,6 +116,12 @@ def test_empty_account_to_events_flowing(emulator, config):
     again = cli("setup", "-c", str(config))
     assert again.returncode == 0 and "nothing changed" in again.stdout
     assert "call: " not in again.stdout
+    worker_doc, admin_doc = printed_policies(again.stdout)
+    mns_resources = {r for st in worker_doc["Statement"] for r in _list(st["Resource"]) if r.startswith("acs:mns")}
+    assert mns_resources >= {f"acs:mns:{emulator.region}:*:/queues/fleet-events/messages",
+                             f"acs:mns:{emulator.region}:*:/queues/fleet-events-dlq/messages"}
+    assert not any("/queues/ecs-events" in r for r in mns_resources)
+    assert "mns:CreateQueue" in json.dumps(admin_doc) and "mns:CreateQueue" not in json.dumps(worker_doc)
 
     doctor = cli("doctor", "-c", str(config))
     assert doctor.returncode == 0, doctor.stdout + doctor.stderr
