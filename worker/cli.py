@@ -22,7 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     def command(name: str, help: str, epilog: str | None = None) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help, description=help, epilog=epilog,
+        import textwrap  # raw formatting keeps the epilog's lines; wrap the description by hand
+
+        return sub.add_parser(name, help=help, description=textwrap.fill(help, 88), epilog=epilog,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
 
     p = command("run", "Run the worker: consume the MNS queue until SIGTERM.")
