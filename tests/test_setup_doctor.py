@@ -242,3 +242,12 @@ def test_chain_credentials_say_where_they_came_from(monkeypatch):
     provider = ChainProvider()
     assert provider.get_credentials().access_key_id == "LTAIenv"
     assert "env" in provider.describe() and "canary" not in provider.describe()
+
+
+def test_an_unreadable_secret_file_is_a_config_error(tmp_path, emulator):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[mns]\nendpoint = "{emulator.mns_endpoint}"\n[credentials]\naccess_key_id = "LTAIx"\n'
+                   f'access_key_secret_file = "{tmp_path / "missing"}"\n')
+    for command in ("setup", "doctor"):
+        proc = cli(command, "-c", str(cfg))
+        assert proc.returncode == 2 and "access_key_secret_file: cannot read" in proc.stderr, proc.stderr

@@ -32,8 +32,11 @@ class Check:
 class Doctor:
     def __init__(self, config: Any, plugins: Any, out: TextIO = sys.stdout) -> None:
         self.config, self.plugins, self.out = config, plugins, out
+        from .credentials import credentials_provider
+
         self.results: list[Check] = []
-        self._provider = None
+        # Built first: an unreadable secret file is a config error (exit 2), not a failed check.
+        self._provider = credentials_provider(config.credentials)
         self._cloud = None
 
     def say(self, check: Check) -> None:
@@ -43,10 +46,6 @@ class Doctor:
 
     @property
     def provider(self):
-        if self._provider is None:
-            from .credentials import credentials_provider
-
-            self._provider = credentials_provider(self.config.credentials)
         return self._provider
 
     @property

@@ -53,8 +53,12 @@ class Change:
 
 class Setup:
     def __init__(self, config: Any, plugins: Any, *, dry_run: bool, out: TextIO = sys.stdout,
-                 queues: Any = None, monitor: Any = None) -> None:
+                 provider: Any = None, queues: Any = None, monitor: Any = None) -> None:
+        from .credentials import credentials_provider
+
         self.config, self.plugins, self.dry_run, self.out = config, plugins, dry_run, out
+        # Built first: an unreadable secret file is a config error (exit 2), not a cloud failure.
+        self.provider = provider or credentials_provider(config.credentials)
         self.gateway = ActionGateway(dry_run=dry_run)
         self._queues, self._monitor = queues, monitor
 
@@ -62,10 +66,9 @@ class Setup:
     @property
     def queues(self):
         if self._queues is None:
-            from .credentials import credentials_provider
             from .queue_admin import QueueAdmin
 
-            self._queues = QueueAdmin(self.config.mns.endpoint, credentials_provider(self.config.credentials))
+            self._queues = QueueAdmin(self.config.mns.endpoint, self.provider)
         return self._queues
 
     @property
@@ -74,7 +77,7 @@ class Setup:
             from .cloud import Cloud
             from .cloud.cms import CloudMonitor
 
-            self._monitor = CloudMonitor(Cloud.from_config(self.config))
+            self._monitor = CloudMonitor(Cloud(self.config.cloud, self.provider))
         return self._monitor
 
     def say(self, text: str) -> None:
