@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import collections
+import dataclasses
 import hashlib
 import hmac
 import http.client
@@ -61,16 +62,42 @@ class Target:
     name: str = setting("", doc="label in logs; default: the URL's host")
 
     def __post_init__(self) -> None:
-        from ecs_worker.credentials import read_secret_file
+        from ecs_worker.credentials import deferred, read_secret_file
 
         for key, file_key in (("url", "url_file"), ("secret", "secret_file")):
-            if getattr(self, file_key):
+            name = getattr(self, file_key)
+            if name:
                 if getattr(self, key):
                     raise ConfigError(f"{key} and {file_key} are exclusive")
-                text, _ = read_secret_file(getattr(self, file_key), file_key)
+                if deferred(name):  # check-config in a shell: systemd hands the file to the service
+                    continue
+                text, _ = read_secret_file(name, file_key)
                 object.__setattr__(self, key, text)
-        if not self.url:
+        if not self.url and not self.url_file:
             raise ConfigError("url: required (or url_file)")
+        if self.url:
+            self._check_url()
+        unknown = [o for o in self.outcomes if o not in OUTCOMES]
+        if unknown:
+            raise ConfigError(f"outcomes: {unknown[0]!r} is not one of {', '.join(OUTCOMES)}")
+        if not self.events:
+            raise ConfigError("events: an empty list matches nothing; remove the target instead")
+        if (self.secret or self.secret_file) and self.format != "dingtalk":
+            raise ConfigError("secret: only DingTalk targets are signed")
+
+    def resolved(self) -> "Target":
+        """This target with the files deferred at parse time read now (at start-up, under
+        systemd); `ConfigError` naming the key if one cannot be read."""
+        from ecs_worker.credentials import read_secret_file
+
+        changes = {}
+        for key, file_key in (("url", "url_file"), ("secret", "secret_file")):
+            if getattr(self, file_key) and not getattr(self, key):
+                changes[key], _ = read_secret_file(getattr(self, file_key), file_key)
+                changes[file_key] = ""
+        return dataclasses.replace(self, **changes) if changes else self
+
+    def _check_url(self) -> None:
         parts = urllib.parse.urlsplit(self.url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             # The URL itself is not echoed: it may hold a token.
@@ -79,13 +106,6 @@ class Target:
             parts.port
         except ValueError:
             raise ConfigError("url: invalid port") from None
-        unknown = [o for o in self.outcomes if o not in OUTCOMES]
-        if unknown:
-            raise ConfigError(f"outcomes: {unknown[0]!r} is not one of {', '.join(OUTCOMES)}")
-        if not self.events:
-            raise ConfigError("events: an empty list matches nothing; remove the target instead")
-        if self.secret and self.format != "dingtalk":
-            raise ConfigError("secret: only DingTalk targets are signed")
 
     def __repr__(self) -> str:  # never print a token, even in a traceback
         return f"Target({self.label!r}, format={self.format!r})"
@@ -148,7 +168,7 @@ class Notifier:
 
     def __init__(self, cfg: Config) -> None:
         self.host = socket.gethostname()
-        self.senders = [Sender(i, t, cfg) for i, t in enumerate(cfg.targets)]
+        self.senders = [Sender(i, t.resolved(), cfg) for i, t in enumerate(cfg.targets)]
         for sender in self.senders:
             sender.start()
 

@@ -122,3 +122,28 @@ def test_unreachable_endpoint_is_named():
     with pytest.raises(MnsError) as err:
         queue.visibility_timeout()
     assert f"reaching http://127.0.0.1:{port}" in str(err.value) and "sk" not in str(err.value).split(":")
+
+
+def test_bare_names_outside_systemd_are_left_to_the_service(tmp_path, monkeypatch):
+    """check-config in a shell (no $CREDENTIALS_DIRECTORY) accepts bare names and says so; the
+    service, which systemd gives the directory, reads them at start-up."""
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[mns]\nendpoint = "https://1.mns.cn-hangzhou.aliyuncs.com"\n'
+                   '[credentials]\naccess_key_id = "LTAIx"\naccess_key_secret_file = "secret"\n'
+                   '[[plugins.webhook.targets]]\nurl_file = "hook-url"\n')
+    env = {k: v for k, v in __import__("os").environ.items() if k != "CREDENTIALS_DIRECTORY"}
+    proc = subprocess.run([sys.executable, "-m", "ecs_worker", "check-config", "-c", str(cfg)],
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "$CREDENTIALS_DIRECTORY" in proc.stderr and "OK" in proc.stdout
+    # At start-up with the directory set, the deferred webhook URL is read.
+    from ecs_worker.plugins.webhook import Target
+    target = Target(url_file="hook-url")
+    assert target.url == ""
+    (tmp_path / "hook-url").write_text("https://hooks.example.com/x\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    assert target.resolved().url == "https://hooks.example.com/x"
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path / "nowhere"))
+    with pytest.raises(ConfigError, match="url_file: cannot read"):
+        target.resolved()

@@ -122,13 +122,23 @@ def credentials_provider(cfg: CredentialsConfig):
     return StaticProvider(Credentials(cfg.access_key_id, secret, cfg.security_token), source)
 
 
+def _bare(name: str) -> bool:
+    return os.sep not in name and (not os.altsep or os.altsep not in name)
+
+
 def secret_path(name: str) -> Path:
     """A secret file's path: a bare name (no directory) is looked up in `$CREDENTIALS_DIRECTORY`
     when systemd set it (`LoadCredential=`), so a config can say `secret_file = "secret"`."""
     directory = os.environ.get("CREDENTIALS_DIRECTORY")
-    if directory and os.sep not in name and (not os.altsep or os.altsep not in name):
+    if directory and _bare(name):
         return Path(directory) / name
     return Path(name).expanduser()
+
+
+def deferred(name: str) -> bool:
+    """A bare name only systemd's `$CREDENTIALS_DIRECTORY` can resolve, in a shell where it is not
+    set (`check-config` run by hand): the service reads it when it starts."""
+    return _bare(name) and not os.environ.get("CREDENTIALS_DIRECTORY") and not Path(name).exists()
 
 
 def read_secret_file(name: str, key: str) -> tuple[str, Path]:
@@ -138,7 +148,9 @@ def read_secret_file(name: str, key: str) -> tuple[str, Path]:
         secret = path.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as exc:
         why = getattr(exc, "strerror", None) or "not UTF-8 text"
-        raise ConfigError(f"{key}: cannot read {path}: {why}") from None
+        hint = " (a bare name is read from $CREDENTIALS_DIRECTORY, which is not set here)" \
+            if deferred(name) else ""
+        raise ConfigError(f"{key}: cannot read {path}: {why}{hint}") from None
     if not secret:
         raise ConfigError(f"{key}: {path} is empty")
     return secret, path
