@@ -71,7 +71,7 @@ def worker_policy(queue: str, dlq: str, region: str = "*", account: str = "*",
 
 
 def _fill(resource: str, queue: str, dlq: str, region: str, account: str) -> str | None:
-    m = re.fullmatch(r"acs:mns:([^:]*):([^:]*):/queues/([^/]+)(/messages)?", resource)
+    m = re.fullmatch(r"acs:mns:([^:]*):([^:]*):/queues/([^/]+)(/.*)?", resource)
     if not m:
         return resource
     name = {DEFAULT_QUEUE: queue, DEFAULT_DLQ: dlq}.get(m.group(3), m.group(3))
