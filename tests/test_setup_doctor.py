@@ -250,3 +250,16 @@ def test_an_unreadable_secret_file_is_a_config_error(tmp_path, emulator):
     for command in ("setup", "doctor"):
         proc = cli(command, "-c", str(cfg))
         assert proc.returncode == 2 and "access_key_secret_file: cannot read" in proc.stderr, proc.stderr
+
+
+def test_a_shipped_policy_file_is_filled_in(tmp_path):
+    shipped = tmp_path / "ram-policy.json"
+    shipped.write_text(json.dumps({"Version": "1", "Statement": [
+        {"Effect": "Allow", "Action": ["mns:BatchReceiveMessage"],
+         "Resource": ["acs:mns:*:*:/queues/ecs-events/messages", "acs:mns:*:*:/queues/ecs-events-dlq/messages"]},
+        {"Effect": "Allow", "Action": "ecs:StartInstance", "Resource": "*"}]}))
+    doc = worker_policy("fleet", "fleet-dlq", "cn-beijing", "42", shipped=shipped)
+    assert doc["Statement"][0]["Resource"] == ["acs:mns:cn-beijing:42:/queues/fleet/messages",
+                                               "acs:mns:cn-beijing:42:/queues/fleet-dlq/messages"]
+    assert doc["Statement"][1] == {"Effect": "Allow", "Action": "ecs:StartInstance", "Resource": "*"}
+    assert json.loads(shipped.read_text())["Statement"][0]["Resource"][0].endswith("/ecs-events/messages")
