@@ -175,3 +175,15 @@ def test_spot_reclaim_leaves_a_recycling_lock(emulator):
 def test_bad_event_requests_are_refused(emulator, bad):
     with pytest.raises(ValueError):
         emulator.inject_event(bad)
+
+
+def test_route_events_shortcut_delivers_like_a_rule(emulator):
+    _create(emulator)
+    assert emulator.route_events("ecs-events", ("Instance:StateChange",)) == "ecs-worker-ecs-events"
+    emulator.inject_event({"type": "event", "instance_id": WEB2, "name": "Instance:StateChange",
+                           "content": {"resourceId": WEB2, "state": "Stopped"}})
+    emulator.inject_event({"type": "event", "instance_id": WEB2, "name": "Instance:SystemFailure.Reboot",
+                           "content": {}})  # not named by the rule
+    got = _drain(mns_queue(emulator, "ecs-events"))
+    assert [(e["name"], e["content"]) for e in got] == [
+        ("Instance:StateChange", {"resourceId": WEB2, "state": "Stopped"})]

@@ -133,6 +133,19 @@ class Emulator:
     def reset_calls(self) -> None:
         self.world.reset_calls()
 
+    def route_events(self, queue: str, names: tuple[str, ...] = (), rule: str | None = None) -> str:
+        """As PutEventRule + PutEventRuleTargets: an enabled rule for the ECS events `names` (every
+        ECS event when empty) whose MNS target is `queue`. Returns the rule's name."""
+        rule = rule or f"ecs-worker-{queue}"
+        params = {"RuleName": rule, "EventPattern.1.Product": "ecs",
+                  **{f"EventPattern.1.NameList.{i}": n for i, n in enumerate(names, 1)}}
+        with self.world.lock:
+            self.world.monitor.put_event_rule(params)
+            self.world.monitor.put_event_rule_targets({"RuleName": rule, "MnsParameters.1.Id": "1",
+                                                       "MnsParameters.1.Region": self.region,
+                                                       "MnsParameters.1.Queue": queue})
+        return rule
+
     def inject_event(self, request: dict) -> dict:
         """As `POST /_emulator/events`: a spot interruption or a named event (see fleet_events.inject)."""
         return self.world.inject_event(request)
