@@ -203,7 +203,7 @@ class Runner:
             if not room:
                 continue
             try:
-                messages = self.source.receive(min(cfg.batch_size, room), cfg.wait_seconds)
+                messages = self.source.receive(min(cfg.batch_size, room), cfg.wait_seconds, self._stopping)
             except MnsError as exc:
                 failures += 1
                 metrics.RECEIVE_ERRORS.inc()

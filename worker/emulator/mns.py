@@ -444,6 +444,16 @@ def route(method: str, path: str, query: dict[str, str], body: bytes) -> tuple[s
     return "Unsupported", q
 
 
+RECEIVES = ("ReceiveMessage", "BatchReceiveMessage")
+
+
+def wait_of(queue: Queue, query: dict[str, str]) -> int:
+    """A receive's long-poll seconds: `waitseconds`, else the queue's PollingWaitSeconds."""
+    if "waitseconds" in query:
+        return int_arg(query["waitseconds"], "waitseconds", 0, MAX_WAIT_SECONDS)
+    return queue.polling_wait_seconds
+
+
 def execute(queue: Queue, action: str, query: dict[str, str], body: bytes) -> tuple[int, bytes]:
     """Run one MNS action on `queue` (lock held); return (HTTP status, XML body) or raise MnsError."""
     if action == "GetQueueAttributes":
@@ -463,9 +473,7 @@ def execute(queue: Queue, action: str, query: dict[str, str], body: bytes) -> tu
         return (400 if failed else 201), xml_batch_sent(results)
     if action in ("ReceiveMessage", "BatchReceiveMessage"):
         n = int_arg(query["numOfMessages"], "numOfMessages", 1, MAX_BATCH) if action == "BatchReceiveMessage" else 1
-        wait = (int_arg(query["waitseconds"], "waitseconds", 0, MAX_WAIT_SECONDS) if "waitseconds" in query
-                else queue.polling_wait_seconds)
-        got = queue.receive(n, wait)
+        got = queue.receive(n, wait_of(queue, query))
         if not got:
             raise message_not_exist()
         if action == "ReceiveMessage":

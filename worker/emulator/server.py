@@ -38,6 +38,7 @@ class World:
         self.cloud = Cloud(state)
         self.faults = Faults(state["faults"])
         self.calls: dict[str, int] = {}
+        self.long_polls = 0  # receives now waiting (faults.mns.long_poll_limit caps them)
         self.mns_host = f"http://{state['account_id']}.mns.{state['region']}.aliyuncs.com"
 
     def count(self, name: str) -> None:
@@ -196,7 +197,17 @@ class Handler(BaseHTTPRequestHandler):
                 q = world.queues.get(qname) if qname else None
                 if q is None and action != "Unsupported":
                     raise mns.queue_not_exist(qname or "")
-                status, out = mns.execute(q, action, query, body)  # type: ignore[arg-type]
+                long_poll = action in mns.RECEIVES and mns.wait_of(q, query) > 0
+                if long_poll:
+                    limit = world.faults.long_poll_limit()
+                    if limit is not None and world.long_polls >= limit:
+                        raise mns.message_not_exist()  # past the account's long-poll limit: at once
+                    world.long_polls += 1
+                try:
+                    status, out = mns.execute(q, action, query, body)  # type: ignore[arg-type]
+                finally:
+                    if long_poll:
+                        world.long_polls -= 1
         except mns.MnsError as e:
             status, out = e.status, mns.xml_error(e, request_id, world.mns_host)
         self._send(status, out, "text/xml;charset=utf-8",

@@ -268,8 +268,8 @@ def _server(v: _V, s: Any, p: str) -> dict:
             "type": v.choice(s.get("type", "ecs"), p + ".type", SERVER_TYPES)}
 
 
-FAULT_KEYS = ("error_rate", "error_code", "error_status", "latency_ms", "throttle_rps", "throttle_burst",
-              "throttle_code", "throttle_status", "drop_rate")
+FAULT_KEYS = ("error_rate", "error_code", "error_status", "error_codes", "latency_ms", "throttle_rps",
+              "throttle_burst", "throttle_code", "throttle_status", "drop_rate", "long_poll_limit")
 
 
 def validate_faults(raw: Any, source: str = "faults", path: str = "") -> dict:
@@ -293,5 +293,22 @@ def validate_faults(raw: Any, source: str = "faults", path: str = "") -> dict:
         for key in ("error_status", "throttle_status"):
             if key in cfg:
                 f[key] = v.integer(cfg[key], f"{p}.{key}", 400, 599)
+        if "error_codes" in cfg:
+            f["error_codes"] = v.items(cfg["error_codes"], f"{p}.error_codes",
+                                       lambda c, cp: _error_code(v, c, cp), non_empty=True)
+        if "long_poll_limit" in cfg:
+            if api != "mns":
+                v.fail(f"{p}.long_poll_limit", "only mns has long polls")
+            f["long_poll_limit"] = v.integer(cfg["long_poll_limit"], f"{p}.long_poll_limit", 0)
         out[api] = f
+    return out
+
+
+def _error_code(v: _V, c: Any, p: str) -> dict:
+    if isinstance(c, str):
+        c = {"code": c}
+    v.obj(c, p, ("code",), ("status",))
+    out = {"code": v.string(c["code"], p + ".code")}
+    if "status" in c:
+        out["status"] = v.integer(c["status"], p + ".status", 400, 599)
     return out
