@@ -131,6 +131,10 @@ class Emulator:
     def reset_calls(self) -> None:
         self.world.reset_calls()
 
+    def set_ram_policy(self, policy: dict | None) -> None:
+        """Enforce a RAM policy document (as the state key `ram_policy`); None lifts it."""
+        self.world.set_ram_policy(policy)
+
     def send(self, queue: str, body: str | bytes, delay_seconds: int | None = None,
              priority: int | None = None) -> str:
         """Enqueue a message body as-is (no signature, not counted in `calls`); returns its MessageId."""

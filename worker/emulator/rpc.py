@@ -126,6 +126,10 @@ class Cloud:
             },
         }
 
+    def lb_of_group(self, group_id: str) -> str | None:
+        found = self.groups.get(group_id)
+        return found[0]["id"] if found else None
+
     def call(self, product: str, action: str, params: Mapping[str, str]) -> dict:
         handler = self.actions.get(product, {}).get(action)
         if handler is None:

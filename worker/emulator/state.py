@@ -39,6 +39,7 @@ Schema (JSON object; keys marked * are required, the rest have defaults):
                 weight      int 0..100     default 100
                 type        "ecs" | "eni" | "eci"   default "ecs"
     faults           {api: fault}, api one of mns, ecs, slb; see faults.py for the keys
+    ram_policy       a RAM policy document; when set, calls it does not allow are refused (ram.py)
     start_delay_seconds  number >= 0       Starting -> Running delay, default 1.0
     stop_delay_seconds   number >= 0       Stopping -> Stopped delay, default 1.0
 
@@ -163,7 +164,8 @@ def validate(raw: Any, source: str = "state") -> dict:
     """Check `raw` against the schema above; return a normalized deep copy with defaults."""
     v = _V(source)
     v.obj(raw, "", ("region", "account_id", "credentials"),
-          ("queues", "instances", "load_balancers", "faults", "start_delay_seconds", "stop_delay_seconds"))
+          ("queues", "instances", "load_balancers", "faults", "start_delay_seconds", "stop_delay_seconds",
+           "ram_policy"))
     raw = copy.deepcopy(raw)
     out: dict = {
         "region": v.string(raw["region"], "region"),
@@ -176,6 +178,10 @@ def validate(raw: Any, source: str = "state") -> dict:
         "start_delay_seconds": v.number(raw.get("start_delay_seconds", 1.0), "start_delay_seconds", 0),
         "stop_delay_seconds": v.number(raw.get("stop_delay_seconds", 1.0), "stop_delay_seconds", 0),
     }
+    if raw.get("ram_policy") is not None:
+        from .ram import validate_policy
+
+        out["ram_policy"] = validate_policy(raw["ram_policy"], v.fail)
     v.unique(out["credentials"], "credentials", "access_key_id")
     v.unique(out["queues"], "queues", "name")
     v.unique(out["instances"], "instances", "id")
