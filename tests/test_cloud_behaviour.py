@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from ecs_worker.credentials import Credentials, StaticProvider
-from ecs_worker.sources.mns import EARLY_EMPTY_JITTER, MnsError, MnsQueue, early_empty_delay
+from ecs_worker.sources.mns import EARLY_EMPTY_JITTER, PERMANENT_CODES, MnsError, MnsQueue, early_empty_delay
 from runner_kit import QUEUE, Setup, Worker, event_body, wait_until
 
 
@@ -218,3 +218,27 @@ def test_denied_start_instance_later_the_failure_names_it(emulator, tmp_path):
     finally:
         worker.stop()
     assert "the RAM policy does not allow ecs:StartInstance" in worker.output()
+
+
+# ---------------------------------------------------------------------------- MNS error classes
+
+MNS_TRANSIENT = ["InternalError", "InternalServerError", "TooManyRequests", "QpsLimitExceeded", "TimeExpired"]
+
+
+@pytest.mark.parametrize("code", sorted(PERMANENT_CODES) + MNS_TRANSIENT)
+def test_each_mns_code_is_permanent_or_transient_as_listed(emulator, code):
+    """Permanent codes stop start-up (exit 2); the rest back off and try again."""
+    emulator.set_faults({"mns": {"error_rate": 1.0, "error_code": code}})
+    with pytest.raises(MnsError) as caught:
+        _queue(emulator).visibility_timeout()
+    assert caught.value.code == code
+    assert caught.value.permanent is (code in PERMANENT_CODES)
+
+
+def test_a_bad_ram_policy_in_a_state_file_is_a_clear_error():
+    from ecs_worker.emulator import StateError, default_state, validate
+
+    state = default_state()
+    state["ram_policy"] = {"Version": "1", "Statement": [{"Effect": "Permit", "Action": "*", "Resource": "*"}]}
+    with pytest.raises(StateError, match=r"ram_policy.Statement\[0\].Effect: must be Allow or Deny"):
+        validate(state, source="state.json")
