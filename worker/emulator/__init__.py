@@ -6,8 +6,8 @@ wire protocols so the unmodified `mns` and `aliyunsdkcore` SDKs work against it.
         account = Account(emu.mns_endpoint, emu.access_key_id, emu.access_key_secret)
         request.set_endpoint(emu.endpoint)
 
-Modules: state (schema), mns (queues + XML), rpc (ECS/SLB), auth (signatures), faults, server (HTTP),
-cli (`ecs-worker emulator` / `python -m ecs_worker.emulator`).
+Modules: state (schema), mns (queues + XML), rpc (ECS/SLB), auth (signatures), ram (RAM policies),
+faults, server (HTTP), cli (`ecs-worker emulator` / `python -m ecs_worker.emulator`).
 """
 from __future__ import annotations
 

@@ -87,7 +87,8 @@ def mns_resource(region: str, account: str, action: str, queue: str | None) -> s
     return base if action == "GetQueueAttributes" else base + "/messages"
 
 
-def rpc_resource(region: str, account: str, product: str, params: dict, lb_of_group: Callable[[str], str | None]) -> str:
+def rpc_resource(region: str, account: str, product: str, params: dict,
+                 lb_of_group: Callable[[str], str | None]) -> str:
     if product == "ecs":
         return f"acs:ecs:{region}:{account}:instance/{params.get('InstanceId') or '*'}"
     lb = params.get("LoadBalancerId") or (lb_of_group(params["VServerGroupId"]) if params.get("VServerGroupId")
