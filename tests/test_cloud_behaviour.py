@@ -242,3 +242,17 @@ def test_a_bad_ram_policy_in_a_state_file_is_a_clear_error():
     state["ram_policy"] = {"Version": "1", "Statement": [{"Effect": "Permit", "Action": "*", "Resource": "*"}]}
     with pytest.raises(StateError, match=r"ram_policy.Statement\[0\].Effect: must be Allow or Deny"):
         validate(state, source="state.json")
+
+
+def test_policy_wildcards_match_like_ram_and_a_hostile_pattern_stays_fast():
+    from ecs_worker.emulator.ram import Policy
+
+    policy = Policy({"Version": "1", "Statement": [
+        {"Effect": "Allow", "Action": ["mns:*"], "Resource": ["acs:mns:*:*:/queues/ecs-events"]},
+        {"Effect": "Allow", "Action": ["*a" * 40 + "b"], "Resource": ["*"]}]})
+    assert policy.allows("MNS:GetQueueAttributes", "acs:mns:cn-hangzhou:1:/queues/ecs-events")
+    assert not policy.allows("mns:GetQueueAttributes", "acs:mns:cn-hangzhou:1:/queues/ecs-events/messages")
+    assert not policy.allows("ecs:StartInstance", "acs:ecs:cn-hangzhou:1:instance/i-1")
+    started = time.monotonic()
+    assert not policy.allows("a" * 20_000, "*")
+    assert time.monotonic() - started < 5
