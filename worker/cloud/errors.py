@@ -16,7 +16,9 @@ import re
 # Sources (docs/cloud-behaviour.md has the table):
 # - terraform-provider-alicloud alicloud/errors.go: `SlbIsBusy` = SystemBusy, OperationBusy,
 #   ServiceIsStopping, BackendServer.configuring, ServiceIsConfiguring; and `NeedRetry`:
-#   ServiceUnavailable, Rejected.Throttling, any code matching "Throttling", any 5xx.
+#   ServiceUnavailable, Rejected.Throttling, any code matching "Throttling", any 5xx;
+#   `DiskInvalidOperation` (retried around ECS instance operations): OperationConflict,
+#   InvalidOperation.Conflict (IncorrectInstanceStatus is there too; we re-read instead).
 # - CLB API reference (RemoveVServerGroupBackendServers, SetVServerGroupAttribute error codes):
 #   VServerGroupProcessing, ProcessingSameRequest ("the same request is being processed").
 # - POP gateway common errors: Throttling, Throttling.User, Throttling.Api, ServiceUnavailable
@@ -30,8 +32,8 @@ RETRYABLE_CODES = frozenset({
     # CLB "busy with another change on this load balancer / group"
     "SystemBusy", "OperationBusy", "ServiceIsStopping", "BackendServer.configuring",
     "ServiceIsConfiguring", "VServerGroupProcessing", "ProcessingSameRequest",
-    # ECS: the instance or an order on it is mid-change
-    "InstanceNotReady", "LastOrderProcessing",
+    # ECS: the instance or an order on it is mid-change, or another request is changing it
+    "InstanceNotReady", "LastOrderProcessing", "OperationConflict", "InvalidOperation.Conflict",
 })
 # Codes no retry fixes, whatever their HTTP status: keys, permissions, the request itself,
 # or the resource's state (the caller re-reads it; see plugins/restart.py).

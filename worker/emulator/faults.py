@@ -34,6 +34,9 @@ THROTTLE_DEFAULTS = {
 
 # Documented HTTP statuses, so a fault answers a code the way the service does (sources in
 # docs/cloud-behaviour.md). A code not listed here answers 500 unless error_status says otherwise.
+# Not re-checked against a fetched page (the worker decides by code, so they only colour the
+# wire): InstanceNotReady, LastOrderProcessing, OperationConflict, InvalidOperation.Conflict,
+# ServiceIsStopping, OperationBusy, VServerGroupProcessing, ServiceIsConfiguring.
 DOCUMENTED_STATUS = {
     "mns": {"InternalError": 500, "InternalServerError": 500, "TooManyRequests": 429,
             "QpsLimitExceeded": 403, "AccessDenied": 403, "InvalidAccessKeyId": 403,
@@ -46,7 +49,8 @@ DOCUMENTED_STATUS = {
             "ServiceIsConfiguring": 400, "TooManyBackendServers": 400, "Forbidden.RAM": 403,
             "NoPermission": 403, "InvalidAccessKeyId.NotFound": 404, "IncorrectInstanceStatus": 403,
             "InstanceLockedForSecurity": 403, "InstanceExpiredOrInArrears": 403,
-            "OperationDenied.NoStock": 403, "InstanceNotReady": 500, "LastOrderProcessing": 400},
+            "OperationDenied.NoStock": 403, "InstanceNotReady": 500, "LastOrderProcessing": 400,
+            "OperationConflict": 403, "InvalidOperation.Conflict": 403},
 }
 ERROR_MESSAGE = "The request processing has failed due to some unknown error."
 
