@@ -11,10 +11,11 @@ Resource matches any run of characters; actions compare case-insensitively. `Con
 `NotAction` and `NotResource` are refused at load time rather than silently ignored.
 
 The resource of a call (the ARNs in each API's "Authorization" table):
-    MNS GetQueueAttributes        acs:mns:<region>:<account>:/queues/<queue>
+    MNS queue operations          acs:mns:<region>:<account>:/queues/<queue>
     MNS message operations        acs:mns:<region>:<account>:/queues/<queue>/messages
     ECS                           acs:ecs:<region>:<account>:instance/<InstanceId or *>
     SLB                           acs:slb:<region>:<account>:loadbalancer/<LoadBalancerId or *>
+    any other RPC product         acs:<product>:<region>:<account>:*
 """
 from __future__ import annotations
 
@@ -101,15 +102,23 @@ def validate_policy(raw: Any, fail: Callable[[str, str], None], path: str = "ram
     return {"Version": "1", "Statement": out}
 
 
+MESSAGE_ACTIONS = frozenset({"SendMessage", "BatchSendMessage", "ReceiveMessage", "BatchReceiveMessage",
+                             "PeekMessage", "BatchPeekMessage", "DeleteMessage", "BatchDeleteMessage",
+                             "ChangeMessageVisibility"})
+
+
 def mns_resource(region: str, account: str, action: str, queue: str | None) -> str:
+    """Message operations act on `/queues/<q>/messages`, queue operations on `/queues/<q>`."""
     base = f"acs:mns:{region}:{account}:/queues/{queue or '*'}"
-    return base if action == "GetQueueAttributes" else base + "/messages"
+    return base + "/messages" if action in MESSAGE_ACTIONS else base
 
 
 def rpc_resource(region: str, account: str, product: str, params: dict,
                  lb_of_group: Callable[[str], str | None]) -> str:
     if product == "ecs":
         return f"acs:ecs:{region}:{account}:instance/{params.get('InstanceId') or '*'}"
-    lb = params.get("LoadBalancerId") or (lb_of_group(params["VServerGroupId"]) if params.get("VServerGroupId")
-                                          else None)
-    return f"acs:slb:{region}:{account}:loadbalancer/{lb or '*'}"
+    if product == "slb":
+        lb = params.get("LoadBalancerId") or (lb_of_group(params["VServerGroupId"])
+                                              if params.get("VServerGroupId") else None)
+        return f"acs:slb:{region}:{account}:loadbalancer/{lb or '*'}"
+    return f"acs:{product}:{region}:{account}:*"  # other products: account-wide
