@@ -1,12 +1,13 @@
 """`ecs-worker demo`: the whole product in seconds, with no cloud account.
 
 Starts the emulator with a seeded fleet and no queues, runs `setup` against it (queues and the
-CloudMonitor rule), starts the real worker (`ecs-worker run`, a subprocess, real SDKs), then makes
-things happen in the fleet: an opted-in instance and an operator's instance stop, spot instances
-are interrupted. The emulator delivers those events through the rule, as CloudMonitor does; a few
-messages from elsewhere (EventBridge's envelope, a redelivery, a malformed body) are sent directly.
-The worker restarts the opted-in instance and then sees the Starting/Running events its own
-restart caused, and leaves them alone. The summary comes from three independent witnesses: the
+CloudMonitor rule), makes things happen in the fleet — an opted-in instance and an operator's
+instance stop, spot instances are interrupted — and starts the real worker (`ecs-worker run`, a
+subprocess, real SDKs). The emulator delivers those events through the rule, as CloudMonitor does;
+a few messages from elsewhere (EventBridge's envelope, a redelivery, a malformed body) are sent
+directly. The worker restarts the opted-in instance and then sees the Starting/Running events its
+own restart caused, and leaves them alone. With `--ram-policy`, the worker's calls (and only
+those: setup and the operator act before) must be allowed by that policy. The summary comes from three independent witnesses: the
 worker's JSON log, the emulator's state, and the dead-letter file.
 """
 from __future__ import annotations
@@ -152,6 +153,8 @@ def main(args) -> int:
     # Only the built-ins: a third-party plugin installed next to ours must not change the story.
     os.environ["ECS_WORKER_LOAD_PLUGINS"] = ""
     say = _printer(sys.stderr)
+    policy = json.loads(Path(args.ram_policy).read_text(encoding="utf-8")) \
+        if getattr(args, "ram_policy", None) else None
     with tempfile.TemporaryDirectory(prefix="ecs-worker-demo-") as tmp, run_emulator(fleet()) as emulator:
         tmp_path = Path(tmp)
         before = emulator.state()
@@ -159,21 +162,24 @@ def main(args) -> int:
         cfg.write_text(config_text(emulator, tmp_path / "state"))
         say(f"emulator listening on {emulator.endpoint}: {len(before['instances'])} instances, "
             f"{len(GROUPS)} vserver groups, no queues")
-        for line in run_setup(cfg):
+        for line in run_setup(cfg):  # as the administrator, once
             say(f"setup: {line[2:]}")
+        for what in happenings(emulator):  # as an operator, and as the cloud itself
+            say(f"fleet: {what}")
+        messages = burst()
+        for what, body in messages:
+            # The duplicate arrives a little later, as a redelivery would, after the first is settled.
+            emulator.send(QUEUE, body, delay_seconds=2 if what == "duplicate delivery" else None)
+        say(f"sent {len(messages)} messages from elsewhere: " + ", ".join(what for what, _ in messages))
+        emulator.reset_calls()  # from here on, every call counted is the worker's
+        if policy is not None:  # the emulator refuses what the worker's policy does not allow
+            emulator.set_ram_policy(policy)
+            say(f"the emulator now enforces {args.ram_policy} on every call (the worker's)")
         log_path = tmp_path / "worker.log"
         with log_path.open("w") as log:
             worker = subprocess.Popen([sys.executable, "-m", "ecs_worker", "run", "-c", str(cfg)],
                                       stdout=log, stderr=subprocess.STDOUT)
             say(f"worker started (pid {worker.pid})")
-            _wait_for_first_poll(emulator, worker)
-            for what in happenings(emulator):
-                say(f"fleet: {what}")
-            messages = burst()
-            for what, body in messages:
-                # The duplicate arrives a little later, as a redelivery would, after the first is settled.
-                emulator.send(QUEUE, body, delay_seconds=2 if what == "duplicate delivery" else None)
-            say(f"sent {len(messages)} messages from elsewhere: " + ", ".join(what for what, _ in messages))
             drained = _wait_for_drain(emulator, worker, say)
             if worker.poll() is None:
                 worker.send_signal(signal.SIGTERM)
@@ -192,14 +198,6 @@ def main(args) -> int:
             sys.stderr.write(log_path.read_text()[-4000:])
             return 1
     return 0
-
-
-def _wait_for_first_poll(emulator, worker, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and worker.poll() is None:
-        if emulator.state()["calls"].get("mns:BatchReceiveMessage"):
-            return
-        time.sleep(0.05)
 
 
 def _wait_for_drain(emulator, worker, say) -> bool:

@@ -18,22 +18,26 @@ from pathlib import Path
 SHIPPED = Path(__file__).resolve().parent.parent / "deploy" / "ram-policy.json"
 DEFAULT_QUEUE, DEFAULT_DLQ = "ecs-events", "ecs-events-dlq"
 
-# The worker: receive/delete/defer on its queue, send to the dead-letter queue, both queues'
-# attributes at start-up; ECS reads and StartInstance (restart); SLB reads and removal (slb).
+# The same document as deploy/ram-policy.json (a test keeps them equal): an installed package
+# has no deploy/ directory. Both queues' attributes at start-up; receive/delete/defer and
+# re-send (long deferrals) on the queue; send to the dead-letter queue; ECS reads and
+# StartInstance (restart); SLB reads and removal (slb).
 WORKER_POLICY = {
     "Version": "1",
     "Statement": [
+        {"Effect": "Allow", "Action": ["mns:GetQueueAttributes"],
+         "Resource": ["acs:mns:*:*:/queues/ecs-events", "acs:mns:*:*:/queues/ecs-events-dlq"]},
         {"Effect": "Allow",
-         "Action": ["mns:GetQueueAttributes", "mns:ReceiveMessage", "mns:BatchReceiveMessage",
-                    "mns:DeleteMessage", "mns:BatchDeleteMessage", "mns:ChangeMessageVisibility",
-                    "mns:SendMessage", "mns:BatchSendMessage"],
-         "Resource": ["acs:mns:*:*:/queues/ecs-events", "acs:mns:*:*:/queues/ecs-events/messages",
-                      "acs:mns:*:*:/queues/ecs-events-dlq", "acs:mns:*:*:/queues/ecs-events-dlq/messages"]},
-        {"Effect": "Allow", "Action": ["ecs:DescribeInstances", "ecs:StartInstance"], "Resource": "*"},
+         "Action": ["mns:BatchReceiveMessage", "mns:BatchDeleteMessage", "mns:ChangeMessageVisibility",
+                    "mns:SendMessage"],
+         "Resource": ["acs:mns:*:*:/queues/ecs-events/messages"]},
+        {"Effect": "Allow", "Action": ["mns:SendMessage"],
+         "Resource": ["acs:mns:*:*:/queues/ecs-events-dlq/messages"]},
+        {"Effect": "Allow", "Action": ["ecs:DescribeInstances", "ecs:StartInstance"], "Resource": ["*"]},
         {"Effect": "Allow",
          "Action": ["slb:DescribeLoadBalancers", "slb:DescribeVServerGroups", "slb:DescribeVServerGroupAttribute",
                     "slb:RemoveVServerGroupBackendServers", "slb:SetVServerGroupAttribute"],
-         "Resource": "*"},
+         "Resource": ["*"]},
     ],
 }
 
@@ -67,6 +71,8 @@ def worker_policy(queue: str, dlq: str, region: str = "*", account: str = "*",
             if r is not None and r not in out:
                 out.append(r)
         statement["Resource"] = out[0] if single and out else out
+    # A statement left with no resource (the dead-letter queue's, with none configured) goes.
+    doc["Statement"] = [st for st in doc.get("Statement", []) if st.get("Resource") != []]
     return doc
 
 

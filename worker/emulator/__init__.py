@@ -7,8 +7,8 @@ wire protocols so the unmodified `mns` and `aliyunsdkcore` SDKs work against it.
         request.set_endpoint(emu.endpoint)
 
 Modules: state (schema), mns (queues + XML), rpc (ECS/SLB), cms (CloudMonitor event rules),
-fleet_events (fleet events delivered through those rules), auth (signatures), faults, server (HTTP),
-cli (`ecs-worker emulator` / `python -m ecs_worker.emulator`).
+fleet_events (fleet events delivered through those rules), auth (signatures), ram (RAM policies),
+faults, server (HTTP), cli (`ecs-worker emulator` / `python -m ecs_worker.emulator`).
 """
 from __future__ import annotations
 
@@ -150,6 +150,10 @@ class Emulator:
     def inject_event(self, request: dict) -> dict:
         """As `POST /_emulator/events`: a spot interruption or a named event (see fleet_events.inject)."""
         return self.world.inject_event(request)
+
+    def set_ram_policy(self, policy: dict | None) -> None:
+        """Enforce a RAM policy document (as the state key `ram_policy`); None lifts it."""
+        self.world.set_ram_policy(policy)
 
     def send(self, queue: str, body: str | bytes, delay_seconds: int | None = None,
              priority: int | None = None) -> str:

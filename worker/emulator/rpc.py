@@ -130,6 +130,10 @@ class Cloud:
             },
         }
 
+    def lb_of_group(self, group_id: str) -> str | None:
+        found = self.groups.get(group_id)
+        return found[0]["id"] if found else None
+
     def call(self, product: str, action: str, params: Mapping[str, str]) -> dict:
         handler = self.actions.get(product, {}).get(action)
         if handler is None:
@@ -208,10 +212,19 @@ class Cloud:
         return {"InstanceStatuses": {"InstanceStatus": statuses}, **page}
 
     def _check_locks(self, inst: dict) -> None:
-        if "Security" in inst["locks"]:
+        """ECS "API behavior when an instance is locked for security reasons": StartInstance /
+        StopInstance answer InstanceLockedForSecurity; an overdue-payment lock answers
+        InstanceExpiredOrInArrears. Other locks (e.g. a spot instance's Recycling) have no
+        documented code of their own: IncorrectInstanceStatus, which callers must re-read."""
+        locks = {lock.lower() for lock in inst["locks"]}
+        if "security" in locks:
             raise RpcError(403, "InstanceLockedForSecurity",
                            "The specified operation is denied as your instance is locked for security reasons.")
-        if inst["locks"]:
+        if "financial" in locks:
+            raise RpcError(403, "InstanceExpiredOrInArrears",
+                           "The specified operation is denied as your prepay instance is expired (prepay mode) "
+                           "or in arrears (afterpay mode).")
+        if locks:
             raise RpcError(403, "IncorrectInstanceStatus",
                            "The current status of the resource does not support this operation.")
 
@@ -368,8 +381,8 @@ class Cloud:
         if not isinstance(items, list) or not items:
             raise bad
         if len(items) > MAX_BACKEND_SERVERS:
-            raise RpcError(400, "InvalidParameter",
-                           f"The number of BackendServers exceeds the limit of {MAX_BACKEND_SERVERS}.")
+            raise RpcError(400, "TooManyBackendServers",
+                           f"The number of backend servers exceeds the limit of {MAX_BACKEND_SERVERS}.")
         out = []
         for it in items:
             if not isinstance(it, dict) or not isinstance(it.get("ServerId"), str) or not it["ServerId"]:

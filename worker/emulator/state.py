@@ -39,6 +39,7 @@ Schema (JSON object; keys marked * are required, the rest have defaults):
                 weight      int 0..100     default 100
                 type        "ecs" | "eni" | "eci"   default "ecs"
     faults           {api: fault}, api one of mns, ecs, slb; see faults.py for the keys
+    ram_policy       a RAM policy document; when set, calls it does not allow are refused (ram.py)
     start_delay_seconds  number >= 0       Starting -> Running delay, default 1.0
     stop_delay_seconds   number >= 0       Stopping -> Stopped delay, default 1.0
 
@@ -163,7 +164,8 @@ def validate(raw: Any, source: str = "state") -> dict:
     """Check `raw` against the schema above; return a normalized deep copy with defaults."""
     v = _V(source)
     v.obj(raw, "", ("region", "account_id", "credentials"),
-          ("queues", "instances", "load_balancers", "faults", "start_delay_seconds", "stop_delay_seconds"))
+          ("queues", "instances", "load_balancers", "faults", "start_delay_seconds", "stop_delay_seconds",
+           "ram_policy"))
     raw = copy.deepcopy(raw)
     out: dict = {
         "region": v.string(raw["region"], "region"),
@@ -176,6 +178,10 @@ def validate(raw: Any, source: str = "state") -> dict:
         "start_delay_seconds": v.number(raw.get("start_delay_seconds", 1.0), "start_delay_seconds", 0),
         "stop_delay_seconds": v.number(raw.get("stop_delay_seconds", 1.0), "stop_delay_seconds", 0),
     }
+    if raw.get("ram_policy") is not None:
+        from .ram import validate_policy
+
+        out["ram_policy"] = validate_policy(raw["ram_policy"], v.fail)
     v.unique(out["credentials"], "credentials", "access_key_id")
     v.unique(out["queues"], "queues", "name")
     v.unique(out["instances"], "instances", "id")
@@ -268,8 +274,8 @@ def _server(v: _V, s: Any, p: str) -> dict:
             "type": v.choice(s.get("type", "ecs"), p + ".type", SERVER_TYPES)}
 
 
-FAULT_KEYS = ("error_rate", "error_code", "error_status", "latency_ms", "throttle_rps", "throttle_burst",
-              "throttle_code", "throttle_status", "drop_rate")
+FAULT_KEYS = ("error_rate", "error_code", "error_status", "error_codes", "latency_ms", "throttle_rps",
+              "throttle_burst", "throttle_code", "throttle_status", "drop_rate", "long_poll_limit")
 
 
 def validate_faults(raw: Any, source: str = "faults", path: str = "") -> dict:
@@ -293,5 +299,22 @@ def validate_faults(raw: Any, source: str = "faults", path: str = "") -> dict:
         for key in ("error_status", "throttle_status"):
             if key in cfg:
                 f[key] = v.integer(cfg[key], f"{p}.{key}", 400, 599)
+        if "error_codes" in cfg:
+            f["error_codes"] = v.items(cfg["error_codes"], f"{p}.error_codes",
+                                       lambda c, cp: _error_code(v, c, cp), non_empty=True)
+        if "long_poll_limit" in cfg:
+            if api != "mns":
+                v.fail(f"{p}.long_poll_limit", "only mns has long polls")
+            f["long_poll_limit"] = v.integer(cfg["long_poll_limit"], f"{p}.long_poll_limit", 0)
         out[api] = f
+    return out
+
+
+def _error_code(v: _V, c: Any, p: str) -> dict:
+    if isinstance(c, str):
+        c = {"code": c}
+    v.obj(c, p, ("code",), ("status",))
+    out = {"code": v.string(c["code"], p + ".code")}
+    if "status" in c:
+        out["status"] = v.integer(c["status"], p + ".status", 400, 599)
     return out
