@@ -187,3 +187,28 @@ def test_route_events_shortcut_delivers_like_a_rule(emulator):
     got = _drain(mns_queue(emulator, "ecs-events"))
     assert [(e["name"], e["content"]) for e in got] == [
         ("Instance:StateChange", {"resourceId": WEB2, "state": "Stopped"})]
+
+
+def test_hostile_rule_parameters_are_answered_not_crashed(emulator):
+    from aliyunsdkcore.acs_exception.exceptions import ServerException
+    from aliyunsdkcore.request import CommonRequest
+
+    def call(action, **params):
+        r = CommonRequest(domain=emulator.endpoint, version="2019-01-01", action_name=action)
+        r.set_protocol_type("http")
+        for k, v in params.items():
+            r.add_query_param(k, v)
+        return acs_client(emulator, auto_retry=False).do_action_with_exception(r)
+
+    for action, params, code in [
+        ("DescribeEventRuleList", {"PageSize": "lots"}, "InvalidParameter"),
+        ("DescribeEventRuleList", {"PageNumber": "0"}, "InvalidParameter"),
+        ("PutEventRule", {"RuleName": "r"}, "MissingParameter"),
+        ("PutEventRule", {"RuleName": "r", "EventPattern.1.NameList.1": "x"}, "MissingParameter"),
+        ("PutEventRule", {"RuleName": "r", "EventPattern.1.Product": "ecs", "State": "MAYBE"}, "InvalidParameter"),
+        ("PutEventRuleTargets", {"RuleName": "nope", "MnsParameters.1.Id": "1"}, "ResourceNotFound"),
+        ("NoSuchCmsAction", {}, "InvalidAction.NotFound"),
+    ]:
+        with pytest.raises(ServerException) as e:
+            call(action, **params)
+        assert e.value.get_error_code() == code, (action, params)

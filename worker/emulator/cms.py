@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from .rpc import RpcError, _repeat, _require
+from .rpc import RpcError, _int, _repeat, _require
 
 CMS_VERSION = "2019-01-01"
 MAX_PATTERNS = 50
@@ -80,7 +80,7 @@ class Monitor:
         old = self.rules.get(name, {})
         self.rules[name] = {"name": name, "state": state, "description": p.get("Description", ""),
                             "group_id": p.get("GroupId", ""), "event_type": p.get("EventType") or "SYSTEM",
-                            "silence_time": int(p.get("SilenceTime") or 86400), "patterns": patterns,
+                            "silence_time": _int(p, "SilenceTime", 86400, 0, 10**9), "patterns": patterns,
                             "targets": old.get("targets", {})}
         return _ok(Data="1")
 
@@ -110,10 +110,8 @@ class Monitor:
         rules = [r for name, r in sorted(self.rules.items()) if name.startswith(prefix)]
         if p.get("IsEnable") in ("true", "false"):
             rules = [r for r in rules if (r["state"] == "ENABLED") == (p["IsEnable"] == "true")]
-        number = int(p.get("PageNumber") or 1)
-        size = int(p.get("PageSize") or 10)
-        if number < 1 or not 1 <= size <= 100:
-            raise _invalid("PageSize" if number >= 1 else "PageNumber")
+        number = _int(p, "PageNumber", 1, 1, 10**9)
+        size = _int(p, "PageSize", 10, 1, 100)
         page = rules[(number - 1) * size: number * size]
         return _ok(Total=len(rules), EventRules={"EventRule": [self._rule_json(r) for r in page]})
 
