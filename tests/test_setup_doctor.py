@@ -293,3 +293,19 @@ def test_doctor_with_exactly_the_printed_policy(emulator, config):
     assert proc.returncode == 1
     assert "✗ ecs:StartInstance: Forbidden.RAM" in proc.stdout and "fix: grant ecs:StartInstance" in proc.stdout
     assert emulator.state()["instances"][1]["status"] == "Stopped"  # a dry run only: nothing started
+
+
+def test_doctor_on_a_live_host_recognises_the_running_worker(emulator, config):
+    from ecs_worker.health import serve
+
+    server = serve("127.0.0.1:0", 1)
+    try:
+        port = server.server_address[1]
+        config.write_text(config.read_text() + f'\n[metrics]\nlisten = "127.0.0.1:{port}"\n')
+        assert cli("setup", "-c", str(config)).returncode == 0
+        proc = cli("doctor", "-c", str(config))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert proc.returncode == 0, proc.stdout
+    assert f"✓ metrics: 127.0.0.1:{port} is served by a running ecs-worker" in proc.stdout

@@ -203,9 +203,33 @@ class Doctor:
             with socket.socket(family, socket.SOCK_STREAM) as s:
                 s.bind((host, port))
         except OSError as exc:
+            running = _healthz(host, port)
+            if running is not None:  # doctor on a live host: the address is the running worker's
+                return Check(PASS, f"metrics: {listen} is served by a running ecs-worker (healthz: {running})")
             return Check(FAIL, f"metrics: cannot listen on {listen}: {exc.strerror or exc}",
-                         "stop what holds that address (a worker already running?) or change [metrics] listen")
+                         "stop what holds that address or change [metrics] listen")
         return Check(PASS, f"metrics: {listen} is free")
+
+
+def _healthz(host: str, port: int) -> str | None:
+    """The status a running worker's /healthz reports on that address, or None if it is not one."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    url = f"http://{f'[{host}]' if ':' in host else host}:{port}/healthz"
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=2) as r:
+            body = json.loads(r.read(4096))
+    except urllib.error.HTTPError as exc:  # 503: a worker whose loop is stalled
+        try:
+            body = json.loads(exc.read(4096))
+        except ValueError:
+            return None
+    except (OSError, ValueError):
+        return None
+    return str(body.get("status")) if isinstance(body, dict) and "seconds_since_poll" in body else None
 
 
 def main(args: Any) -> int:
