@@ -54,14 +54,16 @@ def _create(emulator, name="ecs-events", **meta):
     return mns_queue(emulator, name).create(QueueMeta(**meta))
 
 
-def _drain(queue, seconds=3.0) -> list[dict]:
+def _drain(queue, want: int = 1, seconds: float = 10.0) -> list[dict]:
+    """Receive (and delete) until `want` envelopes arrived and the queue is then empty, or
+    `seconds` pass."""
     out, deadline = [], time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
             m = queue.receive_message(1)
         except MNSServerException as e:
             assert e.type == "MessageNotExist"
-            if out:
+            if len(out) >= want:
                 break
             continue
         queue.delete_message(m.receipt_handle)
@@ -122,9 +124,7 @@ def test_stop_and_start_publish_each_state_when_it_happens(emulator):
     _do(emulator, stop)
     queue = mns_queue(emulator, "ecs-events")
     # Nobody reads the instance: the fleet clock still publishes Stopped when it is due.
-    got = _drain(queue)
-    while len(got) < 2:
-        got += _drain(queue)
+    got = _drain(queue, want=2)
     assert [e["content"]["state"] for e in got] == ["Stopping", "Stopped"]
     env = got[0]
     assert env["name"] == "Instance:StateChange" and env["product"] == "ECS" and env["level"] == "INFO"
@@ -133,9 +133,7 @@ def test_stop_and_start_publish_each_state_when_it_happens(emulator):
     start = StartInstanceRequest()
     start.set_InstanceId(WEB1)
     _do(emulator, start)
-    got = _drain(queue)
-    while len(got) < 2:
-        got += _drain(queue)
+    got = _drain(queue, want=2)
     assert [e["content"]["state"] for e in got] == ["Starting", "Running"]
     assert len({e["id"] for e in got}) == 2
 
