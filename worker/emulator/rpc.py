@@ -13,9 +13,11 @@ import time
 from datetime import datetime, timezone
 from typing import Callable, Mapping
 
+from .server_groups import ALB_VERSION, NLB_VERSION, ServerGroupService
+
 ECS_VERSION = "2014-05-26"
 SLB_VERSION = "2014-05-15"
-PRODUCTS = {ECS_VERSION: "ecs", SLB_VERSION: "slb"}
+PRODUCTS = {ECS_VERSION: "ecs", SLB_VERSION: "slb", ALB_VERSION: "alb", NLB_VERSION: "nlb"}
 MAX_BACKEND_SERVERS = 20
 
 
@@ -106,6 +108,9 @@ class Cloud:
             self.lbs[lb["id"]] = lb
             for g in lb["vserver_groups"]:
                 self.groups[g["id"]] = (lb, g)
+        job_seconds = state.get("job_delay_seconds", 0.5)
+        self.alb = ServerGroupService("alb", state.get("alb_server_groups", []), RpcError, job_seconds)
+        self.nlb = ServerGroupService("nlb", state.get("nlb_server_groups", []), RpcError, job_seconds)
         self.actions: dict[str, dict[str, Callable]] = {
             "ecs": {
                 "DescribeInstances": self.describe_instances,
@@ -124,6 +129,8 @@ class Cloud:
                 "RemoveVServerGroupBackendServers": self.remove_backend_servers,
                 "SetVServerGroupAttribute": self.set_vserver_group_attribute,
             },
+            "alb": self.alb.actions,
+            "nlb": self.nlb.actions,
         }
 
     def call(self, product: str, action: str, params: Mapping[str, str]) -> dict:
@@ -421,4 +428,5 @@ class Cloud:
                                     "backend_servers": [dict(s) for s in g["backend_servers"]]}
                                    for g in lb["vserver_groups"]]}
                for lb in self.lbs.values()]
-        return {"instances": instances, "load_balancers": lbs}
+        return {"instances": instances, "load_balancers": lbs,
+                "alb_server_groups": self.alb.snapshot(), "nlb_server_groups": self.nlb.snapshot()}

@@ -38,7 +38,16 @@ Schema (JSON object; keys marked * are required, the rest have defaults):
                 port*       int 1..65535
                 weight      int 0..100     default 100
                 type        "ecs" | "eni" | "eci"   default "ecs"
-    faults           {api: fault}, api one of mns, ecs, slb; see faults.py for the keys
+    alb_server_groups, nlb_server_groups   list of (ALB / NLB server groups; ids unique per product)
+        id*                 str
+        load_balancer_id    str
+        servers             list of
+            server_id*      str
+            port*           int 1..65535
+            weight          int 0..100     default 100
+            type            "ecs" | "eni" | "eci" | "ip"   default "ecs"
+    job_delay_seconds    number >= 0       how long an ALB/NLB change job runs, default 0.5
+    faults           {api: fault}, api one of mns, ecs, slb, alb, nlb; see faults.py for the keys
     start_delay_seconds  number >= 0       Starting -> Running delay, default 1.0
     stop_delay_seconds   number >= 0       Stopping -> Stopped delay, default 1.0
 
@@ -56,7 +65,8 @@ from typing import Any, Callable
 INSTANCE_STATUSES = ("Pending", "Starting", "Running", "Stopping", "Stopped")
 STOPPED_MODES = ("KeepCharging", "StopCharging", "Not-applicable")
 SERVER_TYPES = ("ecs", "eni", "eci")
-FAULT_APIS = ("mns", "ecs", "slb")
+FAULT_APIS = ("mns", "ecs", "slb", "alb", "nlb")
+SERVER_GROUP_TYPES = ("ecs", "eni", "eci", "ip")
 QUEUE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,119}$")
 DEFAULT_STATE_PATH = Path(__file__).with_name("default_state.json")
 
@@ -163,7 +173,8 @@ def validate(raw: Any, source: str = "state") -> dict:
     """Check `raw` against the schema above; return a normalized deep copy with defaults."""
     v = _V(source)
     v.obj(raw, "", ("region", "account_id", "credentials"),
-          ("queues", "instances", "load_balancers", "faults", "start_delay_seconds", "stop_delay_seconds"))
+          ("queues", "instances", "load_balancers", "faults", "start_delay_seconds", "stop_delay_seconds",
+           "alb_server_groups", "nlb_server_groups", "job_delay_seconds"))
     raw = copy.deepcopy(raw)
     out: dict = {
         "region": v.string(raw["region"], "region"),
@@ -176,6 +187,10 @@ def validate(raw: Any, source: str = "state") -> dict:
         "start_delay_seconds": v.number(raw.get("start_delay_seconds", 1.0), "start_delay_seconds", 0),
         "stop_delay_seconds": v.number(raw.get("stop_delay_seconds", 1.0), "stop_delay_seconds", 0),
     }
+    for key in ("alb_server_groups", "nlb_server_groups"):
+        out[key] = v.items(raw.get(key, []), key, lambda g, p: _server_group(v, g, p))
+        v.unique(out[key], key, "id")
+    out["job_delay_seconds"] = v.number(raw.get("job_delay_seconds", 0.5), "job_delay_seconds", 0)
     v.unique(out["credentials"], "credentials", "access_key_id")
     v.unique(out["queues"], "queues", "name")
     v.unique(out["instances"], "instances", "id")
@@ -266,6 +281,23 @@ def _server(v: _V, s: Any, p: str) -> dict:
             "port": v.integer(s["port"], p + ".port", 1, 65535),
             "weight": v.integer(s.get("weight", 100), p + ".weight", 0, 100),
             "type": v.choice(s.get("type", "ecs"), p + ".type", SERVER_TYPES)}
+
+
+def _server_group(v: _V, g: Any, p: str) -> dict:
+    v.obj(g, p, ("id",), ("load_balancer_id", "servers"))
+    out = {"id": v.string(g["id"], p + ".id"),
+           "servers": v.items(g.get("servers", []), p + ".servers", lambda s, sp: _sg_server(v, s, sp))}
+    if "load_balancer_id" in g:
+        out["load_balancer_id"] = v.string(g["load_balancer_id"], p + ".load_balancer_id")
+    return out
+
+
+def _sg_server(v: _V, s: Any, p: str) -> dict:
+    v.obj(s, p, ("server_id", "port"), ("weight", "type"))
+    return {"server_id": v.string(s["server_id"], p + ".server_id"),
+            "port": v.integer(s["port"], p + ".port", 1, 65535),
+            "weight": v.integer(s.get("weight", 100), p + ".weight", 0, 100),
+            "type": v.choice(s.get("type", "ecs"), p + ".type", SERVER_GROUP_TYPES)}
 
 
 FAULT_KEYS = ("error_rate", "error_code", "error_status", "latency_ms", "throttle_rps", "throttle_burst",
