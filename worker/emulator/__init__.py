@@ -131,6 +131,19 @@ class Emulator:
     def reset_calls(self) -> None:
         self.world.reset_calls()
 
+    def schedule_event(self, instance_id: str, event_type: str = "SystemMaintenance.Reboot",
+                       not_before: float | None = None, event_id: str | None = None) -> str:
+        """Announce an O&M event for an instance (its `Scheduled` notification is published
+        now); `not_before` in epoch seconds, default a day ahead. Returns the event id."""
+        import time
+
+        with self.world.lock:
+            if instance_id not in self.world.cloud.instances:
+                raise KeyError(f"no instance {instance_id!r}")
+            event = self.world.cloud.system_events.schedule(
+                instance_id, event_type, time.time() + 86400 if not_before is None else not_before, event_id)
+            return event["event_id"]
+
     def send(self, queue: str, body: str | bytes, delay_seconds: int | None = None,
              priority: int | None = None) -> str:
         """Enqueue a message body as-is (no signature, not counted in `calls`); returns its MessageId."""

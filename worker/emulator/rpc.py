@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from typing import Callable, Mapping
 
 from .server_groups import ALB_VERSION, NLB_VERSION, ServerGroupService
+from .system_events import SystemEvents
 
 ECS_VERSION = "2014-05-26"
 SLB_VERSION = "2014-05-15"
@@ -108,6 +109,8 @@ class Cloud:
             self.lbs[lb["id"]] = lb
             for g in lb["vserver_groups"]:
                 self.groups[g["id"]] = (lb, g)
+        self.published_events: list[dict] = []
+        self.system_events = SystemEvents(state["instances"], self.publish_event, self._platform_reboot, RpcError)
         job_seconds = state.get("job_delay_seconds", 0.5)
         self.alb = ServerGroupService("alb", state.get("alb_server_groups", []), RpcError, job_seconds)
         self.nlb = ServerGroupService("nlb", state.get("nlb_server_groups", []), RpcError, job_seconds)
@@ -120,6 +123,8 @@ class Cloud:
                 "StopInstance": self.stop_instance,
                 "StopInstances": self.stop_instances,
                 "DescribeTags": self.describe_tags,
+                "RebootInstance": self.reboot_instance,
+                "DescribeInstanceHistoryEvents": self.describe_instance_history_events,
             },
             "slb": {
                 "DescribeLoadBalancers": self.describe_load_balancers,
@@ -137,14 +142,17 @@ class Cloud:
         handler = self.actions.get(product, {}).get(action)
         if handler is None:
             raise invalid_action(action)
+        self.system_events.tick()
         return handler(params)
 
     # ------------------------------------------------------------------ ECS
 
     def _settle(self, inst: dict, now: float | None = None) -> dict:
+        now = now or time.time()
         due = inst["due"]
-        if due is not None and (now or time.time()) >= due[1]:
-            inst["status"], inst["due"] = due[0], None
+        while due is not None and now >= due[1]:  # (status, at[, next due]): a reboot chains two
+            inst["status"], inst["due"] = due[0], (due[2] if len(due) > 2 else None)
+            due = inst["due"]
         return inst
 
     def _instance(self, instance_id: str) -> dict:
@@ -294,6 +302,40 @@ class Cloud:
             return self._stop(inst, p, dry)
         return self._batch(p, stop, "Running")
 
+    def reboot_instance(self, p: Mapping[str, str]) -> dict:
+        """RebootInstance: Running -> Stopping -> Starting -> Running; settles the instance's
+        scheduled reboot events (they become Avoided)."""
+        inst = self._instance(_require(p, "InstanceId"))
+        self._check_locks(inst)
+        if inst["status"] != "Running":
+            raise RpcError(403, "IncorrectInstanceStatus",
+                           "The current status of the resource does not support this operation.")
+        if p.get("DryRun") == "true":
+            raise RpcError(400, "DryRunOperation", "Request validation has been passed with DryRun flag set.")
+        self._begin_reboot(inst)
+        self.system_events.owner_rebooted(inst["id"])
+        return {}
+
+    def _begin_reboot(self, inst: dict) -> None:
+        now = time.time()
+        inst["status"] = "Stopping"
+        inst["due"] = ("Starting", now + self.stop_delay, ("Running", now + self.stop_delay + self.start_delay))
+        self._settle(inst, now)
+
+    def _platform_reboot(self, instance_id: str) -> None:
+        inst = self.instances.get(instance_id)
+        if inst is not None and self._settle(inst)["status"] == "Running":
+            self._begin_reboot(inst)
+
+    def describe_instance_history_events(self, p: Mapping[str, str]) -> dict:
+        return self.system_events.describe(p, _page)
+
+    def publish_event(self, name: str, instance_id: str, content: dict, level: str = "INFO") -> None:
+        """A fleet change to deliver as a system event. Minimal stand-in: recorded in
+        `published_events` (helper C's CloudMonitor-rule delivery replaces this at merge)."""
+        self.published_events.append({"name": name, "instance_id": instance_id, "content": dict(content),
+                                      "level": level, "time": time.time()})
+
     def describe_tags(self, p: Mapping[str, str]) -> dict:
         instances = self._all_instances()
         if p.get("ResourceType") and p["ResourceType"].lower() != "instance":
@@ -420,8 +462,10 @@ class Cloud:
     # ------------------------------------------------------------------ inspection
 
     def snapshot(self) -> dict:
+        self.system_events.tick()
         instances = [{"id": i["id"], "status": i["status"], "tags": dict(i["tags"]), "spot": i["spot"],
-                      "locks": list(i["locks"]), "stopped_mode": i["stopped_mode"]}
+                      "locks": list(i["locks"]), "stopped_mode": i["stopped_mode"],
+                      "scheduled_events": self.system_events.snapshot(i["id"])}
                      for i in self._all_instances()]
         lbs = [{"id": lb["id"], "name": lb["name"],
                 "vserver_groups": [{"id": g["id"], "name": g["name"],
@@ -429,4 +473,5 @@ class Cloud:
                                    for g in lb["vserver_groups"]]}
                for lb in self.lbs.values()]
         return {"instances": instances, "load_balancers": lbs,
-                "alb_server_groups": self.alb.snapshot(), "nlb_server_groups": self.nlb.snapshot()}
+                "alb_server_groups": self.alb.snapshot(), "nlb_server_groups": self.nlb.snapshot(),
+                "published_events": [dict(e) for e in self.published_events]}

@@ -27,6 +27,12 @@ Schema (JSON object; keys marked * are required, the rest have defaults):
         zone_id             str            default: region + "-b"
         instance_type       str            default "ecs.g6.large"
         stopped_mode        KeepCharging | StopCharging | Not-applicable
+        scheduled_events    list of (O&M events announced already; see system_events.py)
+            event_id*       str            unique
+            event_type*     str            e.g. "SystemMaintenance.Reboot"
+            not_before*     str            ISO 8601, e.g. "2026-11-29T18:00:00Z"
+            status          Scheduled | Executing | Inquiring | Executed | Avoided | Canceled | Failed
+                                           default "Scheduled"
     load_balancers   list of
         id*                 str            unique
         name                str            default: the id
@@ -237,7 +243,8 @@ def _seed_message(v: _V, m: Any, p: str) -> dict:
 
 
 def _instance(v: _V, i: Any, p: str, region: Any) -> dict:
-    v.obj(i, p, ("id", "status"), ("tags", "spot", "locks", "name", "zone_id", "instance_type", "stopped_mode"))
+    v.obj(i, p, ("id", "status"), ("tags", "spot", "locks", "name", "zone_id", "instance_type", "stopped_mode",
+                                   "scheduled_events"))
     tags = i.get("tags", {})
     if not isinstance(tags, dict):
         v.fail(p + ".tags", "must be an object of string keys to string values")
@@ -256,7 +263,27 @@ def _instance(v: _V, i: Any, p: str, region: Any) -> dict:
         "instance_type": v.string(i.get("instance_type", "ecs.g6.large"), p + ".instance_type"),
         "stopped_mode": v.choice(i.get("stopped_mode", "KeepCharging" if status == "Stopped" else "Not-applicable"),
                                  p + ".stopped_mode", STOPPED_MODES),
+        "scheduled_events": v.items(i.get("scheduled_events", []), p + ".scheduled_events",
+                                    lambda e, ep: _scheduled_event(v, e, ep)),
     }
+
+
+EVENT_STATUSES = ("Scheduled", "Executing", "Inquiring", "Executed", "Avoided", "Canceled", "Failed")
+
+
+def _scheduled_event(v: _V, e: Any, p: str) -> dict:
+    from .system_events import parse_time
+
+    v.obj(e, p, ("event_id", "event_type", "not_before"), ("status",))
+    out = {"event_id": v.string(e["event_id"], p + ".event_id"),
+           "event_type": v.string(e["event_type"], p + ".event_type"),
+           "not_before": v.string(e["not_before"], p + ".not_before"),
+           "status": v.choice(e.get("status", "Scheduled"), p + ".status", EVENT_STATUSES)}
+    try:
+        parse_time(out["not_before"])
+    except ValueError:
+        v.fail(p + ".not_before", "must be an ISO 8601 time, e.g. 2026-11-29T18:00:00Z")
+    return out
 
 
 def _lb(v: _V, lb: Any, p: str) -> dict:

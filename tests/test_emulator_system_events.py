@@ -1,0 +1,110 @@
+"""The emulator's RebootInstance, scheduled O&M events and their transitions, and the state
+keys of ALB/NLB server groups — through the real SDKs."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from ecs_worker.cloud import Cloud, CloudError
+from ecs_worker.config import parse_config
+from ecs_worker.emulator import StateError, validate
+from ecs_worker.testing import run_emulator
+
+KEY = {"access_key_id": "LTAIevtest0001", "access_key_secret": "ev-test-secret-0001"}
+
+
+def state(**extra):
+    base = {"region": "cn-hangzhou", "account_id": "1690000000000000", "credentials": [KEY],
+            "start_delay_seconds": 0.3, "stop_delay_seconds": 0.3,
+            "instances": [{"id": "i-m1", "status": "Running", "scheduled_events": [
+                {"event_id": "e-m1", "event_type": "SystemMaintenance.Reboot", "not_before": "2099-01-01T00:00:00Z"}]},
+                {"id": "i-off", "status": "Stopped"}]}
+    base.update(extra)
+    return base
+
+
+def cloud_for(emu):
+    cfg = parse_config({"cloud": {"region": emu.region, "endpoint": emu.endpoint, "protocol": "http",
+                                  "max_retries": 0},
+                        "credentials": {"access_key_id": KEY["access_key_id"],
+                                        "access_key_secret": KEY["access_key_secret"]}})
+    return Cloud.from_config(cfg)
+
+
+def status(emu, iid):
+    return next(i for i in emu.state()["instances"] if i["id"] == iid)
+
+
+def events_of(cloud, iid, *statuses):
+    params = {"InstanceId": iid, **{f"InstanceEventCycleStatus.{n}": s for n, s in enumerate(statuses, 1)}}
+    doc = cloud.ecs("DescribeInstanceHistoryEvents", **params)
+    return [(e["EventId"], e["EventCycleStatus"]["Name"])
+            for e in doc["InstanceSystemEventSet"]["InstanceSystemEventType"]]
+
+
+def test_reboot_dry_run_and_wrong_status():
+    with run_emulator(state()) as emu:
+        cloud = cloud_for(emu)
+        with pytest.raises(CloudError) as dry:
+            cloud.ecs("RebootInstance", InstanceId="i-m1", DryRun=True)
+        assert dry.value.code == "DryRunOperation"
+        assert status(emu, "i-m1")["status"] == "Running"
+        assert status(emu, "i-m1")["scheduled_events"][0]["status"] == "Scheduled"
+        with pytest.raises(CloudError) as stopped:
+            cloud.ecs("RebootInstance", InstanceId="i-off")
+        assert stopped.value.code == "IncorrectInstanceStatus"
+
+
+def test_owner_reboot_goes_through_stopping_and_starting_and_avoids_the_event():
+    with run_emulator(state()) as emu:
+        cloud = cloud_for(emu)
+        assert events_of(cloud, "i-m1") == []  # by default only non-active events are listed
+        assert events_of(cloud, "i-m1", "Scheduled") == [("e-m1", "Scheduled")]
+        cloud.ecs("RebootInstance", InstanceId="i-m1")
+        assert status(emu, "i-m1")["status"] == "Stopping"
+        time.sleep(0.4)
+        assert status(emu, "i-m1")["status"] == "Starting"
+        time.sleep(0.4)
+        assert status(emu, "i-m1")["status"] == "Running"
+        assert events_of(cloud, "i-m1") == [("e-m1", "Avoided")]
+        published = emu.state()["published_events"]
+        assert [(e["name"], e["content"]["eventId"], e["content"]["eventStatus"]) for e in published] == [
+            ("Instance:SystemMaintenance.Reboot:Avoided", "e-m1", "Avoided")]
+        assert published[0]["content"]["notBefore"] == "2099-01-01T00:00:00Z"
+
+
+def test_scheduled_event_announced_then_executed_at_not_before():
+    with run_emulator(state()) as emu:
+        cloud = cloud_for(emu)
+        event_id = emu.schedule_event("i-m1", not_before=time.time() + 0.5)
+        names = [e["name"] for e in emu.state()["published_events"]]
+        assert names == ["Instance:SystemMaintenance.Reboot:Scheduled"]
+        time.sleep(0.6)
+        assert (event_id, "Executed") in events_of(cloud, "i-m1")
+        assert status(emu, "i-m1")["status"] in ("Stopping", "Starting")  # the platform rebooted it
+        assert [e["name"] for e in emu.state()["published_events"]][-1] == \
+            "Instance:SystemMaintenance.Reboot:Executed"
+
+
+def test_server_groups_show_in_the_state_with_the_state_file_names():
+    groups = [{"id": "sgp-1", "load_balancer_id": "alb-1", "servers": [{"server_id": "i-m1", "port": 80}]}]
+    with run_emulator(state(alb_server_groups=groups, nlb_server_groups=[{"id": "sgp-n"}])) as emu:
+        doc = emu.get("/_emulator/state")
+        assert doc["alb_server_groups"] == [{"id": "sgp-1", "load_balancer_id": "alb-1", "servers": [
+            {"server_id": "i-m1", "port": 80, "weight": 100, "type": "ecs"}]}]
+        assert doc["nlb_server_groups"] == [{"id": "sgp-n", "servers": []}]
+
+
+@pytest.mark.parametrize("bad, where", [
+    ({"alb_server_groups": [{"id": "sgp-1", "servers": [{"server_id": "i-1", "port": 0}]}]},
+     "alb_server_groups[0].servers[0].port"),
+    ({"nlb_server_groups": [{"id": "sgp-1"}, {"id": "sgp-1"}]}, "nlb_server_groups[1].id"),
+    ({"instances": [{"id": "i-1", "status": "Running", "scheduled_events": [
+        {"event_id": "e", "event_type": "SystemMaintenance.Reboot", "not_before": "soon"}]}]},
+     "instances[0].scheduled_events[0].not_before"),
+])
+def test_state_validation_names_the_key(bad, where):
+    with pytest.raises(StateError) as exc:
+        validate(state(**bad))
+    assert where in str(exc.value)
