@@ -90,6 +90,28 @@ class Context:
         return self.runtime.gateway.perform(self.plugin, action, target, call, *args,
                                             sink=self.actions, **kwargs)
 
+    def act_many(self, action: str, targets: list[str], call: Callable[..., Any], *args: Any,
+                 note: str = "", **kwargs: Any) -> Any:
+        """One cloud-changing call acting on several targets (e.g. an instance's two ports
+        in one group): like `act`, each target recorded; `note` details a dry-run plan."""
+        return self.runtime.gateway.perform_many(self.plugin, action, [(t, self.actions) for t in targets],
+                                                 call, *args, note=note, **kwargs)
+
+    @property
+    def region(self) -> str:
+        """The region this worker serves (`[cloud] region`)."""
+        return self.runtime.config.cloud.region
+
+    def load_balancers(self, kinds: Any = ("clb", "alb", "nlb"), job_timeout: float = 60.0):
+        """The load-balancer layer over `ctx.cloud` (ecs_worker.cloud.membership.LoadBalancers):
+        `memberships(instance_id)` reads an instance's every entry in CLB vserver groups and
+        ALB/NLB server groups; `remove` / `drain` / `restore(kind, group, members)` change one
+        group (ALB/NLB jobs followed to the end) — wrap them in `ctx.act_many`.
+        `Membership.to_json()` / `from_json()` carry memberships in `ctx.defer(state=...)`."""
+        from .cloud.membership import LoadBalancers
+
+        return LoadBalancers(self.cloud, kinds, job_timeout)
+
     def defer(self, seconds: float, reason: str = "", state: Any = None) -> None:
         """Ask for this event again in `seconds` (1 .. 43200); not a failure.
 
