@@ -24,6 +24,8 @@ from ecs_worker.config import setting
 NOTICE_SECONDS = 300       # Alibaba releases a spot instance about 5 minutes after the notice
 REMOVE_MARGIN_SECONDS = 60  # a drain always leaves this long for the removal itself
 MAX_BACKENDS_PER_CALL = 20  # the SLB API's limit for BackendServers
+MAX_SERVERS_PER_CALL = 200  # ALB/NLB's limit for Servers.N
+JOB_SENDERS_PER_WORKER = 4
 REMOVE, DRAIN = "RemoveVServerGroupBackendServers", "SetVServerGroupAttribute"
 LB_KINDS = ("clb", "alb", "nlb")
 # The ALB/NLB action for each CLB one (drain = weight 0 through the servers' attributes).
@@ -175,6 +177,11 @@ class Remover:
             for kind in ("alb", "nlb") if kind in cfg.kinds}
         self.batcher = KeyedBatcher(self._send, max_batch=MAX_BACKENDS_PER_CALL,
                                     workers=cfg.workers, name="slb-send")
+        # ALB/NLB: 200 servers a call, and a sender waits for its job to end (seconds, mostly
+        # idle), so more of them, or a wave over many groups would queue behind a few jobs.
+        # Calls still pass the per-API rate limit.
+        self.job_batcher = KeyedBatcher(self._send, max_batch=MAX_SERVERS_PER_CALL,
+                                        workers=cfg.workers * JOB_SENDERS_PER_WORKER, name="sg-send")
         self._incoming: list[_Job] = []
         self._cond = threading.Condition()
         self._stopping = False
@@ -200,7 +207,7 @@ class Remover:
         error = RuntimeError("worker shut down before the SLB change was made")
         for job in left:
             job.fail(error)
-        for done in self.batcher.close():
+        for done in self.batcher.close() + self.job_batcher.close():
             done(error)
         for index in self._indexes():
             index.close()
@@ -244,7 +251,8 @@ class Remover:
                 job.fail_later(error)  # the message comes back for the groups not read
             job.expect(len(backends))
             entries += [(_key(b), job.kind, (b, job), partial(job.entry_done, b)) for b in backends]
-        self.batcher.put(entries)
+        self.batcher.put([e for e in entries if not isinstance(e[0], tuple)])
+        self.job_batcher.put([e for e in entries if isinstance(e[0], tuple)])
 
     def _unlocated(self, job: _Job, exc: Exception) -> None:
         if not job.ctx.dry_run:
