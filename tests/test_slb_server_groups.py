@@ -182,3 +182,12 @@ def test_a_wave_is_coalesced_into_few_calls_per_group():
         assert servers(emu, "nlb", "sgp-w2") == {("i-stay", 80): 100}
         removes = calls(emu, "alb:RemoveServersFromServerGroup") + calls(emu, "nlb:RemoveServersFromServerGroup")
         assert removes <= 6, emu.state()["calls"]  # 90 events, 3 groups: one or two calls each
+
+
+def test_a_server_group_takes_up_to_200_servers_a_call_not_clb_s_20():
+    group = {"id": "sgp-big", "servers": [{"server_id": f"i-b{n}", "port": 80} for n in range(100)]}
+    with run_emulator(fleet(alb=[group])) as emu, Worker(emu, coalesce_ms=500, kinds=["alb"]) as w:
+        futures = [w.start(interruption(f"i-b{n}")) for n in range(100)]
+        assert [f.result(60).outcome for f in futures].count("handled") == 100
+        assert servers(emu, "alb", "sgp-big") == {}
+        assert calls(emu, "alb:RemoveServersFromServerGroup") <= 2  # 100 servers: CLB's 20 would need 5
