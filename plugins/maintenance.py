@@ -13,7 +13,8 @@ For instances carrying the opt-in tag (default `ecs-worker:maintenance=auto`):
 2. re-read: the event still `Scheduled`, the instance `Running` and still opted in;
 3. record every load-balancer membership (CLB, ALB, NLB: group, port, weight), drain
    (weight 0, `drain_seconds`) if asked, and take the instance out of every group;
-4. `RebootInstance`, then defer until the instance is `Running` again (re-read every
+4. `RebootInstance` (`RedeployInstance` for `SystemMaintenance.Redeploy`, when listed in
+   `event_types`), then defer until the instance is `Running` again (re-read every
    `poll_seconds`, for at most `reboot_timeout`);
 5. put every membership back exactly as recorded, and settle.
 
@@ -35,7 +36,11 @@ from typing import Any
 from ecs_worker import hookimpl
 from ecs_worker.config import setting
 
-REBOOT_TYPES = ("SystemMaintenance.Reboot", "SystemFailure.Reboot", "InstanceFailure.Reboot")
+# O&M event type -> what the owner may do before notBefore to settle it (the event becomes
+# Avoided): ECS "System events" docs; RedeployInstance is documented for Scheduled
+# SystemMaintenance.Reboot / .Redeploy. Redeploying an instance with local disks clears them.
+REMEDIES = {"SystemMaintenance.Reboot": "RebootInstance", "SystemFailure.Reboot": "RebootInstance",
+            "InstanceFailure.Reboot": "RebootInstance", "SystemMaintenance.Redeploy": "RedeployInstance"}
 LB_KINDS = ("clb", "alb", "nlb")
 WINDOW = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
 ALL_STATUSES = ("Scheduled", "Executing", "Inquiring", "Executed", "Avoided", "Canceled", "Failed")
@@ -47,7 +52,7 @@ WAIT, DRAINED, REBOOTING, RESTORE = "wait", "drained", "rebooting", "restore"
 class Config:
     require_tag: str = setting("ecs-worker:maintenance=auto", doc='"key=value" or "key": the opt-in tag')
     event_types: list[str] = setting(["SystemMaintenance.Reboot"],
-                                     doc="O&M event types a reboot settles, to act on")
+                                     doc="O&M event types to act on (reboot; .Redeploy: redeploy)")
     window: str = setting("now", doc='"HH:MM-HH:MM" (may cross midnight) in `timezone`, or "now"')
     timezone: str = setting("UTC", doc="IANA time zone of the window, e.g. Asia/Shanghai")
     margin_minutes: float = setting(30.0, min=0, max=1440, doc="act at least this long before notBefore")
@@ -88,10 +93,10 @@ def on_startup(ctx):
     if cfg.window != "now" and not WINDOW.match(cfg.window):
         raise ValueError(f'[plugins.maintenance] window: {cfg.window!r}: use "HH:MM-HH:MM" or "now"')
     _zone(cfg.timezone)  # an unknown zone fails here, not at 3 a.m.
-    unknown = sorted(set(cfg.event_types) - set(REBOOT_TYPES))
+    unknown = sorted(set(cfg.event_types) - set(REMEDIES))
     if unknown or not cfg.event_types:
         raise ValueError(f"[plugins.maintenance] event_types: {unknown[0] if unknown else 'empty'}: "
-                         f"choose from {', '.join(REBOOT_TYPES)} (events a reboot settles)")
+                         f"choose from {', '.join(REMEDIES)} (events the owner may settle early)")
     bad = sorted(set(cfg.kinds) - set(LB_KINDS))
     if bad:
         raise ValueError(f"[plugins.maintenance] kinds: {bad[0]}: choose from {', '.join(LB_KINDS)}")
@@ -130,6 +135,7 @@ class Sequence:
     def __init__(self, event, ctx, cfg: Config, state: dict) -> None:
         self.event, self.ctx, self.cfg, self.state = event, ctx, cfg, dict(state)
         self.iid: str = event.instance_id
+        self.remedy = REMEDIES.get(event.event_type or "", "RebootInstance")
         self.lbs = ctx.load_balancers(cfg.kinds, cfg.job_timeout)
 
     def run(self) -> Any:
@@ -174,8 +180,8 @@ class Sequence:
             if not ctx.dry_run:
                 raise  # nothing changed yet: the message comes back and we look again
             note = f"unverified: could not read ECS: {getattr(exc, 'code', type(exc).__name__)}"
-            ctx.act_many("RebootInstance", [self.iid], _never, note=note)
-            return f"planned RebootInstance ({note})"
+            ctx.act_many(self.remedy, [self.iid], _never, note=note)
+            return f"planned {self.remedy} ({note})"
         if instance is None:
             ctx.log.info("maintenance of %s: no such instance (released?)", self.iid)
             return None
@@ -216,9 +222,9 @@ class Sequence:
             instance = None if ctx.dry_run else self._instance()
             status = instance.get("Status") if instance else None
             if ctx.dry_run or status == "Running":
-                ctx.act("RebootInstance", self.iid, self._reboot)
+                ctx.act(self.remedy, self.iid, self._reboot)
             elif status in ("Stopping", "Starting"):  # ours, before a worker restart
-                ctx.log.info("maintenance of %s: a reboot is under way already (%s)", self.iid, status)
+                ctx.log.info("maintenance of %s: a %s is under way already (%s)", self.iid, self.remedy, status)
             else:
                 raise RuntimeError(f"{self.iid} is {status or 'gone'}, not Running: not rebooting it")
         except Exception as exc:
@@ -226,11 +232,11 @@ class Sequence:
         self.state["rebooted_at"] = time.time()
         ctx.defer(self.cfg.poll_seconds, f"waiting for {self.iid} to be Running again",
                   state=self._state(REBOOTING, members))
-        return f"rebooting {self.iid}; out of {_groups(members)} group(s)"
+        return f"{self.remedy} {self.iid}; out of {_groups(members)} group(s)"
 
     def _reboot(self) -> str:
-        self.ctx.cloud.ecs("RebootInstance", InstanceId=self.iid)
-        return "rebooting"
+        self.ctx.cloud.ecs(self.remedy, InstanceId=self.iid)
+        return "under way"
 
     # -- 4./5. wait, then restore ----------------------------------------------------
     def await_running(self, members: list) -> Any:
@@ -242,7 +248,7 @@ class Sequence:
             if status != "Running":
                 waited = time.time() - float(self.state.get("rebooted_at") or time.time())
                 if waited > self.cfg.reboot_timeout:
-                    raise RuntimeError(f"{self.iid} is {status}, not Running, {waited:.0f}s after RebootInstance"
+                    raise RuntimeError(f"{self.iid} is {status}, not Running, {waited:.0f}s after {self.remedy}"
                                        f"{_out_of(members)}")
                 ctx.defer(self.cfg.poll_seconds, f"waiting for {self.iid} to be Running again (it is {status})",
                           state=self._state(REBOOTING, members))
@@ -256,7 +262,8 @@ class Sequence:
         except Exception as exc:
             raise RuntimeError(f"could not put {self.iid} back {when}: {_line(exc)}{_out_of(members)}") from None
         plan = "planned: " if self.ctx.dry_run else ""
-        return f"{plan}rebooted {self.iid} before notBefore; back in {_groups(members)} group(s)"
+        verb = "redeployed" if self.remedy == "RedeployInstance" else "rebooted"
+        return f"{plan}{verb} {self.iid} before notBefore; back in {_groups(members)} group(s)"
 
     def _abort(self, members: list, exc: Exception) -> None:
         """Something failed after the memberships were recorded: put back what we took out."""

@@ -108,3 +108,17 @@ def test_state_validation_names_the_key(bad, where):
     with pytest.raises(StateError) as exc:
         validate(state(**bad))
     assert where in str(exc.value)
+
+
+def test_redeploy_answers_a_task_and_avoids_a_scheduled_redeploy():
+    s = state()
+    s["instances"][0]["scheduled_events"][0]["event_type"] = "SystemMaintenance.Redeploy"
+    with run_emulator(s) as emu:
+        cloud = cloud_for(emu)
+        assert cloud.ecs("RedeployInstance", InstanceId="i-m1")["TaskId"]
+        assert status(emu, "i-m1")["status"] == "Stopping"
+        assert events_of(cloud, "i-m1") == [("e-m1", "Avoided")]
+        cloud.ecs("RedeployInstance", InstanceId="i-off")  # a Stopped instance starts on its new host
+        assert status(emu, "i-off")["status"] == "Starting"
+        time.sleep(0.8)
+        assert status(emu, "i-m1")["status"] == "Running" and status(emu, "i-off")["status"] == "Running"

@@ -21,12 +21,12 @@ OPT_IN = {"ecs-worker:maintenance": "auto"}
 IID = "i-maint1"
 
 
-def world(not_before: float, tags=OPT_IN, status="Running"):
+def world(not_before: float, tags=OPT_IN, status="Running", event_type="SystemMaintenance.Reboot"):
     nb = datetime.fromtimestamp(not_before, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     return {"region": REGION, "account_id": "1690000000000000", "credentials": [KEY],
             "start_delay_seconds": 0.3, "stop_delay_seconds": 0.3, "job_delay_seconds": 0.1,
             "instances": [{"id": IID, "status": status, "tags": dict(tags), "scheduled_events": [
-                {"event_id": "e-maint1", "event_type": "SystemMaintenance.Reboot", "not_before": nb}]},
+                {"event_id": "e-maint1", "event_type": event_type, "not_before": nb}]},
                 {"id": "i-other", "status": "Running"}],
             "load_balancers": [{"id": "lb-1", "vserver_groups": [{"id": "rsp-web80", "backend_servers": [
                 {"server_id": IID, "port": 80, "weight": 70}, {"server_id": "i-other", "port": 80}]}]}],
@@ -35,13 +35,13 @@ def world(not_before: float, tags=OPT_IN, status="Running"):
             "nlb_server_groups": [{"id": "sgp-nlb", "servers": [{"server_id": IID, "port": 443, "type": "eni"}]}]}
 
 
-def scheduled(not_before: float, status="Scheduled", event_id="evt-1"):
+def scheduled(not_before: float, status="Scheduled", event_id="evt-1", event_type="SystemMaintenance.Reboot"):
     nb = datetime.fromtimestamp(not_before, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     return parse_event(json.dumps({
         "ver": "1.0", "id": event_id, "product": "ECS", "level": "CRITICAL", "regionId": REGION,
-        "name": f"Instance:SystemMaintenance.Reboot:{status}",
+        "name": f"Instance:{event_type}:{status}",
         "resourceId": f"acs:ecs:{REGION}:1690000000000000:instance/{IID}",
-        "content": {"eventId": "e-maint1", "eventType": "SystemMaintenance.Reboot", "eventStatus": status,
+        "content": {"eventId": "e-maint1", "eventType": event_type, "eventStatus": status,
                     "notBefore": nb, "instanceId": IID}}))
 
 
@@ -114,6 +114,20 @@ def test_reboots_before_the_platform_out_of_every_group_and_back_exactly():
         assert all(a.result == "ok" for r in results for a in r.actions)
 
 
+def test_a_scheduled_redeploy_is_redeployed_when_asked_for_and_ignored_otherwise():
+    nb = time.time() + 3600
+    redeploy = "SystemMaintenance.Redeploy"
+    with run_emulator(world(nb, event_type=redeploy)) as emu, Worker(emu) as w:
+        assert w.run_through(scheduled(nb, event_type=redeploy))[-1].outcome == "ignored"  # not in event_types
+    with run_emulator(world(nb, event_type=redeploy)) as emu, Worker(emu, event_types=[redeploy]) as w:
+        results = w.run_through(scheduled(nb, event_type=redeploy))
+        assert results[-1].outcome == "handled", results[-1].error
+        assert "redeployed" in results[-1].plugins["maintenance"].detail
+        assert ("RedeployInstance", IID) in [(a.action, a.target) for r in results for a in r.actions]
+        assert instance(emu)["scheduled_events"][0]["status"] == "Avoided"
+        assert memberships(emu) == BEFORE
+
+
 @pytest.mark.parametrize("tags, status, event_status", [
     ({}, "Running", "Scheduled"),             # not opted in
     (OPT_IN, "Stopped", "Scheduled"),         # nothing to reboot
@@ -174,7 +188,7 @@ def test_plan_time(now, not_before, window, expect, note):
 
 
 @pytest.mark.parametrize("bad", [{"window": "2-5"}, {"timezone": "Mars/Olympus"},
-                                 {"event_types": ["SystemMaintenance.Redeploy"]}, {"kinds": ["elb"]}])
+                                 {"event_types": ["Disk:Stalled"]}, {"kinds": ["elb"]}])
 def test_bad_config_fails_at_startup(bad):
     with run_emulator(world(time.time() + 3600)) as emu:
         with pytest.raises(Exception) as exc:

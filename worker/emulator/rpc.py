@@ -124,6 +124,7 @@ class Cloud:
                 "StopInstances": self.stop_instances,
                 "DescribeTags": self.describe_tags,
                 "RebootInstance": self.reboot_instance,
+                "RedeployInstance": self.redeploy_instance,
                 "DescribeInstanceHistoryEvents": self.describe_instance_history_events,
             },
             "slb": {
@@ -315,6 +316,23 @@ class Cloud:
         self._begin_reboot(inst)
         self.system_events.owner_rebooted(inst["id"])
         return {}
+
+    def redeploy_instance(self, p: Mapping[str, str]) -> dict:
+        """RedeployInstance (asynchronous, answers a TaskId): Running -> Stopping -> Starting ->
+        Running, Stopped -> Starting -> Running; settles Scheduled SystemMaintenance.Reboot /
+        .Redeploy events (they become Avoided). No DryRun parameter, as in the API."""
+        inst = self._instance(_require(p, "InstanceId"))
+        if "Security" in inst["locks"]:
+            self._check_locks(inst)
+        if inst["status"] not in ("Running", "Stopped"):
+            raise RpcError(403, "IncorrectInstanceStatus",
+                           "The current status of the resource does not support this operation.")
+        if inst["status"] == "Running":
+            self._begin_reboot(inst)
+        else:
+            inst["status"], inst["due"] = "Starting", ("Running", time.time() + self.start_delay)
+        self.system_events.owner_redeployed(inst["id"])
+        return {"TaskId": f"t-{inst['id'][-8:]}{int(time.time() * 1000) % 10**8}"}
 
     def _begin_reboot(self, inst: dict) -> None:
         now = time.time()

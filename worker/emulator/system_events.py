@@ -4,7 +4,9 @@ An event is `Scheduled` until one of:
 - the owner reboots the instance first (`RebootInstance`) → `Avoided`, for the event types
   a reboot settles (`SystemMaintenance.Reboot`, `SystemFailure.Reboot`,
   `InstanceFailure.Reboot`; Alibaba: "O&M events: reboot the instance yourself before
-  the scheduled time and the event becomes Avoided");
+  the scheduled time and the event becomes Avoided"); or redeploys it first
+  (`RedeployInstance`, documented for Scheduled `SystemMaintenance.Reboot` and
+  `SystemMaintenance.Redeploy`) → `Avoided`;
 - `notBefore` passes → `Executed`, and the platform reboots a Running instance.
 Each change is published as `Instance:<EventType>:<Status>` through `publish` (the ECS
 model's `publish_event`, which hands it to the event rules like any fleet change), with
@@ -24,6 +26,7 @@ from datetime import datetime, timezone
 from typing import Callable, Mapping
 
 REBOOT_SETTLES = ("SystemMaintenance.Reboot", "SystemFailure.Reboot", "InstanceFailure.Reboot")
+REDEPLOY_SETTLES = ("SystemMaintenance.Reboot", "SystemMaintenance.Redeploy")
 ACTIVE = ("Scheduled", "Executing", "Inquiring")
 STATUSES = ("Scheduled", "Executing", "Inquiring", "Executed", "Avoided", "Canceled", "Failed")
 _TYPE_CODES = {"SystemMaintenance.Reboot": 1, "SystemFailure.Reboot": 65, "InstanceFailure.Reboot": 66,
@@ -69,18 +72,21 @@ class SystemEvents:
         self._announce(event)
         return event
 
-    def owner_rebooted(self, instance_id: str) -> None:
+    def owner_rebooted(self, instance_id: str, settles: tuple = REBOOT_SETTLES) -> None:
         self.tick()
         for e in self.events:
-            if e["instance_id"] == instance_id and e["status"] == "Scheduled" and e["event_type"] in REBOOT_SETTLES:
+            if e["instance_id"] == instance_id and e["status"] == "Scheduled" and e["event_type"] in settles:
                 self._move(e, "Avoided")
+
+    def owner_redeployed(self, instance_id: str) -> None:
+        self.owner_rebooted(instance_id, REDEPLOY_SETTLES)
 
     def tick(self, now: float | None = None) -> None:
         now = now or time.time()
         for e in self.events:
             if e["status"] == "Scheduled" and now >= e["not_before"]:
                 self._move(e, "Executed")
-                if e["event_type"] in REBOOT_SETTLES:
+                if e["event_type"] in REBOOT_SETTLES + REDEPLOY_SETTLES:
                     self._reboot(e["instance_id"])
 
     def _move(self, event: dict, status: str) -> None:
