@@ -248,8 +248,7 @@ class Sequence:
             if status != "Running":
                 waited = time.time() - float(self.state.get("rebooted_at") or time.time())
                 if waited > self.cfg.reboot_timeout:
-                    raise RuntimeError(f"{self.iid} is {status}, not Running, {waited:.0f}s after {self.remedy}"
-                                       f"{_out_of(members)}")
+                    self._fail(f"{self.iid} is {status}, not Running, {waited:.0f}s after {self.remedy}", members)
                 ctx.defer(self.cfg.poll_seconds, f"waiting for {self.iid} to be Running again (it is {status})",
                           state=self._state(REBOOTING, members))
                 return f"{self.iid} is {status}"
@@ -257,27 +256,48 @@ class Sequence:
 
     def restore(self, members: list, when: str) -> Any:
         self._save(RESTORE, members)
-        try:
-            self._each_group(members, "add", self.lbs.restore)
-        except Exception as exc:
-            raise RuntimeError(f"could not put {self.iid} back {when}: {_line(exc)}{_out_of(members)}") from None
+        still_out, error = self._restore_all(members)
+        if still_out:
+            self._save(RESTORE, still_out)  # the return retries these
+            self._fail(f"could not put {self.iid} back {when} ({_code(error)})", still_out)
         plan = "planned: " if self.ctx.dry_run else ""
         verb = "redeployed" if self.remedy == "RedeployInstance" else "rebooted"
         return f"{plan}{verb} {self.iid} before notBefore; back in {_groups(members)} group(s)"
 
     def _abort(self, members: list, exc: Exception) -> None:
         """Something failed after the memberships were recorded: put back what we took out."""
-        try:
-            self._each_group(members, "add", self.lbs.restore)
-        except Exception as again:
-            self._save(RESTORE, members)
-            raise RuntimeError(f"maintenance of {self.iid} failed ({_line(exc)}) and putting it back failed "
-                               f"({_line(again)}){_out_of(members)}") from None
+        still_out, again = self._restore_all(members)
+        if still_out:
+            self._save(RESTORE, still_out)
+            self._fail(f"maintenance of {self.iid} failed ({_code(exc)}: {_line(exc)}) and putting it back "
+                       f"failed ({_code(again)})", still_out)
         self.ctx.save_state(None)  # nothing owed: a later attempt starts afresh
         raise RuntimeError(f"maintenance of {self.iid} failed: {_line(exc)}; "
                            f"it is back in {_groups(members)} group(s)") from None
 
+    def _fail(self, what: str, out: list) -> None:
+        """Fail loudly with what is still out first (the outcome's error is one short line;
+        the log line carries every entry)."""
+        targets = ", ".join(f"{m.target} (weight {m.weight})" for m in out)
+        self.ctx.log.error("%s is OUT of service in %d group(s): %s — %s; the message returns to retry",
+                           self.iid, _groups(out), targets, what)
+        raise RuntimeError(f"{self.iid} OUT of service in {targets}: {what}")
+
     # -- helpers ----------------------------------------------------------------------
+    def _restore_all(self, members: list) -> tuple[list, Exception | None]:
+        """Put every group back, each on its own (one failing group does not stop the
+        others); return the memberships still out and the first error."""
+        from ecs_worker.cloud.membership import action_name, by_group
+
+        still_out, first = [], None
+        for (kind, group), ms in by_group(members).items():
+            try:
+                self.ctx.act_many(action_name(kind, "add"), [m.target for m in ms], self.lbs.restore, kind, group, ms)
+            except Exception as exc:
+                still_out += ms
+                first = first or exc
+        return still_out, first
+
     def _each_group(self, members: list, change: str, method) -> None:
         from ecs_worker.cloud.membership import action_name, by_group
 
@@ -367,14 +387,12 @@ def _groups(members: list) -> int:
     return len({(m.kind, m.group) for m in members})
 
 
-def _out_of(members: list) -> str:
-    if not members:
-        return ""
-    return f"; it is OUT of service in: {', '.join(m.target + f' (weight {m.weight})' for m in members)}"
-
-
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds")
+
+
+def _code(exc: BaseException | None) -> str:
+    return str(getattr(exc, "code", None) or type(exc).__name__)
 
 
 def _line(exc: BaseException) -> str:

@@ -258,13 +258,36 @@ def test_restore_failing_names_every_group_it_is_out_of_and_the_retry_finishes_i
         emu.set_faults({"alb": {"error_rate": 1.0, "error_code": "InternalError"}})
         failed = w.dispatch(scheduled(nb), resume)
         assert failed.outcome == "failed"
-        assert "OUT of service in" in failed.error and f"alb:sgp-alb/{IID}:8080 (weight 50)" in failed.error
+        assert failed.error.startswith(f"maintenance: RuntimeError: {IID} OUT of service in alb:sgp-alb/{IID}:8080 "
+                                       "(weight 50), alb:sgp-alb/")
+        assert "rsp-web80" not in failed.error  # CLB went back
         assert failed.resume(resume)[RESUME_STATE]["maintenance"]["step"] == "restore"
         assert memberships(emu)[1] == {}  # ALB still out: the failure says so, and it comes back
 
         emu.set_faults({"alb": {}})
         done = w.dispatch(scheduled(nb), failed.resume(resume))
         assert done.outcome == "handled", done.error
+        assert memberships(emu) == BEFORE
+
+
+def test_a_removal_failing_half_way_puts_back_what_was_taken_out():
+    nb = time.time() + 3600
+    with run_emulator(world(nb)) as emu, Worker(emu) as w:
+        first = w.dispatch(scheduled(nb))  # memberships recorded, nothing changed yet
+        emu.set_faults({"nlb": {"error_rate": 1.0, "error_code": "Forbidden.RAM", "error_status": 403}})
+        second = w.dispatch(scheduled(nb), first.resume())  # CLB and ALB go out; NLB fails
+        assert second.outcome == "failed"
+        assert f"{IID} OUT of service in nlb:sgp-nlb/{IID}:443 (weight 100): maintenance of {IID} failed " \
+               "(Forbidden.RAM" in second.error
+        assert "putting it back failed (Forbidden.RAM)" in second.error  # NLB cannot even be read back
+        assert "rsp-web80" not in second.error and "sgp-alb" not in second.error  # those are back
+        clb, alb, _ = memberships(emu)
+        assert (clb, alb) == BEFORE[:2]  # the groups that answer are back already
+        assert "ecs:RebootInstance" not in emu.state()["calls"]
+
+        emu.set_faults({"nlb": {}})
+        done = w.dispatch(scheduled(nb), second.resume(first.resume()))
+        assert done.outcome == "handled", done.error  # the retry finishes the restore
         assert memberships(emu) == BEFORE
 
 
@@ -283,7 +306,7 @@ def test_instance_not_running_again_in_time_fails_naming_the_groups():
             inst["status"], inst["due"] = "Stopped", None  # it never came back
         failed = w.dispatch(scheduled(nb), resume)
         assert failed.outcome == "failed"
-        assert "Stopped, not Running" in failed.error and "OUT of service in" in failed.error
+        assert "Stopped, not Running" in failed.error and f"OUT of service in rsp-web80/{IID}:80" in failed.error
         assert failed.resume(resume)[RESUME_STATE]["maintenance"]["step"] == "rebooting"
         assert memberships(emu)[0] == {("i-other", 80): 100}  # not put back while it is down
 
