@@ -290,7 +290,7 @@ class Remover:
 
     def _send_server_group(self, key: tuple[str, str], kind: str, items: list[tuple[Any, _Job]]) -> None:
         """One ALB/NLB change (≤ 200 servers), followed until its job is done."""
-        from ecs_worker.cloud.server_groups import change
+        from ecs_worker.cloud.server_groups import change, remove
 
         lb, group = key
         index = self.group_indexes[lb]
@@ -305,9 +305,14 @@ class Remover:
         unique = list({(m.server_id, m.port): m for m, _ in items}.values())
         servers = [m.wire(weight=0) if kind == DRAIN else m.wire(with_weight=False) for m in unique]
         targets = [(m.target, job.ctx.actions) for m, job in items]
-        call = partial(change, lb, partial(_api_call, self.runtime, lb), job_timeout=self.job_timeout) \
-            if not self.runtime.dry_run else _never
-        self.runtime.gateway.perform_many(self.plugin, action, targets, call, action, group, servers)
+        api = partial(_api_call, self.runtime, lb)
+        if self.runtime.dry_run:
+            call = _never
+        elif kind == REMOVE:  # servers gone meanwhile (a stale cache) are dropped, not an error
+            call = partial(remove, lb, api, group, servers, job_timeout=self.job_timeout)
+        else:
+            call = partial(change, lb, api, action, group, servers, job_timeout=self.job_timeout)
+        self.runtime.gateway.perform_many(self.plugin, action, targets, call)
         if kind == REMOVE and not self.runtime.dry_run:
             index.forget(unique)
 

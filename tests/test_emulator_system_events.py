@@ -122,3 +122,21 @@ def test_redeploy_answers_a_task_and_avoids_a_scheduled_redeploy():
         assert status(emu, "i-off")["status"] == "Starting"
         time.sleep(0.8)
         assert status(emu, "i-m1")["status"] == "Running" and status(emu, "i-off")["status"] == "Running"
+
+
+def test_server_groups_refuse_removing_what_is_not_there_and_adding_what_is():
+    groups = [{"id": "sgp-1", "servers": [{"server_id": "i-m1", "port": 80}]}]
+    with run_emulator(state(alb_server_groups=groups, job_delay_seconds=0)) as emu:
+        cloud = cloud_for(emu)
+        with pytest.raises(CloudError) as absent:
+            cloud.alb("RemoveServersFromServerGroup", ServerGroupId="sgp-1",
+                      Servers=[{"ServerId": "i-m1", "ServerType": "Ecs", "Port": 81}])
+        assert absent.value.code == "ResourceNotFound.BackendServer"
+        with pytest.raises(CloudError) as present:
+            cloud.alb("AddServersToServerGroup", ServerGroupId="sgp-1",
+                      Servers=[{"ServerId": "i-m1", "ServerType": "Ecs", "Port": 80, "Weight": 100}])
+        assert present.value.code == "ResourceAlreadyAssociated.BackendServer"
+        with pytest.raises(CloudError) as too_many:
+            cloud.alb("AddServersToServerGroup", ServerGroupId="sgp-1",
+                      Servers=[{"ServerId": f"i-{n}", "ServerType": "Ecs", "Port": 80} for n in range(201)])
+        assert too_many.value.code == "QuotaExceeded.ServersNum"

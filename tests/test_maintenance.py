@@ -270,6 +270,20 @@ def test_restore_failing_names_every_group_it_is_out_of_and_the_retry_finishes_i
         assert memberships(emu) == BEFORE
 
 
+def test_a_worker_dying_mid_step_resumes_from_the_last_settled_state_without_a_second_reboot():
+    nb = time.time() + 3600
+    with run_emulator(world(nb)) as emu, Worker(emu) as w:
+        recorded = w.dispatch(scheduled(nb))  # settled: the memberships travel with the message
+        lost = w.dispatch(scheduled(nb), recorded.resume())  # removed + rebooted, then the worker dies
+        assert lost.outcome == "deferred" and memberships(emu)[1] == {}
+        # The message returns with the last settled state (memberships recorded, nothing done):
+        results = w.run_through(scheduled(nb), resume=recorded.resume())
+        assert results[-1].outcome == "handled", results[-1].error
+        assert memberships(emu) == BEFORE
+        assert emu.state()["calls"]["ecs:RebootInstance"] == 1  # a reboot under way is not repeated
+        assert all(a.result == "ok" for r in results for a in r.actions)  # removing again: nothing there
+
+
 def test_a_removal_failing_half_way_puts_back_what_was_taken_out():
     nb = time.time() + 3600
     with run_emulator(world(nb)) as emu, Worker(emu) as w:

@@ -191,3 +191,23 @@ def test_a_server_group_takes_up_to_200_servers_a_call_not_clb_s_20():
         assert [f.result(60).outcome for f in futures].count("handled") == 100
         assert servers(emu, "alb", "sgp-big") == {}
         assert calls(emu, "alb:RemoveServersFromServerGroup") <= 2  # 100 servers: CLB's 20 would need 5
+
+
+def test_a_server_gone_since_discovery_is_not_an_error():
+    with run_emulator(MIXED) as emu, Worker(emu, kinds=["alb"], discovery_ttl=60) as w:
+        assert w.handle(interruption("i-spot1")).outcome == "handled"  # the groups are cached now
+        from aliyunsdkalb.request.v20200616.RemoveServersFromServerGroupRequest import (
+            RemoveServersFromServerGroupRequest)
+
+        req = RemoveServersFromServerGroupRequest()  # someone else takes i-keep1 out meanwhile
+        req.set_ServerGroupId("sgp-alb2")
+        req.set_Servers([{"ServerId": "i-keep1", "ServerType": "Ecs", "Port": "80"}])
+        req.set_endpoint(emu.endpoint)
+        acs_client(emu, auto_retry=False).do_action_with_exception(req)
+        time.sleep(0.3)  # its job ends
+
+        result = w.handle(interruption("i-keep1"))
+        assert result.outcome == "handled", result.error
+        details = {a.target: a.detail for a in result.actions}
+        assert details["alb:sgp-alb2/i-keep1:80"] == "already removed"  # refused, re-read, nothing left
+        assert servers(emu, "alb", "sgp-alb1") == {}

@@ -96,7 +96,10 @@ class LoadBalancers:
             for chunk in _chunks(members, MAX_BACKENDS_PER_CALL):
                 self.cloud.slb(_CLB["remove"], VServerGroupId=group, BackendServers=[_clb(m) for m in chunk])
             return "removed"
-        return self._jobs(kind, "remove", group, [_sg(m, with_weight=False) for m in members])
+        done = ""
+        for chunk in _chunks([_sg(m, with_weight=False) for m in members], server_groups.MAX_SERVERS_PER_CALL):
+            done = server_groups.remove(kind, self._api(kind), group, chunk, job_timeout=self.job_timeout)
+        return done
 
     def drain(self, kind: str, group: str, members: list[Membership]) -> str:
         """Weight 0: no new connections, existing ones finish."""

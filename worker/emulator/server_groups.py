@@ -8,7 +8,10 @@ on the next call, like the instances' transitions). Meanwhile the entries show `
 services do. Jobs are read with ALB `ListAsynJobs(JobIds.N)` and NLB `GetJobStatus(JobId)`.
 List parameters arrive flattened: `Servers.1.ServerId`, `Servers.1.Port`, ... (ALB in the
 query, NLB in the form body; the server merges both). At most 200 servers per call.
-All methods run under the emulator's lock.
+Removing a server that is not in the group, or adding one that is, is refused (404
+`ResourceNotFound.BackendServer` / 400 `ResourceAlreadyAssociated.BackendServer`): the docs
+do not say, so the emulator takes the stricter reading. All methods run under the
+emulator's lock.
 """
 from __future__ import annotations
 
@@ -186,6 +189,10 @@ class ServerGroupService:
         group = self._group(p)
         servers = self._servers(p)
         self._check_free(group)
+        present = {(x["server_id"], x["port"]) for x in group["servers"]}
+        if any((s["server_id"], s["port"]) in present for s in servers):
+            raise self._error(400, "ResourceAlreadyAssociated.BackendServer",
+                              "The specified BackendServer is already in the server group.")
         self._dry_run(p)
 
         def apply() -> None:
@@ -202,6 +209,8 @@ class ServerGroupService:
         group = self._group(p)
         gone = {(s["server_id"], s["port"]) for s in self._servers(p)}
         self._check_free(group)
+        if gone - {(x["server_id"], x["port"]) for x in group["servers"]}:
+            raise self._error(404, "ResourceNotFound.BackendServer", "The specified BackendServer is not found.")
         self._dry_run(p)
 
         def apply() -> None:
