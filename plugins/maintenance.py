@@ -26,15 +26,17 @@ In dry-run (and `replay --dry-run`) the whole plan is shown, deferrals counted a
 """
 from __future__ import annotations
 
-import re
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 
 from ecs_worker import hookimpl
 from ecs_worker.config import setting
+from ecs_worker.plugins.maintenance_window import WINDOW, plan_time, zone as _zone
+
+__all__ = ["Config", "REMEDIES", "plan_time"]
 
 # O&M event type -> what the owner may do before notBefore to settle it (the event becomes
 # Avoided): ECS "System events" docs; RedeployInstance is documented for Scheduled
@@ -42,7 +44,6 @@ from ecs_worker.config import setting
 REMEDIES = {"SystemMaintenance.Reboot": "RebootInstance", "SystemFailure.Reboot": "RebootInstance",
             "InstanceFailure.Reboot": "RebootInstance", "SystemMaintenance.Redeploy": "RedeployInstance"}
 LB_KINDS = ("clb", "alb", "nlb")
-WINDOW = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
 ALL_STATUSES = ("Scheduled", "Executing", "Inquiring", "Executed", "Avoided", "Canceled", "Failed")
 MAX_DEFER = 43200  # one deferral at most; a longer wait is re-computed on each return
 WAIT, DRAINED, REBOOTING, RESTORE = "wait", "drained", "rebooting", "restore"
@@ -333,46 +334,6 @@ class Sequence:
 
     def _save(self, step: str, members: list) -> None:
         self.ctx.save_state(self._state(step, members))
-
-
-def plan_time(now: float, not_before: datetime, window: str, zone, margin: float) -> tuple[float, str]:
-    """When to act (epoch seconds) and, when it is not inside a window, why.
-
-    The first moment at or after `now` that is inside a window occurrence and before
-    `not_before - margin`; with no such window, `not_before - margin` (or now, if that
-    has passed already: late notice)."""
-    deadline = not_before.timestamp() - margin
-    if window == "now":
-        if now <= deadline:
-            return now, ""
-        return now, f"less than the margin left before notBefore {not_before.isoformat()}: acting now"
-    m = WINDOW.match(window)
-    start_h, start_m, end_h, end_m = (int(x) for x in m.groups())
-    day = datetime.fromtimestamp(now, zone).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
-    while day.timestamp() <= deadline:
-        opens = day.replace(hour=start_h, minute=start_m)
-        closes = day.replace(hour=end_h, minute=end_m)
-        if closes <= opens:
-            closes += timedelta(days=1)  # "22:00-04:00" crosses midnight
-        begin, end = max(opens.timestamp(), now), min(closes.timestamp(), deadline)
-        if begin < end:
-            return begin, ""
-        day += timedelta(days=1)
-    if now < deadline:
-        return deadline, (f"no {window} window before notBefore {not_before.isoformat()} minus the margin: "
-                          f"acting at {_iso(deadline)}")
-    return now, f"less than the margin left before notBefore {not_before.isoformat()}: acting now"
-
-
-def _zone(name: str):
-    if name.upper() == "UTC":
-        return timezone.utc
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"[plugins.maintenance] timezone: unknown time zone {name!r}") from None
 
 
 def _has_tag(instance: dict, require_tag: str) -> bool:
