@@ -228,7 +228,7 @@ def throughput_ceiling(n: int) -> float:
         return n / (time.monotonic() - start)
 
 
-def wave_state(instances: int, groups: int, lbs: int, rps: float) -> tuple[dict, list[str]]:
+def wave_state(instances: int, groups: int, lbs: int, rps: float, busy: float = 0.0) -> tuple[dict, list[str]]:
     spot = [f"i-spot{n:013d}" for n in range(instances)]
     steady = [f"i-web{n:014d}" for n in range(groups)]
     per_lb = groups // lbs
@@ -242,8 +242,10 @@ def wave_state(instances: int, groups: int, lbs: int, rps: float) -> tuple[dict,
         load_balancers.append({"id": f"lb-bench{lb:04d}", "vserver_groups": vgroups})
     inst = [{"id": s, "status": "Running", "spot": True} for s in spot]
     inst += [{"id": s, "status": "Running"} for s in steady]
-    state = base_state(instances=inst, load_balancers=load_balancers,
-                       faults={"slb": {"throttle_rps": rps}})
+    slb = {"throttle_rps": rps}
+    if busy:  # CLB's "busy with another change" answer (449) to a share of calls
+        slb.update(error_rate=busy, error_code="SystemBusy")
+    state = base_state(instances=inst, load_balancers=load_balancers, faults={"slb": slb})
     return state, spot
 
 
@@ -252,8 +254,8 @@ def spot_left(emu: Emulator) -> int:
                for s in g["backend_servers"] if s["server_id"].startswith("i-spot"))
 
 
-def wave_worker(instances: int, groups: int, lbs: int, rps: float) -> tuple[float, int]:
-    state, spot = wave_state(instances, groups, lbs, rps)
+def wave_worker(instances: int, groups: int, lbs: int, rps: float, busy: float = 0.0) -> tuple[float, int]:
+    state, spot = wave_state(instances, groups, lbs, rps, busy)
     with emulator(state) as emu, tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         config = worker_config(emu, tmp, plugins_toml(disabled=("restart", "webhook", "hello")),
@@ -298,9 +300,11 @@ def wave_naive(instances: int, groups: int, lbs: int, rps: float) -> float:
         return time.monotonic() - start
 
 
-def lag(rate: int, seconds: float) -> tuple[float, float]:
+def lag(rate: int, seconds: float) -> tuple[float, float, float]:
     """Enqueue-to-handled latency under a steady send rate (one message per send, as
-    CloudMonitor does), measured by a plugin that compares the handled time to `sentAt`."""
+    CloudMonitor does), measured by a plugin that compares the handled time to `sentAt`;
+    and the worker's MNS requests (receive, delete, visibility; not the producer's sends)
+    per 1,000 events, which is what MNS bills."""
     with emulator(base_state()) as emu, tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         out = tmp / "lag.txt"
@@ -319,6 +323,7 @@ def on_event(event, ctx):
 
         q = emu.queue()
         with worker(config, tmp / "worker.log"):
+            before = emu.state()["calls"]
             total = int(rate * seconds)
             start = time.monotonic()
             for i in range(total):
@@ -328,21 +333,31 @@ def on_event(event, ctx):
                     time.sleep(pause)
                 q.send_message(Message(event_body(i, sent_at=time.time())))
             wait_until(lambda: out.exists() and sum(1 for _ in out.open()) >= total, timeout=60)
+            after = emu.state()["calls"]
         values = sorted(float(v) for v in out.read_text().split())
-        return percentile(values, 50), percentile(values, 99)
+        requests = sum(v - before.get(k, 0) for k, v in after.items()
+                       if k.startswith("mns:") and k != "mns:SendMessage")
+        return percentile(values, 50), percentile(values, 99), 1000 * requests / total
 
 
-def idle(seconds: float) -> tuple[float, float]:
-    with emulator(base_state()) as emu, tempfile.TemporaryDirectory() as tmp:
+def idle(seconds: float, wait_seconds: int = 20, long_poll_limit: int | None = None,
+         settle: float = 2.0) -> tuple[float, float, float]:
+    """RSS, CPU % and receive calls per hour of a worker on an empty queue. With
+    `long_poll_limit` the emulator answers long polls past it at once (MNS's long-poll
+    connection limit); `settle` seconds after start-up are not measured."""
+    faults = {"mns": {"long_poll_limit": long_poll_limit}} if long_poll_limit is not None else None
+    with emulator(base_state(faults)) as emu, tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        config = worker_config(emu, tmp, LOG_ONLY, wait_seconds=20)
+        config = worker_config(emu, tmp, LOG_ONLY, wait_seconds=wait_seconds)
         with worker(config, tmp / "worker.log") as proc:
-            time.sleep(2)  # settle after start-up
+            time.sleep(settle)
+            calls0 = emu.state()["calls"].get("mns:BatchReceiveMessage", 0)
             cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
             time.sleep(seconds)
             cpu1, t1 = cpu_seconds(proc.pid), time.monotonic()
+            calls1 = emu.state()["calls"].get("mns:BatchReceiveMessage", 0)
             rss = rss_mb(proc.pid)
-        return rss, 100 * (cpu1 - cpu0) / (t1 - t0)
+        return rss, 100 * (cpu1 - cpu0) / (t1 - t0), 3600 * (calls1 - calls0) / (t1 - t0)
 
 
 def help_seconds() -> float:
@@ -429,17 +444,28 @@ def main() -> int:
     r.update(wave_seconds=round(seconds, 2), wave_slb_calls=int(calls), wave_ideal_calls=ideal_calls,
              wave_ideal_seconds=round(ideal_calls / rps, 2))
     r["wave_ratio_vs_ideal"] = round(r["wave_seconds"] / r["wave_ideal_seconds"], 2)
+    busy = 0.2
+    log(f"wave again with SLB answering SystemBusy (449) to {busy:.0%} of calls")
+    seconds, calls = median_of(wave_worker, repeats, *wave, rps, busy)
+    r.update(wave_busy_share=busy, wave_busy_seconds=round(seconds, 2), wave_busy_slb_calls=int(calls))
+    r["wave_busy_ratio_vs_ideal"] = round(seconds / r["wave_ideal_seconds"], 2)
     log("wave, naive: one Remove call per instance, serially")
     r["wave_naive_seconds"] = round(wave_naive(*wave, rps), 2)
 
     log("lag under a steady 200 events/s")
-    p50, p99 = median_of(lag, 1, 200, 5 if quick else 15)
-    r.update(lag_p50_ms=round(p50, 1), lag_p99_ms=round(p99, 1))
+    p50, p99, per_1000 = median_of(lag, 1, 200, 5 if quick else 15)
+    r.update(lag_p50_ms=round(p50, 1), lag_p99_ms=round(p99, 1), mns_requests_per_1000_events=round(per_1000, 1))
 
     idle_seconds = 10 if quick else 60
     log(f"idle: {idle_seconds}s on an empty queue")
-    rss, cpu = idle(idle_seconds)
-    r.update(idle_rss_mb=round(rss, 1), idle_cpu_percent=round(cpu, 2))
+    rss, cpu, per_hour = idle(idle_seconds)
+    r.update(idle_rss_mb=round(rss, 1), idle_cpu_percent=round(cpu, 2), idle_receive_calls_per_hour=round(per_hour))
+    # Past MNS's long-poll limit every receive answers at once; 2 s polls give enough samples
+    # in a short window. The bound is 3600 / wait_seconds; the first 10 s (the ramp) not counted.
+    log(f"idle past the long-poll limit: {idle_seconds}s, wait_seconds 2")
+    _, cpu, per_hour = idle(idle_seconds, wait_seconds=2, long_poll_limit=0, settle=10)
+    r.update(idle_receive_calls_per_hour_past_long_poll_limit=round(per_hour),
+             idle_receive_calls_bound_per_hour=3600 // 2, idle_cpu_percent_past_long_poll_limit=round(cpu, 2))
 
     r["help_seconds"] = round(statistics.median(help_seconds() for _ in range(5)), 3)
 

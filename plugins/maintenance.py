@@ -260,7 +260,7 @@ class Sequence:
         still_out, error = self._restore_all(members)
         if still_out:
             self._save(RESTORE, still_out)  # the return retries these
-            self._fail(f"could not put {self.iid} back {when} ({_code(error)})", still_out)
+            self._fail(f"could not put {self.iid} back {when} ({_code(error)})", still_out, _line(error))
         plan = "planned: " if self.ctx.dry_run else ""
         verb = "redeployed" if self.remedy == "RedeployInstance" else "rebooted"
         return f"{plan}{verb} {self.iid} before notBefore; back in {_groups(members)} group(s)"
@@ -270,18 +270,18 @@ class Sequence:
         still_out, again = self._restore_all(members)
         if still_out:
             self._save(RESTORE, still_out)
-            self._fail(f"maintenance of {self.iid} failed ({_code(exc)}: {_line(exc)}) and putting it back "
-                       f"failed ({_code(again)})", still_out)
+            self._fail(f"maintenance of {self.iid} failed ({_code(exc)}) and putting it back failed "
+                       f"({_code(again)})", still_out, f"{_line(exc)}; {_line(again)}")
         self.ctx.save_state(None)  # nothing owed: a later attempt starts afresh
         raise RuntimeError(f"maintenance of {self.iid} failed: {_line(exc)}; "
                            f"it is back in {_groups(members)} group(s)") from None
 
-    def _fail(self, what: str, out: list) -> None:
+    def _fail(self, what: str, out: list, detail: str = "") -> None:
         """Fail loudly with what is still out first (the outcome's error is one short line;
-        the log line carries every entry)."""
+        the log line carries every entry and the errors in full)."""
         targets = ", ".join(f"{m.target} (weight {m.weight})" for m in out)
-        self.ctx.log.error("%s is OUT of service in %d group(s): %s — %s; the message returns to retry",
-                           self.iid, _groups(out), targets, what)
+        self.ctx.log.error("%s is OUT of service in %d group(s): %s — %s%s; the message returns to retry",
+                           self.iid, _groups(out), targets, what, f" [{detail}]" if detail else "")
         raise RuntimeError(f"{self.iid} OUT of service in {targets}: {what}")
 
     # -- helpers ----------------------------------------------------------------------

@@ -169,9 +169,18 @@ def start_instance(cloud, instance_id: str) -> str:
     try:
         cloud.ecs("StartInstance", InstanceId=instance_id)
     except CloudError as exc:
-        if exc.code == "IncorrectInstanceStatus":  # it is Starting/Running already
+        if exc.code != "IncorrectInstanceStatus":
+            raise
+        # ECS answers this for any state StartInstance refuses (Starting, Running, Stopping,
+        # a lock): re-read rather than assume someone else started it.
+        now = describe_instance(cloud, instance_id)
+        status = (now or {}).get("Status")
+        if status in ("Starting", "Running"):
             return ALREADY_STARTED
-        raise
+        locks = locks_of(now) if now else []
+        raise CloudError("StartInstance", exc.code,
+                         f"refused; the instance is {status or 'gone'}"
+                         + (f", locked ({', '.join(locks)})" if locks else ""), exc.http_status) from None
     return "started"
 
 

@@ -84,6 +84,10 @@ def on_shutdown(ctx):
 def on_preemptible_interruption(event, ctx):
     if not event.instance_id:
         return None
+    if event.action != "delete":  # only "delete" releases the instance (ECS spot interruption event)
+        ctx.log.warning("not removing %s from SLB: interruption action is %r, not 'delete'",
+                        event.instance_id, event.action)
+        return None
     remover = _remover
     if remover is None or remover.runtime is not ctx.runtime:
         raise RuntimeError("slb plugin is not started (on_startup was not called)")

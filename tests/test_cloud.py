@@ -13,7 +13,8 @@ from dataclasses import replace
 
 import pytest
 
-from ecs_worker.cloud import Cloud, CloudError
+from ecs_worker.cloud import Cloud, CloudError, is_retryable
+from ecs_worker.cloud.errors import PERMANENT_CODES, RETRYABLE_CODES
 from ecs_worker.cloud.ratelimit import TokenBucket
 from ecs_worker.config import CloudConfig, parse_config
 from ecs_worker.credentials import Credentials, StaticProvider
@@ -133,6 +134,45 @@ def test_slb_busy_codes_are_retried_until_they_clear(code):
         for _ in range(2):
             cloud.slb("DescribeVServerGroupAttribute", VServerGroupId="rsp-1")
         assert cloud.retries[("slb", code)] > 0
+
+
+RETRY_CODES = sorted(RETRYABLE_CODES - {"SDK.HttpError"}) + ["Throttling.Something.New"]
+NO_RETRY_CODES = sorted(PERMANENT_CODES)
+
+
+def test_every_listed_code_is_retried_or_not_whatever_its_status():
+    """Each code in RETRYABLE_CODES / PERMANENT_CODES, answered by the emulator with its
+    documented status (SystemBusy 449, BackendServer.configuring 409, ...): the code decides."""
+    state = fleet()
+    state["load_balancers"] = [{"id": "lb-1", "vserver_groups": [{"id": "rsp-1"}]}]
+    with run_emulator(state) as emu:
+        cloud = cloud_for(emu, backoff=(0.001, 0.002), max_retries=2, slb_rps=1000)
+        for code in RETRY_CODES + NO_RETRY_CODES:
+            emu.set_faults({"slb": {"error_rate": 1.0, "error_code": code}})
+            emu.reset_calls()
+            with pytest.raises(CloudError) as caught:
+                cloud.slb("DescribeVServerGroupAttribute", VServerGroupId="rsp-1")
+            assert caught.value.code == code
+            sent = emu.state()["calls"]["slb:DescribeVServerGroupAttribute"]
+            assert sent == (3 if code in RETRY_CODES else 1), (code, caught.value.http_status, sent)
+
+
+@pytest.mark.parametrize("code,status,retry", [
+    ("SystemBusy", 449, True), ("BackendServer.configuring", 409, True), ("Rejected.Throttling", 400, True),
+    ("Throttling.User", 400, True), ("ServiceUnavailable", 503, True), ("SDK.HttpError", None, True),
+    ("Forbidden.RAM", 403, False), ("InvalidAccessKeyId.NotFound", 404, False),
+    ("IncorrectInstanceStatus", 500, False),  # listed as permanent: a 5xx does not make it retryable
+    ("SomethingNew", 502, True), ("SomethingNew", 400, False), ("SomethingNew", None, False)])
+def test_the_code_decides_and_the_status_only_for_unlisted_codes(code, status, retry):
+    assert is_retryable(code, status) is retry
+
+
+def test_a_denied_rpc_call_names_the_ram_action():
+    with run_emulator(fleet(faults={"ecs": {"error_rate": 1.0, "error_code": "Forbidden.RAM"}})) as emu:
+        with pytest.raises(CloudError) as caught:
+            cloud_for(emu, max_retries=3).ecs("StartInstance", InstanceId="i-one")
+        assert caught.value.code == "Forbidden.RAM" and "ecs:StartInstance" in str(caught.value)
+        assert emu.state()["calls"]["ecs:StartInstance"] == 1
 
 
 def test_the_token_bucket_keeps_a_burst_under_the_server_limit():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -111,3 +112,49 @@ def test_calls_are_counted_and_reset(emulator):
                      "mns:BatchReceiveMessage": 1}
     post_json(emulator, "/_emulator/reset-calls", {})
     assert emulator.state()["calls"] == {}
+
+
+@pytest.mark.parametrize("code,status", [("SystemBusy", 449), ("BackendServer.configuring", 409),
+                                         ("ServiceUnavailable", 503), ("Forbidden.RAM", 403),
+                                         ("ProcessingSameRequest", 400)])
+def test_a_chosen_code_answers_with_its_documented_status(emulator, code, status):
+    emulator.set_faults({"slb": {"error_rate": 1.0, "error_code": code}})
+    with pytest.raises(ServerException) as exc:
+        rpc(emulator, DescribeLoadBalancersRequest())
+    assert (exc.value.get_http_status(), exc.value.get_error_code()) == (status, code)
+
+
+def test_error_codes_pick_among_several(emulator):
+    emulator.set_faults({"slb": {"error_rate": 1.0, "error_codes": [
+        "SystemBusy", {"code": "OperationBusy", "status": 400}, {"code": "Odd", "status": 418}]}})
+    seen = set()
+    for _ in range(60):
+        with pytest.raises(ServerException) as exc:
+            rpc(emulator, DescribeLoadBalancersRequest())
+        seen.add((exc.value.get_http_status(), exc.value.get_error_code()))
+    assert seen == {(449, "SystemBusy"), (400, "OperationBusy"), (418, "Odd")}
+    with pytest.raises(Exception, match="long_poll_limit: only mns"):
+        emulator.set_faults({"slb": {"long_poll_limit": 1}})
+
+
+def test_past_the_long_poll_limit_receives_answer_at_once(emulator):
+    emulator.set_faults({"mns": {"long_poll_limit": 1}})
+    holder = mns_queue(emulator, "ecs-events")
+    started = time.monotonic()
+    waiting = threading.Thread(target=lambda: pytest.raises(MNSServerException, holder.batch_receive_message, 16, 2))
+    waiting.start()
+    time.sleep(0.3)  # the first long poll now holds the only slot
+    other = mns_queue(emulator, "ecs-events")
+    t0 = time.monotonic()
+    with pytest.raises(MNSServerException) as exc:
+        other.batch_receive_message(16, 5)
+    assert exc.value.type == "MessageNotExist" and time.monotonic() - t0 < 1.0
+    waiting.join()
+    assert time.monotonic() - started >= 1.9  # the first one really waited
+    emulator.set_faults({"mns": {"long_poll_limit": 0}})
+    other.send_message(Message("waiting"))
+    t0 = time.monotonic()
+    with pytest.raises(MNSServerException):  # even with a message there: refused at once
+        other.receive_message(3)
+    assert time.monotonic() - t0 < 1.0
+    assert other.receive_message(0).message_body == "waiting"  # a short poll is not limited

@@ -130,7 +130,7 @@ def test_visibility_expiry_redelivers_with_dequeue_count_2(emulator):
     assert second.dequeue_count == 2
     assert second.first_dequeue_time == first.first_dequeue_time
     assert second.receipt_handle != first.receipt_handle
-    assert server_error(q.delete_message, first.receipt_handle).type == "ReceiptHandleError"
+    assert server_error(q.delete_message, first.receipt_handle).type == "MessageNotExist"
     q.delete_message(second.receipt_handle)
 
 
@@ -139,7 +139,9 @@ def test_handle_of_expired_message_is_dead(emulator):
     q.send_message(Message("slow worker"))
     got = q.receive_message(0)
     time.sleep(1.1)
-    assert server_error(q.delete_message, got.receipt_handle).type == "ReceiptHandleError"
+    # MNS: "message not exist" when the handle outlived the visibility timeout
+    err = server_error(q.delete_message, got.receipt_handle)
+    assert err.type == "MessageNotExist"
     assert emulator.state()["queues"]["fast"]["visible"] == 1
 
 
@@ -150,18 +152,29 @@ def test_change_visibility_issues_new_handle_and_kills_old(emulator):
     changed = q.change_message_visibility(got.receipt_handle, 60)
     assert changed.receipt_handle != got.receipt_handle
     assert int(changed.next_visible_time) >= int(time.time() * 1000) + 59_000
-    assert server_error(q.delete_message, got.receipt_handle).type == "ReceiptHandleError"
-    assert server_error(q.change_message_visibility, got.receipt_handle, 5).type == "ReceiptHandleError"
+    assert server_error(q.delete_message, got.receipt_handle).type == "MessageNotExist"
+    assert server_error(q.change_message_visibility, got.receipt_handle, 5).type == "MessageNotExist"
     q.delete_message(changed.receipt_handle)
     assert server_error(q.delete_message, changed.receipt_handle).type == "MessageNotExist"
 
 
-def test_change_visibility_zero_makes_message_visible_now(emulator):
+def test_change_visibility_zero_is_invalid_argument(emulator):
+    """Documented range 1..43200; the SDK's own check lets 0 through (and stops > 43200)."""
     q = mns_queue(emulator, "ecs-events")
     q.send_message(Message("back"))
     got = q.receive_message(0)
-    q.change_message_visibility(got.receipt_handle, 0)
-    again = q.receive_message(0)
+    err = server_error(q.change_message_visibility, got.receipt_handle, 0)
+    assert err.type == "InvalidArgument"
+    assert "between 1 and 43200" in err.message
+    q.delete_message(got.receipt_handle)  # the refused call changed nothing: the handle still works
+
+
+def test_change_visibility_one_makes_message_visible_a_second_later(emulator):
+    q = mns_queue(emulator, "ecs-events")
+    q.send_message(Message("back"))
+    got = q.receive_message(0)
+    q.change_message_visibility(got.receipt_handle, 1)
+    again = q.receive_message(3)
     assert again.message_id == got.message_id and again.dequeue_count == 2
 
 
@@ -240,3 +253,17 @@ def test_stop_ends_long_polls_promptly():
     assert time.monotonic() - t0 < 2.0
     t.join(timeout=5)
     assert not t.is_alive() and errors
+
+
+def test_documented_ranges_are_enforced(emulator):
+    """MNS API reference: waitseconds 0..30, numOfMessages 1..16, DelaySeconds 0..604800,
+    Priority 1..16; outside them 400 InvalidArgument (the SDK only checks lower bounds)."""
+    q = mns_queue(emulator, "ecs-events")
+    for call, args in ((q.receive_message, (31,)), (q.batch_receive_message, (17, 0)),
+                       (q.batch_receive_message, (0, 0)), (q.batch_peek_message, (17,)),
+                       (q.send_message, (Message("x", delay_seconds=604801),)),
+                       (q.send_message, (Message("x", priority=17),))):
+        err = server_error(call, *args)
+        assert err.type == "InvalidArgument", (call.__name__, args)
+    q.send_message(Message("edge", delay_seconds=0, priority=16))
+    assert q.batch_receive_message(16, 30)[0].message_body == "edge"

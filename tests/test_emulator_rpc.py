@@ -109,6 +109,14 @@ def test_start_instance_errors(call):
     assert (err.get_http_status(), err.get_error_code()) == (403, "IncorrectInstanceStatus")
 
 
+@pytest.mark.parametrize("lock,code", [("security", "InstanceLockedForSecurity"),
+                                       ("financial", "InstanceExpiredOrInArrears")])
+def test_a_locked_instance_answers_its_documented_lock_error(call, emulator, lock, code):
+    emulator.world.cloud.instances["i-locked"]["locks"] = [lock]
+    err = server_error(call, StartInstanceRequest(), InstanceId="i-locked")
+    assert (err.get_http_status(), err.get_error_code()) == (403, code)
+
+
 def test_start_instances_success_first_reports_each(call, emulator):
     out = call(StartInstancesRequest(), InstanceIds=[WEB2, WEB1], BatchOptimization="SuccessFirst")
     codes = {r["InstanceId"]: r["Code"] for r in out["InstanceResponses"]["InstanceResponse"]}
@@ -178,7 +186,7 @@ def test_remove_backend_servers_ignores_missing_and_limits_to_20(call, emulator)
     assert len(again["BackendServers"]["BackendServer"]) == 1  # idempotent
     too_many = json.dumps([{"ServerId": f"i-{n}", "Port": "80"} for n in range(21)])
     err = server_error(call, RemoveVServerGroupBackendServersRequest(), VServerGroupId=GROUP, BackendServers=too_many)
-    assert (err.get_http_status(), err.get_error_code()) == (400, "InvalidParameter")
+    assert (err.get_http_status(), err.get_error_code()) == (400, "TooManyBackendServers")
     groups = emulator.state()["load_balancers"][0]["vserver_groups"]
     assert [s["server_id"] for s in groups[0]["backend_servers"]] == [WEB1]
     assert emulator.state()["calls"]["slb:RemoveVServerGroupBackendServers"] == 3

@@ -121,6 +121,18 @@ def test_incorrect_instance_status_on_start_counts_as_done(tmp_path):
         assert starts(emu) == 2  # the operator's and our refused one
 
 
+def test_incorrect_instance_status_for_a_still_stopped_instance_is_a_failure_not_done(tmp_path):
+    """ECS answers IncorrectInstanceStatus for any state it refuses, a lock included: the
+    plugin re-reads the instance instead of reporting "already started"."""
+    with run_emulator(fleet(instance("i-locked", locks=["Recycling"]))) as emu, Worker(emu, tmp_path) as w:
+        with pytest.raises(Exception) as caught:
+            restart_plugin.start_instance(w.runtime.cloud, "i-locked")
+        assert caught.value.code == "IncorrectInstanceStatus"
+        assert "Stopped" in str(caught.value) and "Recycling" in str(caught.value)
+        assert emu.state()["calls"]["ecs:DescribeInstances"] == 1  # the re-read
+        assert status(emu, "i-locked") == "Stopped"
+
+
 @pytest.mark.parametrize("extra", [{"locks": ["Recycling"]}, {"locks": ["Financial"]}], ids=["recycling", "financial"])
 def test_locked_instance_is_not_started(tmp_path, extra):
     with run_emulator(fleet(instance("i-locked", **extra))) as emu, Worker(emu, tmp_path) as w:

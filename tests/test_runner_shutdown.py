@@ -37,7 +37,9 @@ def test_sigterm_finishes_in_flight_work_releases_the_rest_and_exits_0(emulator,
     assert started_at_stop <= done, worker.output()
     # It did not wait for the whole backlog (30 x 1.5 s / 4 handlers is > 10 s).
     assert took < 8 and len(done) < len(ids)
-    # Unstarted messages were released at once (visibility 0), not hidden until a timeout.
+    # Unstarted messages were released at once (visibility 1 s, the least MNS accepts), not
+    # hidden until a timeout.
+    wait_until(lambda: depth(emulator)["in_flight"] == 0, 2.5, message="released messages visible again")
     q = depth(emulator)
     assert q["in_flight"] == 0 and q["visible"] == len(ids) - len(done), q
     # Released before they started, they used up no attempt.

@@ -34,13 +34,13 @@ TWO_GROUPS = fleet([
 ])
 
 
-def interruption(instance_id, n=0, when=None):
+def interruption(instance_id, n=0, when=None, action="delete"):
     stamp = time.strftime("%Y%m%dT%H%M%S.000+0000", time.gmtime(when or time.time()))
     return parse_event(json.dumps({
         "ver": "1.0", "id": f"evt-{instance_id}-{n}", "product": "ECS", "level": "WARN",
         "name": "Instance:PreemptibleInstanceInterruption", "regionId": REGION, "eventTime": stamp,
         "resourceId": f"acs:ecs:{REGION}:1690000000000000:instance/{instance_id}",
-        "content": {"instanceId": instance_id, "action": "delete"}}))
+        "content": {"instanceId": instance_id, **({"action": action} if action is not None else {})}}))
 
 
 class Worker(Harness):
@@ -82,6 +82,17 @@ def test_instance_in_two_groups_on_several_ports_is_removed_from_all(configured)
             ("RemoveVServerGroupBackendServers", "rsp-web80/i-spot1:80", "ok"),
             ("RemoveVServerGroupBackendServers", "rsp-web80/i-spot1:8080", "ok"),
         ]
+
+
+@pytest.mark.parametrize("action", ["stop", None], ids=["stop", "missing"])
+def test_an_interruption_whose_action_is_not_delete_removes_nothing(action, caplog):
+    with caplog.at_level("WARNING"), run_emulator(TWO_GROUPS) as emu, Worker(emu) as w:
+        result = w.handle(interruption("i-spot1", action=action))
+
+        assert result.outcome == "ignored" and result.actions == []
+        assert calls(emu, "slb:RemoveVServerGroupBackendServers") == 0
+        assert ("i-spot1", 80) in backends(emu, "rsp-web80")
+    assert "not 'delete'" in caplog.text
 
 
 def test_duplicate_event_and_instance_already_gone_are_done():

@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("demo", "Start the emulator with a seeded fleet, send a burst of events, run the "
                         "worker until the queue drains, and summarise what it did.")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--ram-policy", metavar="FILE", help="have the emulator enforce this RAM policy document "
+                                                         "(e.g. deploy/ram-policy.json)")
     return parser
 
 

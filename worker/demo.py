@@ -121,8 +121,10 @@ def main(args) -> int:
     from .testing import run_emulator
 
     say = _printer(sys.stderr)
-    with tempfile.TemporaryDirectory(prefix="ecs-worker-demo-") as tmp, \
-            run_emulator(with_maintenance_and_alb(fleet())) as emulator:
+    state = with_maintenance_and_alb(fleet())
+    if getattr(args, "ram_policy", None):  # the emulator refuses what the policy does not allow
+        state["ram_policy"] = json.loads(Path(args.ram_policy).read_text(encoding="utf-8"))
+    with tempfile.TemporaryDirectory(prefix="ecs-worker-demo-") as tmp, run_emulator(state) as emulator:
         tmp_path = Path(tmp)
         before = emulator.state()
         cfg = tmp_path / "config.toml"

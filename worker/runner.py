@@ -11,7 +11,7 @@ Three loops, each in its own thread, each with its own MNS client:
   (change visibility), or dead-letter-then-delete, and tells the `on_settled` observers.
 
 The main thread only waits for signals. First SIGTERM/SIGINT: stop receiving, release
-messages not yet started (visibility 0), let the rest finish within `shutdown_timeout`,
+messages not yet started (visibility 1 s), let the rest finish within `shutdown_timeout`,
 settle, exit 0. A second signal exits at once; unsettled messages reappear after their
 visibility timeout, so nothing is lost either way.
 """
@@ -203,7 +203,7 @@ class Runner:
             if not room:
                 continue
             try:
-                messages = self.source.receive(min(cfg.batch_size, room), cfg.wait_seconds)
+                messages = self.source.receive(min(cfg.batch_size, room), cfg.wait_seconds, self._stopping)
             except MnsError as exc:
                 failures += 1
                 metrics.RECEIVE_ERRORS.inc()

@@ -130,7 +130,7 @@ class Settler:
         if kind == RELEASE:  # never started: not an attempt
             if held.counted:
                 self._store(self.store.undo_attempt, held.key)
-            self._set_visibility(held, handle, 0)
+            self._set_visibility(held, handle, 1)  # MNS accepts 1..43200: 0 is refused
             return
         if kind == DUPLICATE:
             log.info("event %s already settled: deleting the redelivered copy", held.key,

@@ -109,7 +109,7 @@ class Cloud:
         try:
             body = client.do_action_with_exception(request)
         except (ServerException, ClientException) as exc:
-            raise from_sdk(action, exc) from None  # `from None`: the SDK's text may hold the signed URL
+            raise from_sdk(action, exc, api) from None  # `from None`: the SDK's text may hold the signed URL
         except CloudError:
             raise
         except Exception as exc:  # the credentials provider failed while signing

@@ -6,8 +6,8 @@ wire protocols so the unmodified `mns` and `aliyunsdkcore` SDKs work against it.
         account = Account(emu.mns_endpoint, emu.access_key_id, emu.access_key_secret)
         request.set_endpoint(emu.endpoint)
 
-Modules: state (schema), mns (queues + XML), rpc (ECS/SLB), auth (signatures), faults, server (HTTP),
-cli (`ecs-worker emulator` / `python -m ecs_worker.emulator`).
+Modules: state (schema), mns (queues + XML), rpc (ECS/SLB), auth (signatures), ram (RAM policies),
+faults, server (HTTP), cli (`ecs-worker emulator` / `python -m ecs_worker.emulator`).
 """
 from __future__ import annotations
 
@@ -143,6 +143,10 @@ class Emulator:
             event = self.world.cloud.system_events.schedule(
                 instance_id, event_type, time.time() + 86400 if not_before is None else not_before, event_id)
             return event["event_id"]
+
+    def set_ram_policy(self, policy: dict | None) -> None:
+        """Enforce a RAM policy document (as the state key `ram_policy`); None lifts it."""
+        self.world.set_ram_policy(policy)
 
     def send(self, queue: str, body: str | bytes, delay_seconds: int | None = None,
              priority: int | None = None) -> str:

@@ -8,7 +8,14 @@ Keys of one API's fault object (all optional; absent = off):
                             RPC 400 `Throttling.User` (the POP gateway's per-user flow control;
                             the core SDK never retries it). Override with throttle_code/throttle_status.
     throttle_burst   >= 1   bucket size, default max(1, throttle_rps)
-    error_rate       0..1   answer error_code/error_status (default InternalError / 500)
+    error_rate       0..1   share of requests answered with an error: error_code/error_status
+                            (default InternalError / 500), or one of error_codes at random
+    error_code       str    the code; without error_status, its documented status (DOCUMENTED_STATUS)
+    error_codes      list   of codes (str) or {"code": str, "status": int}: each faulted request
+                            picks one; a code without a status gets its documented one
+    long_poll_limit  >= 0   mns only: long polls (waitseconds > 0) allowed at once per account;
+                            past it ReceiveMessage/BatchReceiveMessage answer 404 MessageNotExist
+                            at once, as MNS does past its long-polling connection limit
 
 Order per request: drop, latency, throttle, error — then the real handler.
 """
@@ -25,6 +32,34 @@ THROTTLE_DEFAULTS = {
     "alb": (400, "Throttling.User", "Request was denied due to user flow control."),
     "nlb": (400, "Throttling.User", "Request was denied due to user flow control."),
 }
+
+
+# Documented HTTP statuses, so a fault answers a code the way the service does (sources in
+# docs/cloud-behaviour.md). A code not listed here answers 500 unless error_status says otherwise.
+# Not re-checked against a fetched page (the worker decides by code, so they only colour the
+# wire): InstanceNotReady, LastOrderProcessing, OperationConflict, InvalidOperation.Conflict,
+# ServiceIsStopping, OperationBusy, VServerGroupProcessing, ServiceIsConfiguring.
+DOCUMENTED_STATUS = {
+    "mns": {"InternalError": 500, "InternalServerError": 500, "TooManyRequests": 429,
+            "QpsLimitExceeded": 403, "AccessDenied": 403, "InvalidAccessKeyId": 403,
+            "SignatureDoesNotMatch": 403, "MessageNotExist": 404, "QueueNotExist": 404,
+            "ReceiptHandleError": 400, "InvalidArgument": 400, "TimeExpired": 408},
+    "rpc": {"InternalError": 500, "ServiceUnavailable": 503, "UnknownError": 500,
+            "Throttling": 400, "Throttling.User": 400, "Throttling.Api": 400, "Rejected.Throttling": 400,
+            "SystemBusy": 449, "BackendServer.configuring": 409, "ProcessingSameRequest": 400,
+            "ServiceIsStopping": 400, "OperationBusy": 400, "VServerGroupProcessing": 400,
+            "ServiceIsConfiguring": 400, "TooManyBackendServers": 400, "Forbidden.RAM": 403,
+            "NoPermission": 403, "InvalidAccessKeyId.NotFound": 404, "IncorrectInstanceStatus": 403,
+            "InstanceLockedForSecurity": 403, "InstanceExpiredOrInArrears": 403,
+            "OperationDenied.NoStock": 403, "InstanceNotReady": 500, "LastOrderProcessing": 400,
+            "OperationConflict": 403, "InvalidOperation.Conflict": 403},
+}
+ERROR_MESSAGE = "The request processing has failed due to some unknown error."
+
+
+def documented_status(api: str, code: str) -> int:
+    table = DOCUMENTED_STATUS["mns" if api == "mns" else "rpc"]
+    return table.get(code, 500)
 
 
 class Decision:
@@ -91,7 +126,16 @@ class Faults:
                 code = cfg.get("throttle_code", code)
                 return Decision(latency=latency, error=(status, code, message))
             if cfg.get("error_rate") and rnd() < cfg["error_rate"]:
-                code = cfg.get("error_code", "InternalError")
-                message = "The request processing has failed due to some unknown error."
-                return Decision(latency=latency, error=(cfg.get("error_status", 500), code, message))
+                choices = cfg.get("error_codes")
+                if choices:
+                    pick = choices[int(rnd() * len(choices)) % len(choices)]
+                    code, status = pick["code"], pick.get("status")
+                else:
+                    code, status = cfg.get("error_code", "InternalError"), cfg.get("error_status")
+                status = status or documented_status(api, code)
+                return Decision(latency=latency, error=(status, code, ERROR_MESSAGE))
             return Decision(latency=latency) if latency else NO_FAULT
+
+    def long_poll_limit(self) -> int | None:
+        a = self._apis.get("mns")
+        return None if a is None else a.cfg.get("long_poll_limit")

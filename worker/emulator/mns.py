@@ -7,12 +7,18 @@ Semantics kept faithful because the worker's correctness depends on them:
   an empty poll is HTTP 404 `MessageNotExist`;
 - ChangeMessageVisibility issues a new handle, and the old one is dead.
 
-Receipt-handle errors (also in batch delete's `<Errors>`):
+Receipt-handle errors (also in batch delete's `<Errors>`), as MNS's error-code table and its
+"message not exist appears when you delete a message" page describe them:
 - a handle that does not decode, or names another queue's message -> 400 `ReceiptHandleError`;
 - a handle whose message was deleted                               -> 404 `MessageNotExist`;
-- a handle that is no longer current (superseded by a later receive
-  or ChangeMessageVisibility, or the message became visible again)  -> 400 `ReceiptHandleError`.
+- a handle that is no longer current: the message became visible
+  again (its invisibility expired), or a later receive or
+  ChangeMessageVisibility superseded it                             -> 404 `MessageNotExist`.
 Handles are base64 and may contain `+` and `/`: the SDK puts them in the query unencoded.
+
+Ranges are enforced as documented (400 `InvalidArgument`, "The value of X should between lo and
+hi"): ChangeMessageVisibility VisibilityTimeout 1..43200, waitseconds 0..30, numOfMessages 1..16,
+DelaySeconds 0..604800, Priority 1..16, and a body of at most the queue's MaximumMessageSize bytes.
 
 All methods of `Queue` must be called with the emulator's lock held (its `cond` wraps it).
 """
@@ -33,6 +39,7 @@ XMLNS = "http://mns.aliyuncs.com/doc/v1/"
 XML_HEAD = '<?xml version="1.0" encoding="UTF-8"?>\n'
 MAX_BATCH = 16
 MAX_WAIT_SECONDS = 30
+MIN_VISIBILITY, MAX_VISIBILITY = 1, 43200  # ChangeMessageVisibility's documented range (seconds)
 DEFAULT_PRIORITY = 8
 RETENTION_SECONDS = 345600
 DELETED_MEMORY = 100_000
@@ -174,7 +181,7 @@ class Queue:
         if m.salt != salt:
             raise receipt_handle_error()
         if m.gen != gen or m.visible_at <= now:
-            raise receipt_handle_error()
+            raise message_not_exist()  # expired or superseded: the real service says "message not exist"
         return m
 
     # ----------------------------------------------------------------- operations
@@ -249,9 +256,6 @@ class Queue:
         now = time.time()
         m = self._lookup(handle, now)
         self._hide(m, now + timeout)
-        if timeout == 0:
-            self._promote(now)
-            self.cond.notify_all()
         return m, m.handle()
 
     def depths(self) -> dict:
@@ -440,6 +444,16 @@ def route(method: str, path: str, query: dict[str, str], body: bytes) -> tuple[s
     return "Unsupported", q
 
 
+RECEIVES = ("ReceiveMessage", "BatchReceiveMessage")
+
+
+def wait_of(queue: Queue, query: dict[str, str]) -> int:
+    """A receive's long-poll seconds: `waitseconds`, else the queue's PollingWaitSeconds."""
+    if "waitseconds" in query:
+        return int_arg(query["waitseconds"], "waitseconds", 0, MAX_WAIT_SECONDS)
+    return queue.polling_wait_seconds
+
+
 def execute(queue: Queue, action: str, query: dict[str, str], body: bytes) -> tuple[int, bytes]:
     """Run one MNS action on `queue` (lock held); return (HTTP status, XML body) or raise MnsError."""
     if action == "GetQueueAttributes":
@@ -459,9 +473,7 @@ def execute(queue: Queue, action: str, query: dict[str, str], body: bytes) -> tu
         return (400 if failed else 201), xml_batch_sent(results)
     if action in ("ReceiveMessage", "BatchReceiveMessage"):
         n = int_arg(query["numOfMessages"], "numOfMessages", 1, MAX_BATCH) if action == "BatchReceiveMessage" else 1
-        wait = (int_arg(query["waitseconds"], "waitseconds", 0, MAX_WAIT_SECONDS) if "waitseconds" in query
-                else queue.polling_wait_seconds)
-        got = queue.receive(n, wait)
+        got = queue.receive(n, wait_of(queue, query))
         if not got:
             raise message_not_exist()
         if action == "ReceiveMessage":
@@ -489,7 +501,7 @@ def execute(queue: Queue, action: str, query: dict[str, str], body: bytes) -> tu
     if action == "ChangeMessageVisibility":
         if "VisibilityTimeout" not in query:
             raise MnsError(400, "MissingVisibilityTimeout", "VisibilityTimeout is required.")
-        timeout = int_arg(query["VisibilityTimeout"], "VisibilityTimeout", 0, 43200)
+        timeout = int_arg(query["VisibilityTimeout"], "VisibilityTimeout", MIN_VISIBILITY, MAX_VISIBILITY)
         m, handle = queue.change_visibility(query["ReceiptHandle"], timeout)
         return 200, xml_change_visibility(handle, m)
     raise MnsError(400, "InvalidRequestURL", "Http request URL format invalid (not implemented by the emulator).")

@@ -139,6 +139,10 @@ class Cloud:
             "nlb": self.nlb.actions,
         }
 
+    def lb_of_group(self, group_id: str) -> str | None:
+        found = self.groups.get(group_id)
+        return found[0]["id"] if found else None
+
     def call(self, product: str, action: str, params: Mapping[str, str]) -> dict:
         handler = self.actions.get(product, {}).get(action)
         if handler is None:
@@ -219,10 +223,19 @@ class Cloud:
         return {"InstanceStatuses": {"InstanceStatus": statuses}, **page}
 
     def _check_locks(self, inst: dict) -> None:
-        if "Security" in inst["locks"]:
+        """ECS "API behavior when an instance is locked for security reasons": StartInstance /
+        StopInstance answer InstanceLockedForSecurity; an overdue-payment lock answers
+        InstanceExpiredOrInArrears. Other locks (e.g. a spot instance's Recycling) have no
+        documented code of their own: IncorrectInstanceStatus, which callers must re-read."""
+        locks = {lock.lower() for lock in inst["locks"]}
+        if "security" in locks:
             raise RpcError(403, "InstanceLockedForSecurity",
                            "The specified operation is denied as your instance is locked for security reasons.")
-        if inst["locks"]:
+        if "financial" in locks:
+            raise RpcError(403, "InstanceExpiredOrInArrears",
+                           "The specified operation is denied as your prepay instance is expired (prepay mode) "
+                           "or in arrears (afterpay mode).")
+        if locks:
             raise RpcError(403, "IncorrectInstanceStatus",
                            "The current status of the resource does not support this operation.")
 
@@ -304,8 +317,9 @@ class Cloud:
         return self._batch(p, stop, "Running")
 
     def reboot_instance(self, p: Mapping[str, str]) -> dict:
-        """RebootInstance: Running -> Stopping -> Starting -> Running; settles the instance's
-        scheduled reboot events (they become Avoided)."""
+        """RebootInstance: Running -> Starting -> Running ("the status of the instance changes
+        to Starting", ECS API reference); settles the instance's scheduled reboot events (they
+        become Avoided)."""
         inst = self._instance(_require(p, "InstanceId"))
         self._check_locks(inst)
         if inst["status"] != "Running":
@@ -327,8 +341,10 @@ class Cloud:
         if inst["status"] not in ("Running", "Stopped"):
             raise RpcError(403, "IncorrectInstanceStatus",
                            "The current status of the resource does not support this operation.")
-        if inst["status"] == "Running":
-            self._begin_reboot(inst)
+        if inst["status"] == "Running":  # documented: Running enters Stopping
+            now = time.time()
+            inst["status"] = "Stopping"
+            inst["due"] = ("Starting", now + self.stop_delay, ("Running", now + self.stop_delay + self.start_delay))
         else:
             inst["status"], inst["due"] = "Starting", ("Running", time.time() + self.start_delay)
         self.system_events.owner_redeployed(inst["id"])
@@ -336,8 +352,7 @@ class Cloud:
 
     def _begin_reboot(self, inst: dict) -> None:
         now = time.time()
-        inst["status"] = "Stopping"
-        inst["due"] = ("Starting", now + self.stop_delay, ("Running", now + self.stop_delay + self.start_delay))
+        inst["status"], inst["due"] = "Starting", ("Running", now + self.stop_delay + self.start_delay)
         self._settle(inst, now)
 
     def _platform_reboot(self, instance_id: str) -> None:
@@ -428,8 +443,8 @@ class Cloud:
         if not isinstance(items, list) or not items:
             raise bad
         if len(items) > MAX_BACKEND_SERVERS:
-            raise RpcError(400, "InvalidParameter",
-                           f"The number of BackendServers exceeds the limit of {MAX_BACKEND_SERVERS}.")
+            raise RpcError(400, "TooManyBackendServers",
+                           f"The number of backend servers exceeds the limit of {MAX_BACKEND_SERVERS}.")
         out = []
         for it in items:
             if not isinstance(it, dict) or not isinstance(it.get("ServerId"), str) or not it["ServerId"]:

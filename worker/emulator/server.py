@@ -22,6 +22,7 @@ from urllib.parse import parse_qsl, unquote
 from . import mns
 from .auth import AuthError, Credentials, check_mns, check_rpc
 from .faults import Faults
+from .ram import MNS_DENIED, RPC_DENIED, Policy, mns_resource, rpc_resource, validate_policy
 from .rpc import PRODUCTS, Cloud, RpcError
 from .state import StateError, validate_faults
 
@@ -38,6 +39,8 @@ class World:
         self.cloud = Cloud(state)
         self.faults = Faults(state["faults"])
         self.calls: dict[str, int] = {}
+        self.long_polls = 0  # receives now waiting (faults.mns.long_poll_limit caps them)
+        self.ram_policy = Policy(state["ram_policy"]) if state.get("ram_policy") else None
         self.mns_host = f"http://{state['account_id']}.mns.{state['region']}.aliyuncs.com"
 
     def count(self, name: str) -> None:
@@ -64,6 +67,16 @@ class World:
     def reset_calls(self) -> None:
         with self.lock:
             self.calls.clear()
+
+    def set_ram_policy(self, doc: dict | None) -> None:
+        """Enforce a RAM policy document from now on (None: allow everything)."""
+        def fail(path: str, msg: str) -> None:
+            raise StateError(f"ram_policy: {path}: {msg}")
+        self.ram_policy = Policy(validate_policy(doc, fail)) if doc is not None else None
+
+    def ram_allows(self, product: str, action: str, resource: str) -> bool:
+        policy = self.ram_policy
+        return policy is None or policy.allows(f"{product}:{action}", resource)
 
     def close(self) -> None:
         with self.lock:
@@ -189,6 +202,8 @@ class Handler(BaseHTTPRequestHandler):
                 check_mns(world.credentials, self.command, self.path, headers)
             except AuthError as e:
                 raise mns.MnsError(e.status, e.code, e.message) from None
+            if not world.ram_allows("mns", action, mns_resource(world.region, world.account_id, action, qname)):
+                raise mns.MnsError(*MNS_DENIED)
             md5 = headers.get("content-md5")  # the SDK sends base64 of the *hex* MD5 digest
             if md5 and md5 != base64.b64encode(hashlib.md5(body).hexdigest().encode()).decode():
                 raise mns.MnsError(400, "InvalidDegist", "The Content-MD5 you specified is invalid.")
@@ -196,7 +211,17 @@ class Handler(BaseHTTPRequestHandler):
                 q = world.queues.get(qname) if qname else None
                 if q is None and action != "Unsupported":
                     raise mns.queue_not_exist(qname or "")
-                status, out = mns.execute(q, action, query, body)  # type: ignore[arg-type]
+                long_poll = action in mns.RECEIVES and mns.wait_of(q, query) > 0
+                if long_poll:
+                    limit = world.faults.long_poll_limit()
+                    if limit is not None and world.long_polls >= limit:
+                        raise mns.message_not_exist()  # past the account's long-poll limit: at once
+                    world.long_polls += 1
+                try:
+                    status, out = mns.execute(q, action, query, body)  # type: ignore[arg-type]
+                finally:
+                    if long_poll:
+                        world.long_polls -= 1
         except mns.MnsError as e:
             status, out = e.status, mns.xml_error(e, request_id, world.mns_host)
         self._send(status, out, "text/xml;charset=utf-8",
@@ -228,6 +253,9 @@ class Handler(BaseHTTPRequestHandler):
             except AuthError as e:
                 raise RpcError(e.status, e.code, e.message) from None
             with world.lock:
+                resource = rpc_resource(world.region, world.account_id, product, params, world.cloud.lb_of_group)
+                if not world.ram_allows(product, action, resource):
+                    raise RpcError(*RPC_DENIED)
                 result = world.cloud.call(product, action, params)
             status, out = 200, {"RequestId": request_id, **result}
         except RpcError as e:

@@ -54,6 +54,7 @@ Schema (JSON object; keys marked * are required, the rest have defaults):
             type            "ecs" | "eni" | "eci" | "ip"   default "ecs"
     job_delay_seconds    number >= 0       how long an ALB/NLB change job runs, default 0.5
     faults           {api: fault}, api one of mns, ecs, slb, alb, nlb; see faults.py for the keys
+    ram_policy       a RAM policy document; when set, calls it does not allow are refused (ram.py)
     start_delay_seconds  number >= 0       Starting -> Running delay, default 1.0
     stop_delay_seconds   number >= 0       Stopping -> Stopped delay, default 1.0
 
@@ -180,7 +181,7 @@ def validate(raw: Any, source: str = "state") -> dict:
     v = _V(source)
     v.obj(raw, "", ("region", "account_id", "credentials"),
           ("queues", "instances", "load_balancers", "faults", "start_delay_seconds", "stop_delay_seconds",
-           "alb_server_groups", "nlb_server_groups", "job_delay_seconds"))
+           "alb_server_groups", "nlb_server_groups", "job_delay_seconds", "ram_policy"))
     raw = copy.deepcopy(raw)
     out: dict = {
         "region": v.string(raw["region"], "region"),
@@ -197,6 +198,10 @@ def validate(raw: Any, source: str = "state") -> dict:
         out[key] = v.items(raw.get(key, []), key, lambda g, p: _server_group(v, g, p))
         v.unique(out[key], key, "id")
     out["job_delay_seconds"] = v.number(raw.get("job_delay_seconds", 0.5), "job_delay_seconds", 0)
+    if raw.get("ram_policy") is not None:
+        from .ram import validate_policy
+
+        out["ram_policy"] = validate_policy(raw["ram_policy"], v.fail)
     v.unique(out["credentials"], "credentials", "access_key_id")
     v.unique(out["queues"], "queues", "name")
     v.unique(out["instances"], "instances", "id")
@@ -329,6 +334,8 @@ def _sg_server(v: _V, s: Any, p: str) -> dict:
 
 FAULT_KEYS = ("error_rate", "error_code", "error_status", "latency_ms", "throttle_rps", "throttle_burst",
               "throttle_code", "throttle_status", "drop_rate")
+FAULT_KEYS = ("error_rate", "error_code", "error_status", "error_codes", "latency_ms", "throttle_rps",
+              "throttle_burst", "throttle_code", "throttle_status", "drop_rate", "long_poll_limit")
 
 
 def validate_faults(raw: Any, source: str = "faults", path: str = "") -> dict:
@@ -352,5 +359,22 @@ def validate_faults(raw: Any, source: str = "faults", path: str = "") -> dict:
         for key in ("error_status", "throttle_status"):
             if key in cfg:
                 f[key] = v.integer(cfg[key], f"{p}.{key}", 400, 599)
+        if "error_codes" in cfg:
+            f["error_codes"] = v.items(cfg["error_codes"], f"{p}.error_codes",
+                                       lambda c, cp: _error_code(v, c, cp), non_empty=True)
+        if "long_poll_limit" in cfg:
+            if api != "mns":
+                v.fail(f"{p}.long_poll_limit", "only mns has long polls")
+            f["long_poll_limit"] = v.integer(cfg["long_poll_limit"], f"{p}.long_poll_limit", 0)
         out[api] = f
+    return out
+
+
+def _error_code(v: _V, c: Any, p: str) -> dict:
+    if isinstance(c, str):
+        c = {"code": c}
+    v.obj(c, p, ("code",), ("status",))
+    out = {"code": v.string(c["code"], p + ".code")}
+    if "status" in c:
+        out["status"] = v.integer(c["status"], p + ".status", 400, 599)
     return out

@@ -9,7 +9,9 @@ thread-safe, so each thread gets its own client. Bodies are received with
 from __future__ import annotations
 
 import json
+import random
 import threading
+import time
 import warnings
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -17,16 +19,28 @@ from typing import Any, Mapping
 from ..actions import _one_line
 
 # Codes that no amount of retrying fixes: the configuration (or the account) is wrong.
+# Source: MNS "Error codes" (alibabacloud.com/help/en/mns/error-codes): AccessDenied,
+# InvalidAccessKeyId, SignatureDoesNotMatch (403), QueueNotExist (404), InvalidQueueName,
+# QueueDeletedRecently, Missing/InvalidAuthorizationHeader (400); STS token codes from the SDK.
+# Everything else (InternalError/InternalServerError 500, TooManyRequests 429, QpsLimitExceeded,
+# TimeExpired 408, network errors) is transient: the runner backs off and tries again.
 PERMANENT_CODES = frozenset({
     "QueueNotExist", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied",
     "InvalidAccessKeyId.NotFound", "InvalidAccessKeyId.Inactive", "Forbidden",
     "InvalidQueueName", "QueueDeletedRecently", "SecurityTokenExpired", "InvalidSecurityToken",
+    "MissingAuthorizationHeader", "InvalidAuthorizationHeader",
 })
 # A receipt handle that is stale: the message became visible again or was deleted.
 STALE_HANDLE_CODES = frozenset({"MessageNotExist", "ReceiptHandleError"})
 EMPTY_POLL = "MessageNotExist"
 MAX_BATCH = 16  # MNS's limit for batch receive and batch delete
 SOCKET_SLACK = 15  # seconds a socket read may outlast the long poll before it is a dead connection
+# An empty answer to a long poll that comes back before half its wait is not "nothing there
+# for wait_seconds": past the account's long-polling limit MNS answers at once (and bills it).
+# Back off (doubling from EARLY_EMPTY_BASE, capped at the poll's own wait, jittered upwards)
+# so an idle receiver never costs more than 3600 / wait_seconds calls an hour.
+EARLY_EMPTY_BASE = 0.5
+EARLY_EMPTY_JITTER = 0.25
 
 
 class MnsError(Exception):
@@ -53,8 +67,9 @@ class Message:
     next_visible_time_ms: int = 0
 
 
-def classify(exc: BaseException, what: str) -> MnsError:
-    """Turn an SDK exception into an `MnsError`; the text never carries request bodies."""
+def classify(exc: BaseException, what: str, ram: str = "") -> MnsError:
+    """Turn an SDK exception into an `MnsError`; the text never carries request bodies.
+    `ram` ("mns:X on acs:mns:...") is named when the server answers AccessDenied."""
     from mns.mns_exception import (MNSClientNetworkException, MNSClientParameterException,
                                    MNSServerException)
 
@@ -64,6 +79,8 @@ def classify(exc: BaseException, what: str) -> MnsError:
         code = exc.type or "Unknown"
         detail = (exc.message or "").strip().splitlines()
         text = f"{what}: {code}: {detail[0][:200] if detail else ''} (request {exc.request_id})"
+        if code == "AccessDenied" and ram:
+            text += f"; the RAM policy must allow {ram}"
         return MnsError(text, code, permanent=code in PERMANENT_CODES)
     if isinstance(exc, MNSClientNetworkException):
         # The SDK puts the raw response into RespDataDamaged messages: keep only the type.
@@ -87,6 +104,7 @@ class MnsQueue:
         self._credentials = credentials_provider
         self._timeout = wait_seconds + SOCKET_SLACK
         self._local = threading.local()
+        self.early_empties = 0  # consecutive long polls answered empty before half their wait
 
     def __repr__(self) -> str:
         return f"MnsQueue({self.endpoint!r}, {self.name!r})"
@@ -105,6 +123,10 @@ class MnsQueue:
             self._local.queue = queue
         return queue
 
+    def _ram(self, action: str, messages: bool = True) -> str:
+        """The RAM action and resource a call needs (MNS API reference, "Authorization")."""
+        return f"mns:{action} on acs:mns:*:*:/queues/{self.name}" + ("/messages" if messages else "")
+
     def visibility_timeout(self) -> int:
         """The queue's own VisibilityTimeout; also proves the queue exists and the keys work."""
         try:
@@ -112,23 +134,40 @@ class MnsQueue:
                 warnings.simplefilter("ignore", DeprecationWarning)
                 return int(self._queue().get_attributes().visibility_timeout)
         except Exception as exc:
-            raise classify(exc, f"queue {self.name!r}") from None
+            raise classify(exc, f"queue {self.name!r}", self._ram("GetQueueAttributes", False)) from None
 
-    def receive(self, batch_size: int, wait_seconds: int) -> list[Message]:
-        """Long-poll for up to `batch_size` messages; an empty poll is an empty list."""
+    def receive(self, batch_size: int, wait_seconds: int, stop: threading.Event | None = None) -> list[Message]:
+        """Long-poll for up to `batch_size` messages; an empty poll is an empty list.
+
+        An empty answer well before `wait_seconds` (MNS past its long-poll limit) is followed
+        by a backoff before returning, cut short when `stop` is set."""
         from mns.mns_exception import MNSServerException
 
+        started = time.monotonic()
         try:
             raw = self._queue().batch_receive_message(batch_size, wait_seconds)
         except MNSServerException as exc:
             if exc.type == EMPTY_POLL:
+                self._after_empty(wait_seconds, time.monotonic() - started, stop)
                 return []
-            raise classify(exc, f"receive from {self.name!r}") from None
+            raise classify(exc, f"receive from {self.name!r}", self._ram("BatchReceiveMessage")) from None
         except Exception as exc:
-            raise classify(exc, f"receive from {self.name!r}") from None
+            raise classify(exc, f"receive from {self.name!r}", self._ram("BatchReceiveMessage")) from None
+        self.early_empties = 0
         return [Message(m.message_id, m.receipt_handle, _bytes(m.message_body), int(m.dequeue_count),
                         int(m.enqueue_time), int(m.first_dequeue_time), int(m.next_visible_time or 0))
                 for m in raw]
+
+    def _after_empty(self, wait_seconds: int, took: float, stop: threading.Event | None) -> None:
+        if wait_seconds <= 0 or took >= wait_seconds / 2:
+            self.early_empties = 0  # an honest long poll: nothing came for its whole wait
+            return
+        self.early_empties += 1
+        delay = early_empty_delay(self.early_empties, wait_seconds)
+        if stop is not None:
+            stop.wait(delay)
+        else:
+            time.sleep(delay)
 
     def delete_batch(self, handles: list[str]) -> dict[str, MnsError]:
         """Delete up to 16 messages; return the handles that failed, each with its error.
@@ -143,12 +182,12 @@ class MnsQueue:
             self._queue().batch_delete_message(list(handles))
         except MNSServerException as exc:
             if not exc.sub_errors:
-                raise classify(exc, f"delete from {self.name!r}") from None
+                raise classify(exc, f"delete from {self.name!r}", self._ram("BatchDeleteMessage")) from None
             return {e["ReceiptHandle"]: MnsError(f"delete from {self.name!r}: {e['ErrorCode']}: "
                                                  f"{e['ErrorMessage'][:200]}", e["ErrorCode"])
                     for e in exc.sub_errors}
         except Exception as exc:
-            raise classify(exc, f"delete from {self.name!r}") from None
+            raise classify(exc, f"delete from {self.name!r}", self._ram("BatchDeleteMessage")) from None
         return {}
 
     def change_visibility(self, handle: str, seconds: int) -> str:
@@ -156,7 +195,8 @@ class MnsQueue:
         try:
             return self._queue().change_message_visibility(handle, int(seconds)).receipt_handle
         except Exception as exc:
-            raise classify(exc, f"change visibility in {self.name!r}") from None
+            raise classify(exc, f"change visibility in {self.name!r}",
+                           self._ram("ChangeMessageVisibility")) from None
 
     def send(self, body: str) -> str:
         """Send one message; return its message id."""
@@ -165,7 +205,14 @@ class MnsQueue:
         try:
             return self._queue().send_message(SdkMessage(body)).message_id
         except Exception as exc:
-            raise classify(exc, f"send to {self.name!r}") from None
+            raise classify(exc, f"send to {self.name!r}", self._ram("SendMessage")) from None
+
+
+def early_empty_delay(n: int, wait_seconds: float, rng: random.Random | Any = random) -> float:
+    """Seconds to pause after the n-th early empty answer in a row: doubling, capped at the
+    poll's wait, jitter only upwards so the capped rate stays under one call per wait."""
+    base = min(float(wait_seconds), EARLY_EMPTY_BASE * 2 ** min(n - 1, 16))
+    return base * (1.0 + rng.uniform(0.0, EARLY_EMPTY_JITTER))
 
 
 def dead_letter_body(record: Mapping[str, Any]) -> str:
