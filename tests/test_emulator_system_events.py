@@ -9,7 +9,7 @@ import pytest
 from ecs_worker.cloud import Cloud, CloudError
 from ecs_worker.config import parse_config
 from ecs_worker.emulator import StateError, validate
-from ecs_worker.testing import run_emulator
+from ecs_worker.testing import published_events, run_emulator
 
 KEY = {"access_key_id": "LTAIevtest0001", "access_key_secret": "ev-test-secret-0001"}
 
@@ -59,6 +59,7 @@ def test_reboot_dry_run_and_wrong_status():
 def test_owner_reboot_goes_through_starting_and_avoids_the_event():
     with run_emulator(state()) as emu:
         cloud = cloud_for(emu)
+        published = published_events(emu)
         assert events_of(cloud, "i-m1") == []  # by default only non-active events are listed
         assert events_of(cloud, "i-m1", "Scheduled") == [("e-m1", "Scheduled")]
         cloud.ecs("RebootInstance", InstanceId="i-m1")
@@ -68,7 +69,6 @@ def test_owner_reboot_goes_through_starting_and_avoids_the_event():
         time.sleep(0.4)
         assert status(emu, "i-m1")["status"] == "Running"
         assert events_of(cloud, "i-m1") == [("e-m1", "Avoided")]
-        published = emu.state()["published_events"]
         assert [(e["name"], e["content"]["eventId"], e["content"]["eventStatus"]) for e in published] == [
             ("Instance:SystemMaintenance.Reboot:Avoided", "e-m1", "Avoided")]
         assert published[0]["content"]["notBefore"] == "2099-01-01T00:00:00Z"
@@ -77,13 +77,14 @@ def test_owner_reboot_goes_through_starting_and_avoids_the_event():
 def test_scheduled_event_announced_then_executed_at_not_before():
     with run_emulator(state()) as emu:
         cloud = cloud_for(emu)
+        published = published_events(emu)
         event_id = emu.schedule_event("i-m1", not_before=time.time() + 0.5)
-        names = [e["name"] for e in emu.state()["published_events"]]
+        names = [e["name"] for e in published]
         assert names == ["Instance:SystemMaintenance.Reboot:Scheduled"]
         time.sleep(0.6)
         assert (event_id, "Executed") in events_of(cloud, "i-m1")
         assert status(emu, "i-m1")["status"] in ("Stopping", "Starting")  # the platform rebooted it
-        assert [e["name"] for e in emu.state()["published_events"]][-1] == \
+        assert [e["name"] for e in published][-1] == \
             "Instance:SystemMaintenance.Reboot:Executed"
 
 

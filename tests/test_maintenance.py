@@ -13,7 +13,7 @@ import pytest
 from ecs_worker.context import RESUME_STATE
 from ecs_worker.events import parse_event
 from ecs_worker.plugins import maintenance as plugin
-from ecs_worker.testing import Harness, run_emulator
+from ecs_worker.testing import Harness, published_events, run_emulator
 
 REGION = "cn-hangzhou"
 KEY = {"access_key_id": "LTAImttest0001", "access_key_secret": "mt-test-secret-0001"}
@@ -86,6 +86,7 @@ def test_reboots_before_the_platform_out_of_every_group_and_back_exactly():
     nb = time.time() + 3 * 3600
     with run_emulator(world(nb)) as emu, Worker(emu) as w:
         assert memberships(emu) == BEFORE
+        published = published_events(emu)
         seen_out = []
 
         def check(result):  # while rebooting, out of every group
@@ -102,7 +103,7 @@ def test_reboots_before_the_platform_out_of_every_group_and_back_exactly():
         assert seen_out and seen_out[0][:3] == ({("i-other", 80)}, {}, {})
         assert seen_out[0][3] in ("Stopping", "Starting")
         assert instance(emu)["scheduled_events"][0]["status"] == "Avoided"
-        assert [e["name"] for e in emu.state()["published_events"]] == [
+        assert [e["name"] for e in published] == [
             "Instance:SystemMaintenance.Reboot:Avoided"]
         acts = [(a.action, a.target) for r in results for a in r.actions]
         assert acts[:4] == [("RemoveVServerGroupBackendServers", f"rsp-web80/{IID}:80"),

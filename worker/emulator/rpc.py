@@ -110,7 +110,9 @@ class Cloud:
             for g in lb["vserver_groups"]:
                 self.groups[g["id"]] = (lb, g)
         self.published_events: list[dict] = []
-        self.system_events = SystemEvents(state["instances"], self.publish_event, self._platform_reboot, RpcError)
+        # Through a lambda: whatever `publish_event` is when an event changes (tests spy on it).
+        self.system_events = SystemEvents(state["instances"], lambda *a: self.publish_event(*a),
+                                          self._platform_reboot, RpcError)
         job_seconds = state.get("job_delay_seconds", 0.5)
         self.alb = ServerGroupService("alb", state.get("alb_server_groups", []), RpcError, job_seconds)
         self.nlb = ServerGroupService("nlb", state.get("nlb_server_groups", []), RpcError, job_seconds)
