@@ -180,9 +180,7 @@ class Sequence:
         except Exception as exc:
             if not ctx.dry_run:
                 raise  # nothing changed yet: the message comes back and we look again
-            note = f"unverified: could not read ECS: {getattr(exc, 'code', type(exc).__name__)}"
-            ctx.act_many(self.remedy, [self.iid], _never, note=note)
-            return f"planned {self.remedy} ({note})"
+            return self._plan_unverified(f"unverified: could not read ECS: {_code(exc)}")
         if instance is None:
             ctx.log.info("maintenance of %s: no such instance (released?)", self.iid)
             return None
@@ -283,6 +281,19 @@ class Sequence:
         self.ctx.log.error("%s is OUT of service in %d group(s): %s — %s%s; the message returns to retry",
                            self.iid, _groups(out), targets, what, f" [{detail}]" if detail else "")
         raise RuntimeError(f"{self.iid} OUT of service in {targets}: {what}")
+
+    def _plan_unverified(self, note: str) -> str:
+        """Dry-run without the cloud (a laptop without credentials): the plan's shape, each
+        group unknown (`?`), marked as unchecked."""
+        from ecs_worker.cloud.membership import action_name
+
+        unknown = [(kind, "?/" + self.iid if kind == "clb" else f"{kind}:?/{self.iid}") for kind in self.cfg.kinds]
+        for kind, target in unknown:
+            self.ctx.act_many(action_name(kind, "remove"), [target], _never, note=note)
+        self.ctx.act_many(self.remedy, [self.iid], _never, note=note)
+        for kind, target in unknown:
+            self.ctx.act_many(action_name(kind, "add"), [target], _never, note=note)
+        return f"planned {self.remedy} ({note})"
 
     # -- helpers ----------------------------------------------------------------------
     def _restore_all(self, members: list) -> tuple[list, Exception | None]:

@@ -334,3 +334,21 @@ def test_a_failed_read_before_anything_changed_is_an_ordinary_retry():
         assert result.outcome == "failed" and "Forbidden.RAM" in result.error
         assert memberships(emu) == BEFORE
         assert result.resume() == {"maintenance": None}
+
+
+def test_dry_run_without_the_cloud_still_shows_the_plan_marked_unverified(monkeypatch):
+    for name in ("ALIBABA_CLOUD_ACCESS_KEY_ID", "ALIBABA_CLOUD_ACCESS_KEY_SECRET", "ALIBABA_CLOUD_CREDENTIALS_FILE",
+                 "ALIYUN_ACCESS_KEY_ID", "ALIYUN_ACCESS_KEY_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", "/nonexistent")  # no credentials file either
+    with Harness(plugin, config={"kinds": ["clb", "alb"]}, dry_run=True,
+                 settings={"cloud": {"max_retries": 0}}) as h:
+        result = h.replay(scheduled(time.time() + 3600))
+    assert result.outcome == "handled", result.error
+    assert [(a.action, a.target, a.result) for a in result.actions] == [
+        ("RemoveVServerGroupBackendServers", f"?/{IID}", "planned"),
+        ("RemoveServersFromServerGroup", f"alb:?/{IID}", "planned"),
+        ("RebootInstance", IID, "planned"),
+        ("AddVServerGroupBackendServers", f"?/{IID}", "planned"),
+        ("AddServersToServerGroup", f"alb:?/{IID}", "planned")]
+    assert all(a.detail.startswith("unverified: could not read ECS") for a in result.actions)
