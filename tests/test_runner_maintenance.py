@@ -72,7 +72,8 @@ poll_seconds = 2
 
 def groups(emu):
     s = emu.state()
-    return ({(b["server_id"], b["port"], b["weight"]) for b in s["load_balancers"][0]["vserver_groups"][0]["backend_servers"]},
+    clb = s["load_balancers"][0]["vserver_groups"][0]["backend_servers"]
+    return ({(b["server_id"], b["port"], b["weight"]) for b in clb},
             {(x["server_id"], x["port"], x["weight"]) for x in s["alb_server_groups"][0]["servers"]},
             {(x["server_id"], x["port"], x["weight"]) for x in s["nlb_server_groups"][0]["servers"]})
 

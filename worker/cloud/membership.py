@@ -114,7 +114,8 @@ class LoadBalancers:
         any present with another weight (a drain, or someone's edit meanwhile)."""
         present = {(m.server_id, m.port): m.weight for m in self._current(kind, group)}
         missing = [m for m in members if (m.server_id, m.port) not in present]
-        reweigh = [m for m in members if (m.server_id, m.port) in present and present[(m.server_id, m.port)] != m.weight]
+        reweigh = [m for m in members
+                   if (m.server_id, m.port) in present and present[(m.server_id, m.port)] != m.weight]
         if kind == "clb":
             for chunk in _chunks(missing, MAX_BACKENDS_PER_CALL):
                 self.cloud.slb(_CLB["add"], VServerGroupId=group, BackendServers=[_clb(m) for m in chunk])
