@@ -176,7 +176,7 @@ def event_body(n: int, name="Instance:StateChange", instance=None, content=None,
 
 # -- measurements ---------------------------------------------------------------------
 
-def plugins_toml(disabled=("restart", "slb", "webhook", "hello"), load=()) -> str:
+def plugins_toml(disabled=("restart", "slb", "maintenance", "webhook", "hello"), load=()) -> str:
     return (f"[plugins]\ndisabled = {json.dumps(list(disabled))}\nload = {json.dumps(list(load))}\n"
             '[plugins.log]\nformat = "json"\n')
 

@@ -1,11 +1,15 @@
 """How fast a wave of spot interruptions leaves the load balancers, and in how many calls.
 
     python bench/slb_wave.py [--events 500] [--groups 25] [--spread 2.0] [--throttle 20]
+                             [--mix clb,alb,nlb] [--job-seconds 0.5]
 
 In-process: the `slb` plugin behind the real dispatcher, the real SDKs, the emulator
-throttling SLB at `--throttle` calls/s. Events arrive evenly over `--spread` seconds.
-Reports remove calls against the minimum (ceil(per-group / 20) per group), all SLB calls,
-retries, and per-event seconds from arrival to removed (p50 / p95 / max).
+throttling SLB (and ALB / NLB) at `--throttle` calls/s. Events arrive evenly over
+`--spread` seconds. `--mix` deals the groups round-robin to CLB vserver groups and ALB /
+NLB server groups (whose changes are jobs of `--job-seconds`). Reports remove calls
+against the minimum (ceil(per-group / 20) per CLB group, ceil(per-group / 200) per
+ALB/NLB group), all calls, retries, and per-event seconds from arrival to removed
+(p50 / p95 / max).
 """
 from __future__ import annotations
 
@@ -30,13 +34,22 @@ def main() -> int:
     ap.add_argument("--spread", type=float, default=2.0)
     ap.add_argument("--throttle", type=float, default=20.0)
     ap.add_argument("--configured", action="store_true", help="list the groups instead of discovering")
+    ap.add_argument("--mix", default="clb", help="kinds the groups are dealt to, e.g. clb,alb,nlb")
+    ap.add_argument("--job-seconds", type=float, default=0.5, help="how long an ALB/NLB change job runs")
     args = ap.parse_args()
     per_group = args.events // args.groups
-    state = wave_fleet(groups=args.groups, per_group=per_group, lbs=5)
-    state["faults"] = {"slb": {"throttle_rps": args.throttle}}
+    kinds = [k.strip() for k in args.mix.split(",") if k.strip()]
+    state = mixed_fleet(args.groups, per_group, kinds)
+    state["job_delay_seconds"] = args.job_seconds
+    state["faults"] = {api: {"throttle_rps": args.throttle} for api in ("slb", "alb", "nlb")}
     ids = [f"i-wave{g:02d}{n:02d}" for g in range(args.groups) for n in range(per_group)]
-    groups = [f"rsp-{g:02d}" for g in range(args.groups)] if args.configured else []
-    with run_emulator(state) as emu, Worker(emu, vserver_groups=groups) as w:
+    kind_of = {g: kinds[g % len(kinds)] for g in range(args.groups)}
+    configured = {}
+    if args.configured:
+        configured = {"vserver_groups": [f"rsp-{g:02d}" for g in kind_of if kind_of[g] == "clb"],
+                      "alb_server_groups": [f"sgp-{g:02d}" for g in kind_of if kind_of[g] == "alb"],
+                      "nlb_server_groups": [f"sgp-{g:02d}" for g in kind_of if kind_of[g] == "nlb"]}
+    with run_emulator(state) as emu, Worker(emu, kinds=sorted(set(kinds)), **configured) as w:
         start = time.monotonic()
         latencies, futures = [], []
         for n, iid in enumerate(ids):
@@ -49,13 +62,17 @@ def main() -> int:
         outcomes = [f.result(120).outcome for f in futures]
         wall = time.monotonic() - start
         calls = emu.state()["calls"]
-    removes = calls.get("slb:RemoveVServerGroupBackendServers", 0)
+    removes = sum(calls.get(k, 0) for k in ("slb:RemoveVServerGroupBackendServers",
+                                              "alb:RemoveServersFromServerGroup", "nlb:RemoveServersFromServerGroup"))
     latencies.sort()
     report = {
-        "events": len(ids), "groups": args.groups, "spread_s": args.spread, "throttle_rps": args.throttle,
-        "handled": outcomes.count("handled"), "remove_calls": removes,
-        "remove_calls_minimum": args.groups * math.ceil(per_group / 20),
+        "events": len(ids), "groups": args.groups, "mix": kinds, "spread_s": args.spread,
+        "throttle_rps": args.throttle, "handled": outcomes.count("handled"), "remove_calls": removes,
+        "remove_calls_minimum": sum(math.ceil(per_group / (20 if kind_of[g] == "clb" else 200))
+                                    for g in range(args.groups)),
         "slb_calls": sum(v for k, v in calls.items() if k.startswith("slb:")),
+        "alb_calls": sum(v for k, v in calls.items() if k.startswith("alb:")),
+        "nlb_calls": sum(v for k, v in calls.items() if k.startswith("nlb:")),
         "retries": sum(w.runtime.cloud.retries.values()),
         "latency_p50_s": round(statistics.median(latencies), 2),
         "latency_p95_s": round(latencies[int(0.95 * (len(latencies) - 1))], 2),
@@ -64,6 +81,24 @@ def main() -> int:
     }
     print(json.dumps(report))
     return 0
+
+
+def mixed_fleet(groups: int, per_group: int, kinds: list[str]) -> dict:
+    """The tests' CLB wave fleet, with every group whose turn is ALB or NLB moved there."""
+    state = wave_fleet(groups=groups, per_group=per_group, lbs=5)
+    state["alb_server_groups"], state["nlb_server_groups"] = [], []
+    for lb in state["load_balancers"]:
+        keep = []
+        for g in lb["vserver_groups"]:
+            kind = kinds[int(g["id"][4:]) % len(kinds)]
+            if kind == "clb":
+                keep.append(g)
+            else:
+                state[f"{kind}_server_groups"].append(
+                    {"id": "sgp-" + g["id"][4:], "load_balancer_id": f"{kind}-{lb['id']}",
+                     "servers": g["backend_servers"]})
+        lb["vserver_groups"] = keep
+    return state
 
 
 if __name__ == "__main__":

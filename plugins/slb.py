@@ -1,10 +1,13 @@
-"""Built-in `slb` plugin: take a spot instance out of every SLB vserver group it is in,
-well inside the ~5 minute interruption notice, even when a whole wave arrives at once.
+"""Built-in `slb` plugin: take a spot instance out of every load-balancer group it is in —
+CLB vserver groups, ALB and NLB server groups — well inside the ~5 minute interruption
+notice, even when a whole wave arrives at once.
 
 The hook returns a `Future` at once; a coalescer gathers the instances of events that
 arrive within `coalesce_ms`, finds their groups (configured, or discovered), and removes
-them with one `RemoveVServerGroupBackendServers` per group per 20 servers. Every event
-still records its own action per group and port (`rsp-…/i-…:80`).
+them with one call per group per batch: CLB `RemoveVServerGroupBackendServers` (20
+servers), ALB/NLB `RemoveServersFromServerGroup` (200 servers; asynchronous, so the job
+is followed to its end, bounded by `job_timeout`). Every event still records its own
+action per group and port (`rsp-…/i-…:80`, `alb:sgp-…/i-…:80`, `nlb:sgp-…/i-…:80`).
 """
 from __future__ import annotations
 
@@ -21,7 +24,12 @@ from ecs_worker.config import setting
 NOTICE_SECONDS = 300       # Alibaba releases a spot instance about 5 minutes after the notice
 REMOVE_MARGIN_SECONDS = 60  # a drain always leaves this long for the removal itself
 MAX_BACKENDS_PER_CALL = 20  # the SLB API's limit for BackendServers
+MAX_SERVERS_PER_CALL = 200  # ALB/NLB's limit for Servers.N
+JOB_SENDERS_PER_WORKER = 4
 REMOVE, DRAIN = "RemoveVServerGroupBackendServers", "SetVServerGroupAttribute"
+LB_KINDS = ("clb", "alb", "nlb")
+# The ALB/NLB action for each CLB one (drain = weight 0 through the servers' attributes).
+_SERVER_GROUP_ACTIONS = {REMOVE: "RemoveServersFromServerGroup", DRAIN: "UpdateServerGroupServersAttribute"}
 
 
 @dataclass(frozen=True)
@@ -32,6 +40,10 @@ class Config:
                                    doc="set weight 0 first and remove after this long; 0 = remove at once")
     discovery_ttl: float = setting(10.0, min=0, max=300, doc="seconds group lists and members are cached")
     workers: int = setting(4, min=1, max=32, doc="SLB calls in flight at once (different groups)")
+    kinds: list[str] = setting(list(LB_KINDS), doc='load balancers to act on: "clb", "alb", "nlb"')
+    alb_server_groups: list[str] = setting([], doc="ALB server groups to check; empty = discover")
+    nlb_server_groups: list[str] = setting([], doc="NLB server groups to check; empty = discover")
+    job_timeout: float = setting(60.0, min=1, max=240, doc="seconds an ALB/NLB change job may take")
 
 
 _remover: Remover | None = None
@@ -42,16 +54,20 @@ _remover_lock = threading.Lock()
 def on_startup(ctx):
     global _remover
     cfg: Config = ctx.config
-    if any(not g.strip() for g in cfg.vserver_groups):
-        raise ValueError("[plugins.slb] vserver_groups: group ids must not be empty")
+    if any(not g.strip() for g in cfg.vserver_groups + cfg.alb_server_groups + cfg.nlb_server_groups):
+        raise ValueError("[plugins.slb] server group ids must not be empty")
+    unknown = sorted(set(cfg.kinds) - set(LB_KINDS))
+    if unknown or not cfg.kinds:
+        raise ValueError(f"[plugins.slb] kinds: {unknown[0] if unknown else 'empty'}: "
+                         f"choose from {', '.join(LB_KINDS)}")
     ctx.cloud  # builds the gateway now, so a bad [credentials] section fails at start-up
     with _remover_lock:
         if _remover is not None:
             _remover.close()
         _remover = Remover(ctx.runtime, cfg, ctx.plugin)
-    ctx.log.info("slb: %s, coalescing %d ms%s",
+    ctx.log.info("slb: %s (%s), coalescing %d ms%s",
                  f"vserver groups {', '.join(cfg.vserver_groups)}" if cfg.vserver_groups
-                 else "discovering vserver groups", cfg.coalesce_ms,
+                 else "discovering groups", ", ".join(cfg.kinds).upper(), cfg.coalesce_ms,
                  f", draining {cfg.drain_seconds:g}s first" if cfg.drain_seconds else "")
 
 
@@ -104,17 +120,21 @@ class _Job:
         self.instance_id, self.ctx, self.kind = instance_id, ctx, kind
         self.future: Future = Future()
         self._remaining = 0
-        self._groups: set[str] = set()
+        self._groups: set = set()
         self._error: BaseException | None = None
         self._lock = threading.Lock()
 
     def expect(self, entries: int) -> None:
         self._remaining = entries
 
+    def fail_later(self, error: BaseException) -> None:
+        """Fail once the rest is done (another kind's groups could not be read)."""
+        self._error = self._error or error
+
     def entry_done(self, backend, error: BaseException | None) -> None:
         with self._lock:
             self._remaining -= 1
-            self._groups.add(backend.group)
+            self._groups.add(_key(backend))
             if error is not None and self._error is None:
                 self._error = error
             last = self._remaining == 0
@@ -132,7 +152,7 @@ class _Job:
         else:
             verb = {REMOVE: "removed from", DRAIN: "weight 0 in"}[self.kind]
             plan = "planned: " if self.ctx.dry_run else ""
-            self.future.set_result(f"{plan}{verb} {len(self._groups)} vserver group(s)")
+            self.future.set_result(f"{plan}{verb} {_describe(self._groups)}")
 
     def fail(self, error: BaseException) -> None:
         self._error = error
@@ -148,10 +168,24 @@ class Remover:
 
         self.runtime, self.plugin = runtime, plugin
         self.window = cfg.coalesce_ms / 1000.0
+        from ecs_worker.cloud.server_groups import ServerGroupIndex
+
+        self.job_timeout = cfg.job_timeout
         self.index = BackendIndex(lambda action, **p: runtime.cloud.slb(action, **p),
-                                  cfg.vserver_groups, cfg.discovery_ttl, workers=cfg.workers)
+                                  cfg.vserver_groups, cfg.discovery_ttl, workers=cfg.workers) \
+            if "clb" in cfg.kinds else None
+        configured = {"alb": cfg.alb_server_groups, "nlb": cfg.nlb_server_groups}
+        self.group_indexes = {
+            kind: ServerGroupIndex(kind, partial(_api_call, runtime, kind), configured[kind],
+                                   cfg.discovery_ttl, workers=cfg.workers)
+            for kind in ("alb", "nlb") if kind in cfg.kinds}
         self.batcher = KeyedBatcher(self._send, max_batch=MAX_BACKENDS_PER_CALL,
                                     workers=cfg.workers, name="slb-send")
+        # ALB/NLB: 200 servers a call, and a sender waits for its job to end (seconds, mostly
+        # idle), so more of them, or a wave over many groups would queue behind a few jobs.
+        # Calls still pass the per-API rate limit.
+        self.job_batcher = KeyedBatcher(self._send, max_batch=MAX_SERVERS_PER_CALL,
+                                        workers=cfg.workers * JOB_SENDERS_PER_WORKER, name="sg-send")
         self._incoming: list[_Job] = []
         self._cond = threading.Condition()
         self._stopping = False
@@ -177,9 +211,13 @@ class Remover:
         error = RuntimeError("worker shut down before the SLB change was made")
         for job in left:
             job.fail(error)
-        for done in self.batcher.close():
+        for done in self.batcher.close() + self.job_batcher.close():
             done(error)
-        self.index.close()
+        for index in self._indexes():
+            index.close()
+
+    def _indexes(self) -> list:
+        return ([self.index] if self.index is not None else []) + list(self.group_indexes.values())
 
     # -- the coalescing thread ------------------------------------------------------
     def _run(self) -> None:
@@ -198,21 +236,27 @@ class Remover:
             self._dispatch(jobs)
 
     def _dispatch(self, jobs: list[_Job]) -> None:
-        try:
-            found = self.index.locate({j.instance_id for j in jobs})
-        except Exception as exc:
-            for job in jobs:
-                self._unlocated(job, exc)
-            return
+        ids = {j.instance_id for j in jobs}
+        found: dict[str, list] = {i: [] for i in ids}
+        error: Exception | None = None
+        for index in self._indexes():  # one kind unreadable must not hold back the others
+            try:
+                for iid, backends in index.locate(ids).items():
+                    found[iid] += backends
+            except Exception as exc:
+                error = error or exc
         entries = []
         for job in jobs:
             backends = found.get(job.instance_id) or []
             if not backends:  # in no group: gone already, or never there — done
-                job.finish(nothing=True)
+                self._unlocated(job, error) if error is not None else job.finish(nothing=True)
                 continue
+            if error is not None and not job.ctx.dry_run:
+                job.fail_later(error)  # the message comes back for the groups not read
             job.expect(len(backends))
-            entries += [(b.group, job.kind, (b, job), partial(job.entry_done, b)) for b in backends]
-        self.batcher.put(entries)
+            entries += [(_key(b), job.kind, (b, job), partial(job.entry_done, b)) for b in backends]
+        self.batcher.put([e for e in entries if not isinstance(e[0], tuple)])
+        self.job_batcher.put([e for e in entries if isinstance(e[0], tuple)])
 
     def _unlocated(self, job: _Job, exc: Exception) -> None:
         if not job.ctx.dry_run:
@@ -225,7 +269,10 @@ class Remover:
         job.future.set_result(f"planned ({note})")
 
     # -- one batched call (a KeyedBatcher worker thread) ------------------------------
-    def _send(self, group: str, kind: str, items: list[tuple[Any, _Job]]) -> None:
+    def _send(self, key, kind: str, items: list[tuple[Any, _Job]]) -> None:
+        if isinstance(key, tuple):
+            return self._send_server_group(key, kind, items)
+        group = key
         if kind == REMOVE and not self.runtime.dry_run:
             # A duplicate event queued behind the call that removed its entry: done already.
             done = [(b.target, job.ctx.actions) for b, job in items if self.index.removed_lately(b)]
@@ -243,6 +290,54 @@ class Remover:
                                           VServerGroupId=group, BackendServers=wire)
         if kind == REMOVE and not self.runtime.dry_run:
             self.index.forget(unique)
+
+
+    def _send_server_group(self, key: tuple[str, str], kind: str, items: list[tuple[Any, _Job]]) -> None:
+        """One ALB/NLB change (≤ 200 servers), followed until its job is done."""
+        from ecs_worker.cloud.server_groups import change, remove
+
+        lb, group = key
+        index = self.group_indexes[lb]
+        action = _SERVER_GROUP_ACTIONS[kind]
+        if kind == REMOVE and not self.runtime.dry_run:
+            done = [(m.target, job.ctx.actions) for m, job in items if index.removed_lately(m)]
+            if done:
+                self.runtime.gateway.perform_many(self.plugin, action, done, _already_removed)
+                items = [(m, job) for m, job in items if not index.removed_lately(m)]
+                if not items:
+                    return
+        unique = list({(m.server_id, m.port): m for m, _ in items}.values())
+        servers = [m.wire(weight=0) if kind == DRAIN else m.wire(with_weight=False) for m in unique]
+        targets = [(m.target, job.ctx.actions) for m, job in items]
+        api = partial(_api_call, self.runtime, lb)
+        if self.runtime.dry_run:
+            call = _never
+        elif kind == REMOVE:  # servers gone meanwhile (a stale cache) are dropped, not an error
+            call = partial(remove, lb, api, group, servers, job_timeout=self.job_timeout)
+        else:
+            call = partial(change, lb, api, action, group, servers, job_timeout=self.job_timeout)
+        self.runtime.gateway.perform_many(self.plugin, action, targets, call)
+        if kind == REMOVE and not self.runtime.dry_run:
+            index.forget(unique)
+
+
+def _api_call(runtime, api: str, action: str, **params: Any) -> dict:
+    return runtime.cloud.call(api, action, params)
+
+
+def _key(backend) -> Any:
+    """The batching key: a CLB vserver group id, or (kind, id) for ALB/NLB server groups."""
+    return getattr(backend, "key", backend.group)
+
+
+def _describe(groups: set) -> str:
+    clb = sum(1 for g in groups if not isinstance(g, tuple))
+    parts = [f"{clb} vserver group(s)"] if clb else []
+    for lb in ("alb", "nlb"):
+        n = sum(1 for g in groups if isinstance(g, tuple) and g[0] == lb)
+        if n:
+            parts.append(f"{n} {lb.upper()} server group(s)")
+    return ", ".join(parts) or "0 groups"
 
 
 def _already_removed(*args: Any, **kwargs: Any) -> str:

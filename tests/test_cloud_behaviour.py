@@ -132,9 +132,57 @@ def test_denied_any_mns_action_the_error_names_it(emulator, action):
     assert f"the RAM policy must allow {action} on acs:mns:*:*:/queues/{QUEUE}" in str(denied.value)
 
 
+@pytest.fixture
+def emulator_state():
+    """The example world plus an ALB and an NLB server group (issue 14), so every RPC action
+    of the shipped policy has something to act on."""
+    from ecs_worker.emulator import default_state
+
+    state = default_state()
+    for kind in ("alb", "nlb"):
+        state[f"{kind}_server_groups"] = [{"id": f"sgp-bp1{kind}", "servers": [
+            {"server_id": "i-bp1spot00000000001", "port": 80}]}]
+    state["job_delay_seconds"] = 0
+    return state
+
+
+def _served(call, action: str, **params):
+    """The call as RAM sees it: answered by the service (an unknown job id included) is
+    allowed; only `Forbidden.RAM` counts as refused."""
+    from ecs_worker.cloud import CloudError
+
+    try:
+        return call(action, **params)
+    except CloudError as exc:
+        if exc.code == "Forbidden.RAM":
+            raise
+
+
+SPOT_80 = [{"ServerId": "i-bp1spot00000000001", "ServerType": "Ecs", "Port": 80}]
+WEB_80 = [{"ServerId": "i-bp1web000000000002", "ServerType": "Ecs", "Port": 80, "Weight": 100}]
+
 RPC_CALLS = {
     "ecs:DescribeInstances": lambda c: c.ecs("DescribeInstances", InstanceIds=["i-bp1web000000000001"]),
     "ecs:StartInstance": lambda c: c.ecs("StartInstance", InstanceId="i-bp1web000000000002"),
+    # issue 14: the maintenance plugin and ALB/NLB server groups
+    "ecs:RebootInstance": lambda c: c.ecs("RebootInstance", InstanceId="i-bp1web000000000001"),
+    "ecs:DescribeInstanceHistoryEvents": lambda c: c.ecs("DescribeInstanceHistoryEvents",
+                                                         InstanceId="i-bp1web000000000001"),
+    "slb:AddVServerGroupBackendServers": lambda c: c.slb(
+        "AddVServerGroupBackendServers", VServerGroupId="rsp-bp1web80",
+        BackendServers=[{"ServerId": "i-bp1web000000000002", "Port": "80", "Weight": "100"}]),
+    **{f"{kind}:{action}": (lambda c, k=kind, a=action, p=params: _served(getattr(c, k), a, **p))
+       for kind in ("alb", "nlb")
+       for action, params in {
+           "ListServerGroups": {},
+           "ListServerGroupServers": {"ServerGroupId": f"sgp-bp1{kind}"},
+           "RemoveServersFromServerGroup": {"ServerGroupId": f"sgp-bp1{kind}", "Servers": SPOT_80},
+           "AddServersToServerGroup": {"ServerGroupId": f"sgp-bp1{kind}", "Servers": WEB_80},
+           "UpdateServerGroupServersAttribute": {"ServerGroupId": f"sgp-bp1{kind}",
+                                                 "Servers": [dict(SPOT_80[0], Weight=0)]},
+           **({"ListAsynJobs": {"JobIds": ["0f0e0d0c-unknown"]}} if kind == "alb"
+              else {"GetJobStatus": {"JobId": "0f0e0d0c-unknown"}}),
+       }.items()},
     "slb:DescribeLoadBalancers": lambda c: c.slb("DescribeLoadBalancers", ServerId="i-bp1spot00000000001"),
     "slb:DescribeVServerGroups": lambda c: c.slb("DescribeVServerGroups", LoadBalancerId="lb-bp1example000001"),
     "slb:DescribeVServerGroupAttribute": lambda c: c.slb("DescribeVServerGroupAttribute",

@@ -34,7 +34,14 @@ def test_demo_sets_up_and_shows_cause_and_effect(tmp_path):
     assert summary["events_by_outcome"]["invalid"] == 1
     assert summary["events_by_outcome"]["duplicate (skipped)"] == 1  # dedupe store at work
     assert summary["api_calls"]["ecs:StartInstance"] == 1
-    # coalesced: one Remove call per group for the interruptions that arrive together
-    assert summary["api_calls"]["slb:RemoveVServerGroupBackendServers"] <= 4
+    # coalesced: one Remove call per group for the three interruptions (at most two each),
+    # plus the maintenance scenario's one per group
+    assert summary["api_calls"]["slb:RemoveVServerGroupBackendServers"] <= 4 + 2
+    # scheduled maintenance avoided (out, reboot, back in) and a spot instance leaving an ALB group
+    lines = summary["maintenance_and_alb"]
+    assert "event e-demomaint000001 is now Avoided" in lines[0]
+    assert "back in every group with the same ports and weights" in lines[0]
+    assert "removed i-demospot00000000001 from ALB server group sgp-demoalb0001" in lines
+    assert summary["api_calls"]["ecs:RebootInstance"] == 1
     assert "queue ecs-events" in proc.stderr  # progress while it runs
     assert "broken" not in proc.stdout + proc.stderr

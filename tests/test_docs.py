@@ -59,7 +59,7 @@ def test_the_plugin_tutorial_works_as_written(tmp_path):
                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert tests.returncode == 0, tests.stdout + tests.stderr
     (tmp_path / "try.toml").write_text('[plugins]\nload = ["./maintenance_notes.py"]\n'
-                                       'disabled = ["restart", "slb", "webhook", "hello"]\n')
+                                       'disabled = ["restart", "slb", "maintenance", "webhook", "hello"]\n')
     events = sorted(str(p) for p in (ROOT / "examples" / "events").glob("*.json"))
     replay = subprocess.run([sys.executable, "-m", "ecs_worker", "replay", "-c", "try.toml", *events,
                              "--dry-run", "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=120)

@@ -27,7 +27,7 @@ def plugin_file(tmp_path, name: str, body: str) -> str:
 
 
 # Only `log` of the built-ins: the others act on events and would change the outcomes here.
-QUIET = ("hello", "restart", "slb", "webhook")
+QUIET = ("hello", "restart", "slb", "maintenance", "webhook")
 
 
 def make(tmp_path=None, load=(), disabled=QUIET, call_timeout=5.0, **sections):

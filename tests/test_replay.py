@@ -23,7 +23,7 @@ def rows(proc):
 def quiet_config(tmp_path, extra=""):
     # Only the log plugin and the example plugin: no cloud access needed.
     path = tmp_path / "c.toml"
-    path.write_text('[plugins]\ndisabled = ["restart", "slb", "webhook"]\n' + extra)
+    path.write_text('[plugins]\ndisabled = ["restart", "slb", "maintenance", "webhook"]\n' + extra)
     return path
 
 

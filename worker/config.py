@@ -54,6 +54,8 @@ class CloudConfig:
     max_retries: int = setting(6, min=0, max=20)
     ecs_rps: float = setting(20.0, min=0.1, max=1000, doc="client-side ECS call rate")
     slb_rps: float = setting(20.0, min=0.1, max=1000, doc="client-side SLB call rate")
+    alb_rps: float = setting(20.0, min=0.1, max=1000, doc="client-side ALB call rate")
+    nlb_rps: float = setting(20.0, min=0.1, max=1000, doc="client-side NLB call rate")
 
 
 @dataclass(frozen=True)

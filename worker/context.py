@@ -1,6 +1,7 @@
 """`ctx`: what each plugin call gets besides the event (see hookspecs.py)."""
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
@@ -14,6 +15,10 @@ if TYPE_CHECKING:
     from .events import Event
 
 MAX_DEFER_SECONDS = 43200  # the MNS visibility timeout maximum: the longest a message can hide
+# Within a resume mapping ({plugin: deferred_since}), the key holding each plugin's saved
+# state ({plugin: state}); it travels wherever the resume mapping does (store, re-sent message).
+RESUME_STATE = "~state"
+MAX_STATE_BYTES = 8192  # a message is at most 64 KiB, and the original body rides along
 
 
 class Runtime:
@@ -39,8 +44,8 @@ class Runtime:
             return self._cloud
 
     def context(self, plugin: str, event: Event | None = None,
-                deferred_since: float | None = None) -> Context:
-        return Context(self, plugin, event, deferred_since)
+                deferred_since: float | None = None, resume_state: Any = None) -> Context:
+        return Context(self, plugin, event, deferred_since, resume_state)
 
 
 @dataclass(frozen=True)
@@ -54,11 +59,13 @@ class Context:
     """One plugin's view of one event (or of start-up / shutdown when `event` is None)."""
 
     def __init__(self, runtime: Runtime, plugin: str, event: Event | None = None,
-                 deferred_since: float | None = None) -> None:
+                 deferred_since: float | None = None, resume_state: Any = None) -> None:
         self.runtime = runtime
         self.plugin = plugin
         self.event = event
         self.deferred_since = deferred_since
+        self.resume_state = resume_state  # what this plugin saved for this event last time, or None
+        self.saved_state: Any = None
         self.actions: list[Action] = []
         self.deferral: Deferral | None = None
         extra = {"plugin": plugin}
@@ -83,8 +90,50 @@ class Context:
         return self.runtime.gateway.perform(self.plugin, action, target, call, *args,
                                             sink=self.actions, **kwargs)
 
-    def defer(self, seconds: float, reason: str = "") -> None:
-        """Ask for this event again in `seconds` (1 .. 43200); not a failure."""
+    def act_many(self, action: str, targets: list[str], call: Callable[..., Any], *args: Any,
+                 note: str = "", **kwargs: Any) -> Any:
+        """One cloud-changing call acting on several targets (e.g. an instance's two ports
+        in one group): like `act`, each target recorded; `note` details a dry-run plan."""
+        return self.runtime.gateway.perform_many(self.plugin, action, [(t, self.actions) for t in targets],
+                                                 call, *args, note=note, **kwargs)
+
+    @property
+    def region(self) -> str:
+        """The region this worker serves (`[cloud] region`)."""
+        return self.runtime.config.cloud.region
+
+    def load_balancers(self, kinds: Any = ("clb", "alb", "nlb"), job_timeout: float = 60.0):
+        """The load-balancer layer over `ctx.cloud` (ecs_worker.cloud.membership.LoadBalancers):
+        `memberships(instance_id)` reads an instance's every entry in CLB vserver groups and
+        ALB/NLB server groups; `remove` / `drain` / `restore(kind, group, members)` change one
+        group (ALB/NLB jobs followed to the end) — wrap them in `ctx.act_many`.
+        `Membership.to_json()` / `from_json()` carry memberships in `ctx.defer(state=...)`."""
+        from .cloud.membership import LoadBalancers
+
+        return LoadBalancers(self.cloud, kinds, job_timeout)
+
+    def defer(self, seconds: float, reason: str = "", state: Any = None) -> None:
+        """Ask for this event again in `seconds` (1 .. 43200); not a failure.
+
+        `state`, when given, is saved (see `save_state`) and is `ctx.resume_state` on return."""
         if not isinstance(seconds, (int, float)) or math.isnan(seconds) or seconds < 0:
             raise ValueError(f"defer seconds must be a non-negative number, got {seconds!r}")
+        if state is not None:
+            self.save_state(state)
         self.deferral = Deferral(self.plugin, min(float(seconds), MAX_DEFER_SECONDS), reason)
+
+    def save_state(self, state: Any) -> None:
+        """Keep `state` with this event's message for this plugin's next call on it, after
+        a deferral or a failure (`ctx.resume_state` then). JSON-ready and small (8 KiB):
+        it travels with the message, so any worker can continue — never keep a secret in it.
+        `None` clears it. A handled or ignored outcome ends it."""
+        if state is None:
+            self.saved_state = None
+            return
+        try:
+            text = json.dumps(state, separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"state must be JSON-ready: {exc}") from None
+        if len(text.encode("utf-8")) > MAX_STATE_BYTES:
+            raise ValueError(f"state is {len(text)} bytes of JSON, over {MAX_STATE_BYTES}")
+        self.saved_state = json.loads(text)  # a copy: later changes to `state` do not leak in

@@ -155,18 +155,19 @@ def main(args) -> int:
     say = _printer(sys.stderr)
     policy = json.loads(Path(args.ram_policy).read_text(encoding="utf-8")) \
         if getattr(args, "ram_policy", None) else None
-    with tempfile.TemporaryDirectory(prefix="ecs-worker-demo-") as tmp, run_emulator(fleet()) as emulator:
+    state = with_maintenance_and_alb(fleet())
+    with tempfile.TemporaryDirectory(prefix="ecs-worker-demo-") as tmp, run_emulator(state) as emulator:
         tmp_path = Path(tmp)
         before = emulator.state()
         cfg = tmp_path / "config.toml"
-        cfg.write_text(config_text(emulator, tmp_path / "state"))
+        cfg.write_text(config_text(emulator, tmp_path / "state") + MAINTENANCE_CONFIG)
         say(f"emulator listening on {emulator.endpoint}: {len(before['instances'])} instances, "
-            f"{len(GROUPS)} vserver groups, no queues")
+            f"{len(GROUPS)} vserver groups, ALB and NLB server groups, no queues")
         for line in run_setup(cfg):  # as the administrator, once
             say(f"setup: {line[2:]}")
         for what in happenings(emulator):  # as an operator, and as the cloud itself
             say(f"fleet: {what}")
-        messages = burst()
+        messages = burst() + maintenance_burst()
         for what, body in messages:
             # The duplicate arrives a little later, as a redelivery would, after the first is settled.
             emulator.send(QUEUE, body, delay_seconds=2 if what == "duplicate delivery" else None)
@@ -190,6 +191,7 @@ def main(args) -> int:
                 code = worker.wait()
         summary = _summarise(before, emulator.state(), log_path, tmp_path / "state" / "dead-letter.jsonl")
         summary.update(drained=drained, worker_exit_code=code)
+        summary["maintenance_and_alb"] = maintenance_and_alb_lines(before, emulator.state(), summary["actions"])
         if args.json:
             print(json.dumps(summary, indent=2))
         else:
@@ -302,6 +304,7 @@ def _render(s: dict) -> str:
         lines.append(f"removed {', '.join(instances)} from vserver group {group}")
     for d in s["dead_letters"]:
         lines.append(f"dead-lettered message {d['message_id']}: {d['reason']} (body: {d['body']!r})")
+    lines += s.get("maintenance_and_alb", [])
     slb_calls = {k: v for k, v in s["api_calls"].items() if k.startswith("slb:")}
     lines.append("SLB calls: " + ", ".join(f"{k.split(':', 1)[1]} {v}" for k, v in sorted(slb_calls.items())))
     lines.append(f"queue drained: {'yes' if s['drained'] else 'NO'}; worker exit code {s['worker_exit_code']}")
@@ -316,3 +319,75 @@ def _printer(stream):
         stream.flush()
     return say
 
+
+
+# -- Scheduled maintenance avoided, and a spot instance leaving an ALB group (issue 14) ----
+# Kept apart from the rest of the demo: an opted-in web instance with a scheduled O&M
+# reboot (announced already, so in the state file) leaves its CLB, ALB and NLB groups, is
+# rebooted (the event becomes Avoided) and comes back exactly; the first spot instance is
+# in an ALB server group too, and leaves it with the interruption notice.
+
+MAINTAINED = "i-demoweb000000000003"
+MAINTENANCE_EVENT = "e-demomaint000001"
+ALB_GROUP, NLB_GROUP = "sgp-demoalb0001", "sgp-demonlb0001"
+MAINTENANCE_CONFIG = """
+[plugins.maintenance]
+poll_seconds = 2
+"""
+
+
+def _not_before() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 2 * 86400))
+
+
+def with_maintenance_and_alb(state: dict) -> dict:
+    nb = _not_before()
+    for inst in state["instances"]:
+        if inst["id"] == MAINTAINED:
+            inst["tags"]["ecs-worker:maintenance"] = "auto"
+            inst["scheduled_events"] = [{"event_id": MAINTENANCE_EVENT, "event_type": "SystemMaintenance.Reboot",
+                                         "not_before": nb}]
+    state["alb_server_groups"] = [{"id": ALB_GROUP, "load_balancer_id": "alb-demo0000000001", "servers": [
+        {"server_id": MAINTAINED, "port": 8080, "weight": 50},
+        {"server_id": "i-demoweb000000000004", "port": 8080},
+        {"server_id": "i-demospot00000000001", "port": 8080}]}]
+    state["nlb_server_groups"] = [{"id": NLB_GROUP, "servers": [{"server_id": MAINTAINED, "port": 443}]}]
+    return state
+
+
+def maintenance_burst() -> list[tuple[str, str]]:
+    body = json.dumps({"ver": "1.0", "id": "demo-0101", "product": "ECS", "level": "CRITICAL",
+                       "name": "Instance:SystemMaintenance.Reboot:Scheduled", "userId": "1690000000000000",
+                       "eventTime": "20261127T121826.922+0800", "regionId": "cn-hangzhou",
+                       "resourceId": f"acs:ecs:cn-hangzhou:1690000000000000:instance/{MAINTAINED}",
+                       "content": {"eventId": MAINTENANCE_EVENT, "eventType": "SystemMaintenance.Reboot",
+                                   "eventStatus": "Scheduled", "notBefore": _not_before(), "instanceId": MAINTAINED}})
+    return [("maintenance scheduled (opted in)", body)]
+
+
+def maintenance_and_alb_lines(before: dict, after: dict, actions: list[dict]) -> list[str]:
+    lines = []
+    events = next((i.get("scheduled_events", []) for i in after["instances"] if i["id"] == MAINTAINED), [])
+    status = next((e["status"] for e in events if e["event_id"] == MAINTENANCE_EVENT), "?")
+    done = [a for a in actions if a.get("plugin") == "maintenance"]
+    out = [a for a in done if str(a.get("action")).startswith("Remove")]  # one row per entry
+    back = _members(before, MAINTAINED) == _members(after, MAINTAINED)
+    lines.append(f"maintenance: {MAINTAINED} rebooted before its scheduled reboot (event {MAINTENANCE_EVENT} is "
+                 f"now {status}); out of {len(out)} load-balancer entr(ies) meanwhile, "
+                 f"{'back in every group with the same ports and weights' if back else 'NOT back as before'}")
+    for kind in ("alb", "nlb"):
+        for g_before, g_after in zip(before.get(f"{kind}_server_groups", []), after.get(f"{kind}_server_groups", [])):
+            kept = {(x["server_id"], x["port"]) for x in g_after["servers"]}
+            gone = sorted({x["server_id"] for x in g_before["servers"] if (x["server_id"], x["port"]) not in kept})
+            if gone:
+                lines.append(f"removed {', '.join(gone)} from {kind.upper()} server group {g_before['id']}")
+    return lines
+
+
+def _members(state: dict, instance_id: str) -> set:
+    found = {("clb", g["id"], s["port"], s["weight"]) for lb in state["load_balancers"] for g in lb["vserver_groups"]
+             for s in g["backend_servers"] if s["server_id"] == instance_id}
+    for kind in ("alb", "nlb"):
+        found |= {(kind, g["id"], s["port"], s["weight"]) for g in state.get(f"{kind}_server_groups", [])
+                  for s in g["servers"] if s["server_id"] == instance_id}
+    return found

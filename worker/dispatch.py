@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Mapping
 import pluggy
 
 from .actions import Action, _one_line
-from .context import Context, Runtime
+from .context import RESUME_STATE, Context, Runtime
 from .events import PREEMPTIBLE_INTERRUPTION, STATE_CHANGE, Event
 
 log = logging.getLogger("ecs_worker.dispatch")
@@ -34,6 +34,7 @@ class PluginResult:
     status: str  # handled | ignored | failed | deferred
     detail: str = ""  # what the plugin returned, the error, or the deferral reason
     defer_seconds: float | None = None
+    state: Any = None  # what the plugin saved for its next call (failed / deferred only)
 
     def merge(self, other: PluginResult) -> PluginResult:
         return other if _PRECEDENCE[other.status] > _PRECEDENCE[self.status] else self
@@ -57,6 +58,23 @@ class Result:
         now = time.time()
         return {name: (now if r.status == DEFERRED else None)
                 for name, r in self.plugins.items() if r.status in (FAILED, DEFERRED)}
+
+    @property
+    def resume_states(self) -> dict[str, Any]:
+        """Each failed or deferred plugin's saved state (`ctx.save_state`), by plugin."""
+        return {name: r.state for name, r in self.plugins.items()
+                if r.status in (FAILED, DEFERRED) and r.state is not None}
+
+    def resume(self, before: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The resume mapping for the message's return: `retry_plugins` (a plugin deferring
+        again keeps its first deferral time from `before`) plus the saved states under
+        `RESUME_STATE`."""
+        before = before or {}
+        out: dict[str, Any] = {name: (before.get(name) or since) if since is not None else None
+                               for name, since in self.retry_plugins.items()}
+        if self.resume_states:
+            out[RESUME_STATE] = self.resume_states
+        return out
 
     def to_json(self) -> dict[str, Any]:
         """The `replay --json` row (design.md contract)."""
@@ -138,7 +156,8 @@ class Dispatcher:
         contexts: dict[str, Context] = {}
         results: list[PluginResult] = []
         pending: list[tuple[str, Future]] = []
-        for hook in ("on_event", SPECIFIC_HOOKS.get(event.name)):
+        specific = SPECIFIC_HOOKS.get(event.name) or ("on_system_event" if event.is_system_event else None)
+        for hook in ("on_event", specific):
             if hook is None:
                 continue
             for impl in self._impls(hook):
@@ -148,7 +167,9 @@ class Dispatcher:
                 ctx = contexts.get(name)
                 if ctx is None:
                     since = resume.get(name) if resume else None
-                    ctx = contexts[name] = self.runtime.context(name, event, since)
+                    states = (resume or {}).get(RESUME_STATE)
+                    state = states.get(name) if isinstance(states, dict) else None
+                    ctx = contexts[name] = self.runtime.context(name, event, since, state)
                 status = self._call(impl, name, hook, event, ctx)
                 if isinstance(status, Future):
                     pending.append((name, status))
@@ -238,7 +259,9 @@ class Dispatcher:
     @staticmethod
     def _deferred(ctx: Context, r: PluginResult) -> PluginResult:
         if r.status != FAILED and ctx.deferral is not None:
-            return PluginResult(r.plugin, DEFERRED, ctx.deferral.reason, ctx.deferral.seconds)
+            r = PluginResult(r.plugin, DEFERRED, ctx.deferral.reason, ctx.deferral.seconds)
+        if r.status in (FAILED, DEFERRED) and ctx.saved_state is not None:
+            r.state = ctx.saved_state
         return r
 
 

@@ -36,6 +36,11 @@ class Event:
     action: str | None  # Instance:PreemptibleInstanceInterruption: "delete"
     source_format: str  # "cloudmonitor" | "eventbridge"
     raw: Mapping[str, Any] = field(repr=False, compare=False, hash=False)
+    # O&M notifications (`Instance:<EventType>:<Status>`, e.g.
+    # `Instance:SystemMaintenance.Reboot:Scheduled`); None for every other event.
+    event_type: str | None = None  # e.g. "SystemMaintenance.Reboot"
+    event_status: str | None = None  # Scheduled, Executing, Executed, Avoided, Canceled, Failed
+    not_before: datetime | None = None  # when the platform will act (content `notBefore`)
 
     @property
     def content(self) -> Mapping[str, Any]:
@@ -43,10 +48,19 @@ class Event:
         key = "data" if self.source_format == "eventbridge" else "content"
         return self.raw.get(key) or {}
 
+    @property
+    def is_system_event(self) -> bool:
+        """An O&M notification: what `on_system_event` is called for."""
+        return self.event_type is not None
+
     def summary(self) -> dict[str, Any]:
         """The fields worth a log line, JSON-ready."""
-        return {"id": self.id, "name": self.name, "instance_id": self.instance_id,
-                "region": self.region, "state": self.state, "action": self.action}
+        out = {"id": self.id, "name": self.name, "instance_id": self.instance_id,
+               "region": self.region, "state": self.state, "action": self.action}
+        if self.event_type is not None:
+            out.update(event_type=self.event_type, event_status=self.event_status,
+                       not_before=self.not_before.isoformat() if self.not_before else None)
+        return out
 
 
 def parse_event(body: bytes | str) -> Event:
@@ -109,6 +123,7 @@ def _from_cloudmonitor(doc: dict[str, Any]) -> Event:
         action=_text(content, "action", "content.") if name == PREEMPTIBLE_INTERRUPTION else None,
         source_format="cloudmonitor",
         raw=doc,
+        **_system_event(name, content, "content."),
     )
 
 
@@ -131,7 +146,29 @@ def _from_eventbridge(doc: dict[str, Any]) -> Event:
         action=_text(data, "action", "data.") if name == PREEMPTIBLE_INTERRUPTION else None,
         source_format="eventbridge",
         raw=doc,
+        **_system_event(name, data, "data."),
     )
+
+
+def _system_event(name: str, content: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    """`event_type`, `event_status`, `not_before` of an O&M notification, else nothing.
+
+    An O&M notification is an `Instance:` event other than the two above whose name is
+    `Instance:<EventType>[:<Status>]` or whose content names an `eventType`. The content
+    wins over the name; the name's parts fill what the content leaves out.
+    """
+    if not name.startswith("Instance:") or name in (STATE_CHANGE, PREEMPTIBLE_INTERRUPTION):
+        return {}
+    parts = name.split(":")
+    event_type = _text(content, "eventType", prefix) or (parts[1] if len(parts) == 3 else None)
+    if not event_type:
+        return {}
+    status = _text(content, "eventStatus", prefix) or (parts[2] if len(parts) == 3 else None)
+    try:
+        not_before = _time(content, "notBefore", prefix)
+    except InvalidEvent:  # still an event for every other plugin; the time is just unknown
+        not_before = None
+    return {"event_type": event_type, "event_status": status or None, "not_before": not_before}
 
 
 def _text(doc: Mapping[str, Any], key: str, prefix: str = "", required: bool = False) -> str | None:
@@ -159,8 +196,8 @@ def _object(doc: Mapping[str, Any], key: str) -> Mapping[str, Any]:
 _TIME_FORMATS = ("%Y%m%dT%H%M%S.%f%z", "%Y%m%dT%H%M%S%z")
 
 
-def _time(doc: Mapping[str, Any], key: str) -> datetime | None:
-    text = _text(doc, key)
+def _time(doc: Mapping[str, Any], key: str, prefix: str = "") -> datetime | None:
+    text = _text(doc, key, prefix)
     if not text:
         return None
     for fmt in _TIME_FORMATS:  # CloudMonitor: 20190409T121826.922+0800
@@ -171,7 +208,7 @@ def _time(doc: Mapping[str, Any], key: str) -> datetime | None:
     try:  # ISO 8601, with "Z" (Python 3.10's fromisoformat does not take it)
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise InvalidEvent(f"field '{key}' is not a timestamp: {text[:40]!r}") from None
+        raise InvalidEvent(f"field '{prefix}{key}' is not a timestamp: {text[:40]!r}") from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 

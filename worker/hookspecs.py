@@ -11,7 +11,7 @@ A plugin is a module (or any object) with functions marked `@hookimpl`:
             return "noted"
 
 How the worker calls event hooks (`on_event`, `on_state_change`,
-`on_preemptible_interruption`):
+`on_preemptible_interruption`, `on_system_event`):
 
 - Every implementation runs in its own `try`: one plugin raising never stops another.
   Each call has a time limit (`[plugins] call_timeout`); overrunning counts as a failure.
@@ -40,9 +40,12 @@ How the worker calls event hooks (`on_event`, `on_state_change`,
   calls: honours dry-run (returns `None` without calling), records the action for
   `replay --json`, logs and metrics;
 - `ctx.cloud`: ECS/SLB clients for reads (built lazily from `[cloud]`/`[credentials]`);
-- `ctx.defer(seconds, reason)`: "show me this event again in `seconds`" (a grace period,
-  a drain). Not a failure and not an attempt; the queue's visibility timeout is the timer,
-  so it survives a crash. On the return `ctx.deferred_since` is when you deferred it.
+- `ctx.defer(seconds, reason, state=None)`: "show me this event again in `seconds`" (a
+  grace period, a drain). Not a failure and not an attempt; the queue's visibility timeout
+  is the timer, so it survives a crash. On the return `ctx.deferred_since` is when you
+  deferred it, and `ctx.resume_state` is the `state` you passed (small, JSON-ready): the
+  step a multi-step sequence reached travels with the message, not in a host's memory.
+  `ctx.save_state(state)` keeps state for a return after a failure too.
 """
 from __future__ import annotations
 
@@ -60,7 +63,7 @@ PROJECT = "ecs_worker"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
-EVENT_HOOKS = ("on_event", "on_state_change", "on_preemptible_interruption")
+EVENT_HOOKS = ("on_event", "on_state_change", "on_preemptible_interruption", "on_system_event")
 
 
 @hookspec
@@ -101,6 +104,19 @@ def on_preemptible_interruption(event: Event, ctx: Context) -> Any | Future | No
     """Called for `Instance:PreemptibleInstanceInterruption`: the spot instance
     `event.instance_id` will be released in about five minutes (`event.action` is
     `"delete"`). Be quick: every second counts against the notice.
+    """
+
+
+@hookspec
+def on_system_event(event: Event, ctx: Context) -> Any | Future | None:
+    """Called for O&M notifications, `Instance:<EventType>:<Status>` (e.g.
+    `Instance:SystemMaintenance.Reboot:Scheduled`): `event.event_type` (e.g.
+    `SystemMaintenance.Reboot`), `event.event_status` (`Scheduled`, `Executing`,
+    `Executed`, `Avoided`, `Canceled`, `Failed`) and `event.not_before` (an aware
+    `datetime`, or None when the notification carries none). One O&M event sends a
+    notification per status, all about the same `content.eventId`
+    (`event.content["eventId"]`). Scheduled events arrive days ahead: wait with
+    `ctx.defer`, never by blocking.
     """
 
 

@@ -27,6 +27,7 @@ DEFAULT_PLUGINS = (
     "ecs_worker.plugins.log",
     "ecs_worker.plugins.restart",
     "ecs_worker.plugins.slb",
+    "ecs_worker.plugins.maintenance",
     "ecs_worker.plugins.webhook",
 )
 ENTRY_POINT_GROUP = "ecs_worker"

@@ -73,8 +73,9 @@ def replay_one(dispatcher: Dispatcher, item: Item, dry_run: bool) -> Result:
         if not dry_run:
             time.sleep(delay)
         # Under --dry-run the deferral counts as elapsed: report the plan now.
-        resume = {name: since - delay if since is not None else None
-                  for name, since in result.retry_plugins.items()}
+        resume = result.resume()
+        resume.update({name: since - delay if since is not None else None
+                       for name, since in result.retry_plugins.items()})
         previous = result.plugins
         result = dispatcher.dispatch(event, resume)
         result.plugins = {**previous, **result.plugins}

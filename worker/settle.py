@@ -164,11 +164,10 @@ class Settler:
                                                              w.retry_max_seconds))
         self.dispatcher.settled(event, result)
 
-    def _resume_after(self, held: Held, result: Result) -> dict[str, float | None]:
-        """Plugins to call on return; a plugin deferring again keeps its first deferral time."""
-        before = held.resume or {}
-        return {name: (before.get(name) or since) if since is not None else None
-                for name, since in result.retry_plugins.items()}
+    def _resume_after(self, held: Held, result: Result) -> dict[str, Any]:
+        """Plugins to call on return (a plugin deferring again keeps its first deferral
+        time), and their saved states."""
+        return result.resume(held.resume)
 
     def _dead_letter(self, held: Held, handle: str, reason: str, error: str | None, deletes: list) -> None:
         m = held.message

@@ -14,8 +14,8 @@ try:  # the fixtures below need pytest; the helpers do not
 except ImportError:  # pragma: no cover - exercised only without pytest installed
     pytest = None  # type: ignore[assignment]
 
-__all__ = ["Harness", "acs_client", "body", "interruption", "maintenance", "mns_queue", "run_emulator",
-           "state_change"]
+__all__ = ["Harness", "acs_client", "body", "interruption", "maintenance", "mns_queue", "published_events",
+           "run_emulator", "state_change"]
 
 
 # =====================================================================================
@@ -58,6 +58,22 @@ def mns_queue(emulator, name: str, *, encoding: bool = False, access_key_id: str
     queue = account.get_queue(name)
     queue.set_encoding(encoding)
     return queue
+
+
+def published_events(emulator) -> list[dict]:
+    """Record, from now on, every fleet event the emulator publishes (`Cloud.publish_event`):
+    a list that fills with {"name", "instance_id", "content", "level"} as events happen.
+    Publishing still goes on as before (to the event rules, when the emulator has them)."""
+    seen: list[dict] = []
+    cloud = emulator.world.cloud
+    original = cloud.publish_event
+
+    def spy(name, instance_id, content, level="INFO"):
+        seen.append({"name": name, "instance_id": instance_id, "content": dict(content), "level": level})
+        return original(name, instance_id, content, level)
+
+    cloud.publish_event = spy
+    return seen
 
 
 def acs_client(emulator, *, access_key_id: str | None = None, access_key_secret: str | None = None, **kwargs):

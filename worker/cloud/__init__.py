@@ -1,4 +1,4 @@
-"""The cloud gateway: ECS/SLB clients with fresh credentials, retries and rate limits.
+"""The cloud gateway: ECS/SLB/ALB/NLB clients with fresh credentials, retries and rate limits.
 
 Importing this package is cheap: the SDKs load on the first call.
 """

@@ -1,4 +1,4 @@
-"""`Cloud`: the one place that builds ECS/SLB clients and makes calls to them.
+"""`Cloud`: the one place that builds ECS/SLB/ALB/NLB clients and makes calls to them.
 
 Every call: waits for a token from its API's bucket, is signed with fresh credentials,
 goes over https unless configured otherwise (to the endpoint override when set), and is
@@ -30,20 +30,27 @@ _REQUESTS = {
     "ecs": "aliyunsdkecs.request.v20140526",
     "slb": "aliyunsdkslb.request.v20140515",
     "cms": "aliyunsdkcms.request.v20190101",  # CloudMonitor: `setup` and `doctor` (cms.py)
+    "alb": "aliyunsdkalb.request.v20200616",
+    "nlb": "aliyunsdknlb.request.v20220430",
 }
 CMS_RPS = 5.0  # a few calls per command: keep well under CloudMonitor's API limits
+# APIs whose list parameters are flat repeats (`Servers.1.ServerId`) and whose SDK places
+# each parameter itself (ALB in the query, NLB mostly in the form body): we call the request
+# class's setters instead of adding JSON query parameters as for ECS/SLB.
+_SETTER_APIS = frozenset({"alb", "nlb"})
 _PLACEHOLDER_KEY = "signed-per-request"  # the SDK insists on keys at construction; ours sign
 
 
 class Cloud:
-    """ECS/SLB calls for plugins: `cloud.ecs("DescribeInstances", InstanceIds=[...])`."""
+    """ECS/SLB/ALB/NLB calls for plugins: `cloud.ecs("DescribeInstances", InstanceIds=[...])`."""
 
     def __init__(self, cloud: CloudConfig, provider: Any, *, backoff_base: float = 0.2,
                  backoff_cap: float = 10.0, sleep: Callable[[float], None] = time.sleep) -> None:
         self.settings = cloud
         self.provider = provider
         self.buckets = {"ecs": TokenBucket(cloud.ecs_rps), "slb": TokenBucket(cloud.slb_rps),
-                        "cms": TokenBucket(CMS_RPS)}
+                        "cms": TokenBucket(CMS_RPS),
+                        "alb": TokenBucket(cloud.alb_rps), "nlb": TokenBucket(cloud.nlb_rps)}
         self.calls: Counter = Counter()    # (api, action) -> attempts sent
         self.retries: Counter = Counter()  # (api, code) -> retries made
         self._backoff = (backoff_base, backoff_cap)
@@ -66,6 +73,12 @@ class Cloud:
     def cms(self, action: str, **params: Any) -> dict:
         return self.call("cms", action, params)
 
+    def alb(self, action: str, **params: Any) -> dict:
+        return self.call("alb", action, params)
+
+    def nlb(self, action: str, **params: Any) -> dict:
+        return self.call("nlb", action, params)
+
     def call(self, api: str, action: str, params: dict[str, Any]) -> dict:
         """One API call with rate limiting and retries; the decoded JSON response."""
         if api not in _REQUESTS:
@@ -87,7 +100,10 @@ class Cloud:
         client = self._client(api)
         request = _request(api, action)
         for key, value in params.items():
-            request.add_query_param(key, _wire(value))
+            if api in _SETTER_APIS:
+                _set_param(request, action, key, value)
+            else:
+                request.add_query_param(key, _wire(value))
         request.set_protocol_type(self.settings.protocol)
         if self.settings.endpoint:
             request.set_endpoint(self.settings.endpoint)
@@ -139,6 +155,27 @@ def _request(api: str, action: str) -> Any:
     except ImportError:
         raise ValueError(f"{api} has no action {action!r}") from None
     return getattr(module, f"{action}Request")()
+
+
+def _set_param(request: Any, action: str, key: str, value: Any) -> None:
+    """Through the SDK's own setter, which knows where the API wants it (query or body) and
+    how to flatten a list (`Servers.N.Port`). Generated NLB setters for repeat lists are
+    named `set_<Name>s` (e.g. `set_Serverss`)."""
+    setter = getattr(request, f"set_{key}", None) or getattr(request, f"set_{key}s", None)
+    if setter is None:
+        raise ValueError(f"{action} has no parameter {key!r}")
+    setter(_flat(value))
+
+
+def _flat(value: Any) -> Any:
+    """Parameter values as the wire text: "true"/"false", numbers as text, lists kept."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return [_flat(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _flat(v) for k, v in value.items() if v is not None}
+    return str(value)
 
 
 def _wire(value: Any) -> str:

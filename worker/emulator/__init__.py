@@ -150,6 +150,18 @@ class Emulator:
     def inject_event(self, request: dict) -> dict:
         """As `POST /_emulator/events`: a spot interruption or a named event (see fleet_events.inject)."""
         return self.world.inject_event(request)
+    def schedule_event(self, instance_id: str, event_type: str = "SystemMaintenance.Reboot",
+                       not_before: float | None = None, event_id: str | None = None) -> str:
+        """Announce an O&M event for an instance (its `Scheduled` notification is published
+        now); `not_before` in epoch seconds, default a day ahead. Returns the event id."""
+        import time
+
+        with self.world.lock:
+            if instance_id not in self.world.cloud.instances:
+                raise KeyError(f"no instance {instance_id!r}")
+            event = self.world.cloud.system_events.schedule(
+                instance_id, event_type, time.time() + 86400 if not_before is None else not_before, event_id)
+            return event["event_id"]
 
     def set_ram_policy(self, policy: dict | None) -> None:
         """Enforce a RAM policy document (as the state key `ram_policy`); None lifts it."""

@@ -1,4 +1,4 @@
-"""Injected faults, per API (`mns`, `ecs`, `slb`), set from the state file or POST /_emulator/faults.
+"""Injected faults, per API (`mns`, `ecs`, `slb`, `alb`, `nlb`), set from the state file or POST /_emulator/faults.
 
 Keys of one API's fault object (all optional; absent = off):
     drop_rate        0..1   close the connection without any response
@@ -29,6 +29,8 @@ THROTTLE_DEFAULTS = {
     "mns": (429, "TooManyRequests", "The request is denied by cluster flow limiter for too many requests."),
     "ecs": (400, "Throttling.User", "Request was denied due to user flow control."),
     "slb": (400, "Throttling.User", "Request was denied due to user flow control."),
+    "alb": (400, "Throttling.User", "Request was denied due to user flow control."),
+    "nlb": (400, "Throttling.User", "Request was denied due to user flow control."),
 }
 
 

@@ -13,10 +13,14 @@ import time
 from datetime import datetime, timezone
 from typing import Callable, Mapping
 
+from .server_groups import ALB_VERSION, NLB_VERSION, ServerGroupService
+from .system_events import SystemEvents
+
 ECS_VERSION = "2014-05-26"
 SLB_VERSION = "2014-05-15"
 CMS_VERSION = "2019-01-01"  # CloudMonitor: its actions live in cms.py
-PRODUCTS = {ECS_VERSION: "ecs", SLB_VERSION: "slb", CMS_VERSION: "cms"}
+PRODUCTS = {ECS_VERSION: "ecs", SLB_VERSION: "slb", CMS_VERSION: "cms", ALB_VERSION: "alb",
+            NLB_VERSION: "nlb"}
 MAX_BACKEND_SERVERS = 20
 
 
@@ -110,6 +114,12 @@ class Cloud:
             self.lbs[lb["id"]] = lb
             for g in lb["vserver_groups"]:
                 self.groups[g["id"]] = (lb, g)
+        # Through a lambda: whatever `publish_event` is when an event changes (tests spy on it).
+        self.system_events = SystemEvents(state["instances"], lambda *a: self.publish_event(*a),
+                                          self._platform_reboot, RpcError)
+        job_seconds = state.get("job_delay_seconds", 0.5)
+        self.alb = ServerGroupService("alb", state.get("alb_server_groups", []), RpcError, job_seconds)
+        self.nlb = ServerGroupService("nlb", state.get("nlb_server_groups", []), RpcError, job_seconds)
         self.actions: dict[str, dict[str, Callable]] = {
             "ecs": {
                 "DescribeInstances": self.describe_instances,
@@ -119,6 +129,9 @@ class Cloud:
                 "StopInstance": self.stop_instance,
                 "StopInstances": self.stop_instances,
                 "DescribeTags": self.describe_tags,
+                "RebootInstance": self.reboot_instance,
+                "RedeployInstance": self.redeploy_instance,
+                "DescribeInstanceHistoryEvents": self.describe_instance_history_events,
             },
             "slb": {
                 "DescribeLoadBalancers": self.describe_load_balancers,
@@ -128,6 +141,8 @@ class Cloud:
                 "RemoveVServerGroupBackendServers": self.remove_backend_servers,
                 "SetVServerGroupAttribute": self.set_vserver_group_attribute,
             },
+            "alb": self.alb.actions,
+            "nlb": self.nlb.actions,
         }
 
     def lb_of_group(self, group_id: str) -> str | None:
@@ -138,14 +153,17 @@ class Cloud:
         handler = self.actions.get(product, {}).get(action)
         if handler is None:
             raise invalid_action(action)
+        self.system_events.tick()
         return handler(params)
 
     # ------------------------------------------------------------------ ECS
 
     def _settle(self, inst: dict, now: float | None = None) -> dict:
+        now = now or time.time()
         due = inst["due"]
-        if due is not None and (now or time.time()) >= due[1]:
-            inst["status"], inst["due"] = due[0], None
+        while due is not None and now >= due[1]:  # (status, at[, next due]): a reboot chains two
+            inst["status"], inst["due"] = due[0], (due[2] if len(due) > 2 else None)
+            due = inst["due"]
             self._state_changed(inst)
         return inst
 
@@ -307,6 +325,53 @@ class Cloud:
             return self._stop(inst, p, dry)
         return self._batch(p, stop, "Running")
 
+    def reboot_instance(self, p: Mapping[str, str]) -> dict:
+        """RebootInstance: Running -> Starting -> Running ("the status of the instance changes
+        to Starting", ECS API reference); settles the instance's scheduled reboot events (they
+        become Avoided)."""
+        inst = self._instance(_require(p, "InstanceId"))
+        self._check_locks(inst)
+        if inst["status"] != "Running":
+            raise RpcError(403, "IncorrectInstanceStatus",
+                           "The current status of the resource does not support this operation.")
+        if p.get("DryRun") == "true":
+            raise RpcError(400, "DryRunOperation", "Request validation has been passed with DryRun flag set.")
+        self._begin_reboot(inst)
+        self.system_events.owner_rebooted(inst["id"])
+        return {}
+
+    def redeploy_instance(self, p: Mapping[str, str]) -> dict:
+        """RedeployInstance (asynchronous, answers a TaskId): Running -> Stopping -> Starting ->
+        Running, Stopped -> Starting -> Running; settles Scheduled SystemMaintenance.Reboot /
+        .Redeploy events (they become Avoided). No DryRun parameter, as in the API."""
+        inst = self._instance(_require(p, "InstanceId"))
+        if "Security" in inst["locks"]:
+            self._check_locks(inst)
+        if inst["status"] not in ("Running", "Stopped"):
+            raise RpcError(403, "IncorrectInstanceStatus",
+                           "The current status of the resource does not support this operation.")
+        if inst["status"] == "Running":  # documented: Running enters Stopping
+            now = time.time()
+            inst["status"] = "Stopping"
+            inst["due"] = ("Starting", now + self.stop_delay, ("Running", now + self.stop_delay + self.start_delay))
+        else:
+            inst["status"], inst["due"] = "Starting", ("Running", time.time() + self.start_delay)
+        self.system_events.owner_redeployed(inst["id"])
+        return {"TaskId": f"t-{inst['id'][-8:]}{int(time.time() * 1000) % 10**8}"}
+
+    def _begin_reboot(self, inst: dict) -> None:
+        now = time.time()
+        inst["status"], inst["due"] = "Starting", ("Running", now + self.stop_delay + self.start_delay)
+        self._settle(inst, now)
+
+    def _platform_reboot(self, instance_id: str) -> None:
+        inst = self.instances.get(instance_id)
+        if inst is not None and self._settle(inst)["status"] == "Running":
+            self._begin_reboot(inst)
+
+    def describe_instance_history_events(self, p: Mapping[str, str]) -> dict:
+        return self.system_events.describe(p, _page)
+
     def describe_tags(self, p: Mapping[str, str]) -> dict:
         instances = self._all_instances()
         if p.get("ResourceType") and p["ResourceType"].lower() != "instance":
@@ -448,12 +513,15 @@ class Cloud:
     # ------------------------------------------------------------------ inspection
 
     def snapshot(self) -> dict:
+        self.system_events.tick()
         instances = [{"id": i["id"], "status": i["status"], "tags": dict(i["tags"]), "spot": i["spot"],
-                      "locks": list(i["locks"]), "stopped_mode": i["stopped_mode"]}
+                      "locks": list(i["locks"]), "stopped_mode": i["stopped_mode"],
+                      "scheduled_events": self.system_events.snapshot(i["id"])}
                      for i in self._all_instances()]
         lbs = [{"id": lb["id"], "name": lb["name"],
                 "vserver_groups": [{"id": g["id"], "name": g["name"],
                                     "backend_servers": [dict(s) for s in g["backend_servers"]]}
                                    for g in lb["vserver_groups"]]}
                for lb in self.lbs.values()]
-        return {"instances": instances, "load_balancers": lbs}
+        return {"instances": instances, "load_balancers": lbs,
+                "alb_server_groups": self.alb.snapshot(), "nlb_server_groups": self.nlb.snapshot()}

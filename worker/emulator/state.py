@@ -27,6 +27,12 @@ Schema (JSON object; keys marked * are required, the rest have defaults):
         zone_id             str            default: region + "-b"
         instance_type       str            default "ecs.g6.large"
         stopped_mode        KeepCharging | StopCharging | Not-applicable
+        scheduled_events    list of (O&M events announced already; see system_events.py)
+            event_id*       str            unique
+            event_type*     str            e.g. "SystemMaintenance.Reboot"
+            not_before*     str            ISO 8601, e.g. "2026-11-29T18:00:00Z"
+            status          Scheduled | Executing | Inquiring | Executed | Avoided | Canceled | Failed
+                                           default "Scheduled"
     load_balancers   list of
         id*                 str            unique
         name                str            default: the id
@@ -38,7 +44,16 @@ Schema (JSON object; keys marked * are required, the rest have defaults):
                 port*       int 1..65535
                 weight      int 0..100     default 100
                 type        "ecs" | "eni" | "eci"   default "ecs"
-    faults           {api: fault}, api one of mns, ecs, slb; see faults.py for the keys
+    alb_server_groups, nlb_server_groups   list of (ALB / NLB server groups; ids unique per product)
+        id*                 str
+        load_balancer_id    str
+        servers             list of
+            server_id*      str
+            port*           int 1..65535
+            weight          int 0..100     default 100
+            type            "ecs" | "eni" | "eci" | "ip"   default "ecs"
+    job_delay_seconds    number >= 0       how long an ALB/NLB change job runs, default 0.5
+    faults           {api: fault}, api one of mns, ecs, slb, alb, nlb; see faults.py for the keys
     ram_policy       a RAM policy document; when set, calls it does not allow are refused (ram.py)
     start_delay_seconds  number >= 0       Starting -> Running delay, default 1.0
     stop_delay_seconds   number >= 0       Stopping -> Stopped delay, default 1.0
@@ -57,7 +72,8 @@ from typing import Any, Callable
 INSTANCE_STATUSES = ("Pending", "Starting", "Running", "Stopping", "Stopped")
 STOPPED_MODES = ("KeepCharging", "StopCharging", "Not-applicable")
 SERVER_TYPES = ("ecs", "eni", "eci")
-FAULT_APIS = ("mns", "ecs", "slb")
+FAULT_APIS = ("mns", "ecs", "slb", "alb", "nlb")
+SERVER_GROUP_TYPES = ("ecs", "eni", "eci", "ip")
 QUEUE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,119}$")
 DEFAULT_STATE_PATH = Path(__file__).with_name("default_state.json")
 
@@ -165,7 +181,7 @@ def validate(raw: Any, source: str = "state") -> dict:
     v = _V(source)
     v.obj(raw, "", ("region", "account_id", "credentials"),
           ("queues", "instances", "load_balancers", "faults", "start_delay_seconds", "stop_delay_seconds",
-           "ram_policy"))
+           "alb_server_groups", "nlb_server_groups", "job_delay_seconds", "ram_policy"))
     raw = copy.deepcopy(raw)
     out: dict = {
         "region": v.string(raw["region"], "region"),
@@ -178,6 +194,10 @@ def validate(raw: Any, source: str = "state") -> dict:
         "start_delay_seconds": v.number(raw.get("start_delay_seconds", 1.0), "start_delay_seconds", 0),
         "stop_delay_seconds": v.number(raw.get("stop_delay_seconds", 1.0), "stop_delay_seconds", 0),
     }
+    for key in ("alb_server_groups", "nlb_server_groups"):
+        out[key] = v.items(raw.get(key, []), key, lambda g, p: _server_group(v, g, p))
+        v.unique(out[key], key, "id")
+    out["job_delay_seconds"] = v.number(raw.get("job_delay_seconds", 0.5), "job_delay_seconds", 0)
     if raw.get("ram_policy") is not None:
         from .ram import validate_policy
 
@@ -228,7 +248,8 @@ def _seed_message(v: _V, m: Any, p: str) -> dict:
 
 
 def _instance(v: _V, i: Any, p: str, region: Any) -> dict:
-    v.obj(i, p, ("id", "status"), ("tags", "spot", "locks", "name", "zone_id", "instance_type", "stopped_mode"))
+    v.obj(i, p, ("id", "status"), ("tags", "spot", "locks", "name", "zone_id", "instance_type", "stopped_mode",
+                                   "scheduled_events"))
     tags = i.get("tags", {})
     if not isinstance(tags, dict):
         v.fail(p + ".tags", "must be an object of string keys to string values")
@@ -247,7 +268,27 @@ def _instance(v: _V, i: Any, p: str, region: Any) -> dict:
         "instance_type": v.string(i.get("instance_type", "ecs.g6.large"), p + ".instance_type"),
         "stopped_mode": v.choice(i.get("stopped_mode", "KeepCharging" if status == "Stopped" else "Not-applicable"),
                                  p + ".stopped_mode", STOPPED_MODES),
+        "scheduled_events": v.items(i.get("scheduled_events", []), p + ".scheduled_events",
+                                    lambda e, ep: _scheduled_event(v, e, ep)),
     }
+
+
+EVENT_STATUSES = ("Scheduled", "Executing", "Inquiring", "Executed", "Avoided", "Canceled", "Failed")
+
+
+def _scheduled_event(v: _V, e: Any, p: str) -> dict:
+    from .system_events import parse_time
+
+    v.obj(e, p, ("event_id", "event_type", "not_before"), ("status",))
+    out = {"event_id": v.string(e["event_id"], p + ".event_id"),
+           "event_type": v.string(e["event_type"], p + ".event_type"),
+           "not_before": v.string(e["not_before"], p + ".not_before"),
+           "status": v.choice(e.get("status", "Scheduled"), p + ".status", EVENT_STATUSES)}
+    try:
+        parse_time(out["not_before"])
+    except ValueError:
+        v.fail(p + ".not_before", "must be an ISO 8601 time, e.g. 2026-11-29T18:00:00Z")
+    return out
 
 
 def _lb(v: _V, lb: Any, p: str) -> dict:
@@ -274,6 +315,25 @@ def _server(v: _V, s: Any, p: str) -> dict:
             "type": v.choice(s.get("type", "ecs"), p + ".type", SERVER_TYPES)}
 
 
+def _server_group(v: _V, g: Any, p: str) -> dict:
+    v.obj(g, p, ("id",), ("load_balancer_id", "servers"))
+    out = {"id": v.string(g["id"], p + ".id"),
+           "servers": v.items(g.get("servers", []), p + ".servers", lambda s, sp: _sg_server(v, s, sp))}
+    if "load_balancer_id" in g:
+        out["load_balancer_id"] = v.string(g["load_balancer_id"], p + ".load_balancer_id")
+    return out
+
+
+def _sg_server(v: _V, s: Any, p: str) -> dict:
+    v.obj(s, p, ("server_id", "port"), ("weight", "type"))
+    return {"server_id": v.string(s["server_id"], p + ".server_id"),
+            "port": v.integer(s["port"], p + ".port", 1, 65535),
+            "weight": v.integer(s.get("weight", 100), p + ".weight", 0, 100),
+            "type": v.choice(s.get("type", "ecs"), p + ".type", SERVER_GROUP_TYPES)}
+
+
+FAULT_KEYS = ("error_rate", "error_code", "error_status", "latency_ms", "throttle_rps", "throttle_burst",
+              "throttle_code", "throttle_status", "drop_rate")
 FAULT_KEYS = ("error_rate", "error_code", "error_status", "error_codes", "latency_ms", "throttle_rps",
               "throttle_burst", "throttle_code", "throttle_status", "drop_rate", "long_poll_limit")
 

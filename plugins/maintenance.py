@@ -1,0 +1,376 @@
+"""Built-in `maintenance` plugin: reboot an instance yourself before a scheduled O&M reboot.
+
+ECS announces maintenance days ahead (`Instance:SystemMaintenance.Reboot:Scheduled`, with
+`notBefore`). Rebooting the instance yourself before `notBefore` settles it — the event
+becomes `Avoided` (Alibaba Cloud ECS docs, "System events": "restart the instance before
+the scheduled time") — at a time you choose and with the instance out of its load
+balancers meanwhile, instead of at the platform's moment while it still takes traffic.
+For instances carrying the opt-in tag (default `ecs-worker:maintenance=auto`):
+
+1. wait — deferring, never blocking — until the configured `window` (e.g. "02:00-05:00"
+   in `timezone`, or "now") that falls before `notBefore` minus `margin_minutes`; if no
+   window fits, act at `notBefore` minus the margin, and say so;
+2. re-read: the event still `Scheduled`, the instance `Running` and still opted in;
+3. record every load-balancer membership (CLB, ALB, NLB: group, port, weight), drain
+   (weight 0, `drain_seconds`) if asked, and take the instance out of every group;
+4. `RebootInstance` (`RedeployInstance` for `SystemMaintenance.Redeploy`, when listed in
+   `event_types`), then defer until the instance is `Running` again (re-read every
+   `poll_seconds`, for at most `reboot_timeout`);
+5. put every membership back exactly as recorded, and settle.
+
+The step reached and the memberships travel with the message (`ctx.defer(state=...)`),
+so any worker continues the sequence. Whatever fails after the removal, the instance is
+never out silently: it is put back, or the outcome is `failed` with every group it is
+still out of named (the webhook plugin notifies) and the message returns to try again.
+In dry-run (and `replay --dry-run`) the whole plan is shown, deferrals counted as elapsed.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from ecs_worker import hookimpl
+from ecs_worker.config import setting
+from ecs_worker.plugins.maintenance_window import WINDOW, plan_time, zone as _zone
+
+__all__ = ["Config", "REMEDIES", "plan_time"]
+
+# O&M event type -> what the owner may do before notBefore to settle it (the event becomes
+# Avoided): ECS "System events" docs; RedeployInstance is documented for Scheduled
+# SystemMaintenance.Reboot / .Redeploy. Redeploying an instance with local disks clears them.
+REMEDIES = {"SystemMaintenance.Reboot": "RebootInstance", "SystemFailure.Reboot": "RebootInstance",
+            "InstanceFailure.Reboot": "RebootInstance", "SystemMaintenance.Redeploy": "RedeployInstance"}
+LB_KINDS = ("clb", "alb", "nlb")
+ALL_STATUSES = ("Scheduled", "Executing", "Inquiring", "Executed", "Avoided", "Canceled", "Failed")
+MAX_DEFER = 43200  # one deferral at most; a longer wait is re-computed on each return
+WAIT, DRAINED, REBOOTING, RESTORE = "wait", "drained", "rebooting", "restore"
+
+
+@dataclass(frozen=True)
+class Config:
+    require_tag: str = setting("ecs-worker:maintenance=auto", doc='"key=value" or "key": the opt-in tag')
+    event_types: list[str] = setting(["SystemMaintenance.Reboot"],
+                                     doc="O&M event types to act on (reboot; .Redeploy: redeploy)")
+    window: str = setting("now", doc='"HH:MM-HH:MM" (may cross midnight) in `timezone`, or "now"')
+    timezone: str = setting("UTC", doc="IANA time zone of the window, e.g. Asia/Shanghai")
+    margin_minutes: float = setting(30.0, min=0, max=1440, doc="act at least this long before notBefore")
+    drain_seconds: float = setting(0.0, min=0, max=3600, doc="weight 0 this long before removal; 0 = none")
+    poll_seconds: float = setting(15.0, min=1, max=600, doc="re-read the rebooting instance this often")
+    reboot_timeout: float = setting(1200.0, min=30, max=86400, doc="seconds to wait for Running again")
+    kinds: list[str] = setting(list(LB_KINDS), doc='load balancers to take it out of: "clb", "alb", "nlb"')
+    job_timeout: float = setting(60.0, min=1, max=600, doc="seconds an ALB/NLB change job may take")
+    max_reboots_per_minute: int = setting(5, min=1, max=1000, doc="all instances together, this worker")
+
+
+class _Budget:
+    """Reboots in the last minute (this worker): a fleet-wide window must not reboot all at once."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self._times: list[float] = []
+        self._lock = threading.Lock()
+
+    def reserve(self) -> float:
+        """0 and count one, or the seconds until a slot frees."""
+        with self._lock:
+            now = time.monotonic()
+            self._times = [t for t in self._times if t > now - 60]
+            if len(self._times) >= self.per_minute:
+                return self._times[0] + 60 - now
+            self._times.append(now)
+            return 0.0
+
+
+_budget: _Budget | None = None
+
+
+@hookimpl
+def on_startup(ctx):
+    global _budget
+    cfg: Config = ctx.config
+    if cfg.window != "now" and not WINDOW.match(cfg.window):
+        raise ValueError(f'[plugins.maintenance] window: {cfg.window!r}: use "HH:MM-HH:MM" or "now"')
+    _zone(cfg.timezone)  # an unknown zone fails here, not at 3 a.m.
+    unknown = sorted(set(cfg.event_types) - set(REMEDIES))
+    if unknown or not cfg.event_types:
+        raise ValueError(f"[plugins.maintenance] event_types: {unknown[0] if unknown else 'empty'}: "
+                         f"choose from {', '.join(REMEDIES)} (events the owner may settle early)")
+    bad = sorted(set(cfg.kinds) - set(LB_KINDS))
+    if bad:
+        raise ValueError(f"[plugins.maintenance] kinds: {bad[0]}: choose from {', '.join(LB_KINDS)}")
+    ctx.cloud  # builds the gateway now, so a bad [credentials] section fails at start-up
+    _budget = _Budget(cfg.max_reboots_per_minute)
+
+
+@hookimpl
+def on_shutdown(ctx):
+    global _budget
+    _budget = None
+
+
+@hookimpl
+def on_system_event(event, ctx):
+    cfg: Config = ctx.config
+    state = ctx.resume_state if isinstance(ctx.resume_state, dict) else None
+    if state is None:
+        if event.event_status != "Scheduled" or event.event_type not in cfg.event_types or not event.instance_id:
+            return None
+        if event.region and event.region != ctx.region:
+            ctx.log.warning("not handling maintenance of %s: event is for region %s, this worker serves %s",
+                            event.instance_id, event.region, ctx.region)
+            return None
+        if event.not_before is None:
+            ctx.log.warning("not handling maintenance of %s: the notification has no notBefore", event.instance_id)
+            return None
+    if _budget is None:
+        raise RuntimeError("maintenance plugin is not started (on_startup was not called)")
+    return Sequence(event, ctx, cfg, state or {}).run()
+
+
+class Sequence:
+    """One event's sequence, resumed at the step its state names."""
+
+    def __init__(self, event, ctx, cfg: Config, state: dict) -> None:
+        self.event, self.ctx, self.cfg, self.state = event, ctx, cfg, dict(state)
+        self.iid: str = event.instance_id
+        self.remedy = REMEDIES.get(event.event_type or "", "RebootInstance")
+        self.lbs = ctx.load_balancers(cfg.kinds, cfg.job_timeout)
+
+    def run(self) -> Any:
+        step = self.state.get("step", WAIT)
+        if step == WAIT:
+            return self.wait_or_act()
+        members = self._members()
+        if step == DRAINED:
+            return self.remove_and_reboot(members)
+        if step == REBOOTING:
+            return self.await_running(members)
+        if step == RESTORE:
+            return self.restore(members, "after an earlier failure")
+        raise RuntimeError(f"maintenance: unknown step {step!r} in the resume state")
+
+    # -- 1. when ------------------------------------------------------------------
+    def wait_or_act(self) -> Any:
+        cfg, ctx = self.cfg, self.ctx
+        now = time.time()
+        if now >= self.event.not_before.timestamp():
+            ctx.log.warning("maintenance of %s: notBefore %s has passed; the platform acts now",
+                            self.iid, self.event.not_before.isoformat())
+            return None
+        act_at, why = plan_time(now, self.event.not_before, cfg.window, _zone(cfg.timezone),
+                                cfg.margin_minutes * 60)
+        if why:
+            ctx.log.warning("maintenance of %s: %s", self.iid, why)
+        planned_early = ctx.dry_run and self.state.get("step") == WAIT  # dry-run: the wait counts as over
+        if act_at > now + 1 and not planned_early:
+            wait = min(act_at - now, MAX_DEFER)
+            ctx.defer(wait, f"maintenance of {self.iid} at {_iso(act_at)}", state={"step": WAIT, "act_at": act_at})
+            return f"waiting until {_iso(act_at)} (notBefore {self.event.not_before.isoformat()})"
+        return self.act()
+
+    # -- 2./3. check, record, drain or remove ------------------------------------------
+    def act(self) -> Any:
+        ctx = self.ctx
+        try:
+            instance = self._instance()
+            status = self._event_status()
+        except Exception as exc:
+            if not ctx.dry_run:
+                raise  # nothing changed yet: the message comes back and we look again
+            return self._plan_unverified(f"unverified: could not read ECS: {_code(exc)}")
+        if instance is None:
+            ctx.log.info("maintenance of %s: no such instance (released?)", self.iid)
+            return None
+        if not _has_tag(instance, self.cfg.require_tag):
+            ctx.log.debug("maintenance of %s: no opt-in tag %r", self.iid, self.cfg.require_tag)
+            return None
+        if status not in (None, "Scheduled"):
+            ctx.log.info("maintenance of %s: event is %s now; nothing to do", self.iid, status)
+            return None
+        if instance.get("Status") != "Running":
+            ctx.log.info("maintenance of %s: it is %s, not Running; the platform's reboot is left to it",
+                         self.iid, instance.get("Status"))
+            return None
+        wait = _budget.reserve() if _budget else 0.0
+        if wait:
+            ctx.defer(max(wait, 1.0), "max_reboots_per_minute reached", state={"step": WAIT})
+            return "waiting for the reboot budget"
+        members = self.lbs.memberships(self.iid)
+        # Recorded, and settled with the message, before anything changes: a worker killed
+        # while removing or rebooting leaves a message that still knows what to put back.
+        self._save(DRAINED, members)
+        if self.cfg.drain_seconds and members:
+            try:
+                self._each_group(members, "weight", self.lbs.drain)
+            except Exception as exc:
+                self._abort(members, exc)
+            ctx.defer(self.cfg.drain_seconds, f"draining {self.iid} before maintenance",
+                      state=self._state(DRAINED, members))
+            return f"draining {self.iid} in {_groups(members)} group(s)"
+        ctx.defer(1, f"memberships of {self.iid} recorded", state=self._state(DRAINED, members))
+        return f"recorded {len(members)} load-balancer membership(s) of {self.iid}"
+
+    # -- 3./4. remove and reboot ----------------------------------------------------
+    def remove_and_reboot(self, members: list) -> Any:
+        ctx = self.ctx
+        try:
+            self._each_group(members, "remove", self.lbs.remove)
+            instance = None if ctx.dry_run else self._instance()
+            status = instance.get("Status") if instance else None
+            if ctx.dry_run or status == "Running":
+                ctx.act(self.remedy, self.iid, self._reboot)
+            elif status in ("Stopping", "Starting"):  # ours, before a worker restart
+                ctx.log.info("maintenance of %s: a %s is under way already (%s)", self.iid, self.remedy, status)
+            else:
+                raise RuntimeError(f"{self.iid} is {status or 'gone'}, not Running: not rebooting it")
+        except Exception as exc:
+            self._abort(members, exc)
+        self.state["rebooted_at"] = time.time()
+        ctx.defer(self.cfg.poll_seconds, f"waiting for {self.iid} to be Running again",
+                  state=self._state(REBOOTING, members))
+        return f"{self.remedy} {self.iid}; out of {_groups(members)} group(s)"
+
+    def _reboot(self) -> str:
+        self.ctx.cloud.ecs(self.remedy, InstanceId=self.iid)
+        return "under way"
+
+    # -- 4./5. wait, then restore ----------------------------------------------------
+    def await_running(self, members: list) -> Any:
+        ctx = self.ctx
+        self._save(REBOOTING, members)  # a failed read keeps the sequence
+        if not ctx.dry_run:  # dry-run rebooted nothing: straight to the restore plan
+            instance = self._instance()
+            status = instance.get("Status") if instance else "released"
+            if status != "Running":
+                waited = time.time() - float(self.state.get("rebooted_at") or time.time())
+                if waited > self.cfg.reboot_timeout:
+                    self._fail(f"{self.iid} is {status}, not Running, {waited:.0f}s after {self.remedy}", members)
+                ctx.defer(self.cfg.poll_seconds, f"waiting for {self.iid} to be Running again (it is {status})",
+                          state=self._state(REBOOTING, members))
+                return f"{self.iid} is {status}"
+        return self.restore(members, "after the reboot")
+
+    def restore(self, members: list, when: str) -> Any:
+        self._save(RESTORE, members)
+        still_out, error = self._restore_all(members)
+        if still_out:
+            self._save(RESTORE, still_out)  # the return retries these
+            self._fail(f"could not put {self.iid} back {when} ({_code(error)})", still_out, _line(error))
+        plan = "planned: " if self.ctx.dry_run else ""
+        verb = "redeployed" if self.remedy == "RedeployInstance" else "rebooted"
+        return f"{plan}{verb} {self.iid} before notBefore; back in {_groups(members)} group(s)"
+
+    def _abort(self, members: list, exc: Exception) -> None:
+        """Something failed after the memberships were recorded: put back what we took out."""
+        still_out, again = self._restore_all(members)
+        if still_out:
+            self._save(RESTORE, still_out)
+            self._fail(f"maintenance of {self.iid} failed ({_code(exc)}) and putting it back failed "
+                       f"({_code(again)})", still_out, f"{_line(exc)}; {_line(again)}")
+        self.ctx.save_state(None)  # nothing owed: a later attempt starts afresh
+        raise RuntimeError(f"maintenance of {self.iid} failed: {_line(exc)}; "
+                           f"it is back in {_groups(members)} group(s)") from None
+
+    def _fail(self, what: str, out: list, detail: str = "") -> None:
+        """Fail loudly with what is still out first (the outcome's error is one short line;
+        the log line carries every entry and the errors in full)."""
+        targets = ", ".join(f"{m.target} (weight {m.weight})" for m in out)
+        self.ctx.log.error("%s is OUT of service in %d group(s): %s — %s%s; the message returns to retry",
+                           self.iid, _groups(out), targets, what, f" [{detail}]" if detail else "")
+        raise RuntimeError(f"{self.iid} OUT of service in {targets}: {what}")
+
+    def _plan_unverified(self, note: str) -> str:
+        """Dry-run without the cloud (a laptop without credentials): the plan's shape, each
+        group unknown (`?`), marked as unchecked."""
+        from ecs_worker.cloud.membership import action_name
+
+        unknown = [(kind, "?/" + self.iid if kind == "clb" else f"{kind}:?/{self.iid}") for kind in self.cfg.kinds]
+        for kind, target in unknown:
+            self.ctx.act_many(action_name(kind, "remove"), [target], _never, note=note)
+        self.ctx.act_many(self.remedy, [self.iid], _never, note=note)
+        for kind, target in unknown:
+            self.ctx.act_many(action_name(kind, "add"), [target], _never, note=note)
+        return f"planned {self.remedy} ({note})"
+
+    # -- helpers ----------------------------------------------------------------------
+    def _restore_all(self, members: list) -> tuple[list, Exception | None]:
+        """Put every group back, each on its own (one failing group does not stop the
+        others); return the memberships still out and the first error."""
+        from ecs_worker.cloud.membership import action_name, by_group
+
+        still_out, first = [], None
+        for (kind, group), ms in by_group(members).items():
+            try:
+                self.ctx.act_many(action_name(kind, "add"), [m.target for m in ms], self.lbs.restore, kind, group, ms)
+            except Exception as exc:
+                still_out += ms
+                first = first or exc
+        return still_out, first
+
+    def _each_group(self, members: list, change: str, method) -> None:
+        from ecs_worker.cloud.membership import action_name, by_group
+
+        for (kind, group), ms in by_group(members).items():
+            self.ctx.act_many(action_name(kind, change), [m.target for m in ms], method, kind, group, ms)
+
+    def _instance(self) -> dict | None:
+        doc = self.ctx.cloud.ecs("DescribeInstances", InstanceIds=[self.iid])
+        found = (doc.get("Instances") or {}).get("Instance") or []
+        return next((i for i in found if i.get("InstanceId") == self.iid), None)
+
+    def _event_status(self) -> str | None:
+        """The event's status now (None when the notification names no event id)."""
+        event_id = self.event.content.get("eventId")
+        if not isinstance(event_id, str) or not event_id:
+            return None
+        params = {"InstanceId": self.iid, "EventId.1": event_id,
+                  **{f"InstanceEventCycleStatus.{n}": s for n, s in enumerate(ALL_STATUSES, 1)}}
+        doc = self.ctx.cloud.ecs("DescribeInstanceHistoryEvents", **params)
+        for e in (doc.get("InstanceSystemEventSet") or {}).get("InstanceSystemEventType") or []:
+            if e.get("EventId") == event_id:
+                return (e.get("EventCycleStatus") or {}).get("Name")
+        return None
+
+    def _members(self) -> list:
+        from ecs_worker.cloud.membership import Membership
+
+        return [Membership.from_json(m) for m in self.state.get("members") or []]
+
+    def _state(self, step: str, members: list) -> dict:
+        return {**{k: v for k, v in self.state.items() if k in ("act_at", "rebooted_at")},
+                "step": step, "members": [m.to_json() for m in members]}
+
+    def _save(self, step: str, members: list) -> None:
+        self.ctx.save_state(self._state(step, members))
+
+
+def _has_tag(instance: dict, require_tag: str) -> bool:
+    if not require_tag.strip():
+        return True
+    key, sep, value = require_tag.partition("=")
+    tags = {t.get("TagKey"): t.get("TagValue", "") for t in (instance.get("Tags") or {}).get("Tag") or []}
+    return key in tags and (not sep or tags[key] == value)
+
+
+def _groups(members: list) -> int:
+    return len({(m.kind, m.group) for m in members})
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds")
+
+
+def _code(exc: BaseException | None) -> str:
+    return str(getattr(exc, "code", None) or type(exc).__name__)
+
+
+def _line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]
+
+
+def _never(*args: Any, **kwargs: Any) -> None:  # pragma: no cover - dry-run never calls
+    raise AssertionError("dry-run must not call the cloud")
