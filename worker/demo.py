@@ -258,9 +258,17 @@ def _summarise(before: dict, after: dict, log_path: Path, dead_letters: Path) ->
         by_outcome["invalid"] += invalid
     if duplicates:
         by_outcome["duplicate (skipped)"] += duplicates
-    # The emulator's witness: only the worker starts instances here, and each start is published.
+    # The emulator's witness: only the worker starts stopped instances here, and each start is
+    # published (a reboot goes Running -> Starting: not a restart).
     fleet = after.get("fleet_events", [])
-    restarted = sorted({e["instance_id"] for e in fleet if e["state"] == "Starting"})
+    previous: dict[str, str] = {}
+    restarted_ids = set()
+    for e in fleet:
+        if e["state"]:
+            if e["state"] == "Starting" and previous.get(e["instance_id"]) == "Stopped":
+                restarted_ids.add(e["instance_id"])
+            previous[e["instance_id"]] = e["state"]
+    restarted = sorted(restarted_ids)
     last_state = {e["instance_id"]: e["state"] for e in fleet if e["state"]}
     present = {i["id"] for i in after["instances"]}
     not_restarted = sorted(i for i, st in last_state.items() if st == "Stopped" and i in present)

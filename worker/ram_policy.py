@@ -21,22 +21,37 @@ DEFAULT_QUEUE, DEFAULT_DLQ = "ecs-events", "ecs-events-dlq"
 # The same document as deploy/ram-policy.json (a test keeps them equal): an installed package
 # has no deploy/ directory. Both queues' attributes at start-up; receive/delete/defer and
 # re-send (long deferrals) on the queue; send to the dead-letter queue; ECS reads and
-# StartInstance (restart); SLB reads and removal (slb).
+# StartInstance (restart); reboot and O&M event reads (maintenance); CLB, ALB and NLB reads,
+# removal and restore (slb, maintenance).
 WORKER_POLICY = {
     "Version": "1",
     "Statement": [
-        {"Effect": "Allow", "Action": ["mns:GetQueueAttributes"],
+        {"Effect": "Allow",
+         "Action": ["mns:GetQueueAttributes"],
          "Resource": ["acs:mns:*:*:/queues/ecs-events", "acs:mns:*:*:/queues/ecs-events-dlq"]},
         {"Effect": "Allow",
-         "Action": ["mns:BatchReceiveMessage", "mns:BatchDeleteMessage", "mns:ChangeMessageVisibility",
-                    "mns:SendMessage"],
+         "Action": ["mns:BatchReceiveMessage", "mns:BatchDeleteMessage",
+                    "mns:ChangeMessageVisibility", "mns:SendMessage"],
          "Resource": ["acs:mns:*:*:/queues/ecs-events/messages"]},
-        {"Effect": "Allow", "Action": ["mns:SendMessage"],
-         "Resource": ["acs:mns:*:*:/queues/ecs-events-dlq/messages"]},
-        {"Effect": "Allow", "Action": ["ecs:DescribeInstances", "ecs:StartInstance"], "Resource": ["*"]},
         {"Effect": "Allow",
-         "Action": ["slb:DescribeLoadBalancers", "slb:DescribeVServerGroups", "slb:DescribeVServerGroupAttribute",
-                    "slb:RemoveVServerGroupBackendServers", "slb:SetVServerGroupAttribute"],
+         "Action": ["mns:SendMessage"],
+         "Resource": ["acs:mns:*:*:/queues/ecs-events-dlq/messages"]},
+        {"Effect": "Allow",
+         "Action": ["ecs:DescribeInstances", "ecs:StartInstance", "ecs:RebootInstance",
+                    "ecs:DescribeInstanceHistoryEvents"],
+         "Resource": ["*"]},
+        {"Effect": "Allow",
+         "Action": ["slb:DescribeLoadBalancers", "slb:DescribeVServerGroups",
+                    "slb:DescribeVServerGroupAttribute", "slb:RemoveVServerGroupBackendServers",
+                    "slb:SetVServerGroupAttribute", "slb:AddVServerGroupBackendServers"],
+         "Resource": ["*"]},
+        {"Effect": "Allow",
+         "Action": ["alb:ListServerGroups", "alb:ListServerGroupServers",
+                    "alb:RemoveServersFromServerGroup", "alb:AddServersToServerGroup",
+                    "alb:UpdateServerGroupServersAttribute", "alb:ListAsynJobs",
+                    "nlb:ListServerGroups", "nlb:ListServerGroupServers",
+                    "nlb:RemoveServersFromServerGroup", "nlb:AddServersToServerGroup",
+                    "nlb:UpdateServerGroupServersAttribute", "nlb:GetJobStatus"],
          "Resource": ["*"]},
     ],
 }

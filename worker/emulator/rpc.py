@@ -356,12 +356,14 @@ class Cloud:
             inst["due"] = ("Starting", now + self.stop_delay, ("Running", now + self.stop_delay + self.start_delay))
         else:
             inst["status"], inst["due"] = "Starting", ("Running", time.time() + self.start_delay)
+        self._state_changed(inst)
         self.system_events.owner_redeployed(inst["id"])
         return {"TaskId": f"t-{inst['id'][-8:]}{int(time.time() * 1000) % 10**8}"}
 
     def _begin_reboot(self, inst: dict) -> None:
         now = time.time()
         inst["status"], inst["due"] = "Starting", ("Running", now + self.stop_delay + self.start_delay)
+        self._state_changed(inst)
         self._settle(inst, now)
 
     def _platform_reboot(self, instance_id: str) -> None:
