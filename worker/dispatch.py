@@ -1,15 +1,24 @@
 """Dispatch: hand one event to every plugin, each in its own try, and decide one outcome.
 
 Knows nothing of queues: sources turn the outcome into delete / defer / retry /
-dead-letter. One plugin's crash, hang or slow cloud call never stops another.
+dead-letter. One plugin's crash, hang or slow cloud call never stops another:
+
+- anything a hook raises, `BaseException` included (`SystemExit`, `KeyboardInterrupt`),
+  is that plugin's failure for that event and goes no further;
+- with `call_timeout` set, each plugin's calls run on its own few daemon threads (a
+  `Lane`): a call that overruns is a failure, a plugin whose threads are all stuck
+  fails fast without taking threads from the others, and a thread that never returns
+  cannot hold up the process's exit.
 """
 from __future__ import annotations
 
 import heapq
 import logging
+import math
+import queue
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor, TimeoutError as FutureTimeout
+from concurrent.futures import Future, TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
@@ -24,6 +33,9 @@ log = logging.getLogger("ecs_worker.dispatch")
 HANDLED, FAILED, IGNORED, INVALID, DEFERRED = "handled", "failed", "ignored", "invalid", "deferred"
 OUTCOMES = (HANDLED, FAILED, IGNORED, INVALID, DEFERRED)
 _PRECEDENCE = {IGNORED: 0, HANDLED: 1, DEFERRED: 2, FAILED: 3}
+
+OBSERVER_BACKLOG = 10000  # on_settled calls one plugin may have waiting before more are dropped
+DROP_LOG_EVERY = 10.0  # seconds between "dropped" error lines per plugin
 
 SPECIFIC_HOOKS = {STATE_CHANGE: "on_state_change", PREEMPTIBLE_INTERRUPTION: "on_preemptible_interruption"}
 
@@ -89,36 +101,50 @@ def combine(event: Event, results: Iterable[PluginResult], actions: list[Action]
 
 
 class Dispatcher:
-    """Calls the event hooks of every registered plugin, isolated and time-limited."""
+    """Calls the hooks of every registered plugin, isolated and time-limited."""
 
     def __init__(self, pm: pluggy.PluginManager, runtime: Runtime, call_timeout: float = 60.0,
-                 max_calls: int = 64) -> None:
+                 max_calls_per_plugin: int | None = None) -> None:
         self.pm = pm
         self.runtime = runtime
         self.call_timeout = call_timeout
-        # Calls run on this pool so a hung plugin costs a thread, not the handler.
-        self._pool = ThreadPoolExecutor(max_calls, thread_name_prefix="plugin") if call_timeout else None
+        if max_calls_per_plugin is None:
+            max_calls_per_plugin = runtime.config.plugins.max_calls_per_plugin
+        self.max_calls_per_plugin = max_calls_per_plugin
+        # With a time limit, each plugin's calls run on its own lane so a hung plugin
+        # costs its own threads, not the handler's or another plugin's. Without one,
+        # calls run in the caller's thread: no thread hop.
+        self._lanes: dict[str, Lane] = {}
+        self._observers: dict[str, Lane] = {}  # on_settled: one thread per plugin, in order
+        self._lanes_lock = threading.Lock()
         self._deadlines = Deadlines()
 
     # -- life cycle ---------------------------------------------------------------
     def startup(self) -> None:
-        """Call `on_startup`; the first failure raises `PluginStartupError`."""
+        """Call `on_startup`; the first failure (or overrun) raises `PluginStartupError`."""
         for impl in self._impls("on_startup"):
             name = self.pm.get_name(impl.plugin)
-            try:
-                impl.function(self.runtime.context(name))
-            except Exception as exc:
-                raise PluginStartupError(f"plugin {name!r} failed to start: {_one_line(exc)}") from exc
+            outcome = self._invoke(impl, name, "on_startup", {"ctx": self.runtime.context(name)})
+            if isinstance(outcome, _Failure):
+                raise PluginStartupError(f"plugin {name!r} failed to start: {outcome.detail}")
 
     def shutdown(self) -> None:
+        """Let the observers catch up, call `on_shutdown` (each within `call_timeout`),
+        then let the call threads go."""
+        with self._lanes_lock:
+            observers = list(self._observers.values())
+        deadline = time.monotonic() + self.call_timeout
+        for observer in observers:  # e.g. the webhook plugin flushes what on_settled queued
+            observer.drain(deadline)
         for impl in self._impls("on_shutdown"):
             name = self.pm.get_name(impl.plugin)
-            try:
-                impl.function(self.runtime.context(name))
-            except Exception as exc:
-                log.error("plugin %s failed to shut down: %s", name, _one_line(exc))
-        if self._pool:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            outcome = self._invoke(impl, name, "on_shutdown", {"ctx": self.runtime.context(name)})
+            if isinstance(outcome, _Failure):
+                log.error("plugin %s failed to shut down: %s", name, outcome.detail)
+        with self._lanes_lock:
+            lanes = [*self._lanes.values(), *self._observers.values()]
+        for lane in lanes:
+            lane.close()
 
     # -- events -------------------------------------------------------------------
     def dispatch(self, event: Event, resume: Mapping[str, float | None] | None = None) -> Result:
@@ -180,25 +206,42 @@ class Dispatcher:
                 finish()
 
         def from_future(name: str, fut: Future) -> PluginResult:
-            exc = fut.exception()
-            return PluginResult(name, FAILED, _one_line(exc)) if exc else _status(name, fut.result())
+            try:  # the plugin's future: its exception may be a BaseException, or it was cancelled
+                exc = fut.exception()
+                return PluginResult(name, FAILED, _one_line(exc)) if exc else _status(name, fut.result())
+            except BaseException as exc:
+                return PluginResult(name, FAILED, _one_line(exc))
 
         for slot, (name, fut) in enumerate(pending):
-            fut.add_done_callback(lambda f, s=slot, n=name: settle_one(s, from_future(n, f)))
             if self.call_timeout:  # a future that never resolves must not hold its message forever
                 timeout = PluginResult(name, FAILED, f"pending work timed out after {self.call_timeout:g}s")
                 self._deadlines.add(self.call_timeout, lambda s=slot, r=timeout: settle_one(s, r))
+            try:
+                fut.add_done_callback(lambda f, s=slot, n=name: settle_one(s, from_future(n, f)))
+            except BaseException as exc:  # not a well-behaved Future after all
+                settle_one(slot, PluginResult(name, FAILED, _one_line(exc)))
         return done
 
-    def settled(self, event: Event | None, result: Result) -> None:
-        """Tell the `on_settled` observers; their failures change nothing."""
+    def settled(self, event: Event | None, result: Result, wait: bool = False) -> None:
+        """Tell the `on_settled` observers; their failures (or overruns) change nothing.
+
+        With `call_timeout` set, each plugin's observer calls run in order on its own
+        observer thread and this returns without waiting for them (`wait=True` waits,
+        each within `call_timeout`): a slow or hung observer never holds the caller
+        (the worker's settle thread). Without it they run here, in turn.
+        """
         for impl in self._impls("on_settled"):
             name = self.pm.get_name(impl.plugin)
+            kwargs = _args(impl, event=event, result=result, ctx=self.runtime.context(name, event))
+            if not self.call_timeout or wait:
+                outcome = self._invoke(impl, name, "on_settled", kwargs, self._observer(name))
+                if isinstance(outcome, _Failure):
+                    log.error("plugin %s failed in on_settled: %s", name, outcome.detail)
+                continue
             try:
-                impl.function(**_args(impl, event=event, result=result,
-                                      ctx=self.runtime.context(name, event)))
-            except Exception as exc:
-                log.error("plugin %s failed in on_settled: %s", name, _one_line(exc))
+                self._observer(name).post(_observe, {"name": name, "fn": impl.function, "kwargs": kwargs})
+            except LaneStuck as exc:
+                self._observer(name).dropped(f"plugin {name} on_settled {exc}")
 
     # -- internals ----------------------------------------------------------------
     def _impls(self, hook: str) -> list:
@@ -208,22 +251,56 @@ class Dispatcher:
         # pluggy calls the list last-to-first; keep its order (tryfirst/trylast honoured).
         return [i for i in reversed(caller.get_hookimpls()) if not (i.hookwrapper or i.wrapper)]
 
-    def _call(self, impl, name: str, hook: str, event: Event, ctx: Context) -> PluginResult | Future:
-        kwargs = _args(impl, event=event, ctx=ctx)
+    def _lane(self, name: str) -> Lane:
+        lane = self._lanes.get(name)
+        if lane is None:
+            with self._lanes_lock:
+                lane = self._lanes.get(name)
+                if lane is None:
+                    lane = self._lanes[name] = Lane(name, self.max_calls_per_plugin, self.call_timeout)
+        return lane
+
+    def _observer(self, name: str) -> Lane:
+        lane = self._observers.get(name)
+        if lane is None:
+            with self._lanes_lock:
+                lane = self._observers.get(name)
+                if lane is None:
+                    lane = self._observers[name] = Lane(name, 1, self.call_timeout, OBSERVER_BACKLOG)
+        return lane
+
+    def _invoke(self, impl, name: str, hook: str, kwargs: dict[str, Any], lane: Lane | None = None) -> Any:
+        """Call one hook implementation: its return value, or a `_Failure` for anything
+        it raised (BaseException included), an overrun, or a plugin whose threads are
+        all stuck. Never raises, except the caller's own KeyboardInterrupt while waiting."""
+        if not self.call_timeout:
+            try:
+                return impl.function(**kwargs)
+            except BaseException as exc:
+                return _Failure(_one_line(exc), exc)
         try:
-            if self._pool is None:
-                value = impl.function(**kwargs)
-            else:
-                value = self._pool.submit(impl.function, **kwargs).result(self.call_timeout)
+            call = (lane or self._lane(name)).submit(impl.function, kwargs)
+        except LaneStuck as exc:
+            return _Failure(f"{hook} {exc}", None)
+        try:
+            exc = call.exception(self.call_timeout)
         except FutureTimeout:
-            log.error("plugin %s %s timed out after %ss", name, hook, self.call_timeout,
-                      extra={"plugin": name, "event_id": event.id})
-            return PluginResult(name, FAILED, f"{hook} timed out after {self.call_timeout:g}s")
-        except Exception as exc:
-            log.warning("plugin %s %s failed on %s: %s", name, hook, event.id, _one_line(exc),
-                        exc_info=log.isEnabledFor(logging.DEBUG),
-                        extra={"plugin": name, "event_id": event.id})
-            return PluginResult(name, FAILED, _one_line(exc))
+            call.cancel()  # still queued: never start it; running: it carries on, abandoned
+            return _Failure(f"{hook} timed out after {self.call_timeout:g}s", None,
+                            timed_out=True)
+        return _Failure(_one_line(exc), exc) if exc is not None else call.result()
+
+    def _call(self, impl, name: str, hook: str, event: Event, ctx: Context) -> PluginResult | Future:
+        value = self._invoke(impl, name, hook, _args(impl, event=event, ctx=ctx))
+        if isinstance(value, _Failure):
+            if value.timed_out:
+                log.error("plugin %s %s timed out after %ss", name, hook, self.call_timeout,
+                          extra={"plugin": name, "event_id": event.id})
+            else:
+                log.warning("plugin %s %s failed on %s: %s", name, hook, event.id, value.detail,
+                            exc_info=value.exc if log.isEnabledFor(logging.DEBUG) else None,
+                            extra={"plugin": name, "event_id": event.id})
+            return PluginResult(name, FAILED, value.detail)
         if isinstance(value, Future):
             log.debug("plugin %s %s on %s: pending", name, hook, event.id)
             return value
@@ -240,10 +317,132 @@ class Dispatcher:
         return r
 
 
+class _Failure:
+    """What a hook call came to when it did not return: the one-line reason, and the
+    exception (for debug logs) when there was one."""
+
+    __slots__ = ("detail", "exc", "timed_out")
+
+    def __init__(self, detail: str, exc: BaseException | None, timed_out: bool = False) -> None:
+        self.detail, self.exc, self.timed_out = detail, exc, timed_out
+
+
+class LaneStuck(RuntimeError):
+    """Every call thread of a plugin is busy in a call that overran `call_timeout`."""
+
+
+class Lane:
+    """One plugin's call threads: at most `size`, started on demand, daemon.
+
+    Daemon, and not a `ThreadPoolExecutor`: the executor's threads are joined at
+    interpreter exit, so one call that never returns would keep a stopped worker alive.
+    When all `size` threads are busy, a call waits its turn within its own time limit;
+    when all of them are stuck in calls that overran the limit, it fails at once.
+    """
+
+    def __init__(self, plugin: str, size: int, timeout: float, backlog: int = 0) -> None:
+        self.plugin, self.size, self.timeout, self.backlog = plugin, size, timeout, backlog
+        self._dropped = 0
+        self._dropped_logged = -math.inf
+        self._work: queue.SimpleQueue = queue.SimpleQueue()
+        self._idle = threading.Semaphore(0)  # one release per thread waiting for work
+        self._lock = threading.Lock()
+        self._threads = 0
+        self._running: dict[int, float] = {}  # thread id -> when its current call started
+        self._closed = False
+
+    def submit(self, fn: Callable[..., Any], kwargs: dict[str, Any]) -> Future:
+        call: Future = Future()
+        self._put(call, fn, kwargs)
+        return call
+
+    def post(self, fn: Callable[..., Any], kwargs: dict[str, Any]) -> None:
+        """Run `fn(**kwargs)` without waiting for it (it must catch its own errors)."""
+        self._put(None, fn, kwargs)
+
+    def drain(self, deadline: float) -> bool:
+        """Wait (until `deadline`) for what was posted before this to have run."""
+        try:
+            marker = self.submit(_nothing, {})
+        except LaneStuck:
+            return False
+        try:
+            marker.exception(max(0.0, deadline - time.monotonic()))
+        except FutureTimeout:
+            return False
+        return True
+
+    def dropped(self, why: str) -> None:
+        """Count a posted call refused by a stuck or far-behind lane; log now and then."""
+        now = time.monotonic()
+        with self._lock:
+            self._dropped += 1
+            if now - self._dropped_logged < DROP_LOG_EVERY:
+                return
+            self._dropped_logged, count, self._dropped = now, self._dropped, 0
+        log.error("%s; %d call(s) dropped", why, count, extra={"plugin": self.plugin})
+
+    def _put(self, call: Future | None, fn: Callable[..., Any], kwargs: dict[str, Any]) -> None:
+        with self._lock:
+            if self._closed:
+                raise LaneStuck("not called: the plugin is shut down")
+            if len(self._running) >= self.size:
+                newest = max(self._running.values())
+                stuck_for = time.monotonic() - newest
+                if stuck_for > self.timeout:
+                    raise LaneStuck(f"not called: all {self.size} call threads of the plugin are stuck "
+                                    f"in calls that overran {self.timeout:g}s")
+            if self.backlog and self._work.qsize() >= self.backlog:
+                raise LaneStuck(f"not called: {self.backlog} calls are already waiting")
+            self._work.put((call, fn, kwargs))
+            if not self._idle.acquire(blocking=False) and self._threads < self.size:
+                self._threads += 1
+                threading.Thread(target=self._run, name=f"plugin-{self.plugin}-{self._threads}",
+                                 daemon=True).start()
+
+    def close(self) -> None:
+        """Let idle threads end; busy ones end after their call (or with the process)."""
+        with self._lock:
+            self._closed = True
+            for _ in range(self._threads):
+                self._work.put(None)
+
+    def _run(self) -> None:
+        me = threading.get_ident()
+        while True:
+            item = self._work.get()
+            if item is None:
+                return
+            call, fn, kwargs = item
+            item = None
+            if call is None or call.set_running_or_notify_cancel():
+                with self._lock:
+                    self._running[me] = time.monotonic()
+                try:
+                    value, exc = fn(**kwargs), None
+                except BaseException as error:  # SystemExit too: the plugin's failure, not ours
+                    value, exc = None, error
+                with self._lock:
+                    del self._running[me]
+                if call is None:
+                    pass
+                elif exc is None:
+                    call.set_result(value)
+                else:
+                    call.set_exception(exc)
+                call = fn = kwargs = value = exc = None
+            self._idle.release()
+
+
 def _status(name: str, value: Any) -> PluginResult:
     if value is None or value is False:
         return PluginResult(name, IGNORED)
-    return PluginResult(name, HANDLED, value if isinstance(value, str) else "")
+    return PluginResult(name, HANDLED, _short(value) if isinstance(value, str) else "")
+
+
+def _short(text: str, limit: int = 300) -> str:
+    """A plugin's own text, cut for logs and results (it may return a whole body)."""
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def _args(impl, **available: Any) -> dict[str, Any]:
@@ -252,6 +451,18 @@ def _args(impl, **available: Any) -> dict[str, Any]:
 
 
 class PluginStartupError(RuntimeError):
+    pass
+
+
+def _observe(name: str, fn: Callable[..., Any], kwargs: dict[str, Any]) -> None:
+    """One posted `on_settled` call: its failure is logged, and changes nothing."""
+    try:
+        fn(**kwargs)
+    except BaseException as exc:
+        log.error("plugin %s failed in on_settled: %s", name, _one_line(exc), extra={"plugin": name})
+
+
+def _nothing() -> None:
     pass
 
 
@@ -281,5 +492,5 @@ class Deadlines:
                 _, _, callback = heapq.heappop(self._heap)
             try:
                 callback()
-            except Exception:  # pragma: no cover - callbacks settle results; never kill the thread
+            except BaseException:  # pragma: no cover - callbacks settle results; never kill the thread
                 log.exception("deadline callback failed")
