@@ -318,5 +318,7 @@ def _arn_region(arn: str | None) -> str | None:
 
 
 def _json_type(value: Any) -> str:
-    return {dict: "object", list: "array", str: "string", bool: "boolean",
-            type(None): "null"}.get(type(value), "number")
+    for kind, name in ((dict, "object"), (list, "array"), (str, "string"), (bool, "boolean")):
+        if isinstance(value, kind):  # FrozenDict and FrozenList too
+            return name
+    return "null" if value is None else "number"
