@@ -73,3 +73,44 @@ def test_check_config_ok(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "ecs_worker", "check-config", "-c", str(path)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "OK" in proc.stdout
+
+
+HOSTILE_FILES = {
+    "invalid UTF-8": (lambda p: p.write_bytes(b'[worker]\nconcurrency = 4\n# caf\xe9\n'), "not UTF-8 text (byte 30)"),
+    "5,000-deep arrays": (lambda p: p.write_text("x = " + "[" * 5000 + "]" * 5000 + "\n"), "nested too deeply"),
+    "binary garbage": (lambda p: p.write_bytes(bytes(range(256)) * 8), "not valid TOML"),
+    "a directory": (lambda p: p.mkdir(), "cannot read: Is a directory"),
+    "huge": (lambda p: p.write_text("# padding\n" * 200_000), "over 1024 KiB: not a config file"),
+    "a value with line breaks": (lambda p: p.write_text('[logging]\nlevel = "INFO\\nWARNING forged"\n'),
+                                 "[logging] level: must be one of"),
+    "a key with line breaks": (lambda p: p.write_text('[worker]\n"con\\ncurrency" = 1\n'),
+                               "[worker] 'con\\ncurrency': unknown key"),
+}
+
+
+@pytest.mark.parametrize("command", ["check-config", "run"])
+@pytest.mark.parametrize("make,expected", HOSTILE_FILES.values(), ids=HOSTILE_FILES.keys())
+def test_hostile_config_files_exit_2_with_one_line_naming_the_file(tmp_path, make, expected, command):
+    path = tmp_path / "config.toml"
+    make(path)
+    proc = subprocess.run([sys.executable, "-m", "ecs_worker", command, "-c", str(path)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and len(lines[0]) < 600, proc.stderr
+    assert str(path) in lines[0] and expected in lines[0]
+
+
+def test_an_unreadable_config_file_is_a_one_line_error(tmp_path):
+    # /proc/self/mem opens but cannot be read from offset 0 (EIO), even as root.
+    with pytest.raises(ConfigError, match=r"^/proc/self/mem: cannot read: Input/output error$"):
+        load_config("/proc/self/mem")
+    path = tmp_path / "secret.toml"
+    path.write_text("[worker]\n")
+    path.chmod(0)
+    try:
+        readable = open(path, "rb")  # root reads anything: nothing to test then
+        readable.close()
+    except PermissionError:
+        with pytest.raises(ConfigError, match="cannot read: Permission denied"):
+            load_config(path)

@@ -482,3 +482,26 @@ def test_a_hung_observer_never_holds_the_caller_and_the_others_go_on(tmp_path, c
 def test_max_calls_per_plugin_is_validated():
     with pytest.raises(ConfigError, match=r"\[plugins\] max_calls_per_plugin: must be between 1 and 1024"):
         parse_config({"plugins": {"max_calls_per_plugin": 0}})
+
+
+def test_errors_and_log_lines_never_carry_a_whole_body(tmp_path, caplog):
+    from ecs_worker.actions import _one_line
+
+    assert _one_line(ValueError("x" * 5000)).endswith("…") and len(_one_line(ValueError("x" * 5000))) == 300
+    assert _one_line(RuntimeError("first\nsecond")) == "RuntimeError: first…"
+    assert _one_line(SystemExit()) == "SystemExit"
+    blabber = plugin_file(tmp_path, "blabber", """
+        import json
+        @hookimpl
+        def on_event(event, ctx):
+            raise ValueError("cannot handle " + json.dumps(event.raw) * 500)
+    """)
+    talker = plugin_file(tmp_path, "talker", "@hookimpl\ndef on_event(event, ctx):\n    return 'y' * 100000\n")
+    _, dispatcher = make(load=[blabber, talker])
+    with caplog.at_level(logging.DEBUG, "ecs_worker"):
+        result = dispatcher.dispatch(MAINTENANCE)
+        dispatcher.settled(MAINTENANCE, result, wait=True)
+    dispatcher.shutdown()
+    assert len(result.error) <= len("blabber: ") + 300 and result.error.endswith("…")
+    assert len(result.plugins["talker"].detail) == 300
+    assert max(len(r.getMessage()) for r in caplog.records) < 1000

@@ -111,3 +111,46 @@ def test_dead_letter_records_replay_as_the_bodies_they_hold(tmp_path):
     out = rows(replay(str(path), "--json", config=quiet_config(tmp_path)))
     assert [r["outcome"] for r in out] == ["handled", "invalid"]
     assert out[0]["name"] == "Instance:SystemMaintenance.Reboot:Scheduled"
+
+
+def test_hostile_records_are_each_reported_invalid_never_a_traceback(tmp_path):
+    good = (EVENTS / "cloudmonitor-maintenance.json").read_text().strip().replace("\n", " ").encode()
+    hostile = [
+        b"null", b"xxxx", b'{"name": "x", "n": ' + b"1" * 5000 + b"}",
+        b'{"name": "Instance:StateChange", "id": "\\ud800"}', b'{"name": "x", "id": "a\\u0000b"}',
+        b'{"name": "\xff\xfe"}', b"\x00\x01\x02\x03", b"[" * 5000 + b"]" * 5000,
+        b'{"a":' * 3000 + b"1" + b"}" * 3000, b'{"name": "x", "pad": "' + b"p" * 70000 + b'"}',
+    ]
+    path = tmp_path / "hostile.jsonl"
+    path.write_bytes(b"\n".join([good, *hostile, good]) + b"\n")
+    for args in ((str(path),), ("-",)):
+        stdin = path.read_bytes() if args == ("-",) else None
+        proc = subprocess.run([sys.executable, "-m", "ecs_worker", "replay", "--json", *args,
+                               "-c", str(quiet_config(tmp_path))],
+                              input=stdin, capture_output=True, timeout=120)
+        assert b"Traceback" not in proc.stderr, proc.stderr.decode(errors="replace")
+        out = [json.loads(line) for line in proc.stdout.splitlines()]
+        assert [r["outcome"] for r in out] == ["handled", *["invalid"] * len(hostile), "handled"]
+        assert all(len(r["error"]) < 300 for r in out[1:-1])
+        assert proc.returncode == 1
+    errors = [r["error"].split(": ", 1)[1] for r in out[1:-1]]
+    assert errors[:3] == ["body is JSON null, not an object",
+                          "body is not JSON, and its base64 decodes to binary data, not UTF-8 text (byte 0)",
+                          "body holds an integer too long to convert (over 4300 digits)"]
+
+
+def test_a_whole_file_too_deep_or_not_utf8_is_read_as_lines(tmp_path):
+    deep = tmp_path / "deep.json"
+    deep.write_bytes(b"[" * 100000 + b"]" * 100000)
+    binary = tmp_path / "binary.json"
+    binary.write_bytes(b'{"name": "Instance:StateChange" \xff\xfe}\n')
+    proc = replay(str(deep), str(binary), "--json", config=quiet_config(tmp_path))
+    assert "Traceback" not in proc.stderr and proc.returncode == 1
+    out = rows(proc)
+    assert [r["outcome"] for r in out] == ["invalid", "invalid"]
+    assert "64 KiB" in out[0]["error"] and "not UTF-8" in out[1]["error"]
+
+
+def test_a_directory_is_a_usage_error(tmp_path):
+    proc = replay(str(tmp_path), config=quiet_config(tmp_path))
+    assert proc.returncode == 2 and "Is a directory" in proc.stderr and "Traceback" not in proc.stderr

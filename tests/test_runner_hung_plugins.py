@@ -106,3 +106,53 @@ def test_a_call_that_never_returns_neither_stops_the_others_nor_holds_up_exit(em
         worker.stop()
     assert took < shutdown_timeout + 5, took  # the hung call's thread did not hold the exit
     assert sum(depth(emulator).values()) == 1  # not settled, not lost: it comes back
+
+
+# Exits, interrupts and the like, from an event hook on marked events and from on_settled always.
+ROGUE = '''
+import sys
+from ecs_worker import hookimpl
+
+@hookimpl
+def on_event(event, ctx):
+    if event.content.get("exit"):
+        sys.exit("leaving")
+    if event.content.get("interrupt"):
+        raise KeyboardInterrupt
+
+@hookimpl
+def on_settled(event, result, ctx):
+    raise SystemExit(1)
+'''
+
+
+@pytest.mark.slow
+def test_sys_exit_and_keyboard_interrupt_in_hooks_fail_only_their_own_message(emulator, tmp_path):
+    setup = Setup(tmp_path, emulator)
+    rogue = tmp_path / "rogue.py"
+    rogue.write_text(ROGUE)
+    good = [f"good-{i:02d}" for i in range(30)]
+    for i, event_id in enumerate(good):
+        emulator.send(QUEUE, event_body(event_id))
+        if i == 10:
+            emulator.send(QUEUE, event_body("exits", exit=True))
+        if i == 20:
+            emulator.send(QUEUE, event_body("interrupts", interrupt=True))
+    config = setup.config(mns__dead_letter_queue=DLQ, worker__max_attempts=2,
+                          plugins__load=[str(setup.plugin), str(rogue)], plugins__disabled=ONLY_TEST_PLUGINS)
+    worker = Worker(config)
+    try:
+        wait_until(lambda: len(dead_letters(tmp_path)) == 2, 60, interval=0.2, message="two dead letters")
+        # Every good one settled and deleted although every on_settled call raised SystemExit.
+        wait_until(lambda: sum(depth(emulator).values()) == 0, 30, message="the queue to drain")
+        assert worker.alive()
+        worker.signal(signal.SIGTERM)
+        assert worker.wait(30) == 0, worker.output()
+    finally:
+        worker.stop()
+    assert set(setup.lines("done")) >= set(good)
+    errors = {r["event_id"]: r["error"] for r in dead_letters(tmp_path)}
+    assert errors.keys() == {"exits", "interrupts"}
+    assert errors["exits"].startswith("rogue: SystemExit: leaving")
+    assert errors["interrupts"].startswith("rogue: KeyboardInterrupt")
+    assert "plugin rogue failed in on_settled: SystemExit: 1" in worker.output()
