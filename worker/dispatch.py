@@ -234,7 +234,8 @@ class Dispatcher:
             name = self.pm.get_name(impl.plugin)
             kwargs = _args(impl, event=event, result=result, ctx=self.runtime.context(name, event))
             if not self.call_timeout or wait:
-                outcome = self._invoke(impl, name, "on_settled", kwargs, self._observer(name))
+                lane = self._observer(name) if self.call_timeout else None
+                outcome = self._invoke(impl, name, "on_settled", kwargs, lane)
                 if isinstance(outcome, _Failure):
                     log.error("plugin %s failed in on_settled: %s", name, outcome.detail)
                 continue
@@ -266,7 +267,8 @@ class Dispatcher:
             with self._lanes_lock:
                 lane = self._observers.get(name)
                 if lane is None:
-                    lane = self._observers[name] = Lane(name, 1, self.call_timeout, OBSERVER_BACKLOG)
+                    lane = self._observers[name] = Lane(name, 1, self.call_timeout, OBSERVER_BACKLOG,
+                                                        thread_name="observer")
         return lane
 
     def _invoke(self, impl, name: str, hook: str, kwargs: dict[str, Any], lane: Lane | None = None) -> Any:
@@ -340,8 +342,10 @@ class Lane:
     when all of them are stuck in calls that overran the limit, it fails at once.
     """
 
-    def __init__(self, plugin: str, size: int, timeout: float, backlog: int = 0) -> None:
+    def __init__(self, plugin: str, size: int, timeout: float, backlog: int = 0,
+                 thread_name: str = "plugin") -> None:
         self.plugin, self.size, self.timeout, self.backlog = plugin, size, timeout, backlog
+        self._thread_name = f"{thread_name}-{plugin}"
         self._dropped = 0
         self._dropped_logged = -math.inf
         self._work: queue.SimpleQueue = queue.SimpleQueue()
@@ -397,7 +401,7 @@ class Lane:
             self._work.put((call, fn, kwargs))
             if not self._idle.acquire(blocking=False) and self._threads < self.size:
                 self._threads += 1
-                threading.Thread(target=self._run, name=f"plugin-{self.plugin}-{self._threads}",
+                threading.Thread(target=self._run, name=f"{self._thread_name}-{self._threads}",
                                  daemon=True).start()
 
     def close(self) -> None:

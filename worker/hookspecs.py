@@ -94,7 +94,8 @@ EVENT_HOOKS = ("on_event", "on_state_change", "on_preemptible_interruption")
 def on_startup(ctx: Context) -> None:
     """Called once before the first event (in `run` and `replay`).
 
-    Validate what the plugin needs, warm caches, start helper threads. Raising here
+    Validate what the plugin needs, warm caches, start helper threads (like every hook,
+    it runs on a thread of the plugin's own, not the main thread). Raising here
     (anything, `SystemExit` included) or overrunning `call_timeout` stops the worker
     with exit code 2 and a message naming the plugin: a broken plugin should fail
     loudly at start-up, not on the first event at 3 a.m.
