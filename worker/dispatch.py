@@ -5,17 +5,16 @@ dead-letter. One plugin's crash, hang or slow cloud call never stops another:
 
 - anything a hook raises, `BaseException` included (`SystemExit`, `KeyboardInterrupt`),
   is that plugin's failure for that event and goes no further;
-- with `call_timeout` set, each plugin's calls run on its own few daemon threads (a
-  `Lane`): a call that overruns is a failure, a plugin whose threads are all stuck
+- with `call_timeout` set, each plugin's calls run on its own few daemon threads
+  (`lanes.py`): a call that overruns is a failure, a plugin whose threads are all stuck
   fails fast without taking threads from the others, and a thread that never returns
-  cannot hold up the process's exit.
+  cannot hold up the process's exit; `on_settled` runs on one observer thread per
+  plugin, so a slow observer never holds the worker's settle thread.
 """
 from __future__ import annotations
 
 import heapq
 import logging
-import math
-import queue
 import threading
 import time
 from concurrent.futures import Future, TimeoutError as FutureTimeout
@@ -27,15 +26,13 @@ import pluggy
 from .actions import Action, _one_line
 from .context import Context, Runtime
 from .events import PREEMPTIBLE_INTERRUPTION, STATE_CHANGE, Event
+from .lanes import Lane, LaneStuck, Observer
 
 log = logging.getLogger("ecs_worker.dispatch")
 
 HANDLED, FAILED, IGNORED, INVALID, DEFERRED = "handled", "failed", "ignored", "invalid", "deferred"
 OUTCOMES = (HANDLED, FAILED, IGNORED, INVALID, DEFERRED)
 _PRECEDENCE = {IGNORED: 0, HANDLED: 1, DEFERRED: 2, FAILED: 3}
-
-OBSERVER_BACKLOG = 10000  # on_settled calls one plugin may have waiting before more are dropped
-DROP_LOG_EVERY = 10.0  # seconds between "dropped" error lines per plugin
 
 SPECIFIC_HOOKS = {STATE_CHANGE: "on_state_change", PREEMPTIBLE_INTERRUPTION: "on_preemptible_interruption"}
 
@@ -115,7 +112,7 @@ class Dispatcher:
         # costs its own threads, not the handler's or another plugin's. Without one,
         # calls run in the caller's thread: no thread hop.
         self._lanes: dict[str, Lane] = {}
-        self._observers: dict[str, Lane] = {}  # on_settled: one thread per plugin, in order
+        self._observers: dict[str, Observer] = {}  # on_settled: one thread per plugin, in order
         self._lanes_lock = threading.Lock()
         self._deadlines = Deadlines()
 
@@ -233,16 +230,23 @@ class Dispatcher:
         for impl in self._impls("on_settled"):
             name = self.pm.get_name(impl.plugin)
             kwargs = _args(impl, event=event, result=result, ctx=self.runtime.context(name, event))
-            if not self.call_timeout or wait:
-                lane = self._observer(name) if self.call_timeout else None
-                outcome = self._invoke(impl, name, "on_settled", kwargs, lane)
+            if not self.call_timeout:
+                outcome = self._invoke(impl, name, "on_settled", kwargs)
                 if isinstance(outcome, _Failure):
                     log.error("plugin %s failed in on_settled: %s", name, outcome.detail)
                 continue
+            observer = self._observer(name)
             try:
-                self._observer(name).post(_observe, {"name": name, "fn": impl.function, "kwargs": kwargs})
+                if not wait:
+                    observer.post(_observe, {"name": name, "fn": impl.function, "kwargs": kwargs})
+                    continue
+                call = observer.post(impl.function, kwargs, wait=True)
             except LaneStuck as exc:
-                self._observer(name).dropped(f"plugin {name} on_settled {exc}")
+                observer.dropped(f"plugin {name} on_settled {exc}")
+                continue
+            outcome = self._outcome(call, "on_settled")
+            if isinstance(outcome, _Failure):
+                log.error("plugin %s failed in on_settled: %s", name, outcome.detail)
 
     # -- internals ----------------------------------------------------------------
     def _impls(self, hook: str) -> list:
@@ -261,17 +265,16 @@ class Dispatcher:
                     lane = self._lanes[name] = Lane(name, self.max_calls_per_plugin, self.call_timeout)
         return lane
 
-    def _observer(self, name: str) -> Lane:
-        lane = self._observers.get(name)
-        if lane is None:
+    def _observer(self, name: str) -> Observer:
+        observer = self._observers.get(name)
+        if observer is None:
             with self._lanes_lock:
-                lane = self._observers.get(name)
-                if lane is None:
-                    lane = self._observers[name] = Lane(name, 1, self.call_timeout, OBSERVER_BACKLOG,
-                                                        thread_name="observer")
-        return lane
+                observer = self._observers.get(name)
+                if observer is None:
+                    observer = self._observers[name] = Observer(name, self.call_timeout)
+        return observer
 
-    def _invoke(self, impl, name: str, hook: str, kwargs: dict[str, Any], lane: Lane | None = None) -> Any:
+    def _invoke(self, impl, name: str, hook: str, kwargs: dict[str, Any]) -> Any:
         """Call one hook implementation: its return value, or a `_Failure` for anything
         it raised (BaseException included), an overrun, or a plugin whose threads are
         all stuck. Never raises, except the caller's own KeyboardInterrupt while waiting."""
@@ -281,9 +284,13 @@ class Dispatcher:
             except BaseException as exc:
                 return _Failure(_one_line(exc), exc)
         try:
-            call = (lane or self._lane(name)).submit(impl.function, kwargs)
+            call = self._lane(name).submit(impl.function, kwargs)
         except LaneStuck as exc:
             return _Failure(f"{hook} {exc}", None)
+        return self._outcome(call, hook)
+
+    def _outcome(self, call: Future, hook: str) -> Any:
+        """Wait (within `call_timeout`) for a call on a plugin's thread."""
         try:
             exc = call.exception(self.call_timeout)
         except FutureTimeout:
@@ -329,115 +336,6 @@ class _Failure:
         self.detail, self.exc, self.timed_out = detail, exc, timed_out
 
 
-class LaneStuck(RuntimeError):
-    """Every call thread of a plugin is busy in a call that overran `call_timeout`."""
-
-
-class Lane:
-    """One plugin's call threads: at most `size`, started on demand, daemon.
-
-    Daemon, and not a `ThreadPoolExecutor`: the executor's threads are joined at
-    interpreter exit, so one call that never returns would keep a stopped worker alive.
-    When all `size` threads are busy, a call waits its turn within its own time limit;
-    when all of them are stuck in calls that overran the limit, it fails at once.
-    """
-
-    def __init__(self, plugin: str, size: int, timeout: float, backlog: int = 0,
-                 thread_name: str = "plugin") -> None:
-        self.plugin, self.size, self.timeout, self.backlog = plugin, size, timeout, backlog
-        self._thread_name = f"{thread_name}-{plugin}"
-        self._dropped = 0
-        self._dropped_logged = -math.inf
-        self._work: queue.SimpleQueue = queue.SimpleQueue()
-        self._idle = threading.Semaphore(0)  # one release per thread waiting for work
-        self._lock = threading.Lock()
-        self._threads = 0
-        self._running: dict[int, float] = {}  # thread id -> when its current call started
-        self._closed = False
-
-    def submit(self, fn: Callable[..., Any], kwargs: dict[str, Any]) -> Future:
-        call: Future = Future()
-        self._put(call, fn, kwargs)
-        return call
-
-    def post(self, fn: Callable[..., Any], kwargs: dict[str, Any]) -> None:
-        """Run `fn(**kwargs)` without waiting for it (it must catch its own errors)."""
-        self._put(None, fn, kwargs)
-
-    def drain(self, deadline: float) -> bool:
-        """Wait (until `deadline`) for what was posted before this to have run."""
-        try:
-            marker = self.submit(_nothing, {})
-        except LaneStuck:
-            return False
-        try:
-            marker.exception(max(0.0, deadline - time.monotonic()))
-        except FutureTimeout:
-            return False
-        return True
-
-    def dropped(self, why: str) -> None:
-        """Count a posted call refused by a stuck or far-behind lane; log now and then."""
-        now = time.monotonic()
-        with self._lock:
-            self._dropped += 1
-            if now - self._dropped_logged < DROP_LOG_EVERY:
-                return
-            self._dropped_logged, count, self._dropped = now, self._dropped, 0
-        log.error("%s; %d call(s) dropped", why, count, extra={"plugin": self.plugin})
-
-    def _put(self, call: Future | None, fn: Callable[..., Any], kwargs: dict[str, Any]) -> None:
-        with self._lock:
-            if self._closed:
-                raise LaneStuck("not called: the plugin is shut down")
-            if len(self._running) >= self.size:
-                newest = max(self._running.values())
-                stuck_for = time.monotonic() - newest
-                if stuck_for > self.timeout:
-                    raise LaneStuck(f"not called: all {self.size} call threads of the plugin are stuck "
-                                    f"in calls that overran {self.timeout:g}s")
-            if self.backlog and self._work.qsize() >= self.backlog:
-                raise LaneStuck(f"not called: {self.backlog} calls are already waiting")
-            self._work.put((call, fn, kwargs))
-            if not self._idle.acquire(blocking=False) and self._threads < self.size:
-                self._threads += 1
-                threading.Thread(target=self._run, name=f"{self._thread_name}-{self._threads}",
-                                 daemon=True).start()
-
-    def close(self) -> None:
-        """Let idle threads end; busy ones end after their call (or with the process)."""
-        with self._lock:
-            self._closed = True
-            for _ in range(self._threads):
-                self._work.put(None)
-
-    def _run(self) -> None:
-        me = threading.get_ident()
-        while True:
-            item = self._work.get()
-            if item is None:
-                return
-            call, fn, kwargs = item
-            item = None
-            if call is None or call.set_running_or_notify_cancel():
-                with self._lock:
-                    self._running[me] = time.monotonic()
-                try:
-                    value, exc = fn(**kwargs), None
-                except BaseException as error:  # SystemExit too: the plugin's failure, not ours
-                    value, exc = None, error
-                with self._lock:
-                    del self._running[me]
-                if call is None:
-                    pass
-                elif exc is None:
-                    call.set_result(value)
-                else:
-                    call.set_exception(exc)
-                call = fn = kwargs = value = exc = None
-            self._idle.release()
-
-
 def _status(name: str, value: Any) -> PluginResult:
     if value is None or value is False:
         return PluginResult(name, IGNORED)
@@ -464,10 +362,6 @@ def _observe(name: str, fn: Callable[..., Any], kwargs: dict[str, Any]) -> None:
         fn(**kwargs)
     except BaseException as exc:
         log.error("plugin %s failed in on_settled: %s", name, _one_line(exc), extra={"plugin": name})
-
-
-def _nothing() -> None:
-    pass
 
 
 class Deadlines:
