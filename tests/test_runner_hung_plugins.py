@@ -156,3 +156,40 @@ def test_sys_exit_and_keyboard_interrupt_in_hooks_fail_only_their_own_message(em
     assert errors["exits"].startswith("rogue: SystemExit: leaving")
     assert errors["interrupts"].startswith("rogue: KeyboardInterrupt")
     assert "plugin rogue failed in on_settled: SystemExit: 1" in worker.output()
+
+
+HUNG_OBSERVER = '''
+import threading
+from ecs_worker import hookimpl
+
+@hookimpl
+def on_settled(event, result, ctx):
+    threading.Event().wait()
+'''
+
+
+@pytest.mark.slow
+def test_an_on_settled_that_never_returns_does_not_stop_settling_or_exit(emulator, tmp_path):
+    setup = Setup(tmp_path, emulator)
+    observer = tmp_path / "observer.py"
+    observer.write_text(HUNG_OBSERVER)
+    ids = [f"obs-{i:02d}" for i in range(40)]
+    for event_id in ids[:20]:
+        emulator.send(QUEUE, event_body(event_id))
+    config = setup.config(plugins__load=[str(setup.plugin), str(observer)], plugins__disabled=ONLY_TEST_PLUGINS,
+                          plugins__call_timeout=2)
+    worker = Worker(config)
+    try:
+        wait_until(lambda: set(setup.lines("done")) == set(ids[:20]), 30, message="the first events handled")
+        time.sleep(2.5)  # the first on_settled call has overrun: the next ones are dropped
+        for event_id in ids[20:]:
+            emulator.send(QUEUE, event_body(event_id))
+        wait_until(lambda: set(setup.lines("done")) == set(ids), 30, message="every event handled")
+        wait_until(lambda: sum(depth(emulator).values()) == 0, 15, message="every message deleted")
+        worker.signal(signal.SIGTERM)
+        stopped = time.monotonic()
+        assert worker.wait(30) == 0, worker.output()
+        assert time.monotonic() - stopped < 10
+    finally:
+        worker.stop()
+    assert "plugin observer on_settled not called: its previous call overran 2s" in worker.output()
