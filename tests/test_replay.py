@@ -154,3 +154,16 @@ def test_a_whole_file_too_deep_or_not_utf8_is_read_as_lines(tmp_path):
 def test_a_directory_is_a_usage_error(tmp_path):
     proc = replay(str(tmp_path), config=quiet_config(tmp_path))
     assert proc.returncode == 2 and "Is a directory" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_json_lines_split_only_at_newlines(tmp_path):
+    # JSON allows U+2028, U+0085 and form feeds raw inside strings; they do not end a line.
+    doc = json.loads((EVENTS / "cloudmonitor-maintenance.json").read_text())
+    doc["content"]["note"] = "a\u2028b\u0085c\x0cd"
+    record = {"time": "2026-11-27T12:00:00+00:00", "queue": "q", "message_id": "M1", "reason": "x",
+              "error": "x", "attempts": 5, "body": json.dumps(doc, ensure_ascii=False)}
+    path = tmp_path / "dead-letter.jsonl"
+    path.write_text(json.dumps(doc, ensure_ascii=False) + "\r\n" + json.dumps(record, ensure_ascii=False) + "\n",
+                    encoding="utf-8")
+    proc = replay(str(path), "--json", config=quiet_config(tmp_path))
+    assert [r["outcome"] for r in rows(proc)] == ["handled", "handled"], proc.stdout + proc.stderr

@@ -49,7 +49,10 @@ def read_items(name: str, stream: TextIO) -> Iterator[Item]:
                     body = f"<unreadable element: {_one_line(exc)}>"
                 yield Item(f"{name}[{i}]", body)
             return
-    for number, line in enumerate(text.splitlines(), 1):
+    # Lines end at "\n" only: str.splitlines() would also split at U+2028 and other
+    # separators that JSON allows, raw, inside a string.
+    for number, line in enumerate(text.split("\n"), 1):
+        line = line.removesuffix("\r")
         if line.strip():
             yield Item(f"{name}:{number}", _unwrap_dead_letter(line))
 
