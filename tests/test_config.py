@@ -114,3 +114,24 @@ def test_an_unreadable_config_file_is_a_one_line_error(tmp_path):
     except PermissionError:
         with pytest.raises(ConfigError, match="cannot read: Permission denied"):
             load_config(path)
+
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+TOML_BITS = st.sampled_from(["[worker]\n", "[plugins]\n", "[plugins.log]\n", "[[x]]\n", "concurrency = ",
+                             "format = ", "load = ", "a.b.c = ", "\"k\\n\" = ", "1", "1.5", "nan", "true",
+                             "\"s\"", "'''\n", "[", "]", "{", "}", ",", "\n", "# c\n", "\xff", "\x00", "=",
+                             "\ud800", "1979-05-27T07:32:00Z"])
+
+
+@settings(derandomize=True, deadline=None, max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=200) | st.lists(TOML_BITS, max_size=30).map(
+    lambda bits: "".join(bits).encode("utf-8", "surrogatepass")))
+def test_any_file_content_is_a_config_or_a_one_line_config_error(tmp_path_factory, content):
+    path = tmp_path_factory.mktemp("any") / "config.toml"
+    path.write_bytes(content)
+    try:
+        load_config(path)
+    except ConfigError as exc:
+        message = str(exc)
+        assert message.startswith(f"{path}: ") and "\n" not in message and len(message) <= 500

@@ -167,3 +167,36 @@ def test_json_lines_split_only_at_newlines(tmp_path):
                     encoding="utf-8")
     proc = replay(str(path), "--json", config=quiet_config(tmp_path))
     assert [r["outcome"] for r in rows(proc)] == ["handled", "handled"], proc.stdout + proc.stderr
+
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+LINES = st.sampled_from([b'{"id": "a", "name": "Instance:StateChange"}', b"null", b"xxxx", b"[", b"{",
+                         b'{"name": "\\ud800"}', b"\xff\xfe", b"\x00", b"\r", b"\xe2\x80\xa8", b"1" * 5000,
+                         b"[" * 3000, b'{"time": 1, "message_id": "m", "body": "{}"}', b" "])
+
+
+@settings(derandomize=True, deadline=None, max_examples=100, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(LINES | st.binary(max_size=40), max_size=12).map(b"\n".join))
+def test_any_replay_file_gives_rows_and_an_exit_code_never_an_exception(tmp_path_factory, content):
+    import io
+
+    from ecs_worker.config import parse_config
+    from ecs_worker.context import Runtime
+    from ecs_worker.dispatch import Dispatcher
+    from ecs_worker.manager import load_plugins
+    from ecs_worker.replay import run_replay
+
+    path = tmp_path_factory.mktemp("any") / "events.jsonl"
+    path.write_bytes(content)
+    config = parse_config({"plugins": {"disabled": ["restart", "slb", "webhook", "hello", "log"]}})
+    plugins = load_plugins(config)
+    dispatcher = Dispatcher(plugins.pm, Runtime(config, plugins.configs, dry_run=True), 5.0)
+    out = io.StringIO()
+    try:
+        code = run_replay([str(path)], dispatcher, dry_run=True, as_json=True, out=out)
+    finally:
+        dispatcher.shutdown()
+    rows_ = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert code in (0, 1) and all(len(r["error"] or "") < 400 for r in rows_)
+    assert code == (1 if any(r["outcome"] != "ignored" for r in rows_) else 0)
