@@ -93,3 +93,65 @@ def test_check_config_rejects_exactly_what_run_rejects(tmp_path, text, expected)
     (check_code, check_err), (run_code, run_err) = outcomes
     assert check_code == run_code == 2, outcomes
     assert expected in check_err and check_err == run_err
+
+
+HOSTILE_FILES = {
+    "invalid UTF-8": (lambda p: p.write_bytes(b'[worker]\nconcurrency = 4\n# caf\xe9\n'), "not UTF-8 text (byte 30)"),
+    "5,000-deep arrays": (lambda p: p.write_text("x = " + "[" * 5000 + "]" * 5000 + "\n"), "nested too deeply"),
+    "binary garbage": (lambda p: p.write_bytes(bytes(range(256)) * 8), "not valid TOML"),
+    "a directory": (lambda p: p.mkdir(), "cannot read: Is a directory"),
+    "huge": (lambda p: p.write_text("# padding\n" * 200_000), "over 1024 KiB: not a config file"),
+    "a value with line breaks": (lambda p: p.write_text('[logging]\nlevel = "INFO\\nWARNING forged"\n'),
+                                 "[logging] level: must be one of"),
+    "a key with line breaks": (lambda p: p.write_text('[worker]\n"con\\ncurrency" = 1\n'),
+                               "[worker] 'con\\ncurrency': unknown key"),
+}
+
+
+@pytest.mark.parametrize("command", ["check-config", "run"])
+@pytest.mark.parametrize("make,expected", HOSTILE_FILES.values(), ids=HOSTILE_FILES.keys())
+def test_hostile_config_files_exit_2_with_one_line_naming_the_file(tmp_path, make, expected, command):
+    path = tmp_path / "config.toml"
+    make(path)
+    proc = subprocess.run([sys.executable, "-m", "ecs_worker", command, "-c", str(path)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and len(lines[0]) < 600, proc.stderr
+    assert str(path) in lines[0] and expected in lines[0]
+
+
+def test_an_unreadable_config_file_is_a_one_line_error(tmp_path):
+    # /proc/self/mem opens but cannot be read from offset 0 (EIO), even as root.
+    with pytest.raises(ConfigError, match=r"^/proc/self/mem: cannot read: Input/output error$"):
+        load_config("/proc/self/mem")
+    path = tmp_path / "secret.toml"
+    path.write_text("[worker]\n")
+    path.chmod(0)
+    try:
+        readable = open(path, "rb")  # root reads anything: nothing to test then
+        readable.close()
+    except PermissionError:
+        with pytest.raises(ConfigError, match="cannot read: Permission denied"):
+            load_config(path)
+
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+TOML_BITS = st.sampled_from(["[worker]\n", "[plugins]\n", "[plugins.log]\n", "[[x]]\n", "concurrency = ",
+                             "format = ", "load = ", "a.b.c = ", "\"k\\n\" = ", "1", "1.5", "nan", "true",
+                             "\"s\"", "'''\n", "[", "]", "{", "}", ",", "\n", "# c\n", "\xff", "\x00", "=",
+                             "\ud800", "1979-05-27T07:32:00Z"])
+
+
+@settings(derandomize=True, deadline=None, max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=200) | st.lists(TOML_BITS, max_size=30).map(
+    lambda bits: "".join(bits).encode("utf-8", "surrogatepass")))
+def test_any_file_content_is_a_config_or_a_one_line_config_error(tmp_path_factory, content):
+    path = tmp_path_factory.mktemp("any") / "config.toml"
+    path.write_bytes(content)
+    try:
+        load_config(path)
+    except ConfigError as exc:
+        message = str(exc)
+        assert message.startswith(f"{path}: ") and "\n" not in message and len(message) <= 500

@@ -1,6 +1,7 @@
 """parse_event: every sample envelope, both encodings, and a malformed corpus."""
 import base64
 import json
+import re
 from datetime import timezone
 from pathlib import Path
 
@@ -136,3 +137,149 @@ def test_malformed_bodies_raise_one_line_invalid_event(body, expected):
 def test_wrong_argument_type_is_invalid_event_too():
     with pytest.raises(InvalidEvent, match="bytes or str"):
         parse_event(None)  # type: ignore[arg-type]
+
+
+# -- hostile bodies: each says what is actually wrong, in one short line ---------------------
+
+HOSTILE = {
+    "JSON null": (b"null", "body is JSON null, not an object"),
+    "JSON true": (b"true", "body is a JSON boolean, not an object"),
+    "JSON number that is also base64": (b"1234", "body is a JSON number, not an object"),
+    "base64 of binary garbage": (b"xxxx", "its base64 decodes to binary data, not UTF-8 text"),
+    "base64 of random bytes": (b64(bytes(range(256))), "its base64 decodes to binary data"),
+    "raw binary": (b"\x00\x01\x02\xff", "neither JSON nor base64"),
+    "over 4300 digits": (b'{"name": "x", "n": ' + b"9" * 5000 + b"}", "integer too long to convert"),
+    "over 4300 digits, base64": (b64(b'{"n": ' + b"1" * 4400 + b"}"), "integer too long to convert"),
+    "lone surrogate id": (b'{"name": "Instance:StateChange", "id": "\\ud800"}', "lone UTF-16 surrogate \\ud800"),
+    "lone surrogate deep in content": (b'{"name": "x", "content": {"a": [{"b": "x\\udfffy"}]}}', "surrogate \\udfff"),
+    "lone surrogate in a key": (b'{"name": "x", "content": {"\\udbff": 1}}', "surrogate \\udbff"),
+    "reversed surrogate pair": (b'{"name": "x", "id": "\\ude00\\ud83d"}', "lone UTF-16 surrogate"),
+    "NUL in the id": (b'{"name": "x", "id": "a\\u0000b"}', "field 'id' holds a control character (U+0000)"),
+    "line break in the name": (b'{"name": "x\\nINFO forged line"}', "field 'name' holds a control character (U+000A)"),
+    "NUL bytes outside strings": (b'{"name": "x"}\x00\x00', "not JSON"),
+    "NaN": (b'{"name": "x", "content": {"v": NaN}}', "NaN is not a JSON number"),
+    "Infinity": (b'{"name": "x", "v": -Infinity}', "-Infinity is not a JSON number"),
+    "nested past the depth limit": (b'{"name": "x", "content": ' + b"[" * 70 + b"]" * 70 + b"}",
+                                    "nested deeper than 64 levels"),
+    "deep base64": (b64(b"[" * 20000 + b"]" * 20000), "nested too deeply"),
+    "an id of 10,000 characters": (b'{"name": "x", "id": "' + b"i" * 10000 + b'"}', "10000 characters long"),
+    "wrong type: content.instanceId": (b'{"name": "x", "content": {"instanceId": 5}}', "'content.instanceId' must be a string"),
+    "wrong type: regionId": (b'{"name": "x", "regionId": []}', "'regionId' must be a string, not a JSON array"),
+    "wrong type: level": (b'{"name": "x", "level": null, "eventTime": 3}', "'eventTime' must be a string"),
+    "wrong type: eventbridge subject": (b'{"type": "ecs:x", "subject": {}}', "'subject' must be a string"),
+    "wrong type: eventbridge data.state": (b'{"type": "ecs:Instance:StateChange", "data": {"state": 1.5}}',
+                                           "'data.state' must be a string"),
+    "wrong type: resourceId": (b'{"name": "x", "resourceId": false}', "'resourceId' must be a string"),
+    "str with an undecodable byte": ('{"name": "\udcff"}', "body is not UTF-8"),
+    "str with a lone surrogate": ('{"name": "\ud800"}', "body is not UTF-8"),
+}
+
+
+@pytest.mark.parametrize("body,expected", HOSTILE.values(), ids=HOSTILE.keys())
+def test_hostile_bodies_say_what_is_wrong_in_one_line(body, expected):
+    with pytest.raises(InvalidEvent) as info:
+        parse_event(body)
+    message = str(info.value)
+    assert expected in message
+    assert "\n" not in message and len(message) < 200
+
+
+def test_a_surrogate_pair_and_an_escaped_backslash_are_fine():
+    ev = parse_event(b'{"name": "x", "id": "\\ud83d\\ude00", "content": {"path": "C:\\\\ud800"}}')
+    assert ev.id == "\U0001F600" and ev.content["path"] == "C:\\ud800"
+
+
+def test_raw_and_content_cannot_be_changed_but_copies_can():
+    import copy
+    import pickle
+
+    ev = parse_event(b'{"name": "x", "content": {"tags": [{"k": "v"}], "n": 1}}')
+    attempts = [lambda: ev.raw.__setitem__("name", "y"), lambda: ev.raw.pop("name"),
+                lambda: ev.content.update(n=2), lambda: ev.content.setdefault("z", 1),
+                lambda: ev.content["tags"].append(1), lambda: ev.content["tags"][0].clear(),
+                lambda: ev.content["tags"].__setitem__(0, None), lambda: ev.content["tags"].sort()]
+    for attempt in attempts:
+        with pytest.raises(TypeError, match="read-only"):
+            attempt()
+    assert ev.content == {"tags": [{"k": "v"}], "n": 1} and isinstance(ev.content, dict)
+    mine = copy.deepcopy(ev.raw)
+    mine["content"]["tags"].append("x")
+    assert type(mine) is dict and ev.content["tags"] == [{"k": "v"}]
+    assert json.loads(json.dumps(ev.raw)) == pickle.loads(pickle.dumps(ev.raw)) == ev.raw
+
+
+# -- properties: any input gives an Event or a short one-line InvalidEvent --------------------
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+PROPERTY = settings(derandomize=True, deadline=None, max_examples=300,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+# Strings with everything hostile in reach: lone surrogates, NULs, line breaks.
+TEXT = st.text(st.characters(codec=None, min_codepoint=0, max_codepoint=0x10FFFF), max_size=12)
+SCALARS = (st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | TEXT
+           | st.integers(min_value=4290, max_value=4400).map(lambda n: _Raw("7" * n)))
+JSONISH = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4)
+                       | st.dictionaries(TEXT, inner, max_size=4), max_leaves=30)
+FIELDS = ("id", "name", "type", "specversion", "resourceId", "regionId", "eventTime", "time",
+          "level", "subject", "aliyunregionid", "content", "data")
+ENVELOPES = st.fixed_dictionaries({}, optional={
+    **{f: JSONISH for f in FIELDS},
+    "name": st.sampled_from(["Instance:StateChange", "Instance:PreemptibleInstanceInterruption"]) | JSONISH,
+    "content": st.fixed_dictionaries({}, optional={k: JSONISH for k in
+                                                  ("state", "action", "resourceId", "instanceId")})})
+
+
+class _Raw(str):
+    """A number too long to go through int(): written into the JSON text as is."""
+
+
+def _dumps(value) -> str:
+    if isinstance(value, _Raw):
+        return str(value)
+    if isinstance(value, list):
+        return "[" + ",".join(_dumps(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{_dumps(str(k))}:{_dumps(v)}" for k, v in value.items()) + "}"
+    return json.dumps(value)  # lone surrogates are written as \\udXXX escapes
+
+
+def _body(text: str, how: str) -> bytes | str:
+    raw = text.encode("utf-8", "surrogatepass")
+    return {"bytes": raw, "str": text, "base64": b64(raw)}[how]
+
+
+def _parses_or_says_why(body) -> None:
+    try:
+        ev = parse_event(body)
+    except InvalidEvent as exc:
+        message = str(exc)
+        assert message and "\n" not in message and len(message) < 300, message
+        return
+    assert isinstance(ev, Event) and isinstance(ev.name, str) and ev.name.strip()
+    for value in (ev.id, ev.name, ev.instance_id, ev.region, ev.state, ev.action, ev.level):
+        if value:  # fit for a log line and a store key: short, one line, no lone surrogates
+            assert len(value) <= 512 and not re.search(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]", value)
+            value.encode("utf-8")
+
+
+@PROPERTY
+@given(st.binary(max_size=300))
+def test_any_bytes_give_an_event_or_a_one_line_reason(body):
+    _parses_or_says_why(body)
+    _parses_or_says_why(b64(body))
+
+
+@PROPERTY
+@given(JSONISH | ENVELOPES, st.sampled_from(["bytes", "str", "base64"]))
+def test_any_json_ish_document_gives_an_event_or_a_one_line_reason(doc, how):
+    _parses_or_says_why(_body(_dumps(doc), how))
+
+
+@PROPERTY
+@given(st.integers(min_value=1, max_value=3000), st.sampled_from(["[", '{"a":']),
+       st.sampled_from(["bytes", "base64"]))
+def test_any_nesting_depth_gives_an_event_or_a_one_line_reason(depth, opener, how):
+    closer = "]" if opener == "[" else "}"
+    _parses_or_says_why(_body('{"name": "x", "content": ' + opener * depth + "1" * (opener != "[")
+                              + closer * depth + "}", how))

@@ -122,7 +122,7 @@ def notifier(dispatcher) -> webhook.Notifier:
 
 def settle(dispatcher, event):
     result = dispatcher.dispatch(event)
-    dispatcher.settled(event, result)
+    dispatcher.settled(event, result, wait=True)  # as the harness does: on_settled has run
     return result
 
 
@@ -255,7 +255,8 @@ def test_hanging_receiver_never_delays_dispatch_or_other_plugins(receiver, worke
         dispatcher.settled(STOPPED, result)
         assert time.monotonic() - started < 0.1
         assert result.outcome == "handled" and result.plugins["actor"].status == "handled"
-    assert dispatcher.pm.get_plugin("observer").seen == ["handled"] * 3
+    # Observers run on their own thread, in order, after `settled` has returned.
+    assert wait_until(lambda: dispatcher.pm.get_plugin("observer").seen == ["handled"] * 3)
     assert wait_until(lambda: stats["failed"] >= 1)  # the read timed out: given up, not stuck
     started = time.monotonic()
     dispatcher.shutdown()

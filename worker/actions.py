@@ -98,6 +98,19 @@ class ActionGateway:
                 log.exception("action listener failed")
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+ONE_LINE_CHARS = 300  # an exception's text may quote a whole message body: never log all of it
+
+
+def _one_line(exc: BaseException, limit: int = ONE_LINE_CHARS) -> str:
+    """`Type: first line of the message`, at most `limit` characters; "…" marks a cut."""
+    try:
+        text = str(exc)
+    except BaseException:  # a hostile __str__
+        text = "<unprintable>"
+    lines = [line.strip() for line in text.strip().splitlines()]
+    first = next((line for line in lines if line), "")
+    name = type(exc).__name__
+    out = f"{name}: {first}" if first else name
+    if len(out) > limit or len([line for line in lines if line]) > 1:
+        out = out[:limit - 1].rstrip() + "…"
+    return out

@@ -7,6 +7,7 @@ Plugins declare theirs the same way (a `Config` dataclass on the plugin) and get
 from __future__ import annotations
 
 import math
+import re
 import sys
 import types
 import typing
@@ -20,8 +21,19 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
+MAX_CONFIG_BYTES = 1024 * 1024  # a config file is a few KiB; refuse to parse a huge one
+
+
 class ConfigError(ValueError):
-    """Bad configuration: the message names the file, section and key. Exit code 2."""
+    """Bad configuration: the message names the file, section and key. Exit code 2.
+
+    Always one line (a value or key quoted in it may hold line breaks), cut to a few
+    hundred characters.
+    """
+
+    def __init__(self, message: object = "") -> None:
+        text = " ".join(str(message).split())
+        super().__init__(text if len(text) <= 500 else text[:499] + "…")
 
 
 def setting(default: Any = MISSING, *, min: float | None = None, max: float | None = None,
@@ -94,6 +106,8 @@ class PluginsConfig:
     load: list[str] = setting([])
     disabled: list[str] = setting([])
     call_timeout: float = setting(60.0, min=0, max=3600, doc="seconds per hook call; 0 = none")
+    max_calls_per_plugin: int = setting(16, min=1, max=1024,
+                                        doc="threads each plugin's calls may use at once (with call_timeout)")
 
 
 @dataclass(frozen=True)
@@ -132,20 +146,35 @@ def load_config(path: str | Path | None) -> Config:
     path = Path(path)
     try:
         with path.open("rb") as fh:
-            data = tomllib.load(fh)
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: over {MAX_CONFIG_BYTES // 1024} KiB: not a config file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: not UTF-8 text (byte {exc.start})") from None
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return parse_config(data, str(path))
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid TOML: nested too deeply") from None
+    except Exception as exc:  # whatever else the parser trips on: still a bad file, exit 2
+        raise ConfigError(f"{path}: not valid TOML: {type(exc).__name__}: {exc}") from None
+    try:
+        return parse_config(data, str(path))
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply") from None
 
 
 def parse_config(data: dict[str, Any], where: str = "<config>") -> Config:
     unknown = sorted(set(data) - set(SECTIONS))
     if unknown:
-        raise ConfigError(f"{where}: unknown section [{unknown[0]}] (known: {', '.join(SECTIONS)})")
+        raise ConfigError(f"{where}: unknown section [{_name(unknown[0])}] (known: {', '.join(SECTIONS)})")
     built: dict[str, Any] = {}
     plugin_sections: dict[str, dict] = {}
     for name, cls in SECTIONS.items():
@@ -161,7 +190,7 @@ def parse_config(data: dict[str, Any], where: str = "<config>") -> Config:
     listen = config.metrics.listen
     host, sep, port = listen.rpartition(":")
     if listen and not (sep and port.isdigit() and int(port) <= 65535):
-        raise ConfigError(f"{where}: [metrics] listen: must be host:port, got {listen!r}")
+        raise ConfigError(f"{where}: [metrics] listen: must be host:port, got {_quote(listen)}")
     return config
 
 
@@ -186,7 +215,7 @@ def build_section(cls: type, data: dict[str, Any], where: str) -> Any:
     hints = typing.get_type_hints(cls)
     for key in data:
         if key not in known:
-            raise ConfigError(f"{where} {key}: unknown key (known: {', '.join(known) or 'none'})")
+            raise ConfigError(f"{where} {_name(key)}: unknown key (known: {', '.join(known) or 'none'})")
     values = {}
     for name, f in known.items():
         if name in data:
@@ -228,7 +257,7 @@ def _check(value: Any, hint: Any, meta: Any, where: str) -> Any:
     if low is not None and value < low or high is not None and value > high:
         raise ConfigError(f"{where}: must be between {low:g} and {high:g}, got {value}")
     if choices and value not in choices:
-        raise ConfigError(f"{where}: must be one of {', '.join(map(repr, choices))}, got {value!r}")
+        raise ConfigError(f"{where}: must be one of {', '.join(map(repr, choices))}, got {_quote(value)}")
     return value
 
 
@@ -242,6 +271,19 @@ def _check_credentials(config: Config, where: str) -> None:
     if cred.access_key_id and not (cred.access_key_secret or cred.access_key_secret_file):
         raise ConfigError(f"{where}: [credentials] access_key_secret or access_key_secret_file: "
                           "required with access_key_id")
+
+
+def _name(key: str) -> str:
+    """A key or section name as written in TOML: bare when it can be, else quoted and cut."""
+    return key if _BARE_KEY.fullmatch(key) else _quote(key)
+
+
+def _quote(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:59] + "…"
+
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]{1,60}")
 
 
 def _kind(value: Any) -> str:

@@ -1,7 +1,15 @@
 """Dispatch: hand one event to every plugin, each in its own try, and decide one outcome.
 
 Knows nothing of queues: sources turn the outcome into delete / defer / retry /
-dead-letter. One plugin's crash, hang or slow cloud call never stops another.
+dead-letter. One plugin's crash, hang or slow cloud call never stops another:
+
+- anything a hook raises, `BaseException` included (`SystemExit`, `KeyboardInterrupt`),
+  is that plugin's failure for that event and goes no further;
+- with `call_timeout` set, each plugin's calls run on its own few daemon threads
+  (`lanes.py`): a call that overruns is a failure, a plugin whose threads are all stuck
+  fails fast without taking threads from the others, and a thread that never returns
+  cannot hold up the process's exit; `on_settled` runs on one observer thread per
+  plugin, so a slow observer never holds the worker's settle thread.
 """
 from __future__ import annotations
 
@@ -9,7 +17,7 @@ import heapq
 import logging
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor, TimeoutError as FutureTimeout
+from concurrent.futures import Future, TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
@@ -18,6 +26,7 @@ import pluggy
 from .actions import Action, _one_line
 from .context import RESUME_STATE, Context, Runtime
 from .events import PREEMPTIBLE_INTERRUPTION, STATE_CHANGE, Event
+from .lanes import Lane, LaneStuck, Observer
 
 log = logging.getLogger("ecs_worker.dispatch")
 
@@ -109,36 +118,50 @@ def combine(event: Event, results: Iterable[PluginResult], actions: list[Action]
 
 
 class Dispatcher:
-    """Calls the event hooks of every registered plugin, isolated and time-limited."""
+    """Calls the hooks of every registered plugin, isolated and time-limited."""
 
     def __init__(self, pm: pluggy.PluginManager, runtime: Runtime, call_timeout: float = 60.0,
-                 max_calls: int = 64) -> None:
+                 max_calls_per_plugin: int | None = None) -> None:
         self.pm = pm
         self.runtime = runtime
         self.call_timeout = call_timeout
-        # Calls run on this pool so a hung plugin costs a thread, not the handler.
-        self._pool = ThreadPoolExecutor(max_calls, thread_name_prefix="plugin") if call_timeout else None
+        if max_calls_per_plugin is None:
+            max_calls_per_plugin = runtime.config.plugins.max_calls_per_plugin
+        self.max_calls_per_plugin = max_calls_per_plugin
+        # With a time limit, each plugin's calls run on its own lane so a hung plugin
+        # costs its own threads, not the handler's or another plugin's. Without one,
+        # calls run in the caller's thread: no thread hop.
+        self._lanes: dict[str, Lane] = {}
+        self._observers: dict[str, Observer] = {}  # on_settled: one thread per plugin, in order
+        self._lanes_lock = threading.Lock()
         self._deadlines = Deadlines()
 
     # -- life cycle ---------------------------------------------------------------
     def startup(self) -> None:
-        """Call `on_startup`; the first failure raises `PluginStartupError`."""
+        """Call `on_startup`; the first failure (or overrun) raises `PluginStartupError`."""
         for impl in self._impls("on_startup"):
             name = self.pm.get_name(impl.plugin)
-            try:
-                impl.function(self.runtime.context(name))
-            except Exception as exc:
-                raise PluginStartupError(f"plugin {name!r} failed to start: {_one_line(exc)}") from exc
+            outcome = self._invoke(impl, name, "on_startup", {"ctx": self.runtime.context(name)})
+            if isinstance(outcome, _Failure):
+                raise PluginStartupError(f"plugin {name!r} failed to start: {outcome.detail}")
 
     def shutdown(self) -> None:
+        """Let the observers catch up, call `on_shutdown` (each within `call_timeout`),
+        then let the call threads go."""
+        with self._lanes_lock:
+            observers = list(self._observers.values())
+        deadline = time.monotonic() + self.call_timeout
+        for observer in observers:  # e.g. the webhook plugin flushes what on_settled queued
+            observer.drain(deadline)
         for impl in self._impls("on_shutdown"):
             name = self.pm.get_name(impl.plugin)
-            try:
-                impl.function(self.runtime.context(name))
-            except Exception as exc:
-                log.error("plugin %s failed to shut down: %s", name, _one_line(exc))
-        if self._pool:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            outcome = self._invoke(impl, name, "on_shutdown", {"ctx": self.runtime.context(name)})
+            if isinstance(outcome, _Failure):
+                log.error("plugin %s failed to shut down: %s", name, outcome.detail)
+        with self._lanes_lock:
+            lanes = [*self._lanes.values(), *self._observers.values()]
+        for lane in lanes:
+            lane.close()
 
     # -- events -------------------------------------------------------------------
     def dispatch(self, event: Event, resume: Mapping[str, float | None] | None = None) -> Result:
@@ -203,25 +226,50 @@ class Dispatcher:
                 finish()
 
         def from_future(name: str, fut: Future) -> PluginResult:
-            exc = fut.exception()
-            return PluginResult(name, FAILED, _one_line(exc)) if exc else _status(name, fut.result())
+            try:  # the plugin's future: its exception may be a BaseException, or it was cancelled
+                exc = fut.exception()
+                return PluginResult(name, FAILED, _one_line(exc)) if exc else _status(name, fut.result())
+            except BaseException as exc:
+                return PluginResult(name, FAILED, _one_line(exc))
 
         for slot, (name, fut) in enumerate(pending):
-            fut.add_done_callback(lambda f, s=slot, n=name: settle_one(s, from_future(n, f)))
             if self.call_timeout:  # a future that never resolves must not hold its message forever
                 timeout = PluginResult(name, FAILED, f"pending work timed out after {self.call_timeout:g}s")
                 self._deadlines.add(self.call_timeout, lambda s=slot, r=timeout: settle_one(s, r))
+            try:
+                fut.add_done_callback(lambda f, s=slot, n=name: settle_one(s, from_future(n, f)))
+            except BaseException as exc:  # not a well-behaved Future after all
+                settle_one(slot, PluginResult(name, FAILED, _one_line(exc)))
         return done
 
-    def settled(self, event: Event | None, result: Result) -> None:
-        """Tell the `on_settled` observers; their failures change nothing."""
+    def settled(self, event: Event | None, result: Result, wait: bool = False) -> None:
+        """Tell the `on_settled` observers; their failures (or overruns) change nothing.
+
+        With `call_timeout` set, each plugin's observer calls run in order on its own
+        observer thread and this returns without waiting for them (`wait=True` waits,
+        each within `call_timeout`): a slow or hung observer never holds the caller
+        (the worker's settle thread). Without it they run here, in turn.
+        """
         for impl in self._impls("on_settled"):
             name = self.pm.get_name(impl.plugin)
+            kwargs = _args(impl, event=event, result=result, ctx=self.runtime.context(name, event))
+            if not self.call_timeout:
+                outcome = self._invoke(impl, name, "on_settled", kwargs)
+                if isinstance(outcome, _Failure):
+                    log.error("plugin %s failed in on_settled: %s", name, outcome.detail)
+                continue
+            observer = self._observer(name)
             try:
-                impl.function(**_args(impl, event=event, result=result,
-                                      ctx=self.runtime.context(name, event)))
-            except Exception as exc:
-                log.error("plugin %s failed in on_settled: %s", name, _one_line(exc))
+                if not wait:
+                    observer.post(_observe, {"name": name, "fn": impl.function, "kwargs": kwargs})
+                    continue
+                call = observer.post(impl.function, kwargs, wait=True)
+            except LaneStuck as exc:
+                observer.dropped(f"plugin {name} on_settled {exc}")
+                continue
+            outcome = self._outcome(call, "on_settled")
+            if isinstance(outcome, _Failure):
+                log.error("plugin %s failed in on_settled: %s", name, outcome.detail)
 
     # -- internals ----------------------------------------------------------------
     def _impls(self, hook: str) -> list:
@@ -231,22 +279,60 @@ class Dispatcher:
         # pluggy calls the list last-to-first; keep its order (tryfirst/trylast honoured).
         return [i for i in reversed(caller.get_hookimpls()) if not (i.hookwrapper or i.wrapper)]
 
-    def _call(self, impl, name: str, hook: str, event: Event, ctx: Context) -> PluginResult | Future:
-        kwargs = _args(impl, event=event, ctx=ctx)
+    def _lane(self, name: str) -> Lane:
+        lane = self._lanes.get(name)
+        if lane is None:
+            with self._lanes_lock:
+                lane = self._lanes.get(name)
+                if lane is None:
+                    lane = self._lanes[name] = Lane(name, self.max_calls_per_plugin, self.call_timeout)
+        return lane
+
+    def _observer(self, name: str) -> Observer:
+        observer = self._observers.get(name)
+        if observer is None:
+            with self._lanes_lock:
+                observer = self._observers.get(name)
+                if observer is None:
+                    observer = self._observers[name] = Observer(name, self.call_timeout)
+        return observer
+
+    def _invoke(self, impl, name: str, hook: str, kwargs: dict[str, Any]) -> Any:
+        """Call one hook implementation: its return value, or a `_Failure` for anything
+        it raised (BaseException included), an overrun, or a plugin whose threads are
+        all stuck. Never raises, except the caller's own KeyboardInterrupt while waiting."""
+        if not self.call_timeout:
+            try:
+                return impl.function(**kwargs)
+            except BaseException as exc:
+                return _Failure(_one_line(exc), exc)
         try:
-            if self._pool is None:
-                value = impl.function(**kwargs)
-            else:
-                value = self._pool.submit(impl.function, **kwargs).result(self.call_timeout)
+            call = self._lane(name).submit(impl.function, kwargs)
+        except LaneStuck as exc:
+            return _Failure(f"{hook} {exc}", None)
+        return self._outcome(call, hook)
+
+    def _outcome(self, call: Future, hook: str) -> Any:
+        """Wait (within `call_timeout`) for a call on a plugin's thread."""
+        try:
+            exc = call.exception(self.call_timeout)
         except FutureTimeout:
-            log.error("plugin %s %s timed out after %ss", name, hook, self.call_timeout,
-                      extra={"plugin": name, "event_id": event.id})
-            return PluginResult(name, FAILED, f"{hook} timed out after {self.call_timeout:g}s")
-        except Exception as exc:
-            log.warning("plugin %s %s failed on %s: %s", name, hook, event.id, _one_line(exc),
-                        exc_info=log.isEnabledFor(logging.DEBUG),
-                        extra={"plugin": name, "event_id": event.id})
-            return PluginResult(name, FAILED, _one_line(exc))
+            call.cancel()  # still queued: never start it; running: it carries on, abandoned
+            return _Failure(f"{hook} timed out after {self.call_timeout:g}s", None,
+                            timed_out=True)
+        return _Failure(_one_line(exc), exc) if exc is not None else call.result()
+
+    def _call(self, impl, name: str, hook: str, event: Event, ctx: Context) -> PluginResult | Future:
+        value = self._invoke(impl, name, hook, _args(impl, event=event, ctx=ctx))
+        if isinstance(value, _Failure):
+            if value.timed_out:
+                log.error("plugin %s %s timed out after %ss", name, hook, self.call_timeout,
+                          extra={"plugin": name, "event_id": event.id})
+            else:
+                log.warning("plugin %s %s failed on %s: %s", name, hook, event.id, value.detail,
+                            exc_info=value.exc if log.isEnabledFor(logging.DEBUG) else None,
+                            extra={"plugin": name, "event_id": event.id})
+            return PluginResult(name, FAILED, value.detail)
         if isinstance(value, Future):
             log.debug("plugin %s %s on %s: pending", name, hook, event.id)
             return value
@@ -265,10 +351,25 @@ class Dispatcher:
         return r
 
 
+class _Failure:
+    """What a hook call came to when it did not return: the one-line reason, and the
+    exception (for debug logs) when there was one."""
+
+    __slots__ = ("detail", "exc", "timed_out")
+
+    def __init__(self, detail: str, exc: BaseException | None, timed_out: bool = False) -> None:
+        self.detail, self.exc, self.timed_out = detail, exc, timed_out
+
+
 def _status(name: str, value: Any) -> PluginResult:
     if value is None or value is False:
         return PluginResult(name, IGNORED)
-    return PluginResult(name, HANDLED, value if isinstance(value, str) else "")
+    return PluginResult(name, HANDLED, _short(value) if isinstance(value, str) else "")
+
+
+def _short(text: str, limit: int = 300) -> str:
+    """A plugin's own text, cut for logs and results (it may return a whole body)."""
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def _args(impl, **available: Any) -> dict[str, Any]:
@@ -278,6 +379,14 @@ def _args(impl, **available: Any) -> dict[str, Any]:
 
 class PluginStartupError(RuntimeError):
     pass
+
+
+def _observe(name: str, fn: Callable[..., Any], kwargs: dict[str, Any]) -> None:
+    """One posted `on_settled` call: its failure is logged, and changes nothing."""
+    try:
+        fn(**kwargs)
+    except BaseException as exc:
+        log.error("plugin %s failed in on_settled: %s", name, _one_line(exc), extra={"plugin": name})
 
 
 class Deadlines:
@@ -306,5 +415,5 @@ class Deadlines:
                 _, _, callback = heapq.heappop(self._heap)
             try:
                 callback()
-            except Exception:  # pragma: no cover - callbacks settle results; never kill the thread
+            except BaseException:  # pragma: no cover - callbacks settle results; never kill the thread
                 log.exception("deadline callback failed")

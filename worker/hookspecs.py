@@ -15,6 +15,7 @@ How the worker calls event hooks (`on_event`, `on_state_change`,
 
 - Every implementation runs in its own `try`: one plugin raising never stops another.
   Each call has a time limit (`[plugins] call_timeout`); overrunning counts as a failure.
+  See "What a plugin can do wrong" below.
 - Return `None` when the event is not yours; return anything else (a short string saying
   what you did reads well in logs) when you handled it. Raise to say "this failed, try
   again later": the message comes back after a backoff, up to `[worker] max_attempts`,
@@ -29,6 +30,32 @@ How the worker calls event hooks (`on_event`, `on_state_change`,
 - Hooks may run concurrently for different events (`[worker] concurrency`): keep shared
   state behind a lock. Events arrive at least once: make actions idempotent.
 - `tryfirst=True` / `trylast=True` order implementations as in pytest.
+- `event.raw` and `event.content` are read-only (every nested object and array too), so
+  no plugin can change what the next one sees; `copy.deepcopy(event.raw)` gives a plain,
+  mutable copy.
+
+What a plugin can do wrong, and what happens (the isolation contract):
+
+- **Raise anything**, `BaseException` included (`SystemExit`, `KeyboardInterrupt`,
+  `GeneratorExit`, your own subclass): in an event hook it is that plugin's failure for
+  that event (the others still run; the event's outcome is `failed`); in `on_settled`
+  and `on_shutdown` it is logged and changes nothing else; in `on_startup` it stops
+  the worker with exit code 2. A future ending in an exception, or cancelled, is a
+  failure too. Errors are cut to one line of at most 300 characters.
+- **Hang or overrun** (with `call_timeout` set, as by default): every hook runs on the
+  plugin's own threads, at most `[plugins] max_calls_per_plugin` (16) at once. A call
+  that overruns `call_timeout` is a failure and its thread is abandoned to finish (or
+  not) on its own; once all of a plugin's threads are stuck in overrun calls, its
+  further calls fail at once. Other plugins keep their own threads, and abandoned
+  threads never hold up the worker's exit. A returned future that does not resolve
+  within `call_timeout` is a failure too. With `call_timeout = 0` calls run in the
+  worker's threads with no limit: a hang there holds a handler.
+- **Take every thread of its own** and keep them (a plugin hanging on some events while
+  subscribed to all): its calls then fail fast for every event, so those events fail
+  and are retried, then dead-lettered after `max_attempts`, as for any broken plugin;
+  events it is not called for are not affected.
+- **Crash the process** (`os._exit`, a segfault, the OOM killer): nothing is lost; the
+  service manager restarts the worker and the message comes back (`docs/scale-out.md`).
 
 `ctx` (a `ecs_worker.context.Context`) gives each plugin:
 
@@ -70,17 +97,21 @@ EVENT_HOOKS = ("on_event", "on_state_change", "on_preemptible_interruption", "on
 def on_startup(ctx: Context) -> None:
     """Called once before the first event (in `run` and `replay`).
 
-    Validate what the plugin needs, warm caches, start helper threads. Raising here
-    stops the worker with exit code 2 and a message naming the plugin: a broken plugin
-    should fail loudly at start-up, not on the first event at 3 a.m.
+    Validate what the plugin needs, warm caches, start helper threads (like every hook,
+    it runs on a thread of the plugin's own, not the main thread). Raising here
+    (anything, `SystemExit` included) or overrunning `call_timeout` stops the worker
+    with exit code 2 and a message naming the plugin: a broken plugin should fail
+    loudly at start-up, not on the first event at 3 a.m.
     """
 
 
 @hookspec
 def on_shutdown(ctx: Context) -> None:
-    """Called once after the last event has been settled. Flush and stop threads here.
+    """Called once after the last event has been settled (and after the `on_settled`
+    calls queued before it have run, within `call_timeout`). Flush and stop threads here.
 
-    Exceptions are logged and otherwise ignored.
+    Exceptions (`BaseException` included) are logged and otherwise ignored; a call
+    overrunning `call_timeout` is abandoned so that the worker can exit.
     """
 
 
@@ -126,6 +157,10 @@ def on_settled(event: Event | None, result: Result, ctx: Context) -> None:
     (`result.outcome`, `result.actions`, `result.error`): for notifications and audits.
 
     `event` is `None` for a body that did not parse (`result.outcome == "invalid"`).
-    Observers only: the return value is ignored, and an exception here is logged but
-    changes no outcome. Must not block: hand slow work (webhooks) to a thread.
+    Observers only: the return value is ignored, and an exception here (`BaseException`
+    included) is logged but changes no outcome. With `call_timeout` set, each plugin's
+    `on_settled` calls run in order on a thread of its own, shortly after the outcome
+    is settled, and never hold up the worker; should one overrun `call_timeout`, that
+    plugin's later notifications are dropped (logged and counted) until it returns.
+    Keep it quick: hand slow work (webhooks) to a thread.
     """

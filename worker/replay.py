@@ -1,14 +1,22 @@
-"""`ecs-worker replay`: play saved events through the same parse and dispatch path as `run`."""
+"""`ecs-worker replay`: play saved events through the same parse and dispatch path as `run`.
+
+Any file content is fine: a record that is not an event (not UTF-8, not JSON, nested too
+deeply, too big) is reported as `invalid` with its file and line, and the replay goes on.
+Exit codes: 0 when every event was handled or ignored; 1 when any failed, was invalid or
+was still deferred; 2 for a bad config, a plugin that fails to start, or an unreadable file.
+"""
 from __future__ import annotations
 
+import io
 import json
 import sys
 import time
 from dataclasses import dataclass
 from typing import Iterator, TextIO
 
+from .actions import _one_line
 from .dispatch import DEFERRED, FAILED, INVALID, Dispatcher, Result, invalid
-from .events import InvalidEvent, parse_event
+from .events import parse_event
 
 MAX_DEFERRAL_ROUNDS = 10  # a plugin that defers forever must not hang a replay
 
@@ -28,17 +36,23 @@ def read_items(name: str, stream: TextIO) -> Iterator[Item]:
     if stripped[0] in "[{":
         try:
             doc = json.loads(stripped)
-        except json.JSONDecodeError:
-            doc = None  # several lines: JSON Lines
+        except Exception:  # not one JSON document (or a hostile one): read it as JSON Lines
+            doc = None
         if isinstance(doc, dict):
             yield Item(name, stripped)
             return
         if isinstance(doc, list):
             for i, element in enumerate(doc):
-                body = element if isinstance(element, str) else json.dumps(element)
+                try:
+                    body = element if isinstance(element, str) else json.dumps(element)
+                except Exception as exc:  # e.g. nested too deeply to write back
+                    body = f"<unreadable element: {_one_line(exc)}>"
                 yield Item(f"{name}[{i}]", body)
             return
-    for number, line in enumerate(text.splitlines(), 1):
+    # Lines end at "\n" only: str.splitlines() would also split at U+2028 and other
+    # separators that JSON allows, raw, inside a string.
+    for number, line in enumerate(text.split("\n"), 1):
+        line = line.removesuffix("\r")
         if line.strip():
             yield Item(f"{name}:{number}", _unwrap_dead_letter(line))
 
@@ -50,7 +64,7 @@ def _unwrap_dead_letter(line: str) -> str:
         return line
     try:
         record = json.loads(line)
-    except json.JSONDecodeError:
+    except Exception:  # not a record after all: the line is the body
         return line
     if isinstance(record, dict) and isinstance(record.get("body"), str) and "message_id" in record:
         return record["body"]
@@ -60,9 +74,9 @@ def _unwrap_dead_letter(line: str) -> str:
 def replay_one(dispatcher: Dispatcher, item: Item, dry_run: bool) -> Result:
     try:
         event = parse_event(item.body)
-    except InvalidEvent as exc:
+    except Exception as exc:  # InvalidEvent, whatever the body
         result = invalid(f"{item.where}: {exc}")
-        dispatcher.settled(None, result)
+        dispatcher.settled(None, result, wait=True)
         return result
     result = dispatcher.dispatch(event)
     actions = list(result.actions)
@@ -81,7 +95,7 @@ def replay_one(dispatcher: Dispatcher, item: Item, dry_run: bool) -> Result:
         result.plugins = {**previous, **result.plugins}
         actions += result.actions
     result.actions = actions
-    dispatcher.settled(event, result)
+    dispatcher.settled(event, result, wait=True)
     return result
 
 
@@ -91,15 +105,27 @@ def run_replay(files: list[str], dispatcher: Dispatcher, *, dry_run: bool, as_js
     ok = True
     for name in files:
         if name == "-":
-            items = list(read_items("<stdin>", sys.stdin))
+            items = list(read_items("<stdin>", _text(sys.stdin.buffer.read())))
         else:
-            with open(name, encoding="utf-8", errors="surrogateescape") as stream:
-                items = list(read_items(name, stream))
+            with open(name, "rb") as stream:  # any bytes: undecodable ones fail their own record
+                items = list(read_items(_printable(name), _text(stream.read())))
         for item in items:
-            result = replay_one(dispatcher, item, dry_run)
+            try:
+                result = replay_one(dispatcher, item, dry_run)
+            except Exception as exc:  # a bug, not the record's fault: still that record's row
+                result = Result(FAILED, error=f"{item.where}: {_one_line(exc)}")
             ok &= result.outcome not in (FAILED, INVALID, DEFERRED)
             print(json.dumps(result.to_json()) if as_json else _human(result), file=out, flush=True)
     return 0 if ok else 1
+
+
+def _text(data: bytes) -> io.StringIO:
+    return io.StringIO(data.decode("utf-8", "surrogateescape"))
+
+
+def _printable(name: str) -> str:
+    """A file name as it can be printed (undecodable bytes shown as escapes)."""
+    return name.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _human(result: Result) -> str:
