@@ -4,6 +4,7 @@ through the CloudMonitor rule."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -233,14 +234,19 @@ def test_doctor_start_instance_denied(emulator, config, monkeypatch):
     assert check.mark == FAIL and "Forbidden.RAM" in check.text and "grant ecs:StartInstance" in check.fix
 
 
-def test_chain_credentials_say_where_they_came_from(monkeypatch):
-    from ecs_worker.credentials import ChainProvider
-
-    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", "LTAIenv")
-    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "canary-env-secret")
-    provider = ChainProvider()
-    assert provider.get_credentials().access_key_id == "LTAIenv"
-    assert "env" in provider.describe() and "canary" not in provider.describe()
+def test_chain_credentials_say_where_they_came_from(tmp_path):
+    # In a fresh process: alibabacloud-credentials reads the environment once, at import.
+    script = ("from ecs_worker.credentials import ChainProvider\n"
+              "p = ChainProvider()\n"
+              "print(p.get_credentials().access_key_id)\n"
+              "print(p.describe())\n")
+    env = {**os.environ, "ALIBABA_CLOUD_ACCESS_KEY_ID": "LTAIenv",
+           "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "canary-env-secret", "HOME": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 0, proc.stderr
+    key, described = proc.stdout.splitlines()
+    assert key == "LTAIenv"
+    assert "env" in described and "canary" not in proc.stdout + proc.stderr
 
 
 def test_an_unreadable_secret_file_is_a_config_error(tmp_path, emulator):
