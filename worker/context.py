@@ -13,7 +13,9 @@ if TYPE_CHECKING:
     from .config import Config
     from .events import Event
 
-MAX_DEFER_SECONDS = 43200  # the MNS visibility timeout maximum: the longest a message can hide
+# 30 days. Up to `[worker] resend_deferrals_after` the message is hidden; longer, it is
+# re-sent with DelaySeconds in hops of at most 7 days (deferred.py).
+MAX_DEFER_SECONDS = 30 * 86400
 
 
 class Runtime:
@@ -84,7 +86,7 @@ class Context:
                                             sink=self.actions, **kwargs)
 
     def defer(self, seconds: float, reason: str = "") -> None:
-        """Ask for this event again in `seconds` (1 .. 43200); not a failure."""
+        """Ask for this event again in `seconds` (at most 30 days); not a failure."""
         if not isinstance(seconds, (int, float)) or math.isnan(seconds) or seconds < 0:
             raise ValueError(f"defer seconds must be a non-negative number, got {seconds!r}")
         self.deferral = Deferral(self.plugin, min(float(seconds), MAX_DEFER_SECONDS), reason)

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
+from .deferred import unwrap
+
 MAX_BODY_BYTES = 64 * 1024  # the MNS message size limit
 
 STATE_CHANGE = "Instance:StateChange"
@@ -51,6 +53,9 @@ class Event:
 
 def parse_event(body: bytes | str) -> Event:
     """Parse one queue message body; raise `InvalidEvent` for anything that is not an event."""
+    inner = unwrap(body)  # a long deferral re-sent (deferred.py): the original body inside
+    if inner is not None:
+        body = inner.body
     doc = _decode(body)
     if "specversion" in doc or "type" in doc and "name" not in doc:
         return _from_eventbridge(doc)

@@ -1,0 +1,175 @@
+"""Crash isolation: a crash costs an attempt only to the message that caused it.
+
+A plugin can kill the whole process (`os._exit`, a segfault in a C extension, the OOM
+killer). Which message did it? The one running when it happened — so each worker keeps
+a journal, `state_dir/running-<pid>-<n>.jsonl`, of the messages whose plugins are
+running: a line when one starts, a line when its outcome is in. Appending is one
+`write` on an `O_APPEND` descriptor: it survives the process dying (not the machine),
+costs a few microseconds, and needs no store transaction on the hot path.
+
+Each live worker holds an exclusive `flock` on its own journal; a journal nobody holds
+belongs to a dead worker. `recover` (at start-up, and now and then by any worker on the
+host) reads such a journal and tells the store:
+
+- the messages running when it died are *suspects*: from now on each runs alone
+  (`Gate`), no other message beside it in this process, until it finishes once;
+- if exactly one message was running, it was alone with the crash: it is charged an
+  attempt. After `max_attempts` such crashes it is dead-lettered (`EXHAUSTED`).
+
+So a healthy batch-mate of a crashing message is never charged: it either was not
+running, or ran beside others (no charge), or ran alone as a suspect and finished.
+An outside `kill -9` that falls while a message runs alone charges that message one
+attempt — as many such kills as `max_attempts` would be needed to dead-letter it.
+"""
+from __future__ import annotations
+
+import fcntl
+import itertools
+import json
+import logging
+import os
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Callable
+
+log = logging.getLogger("ecs_worker.crashes")
+
+PREFIX, SUFFIX = "running-", ".jsonl"
+_serial = itertools.count(1)
+
+
+class Journal:
+    """This process's journal of running messages (see the module doc)."""
+
+    def __init__(self, state_dir: str | Path) -> None:
+        self.dir = Path(state_dir)
+        name = f"{PREFIX}{os.getpid()}-{next(_serial)}{SUFFIX}"
+        self.path = self.dir / name
+        # Lock it under a temporary name, then rename: a scanner never sees it unlocked.
+        temporary = self.dir / f".{name}.new"
+        self._fd = os.open(temporary, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                           0o600)
+        fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.replace(temporary, self.path)
+        self._lock = threading.Lock()
+
+    def started(self, key: str) -> None:
+        self._write("S", key)
+
+    def ended(self, key: str) -> None:
+        self._write("E", key)
+
+    def _write(self, op: str, key: str) -> None:
+        line = (json.dumps([op, key], ensure_ascii=True) + "\n").encode("ascii")
+        with self._lock:
+            if self._fd >= 0:
+                os.write(self._fd, line)
+
+    def close(self) -> None:
+        """A clean stop: nothing is running, the journal goes."""
+        with self._lock:
+            if self._fd >= 0:
+                try:
+                    self.path.unlink()
+                except OSError:
+                    pass
+                os.close(self._fd)
+                self._fd = -1
+
+
+def running_at_death(text: str) -> list[str]:
+    """The keys started and not ended in a journal's text (a torn last line is ignored)."""
+    running: Counter[str] = Counter()
+    for line in text.splitlines():
+        try:
+            op, key = json.loads(line)
+        except (ValueError, TypeError):
+            continue
+        if op == "S":
+            running[key] += 1
+        elif op == "E" and running[key] > 0:
+            running[key] -= 1
+    return [k for k, n in running.items() for _ in range(n)]
+
+
+def recover(state_dir: str | Path, apply: Callable[[list[str], list[str]], None],
+            own: Journal | None = None) -> int:
+    """Find the journals of dead workers in `state_dir`; for each, call
+    `apply(charged, suspects)` and remove it. Returns how many were found."""
+    found = 0
+    for path in sorted(Path(state_dir).glob(f"{PREFIX}*{SUFFIX}")):
+        if own is not None and path == own.path:
+            continue
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue  # another worker took it first
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # its worker is alive
+            try:  # still the file at that name? (another scanner may have removed it)
+                if os.fstat(fd).st_ino != os.stat(path).st_ino:
+                    continue
+            except OSError:
+                continue
+            text = os.read(fd, 1 << 24).decode("ascii", "replace")
+            # Remove before applying: a crash between them loses a charge (one more crash
+            # to find the culprit), never charges twice.
+            path.unlink()
+        finally:
+            os.close(fd)
+        found += 1
+        suspects = running_at_death(text)
+        charged = suspects if len(suspects) == 1 else []
+        if suspects:
+            log.warning("a worker died (journal %s) while %d message(s) ran: %s; they run alone from "
+                        "now on%s", path.name, len(suspects), ", ".join(k[:80] for k in suspects[:5]),
+                        "; the one running alone is charged an attempt" if charged else "")
+        apply(charged, suspects)
+    return found
+
+
+class Gate:
+    """Messages run side by side, except suspects: a suspect waits until nothing else runs,
+    then runs alone; while a suspect waits or runs, nothing else starts."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._running = 0
+        self._solo = False
+        self._waiting_solo = 0
+
+    def enter(self, suspect: bool, stop: threading.Event, poll: float = 0.2) -> bool:
+        """Wait for the turn; False when `stop` was set meanwhile (nothing entered)."""
+        with self._cond:
+            if suspect:
+                self._waiting_solo += 1
+                try:
+                    while self._running or self._solo:
+                        if stop.is_set():
+                            return False
+                        self._cond.wait(poll)
+                    self._solo = True
+                finally:
+                    self._waiting_solo -= 1
+            else:
+                while self._solo or self._waiting_solo:
+                    if stop.is_set():
+                        return False
+                    self._cond.wait(poll)
+            self._running += 1
+            return True
+
+    def leave(self, suspect: bool) -> None:
+        with self._cond:
+            self._running -= 1
+            if suspect:
+                self._solo = False
+            self._cond.notify_all()
+
+    @property
+    def running(self) -> int:
+        return self._running
