@@ -161,8 +161,8 @@ class Settler:
             self._wait(held, handle, held.wrapped.remaining(), held.wrapped.resume, deletes)
             return
         if kind == EXHAUSTED:
-            result = Result(FAILED, event, error=f"gave up after {held.attempt} attempts "
-                                                 "(the worker did not finish them)")
+            result = Result(FAILED, event, error=f"gave up after {held.attempt} attempts" + (
+                " (the worker did not finish them: it died while this one ran alone)" if held.suspect else ""))
         assert result is not None
         outcome = result.outcome
         self._count(event, outcome)

@@ -314,9 +314,13 @@ class Store:
             return False
         line = json.dumps(dict(record), ensure_ascii=False, default=str) + "\n"
         try:
+            data = line.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: escape everything, the file stays UTF-8
+            data = (json.dumps(dict(record), ensure_ascii=True, default=str) + "\n").encode("ascii")
+        try:
             fd = os.open(self.dead_letter_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
-                os.write(fd, line.encode("utf-8", "surrogateescape"))
+                os.write(fd, data)
                 os.fsync(fd)
             finally:
                 os.close(fd)
