@@ -177,8 +177,10 @@ class Settler:
             self._wait(held, handle, seconds, self._resume_after(held, result), deletes)
         else:
             if kind != EXHAUSTED:  # the attempt ended in failure: it counts now
-                held.attempt = max(held.attempt, self._store(self.store.failed, held.key,
-                                                             self._resume_after(held, result)) or 0)
+                # Which plugins to call again; a failure outside any plugin (no plugin
+                # results) keeps what was to be resumed (None: all of them).
+                resume = self._resume_after(held, result) if result.plugins else held.resume
+                held.attempt = max(held.attempt, self._store(self.store.failed, held.key, resume) or 0)
             if held.attempt >= self.max_attempts or kind == EXHAUSTED:
                 result.error = f"{result.error}; dead-lettered after {held.attempt} attempts"
                 self._dead_letter(held, handle, "max_attempts", result.error, deletes)

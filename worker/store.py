@@ -244,15 +244,15 @@ class Store:
                                resume=_resume_list(resume), suspect=bool(suspect)))
         return out
 
-    def failed(self, key: str, plugins: Mapping[str, float | None]) -> int:
-        """An attempt that failed: count it, keep the plugins to resume; returns the count.
-        It finished, so it is no longer a crash suspect."""
+    def failed(self, key: str, plugins: Mapping[str, float | None] | None) -> int:
+        """An attempt that failed: count it, keep the plugins to resume (None: all);
+        returns the count. It finished, so it is no longer a crash suspect."""
         key = safe_key(key)
         with self._transaction() as db:  # no RETURNING: older distributions ship SQLite < 3.35
             db.execute("INSERT INTO attempts (key, attempts, resume, updated) VALUES (?, 1, ?, ?) "
                        "ON CONFLICT(key) DO UPDATE SET attempts = attempts + 1, resume = excluded.resume, "
                        "updated = excluded.updated, suspect = 0",
-                       (key, json.dumps(dict(plugins)), self.clock()))
+                       (key, None if plugins is None else json.dumps(dict(plugins)), self.clock()))
             return db.execute("SELECT attempts FROM attempts WHERE key = ?", (key,)).fetchone()[0]
 
     def deferred(self, key: str, plugins: Mapping[str, float | None], attempts: int | None = None) -> None:
