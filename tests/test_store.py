@@ -185,3 +185,44 @@ def test_files_are_private_without_systemd(tmp_path):
     assert stat.S_IMODE((tmp_path / "state").stat().st_mode) == 0o700
     for f in (tmp_path / "state").iterdir():
         assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
+
+
+def test_the_crash_journal_names_what_ran_when_its_worker_died(tmp_path):
+    from ecs_worker import crashes
+
+    calls = []
+    live = crashes.Journal(tmp_path)
+    assert crashes.recover(tmp_path, lambda *a: calls.append(a), own=live) == 0
+    dead = crashes.Journal(tmp_path)
+    for key in ("a", "b", "c|x\n\ud800"):
+        dead.started(key)
+    dead.ended("a")
+    # A worker that dies keeps nothing locked: stand in for that by releasing the lock.
+    import fcntl
+    import os
+    fcntl.flock(dead._fd, fcntl.LOCK_UN)
+    assert crashes.recover(tmp_path, lambda *a: calls.append(a), own=live) == 1
+    assert calls == [([], ["b", "c|x\n\ud800"])]  # suspects, and nobody ran alone
+    assert not dead.path.exists() and live.path.exists()
+    os.close(dead._fd)
+    alone = crashes.Journal(tmp_path)
+    alone.started("poison")
+    fcntl.flock(alone._fd, fcntl.LOCK_UN)
+    crashes.recover(tmp_path, lambda *a: calls.append(a), own=live)
+    assert calls[-1] == (["poison"], ["poison"])  # alone with the crash: charged
+    live.close()
+    assert not live.path.exists()
+
+
+def test_the_crash_journal_stays_small(tmp_path, monkeypatch):
+    from ecs_worker import crashes
+
+    monkeypatch.setattr(crashes, "COMPACT_BYTES", 2000)
+    journal = crashes.Journal(tmp_path)
+    journal.started("long-running")
+    for i in range(500):
+        journal.started(f"k{i}")
+        journal.ended(f"k{i}")
+    assert journal.path.stat().st_size < 3000
+    assert crashes.running_at_death(journal.path.read_text()) == ["long-running"]
+    journal.close()

@@ -36,6 +36,7 @@ from typing import Callable
 log = logging.getLogger("ecs_worker.crashes")
 
 PREFIX, SUFFIX = "running-", ".jsonl"
+COMPACT_BYTES = 1 << 20  # past this, the journal is rewritten with only what runs now
 _serial = itertools.count(1)
 
 
@@ -44,27 +45,53 @@ class Journal:
 
     def __init__(self, state_dir: str | Path) -> None:
         self.dir = Path(state_dir)
-        name = f"{PREFIX}{os.getpid()}-{next(_serial)}{SUFFIX}"
-        self.path = self.dir / name
-        # Lock it under a temporary name, then rename: a scanner never sees it unlocked.
-        temporary = self.dir / f".{name}.new"
-        self._fd = os.open(temporary, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
-                           0o600)
-        fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        os.replace(temporary, self.path)
+        self.path = self.dir / f"{PREFIX}{os.getpid()}-{next(_serial)}{SUFFIX}"
         self._lock = threading.Lock()
+        self._running: Counter[str] = Counter()
+        self._size = 0
+        self._fd = self._create(b"")
+
+    def _create(self, text: bytes) -> int:
+        """A new journal file holding `text`, locked, then renamed into place: a scanner
+        never sees it unlocked (nor a half-written one)."""
+        temporary = self.path.with_name(f".{self.path.name}.new")
+        fd = os.open(temporary, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.write(fd, text)
+            os.replace(temporary, self.path)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._size = len(text)
+        return fd
 
     def started(self, key: str) -> None:
-        self._write("S", key)
+        with self._lock:
+            self._running[key] += 1
+            self._write("S", key)
 
     def ended(self, key: str) -> None:
-        self._write("E", key)
-
-    def _write(self, op: str, key: str) -> None:
-        line = (json.dumps([op, key], ensure_ascii=True) + "\n").encode("ascii")
         with self._lock:
-            if self._fd >= 0:
-                os.write(self._fd, line)
+            self._running[key] -= 1
+            if self._running[key] <= 0:
+                del self._running[key]
+            self._write("E", key)
+            if self._size > COMPACT_BYTES:
+                self._compact()
+
+    def _write(self, op: str, key: str) -> None:  # with self._lock held
+        if self._fd >= 0:
+            line = _line(op, key)
+            os.write(self._fd, line)
+            self._size += len(line)
+
+    def _compact(self) -> None:  # with self._lock held
+        """Replace the journal by one holding only what runs now (it grows by ~100 bytes a
+        message otherwise). The old file keeps its lock until the new one is in place."""
+        old = self._fd
+        self._fd = self._create(b"".join(_line("S", k) for k, n in self._running.items() for _ in range(n)))
+        os.close(old)
 
     def close(self) -> None:
         """A clean stop: nothing is running, the journal goes."""
@@ -76,6 +103,10 @@ class Journal:
                     pass
                 os.close(self._fd)
                 self._fd = -1
+
+
+def _line(op: str, key: str) -> bytes:
+    return (json.dumps([op, key], ensure_ascii=True) + "\n").encode("ascii")
 
 
 def running_at_death(text: str) -> list[str]:
