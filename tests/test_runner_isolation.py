@@ -234,6 +234,11 @@ def test_an_internal_thread_that_dies_fails_the_worker_loudly(emulator, tmp_path
         runner.source.change_visibility = broken
     # The message is handled slowly enough to be extended (half of the 2 s visibility).
     emulator.send(QUEUE, event_body("victim", sleep=3) if thread == "extend" else event_body("victim"))
+    pings: list[float] = []
+    runner.notifier.watchdog = lambda: pings.append(time.monotonic()) or True  # what systemd would get
+    died: list[float] = []
+    real_died = runner._died
+    runner._died = lambda name, exc: (died.append(time.monotonic()), real_died(name, exc))
     del health.dead_threads[:]
     runner.check()
     runner.start()
@@ -246,6 +251,7 @@ def test_an_internal_thread_that_dies_fails_the_worker_loudly(emulator, tmp_path
     assert time.monotonic() - started < 30
     assert not ok and detail["status"] == "failed" and detail["dead_threads"]
     assert any(thread in r.getMessage() and r.levelname == "CRITICAL" for r in caplog.records)
+    assert pings and died and not [t for t in pings if t > died[0]]  # the watchdog was no longer fed
 
 
 def test_a_dead_letter_queue_that_refuses_for_good_leaves_the_local_record_to_settle_it(emulator, tmp_path):
