@@ -305,8 +305,10 @@ class Store:
         """Append one JSON line and fsync: after this returns the record survives a crash.
 
         Once per `message_id`: returns False (and writes nothing) when this message was
-        recorded already — its dead-letter queue send failed and it came back. A crash
-        between the write and the note can still write it twice, with the same id.
+        recorded already — its dead-letter queue send failed and it came back. The note
+        is taken between the write and the fsync (a process crash loses neither; the
+        fsync is for power loss), so only a crash in those microseconds writes it twice,
+        with the same id.
         """
         message_id = record.get("message_id")
         if message_id is not None and self._run("SELECT 1 FROM dead_letters WHERE message_id = ?",
@@ -321,14 +323,14 @@ class Store:
             fd = os.open(self.dead_letter_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
                 os.write(fd, data)
+                if message_id is not None:
+                    self._run("INSERT OR REPLACE INTO dead_letters (message_id, recorded) VALUES (?, ?)",
+                              (safe_key(str(message_id)), self.clock()))
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        except (OSError, UnicodeError) as exc:
-            raise StoreError(f"{self.dead_letter_path}: cannot write: {getattr(exc, 'strerror', exc)}") from None
-        if message_id is not None:
-            self._run("INSERT OR REPLACE INTO dead_letters (message_id, recorded) VALUES (?, ?)",
-                      (safe_key(str(message_id)), self.clock()))
+        except OSError as exc:
+            raise StoreError(f"{self.dead_letter_path}: cannot write: {exc.strerror}") from None
         return True
 
 
