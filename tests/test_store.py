@@ -226,3 +226,17 @@ def test_the_crash_journal_stays_small(tmp_path, monkeypatch):
     assert journal.path.stat().st_size < 3000
     assert crashes.running_at_death(journal.path.read_text()) == ["long-running"]
     journal.close()
+
+
+def test_a_dead_letter_record_half_written_by_a_dying_worker_is_not_written_again(tmp_path):
+    store = Store(tmp_path)
+    record = {"message_id": "m-9", "reason": "invalid", "body": "x"}
+    # The worker died after the write and before noting it done.
+    store._run("INSERT INTO dead_letters (message_id, recorded, written) VALUES ('m-9', 1, 0)")
+    (tmp_path / "dead-letter.jsonl").write_text(json.dumps(record) + "\n")
+    assert not store.record_dead_letter(record)
+    # ... or before the write: then it is written.
+    store._run("INSERT INTO dead_letters (message_id, recorded, written) VALUES ('m-10', 1, 0)")
+    assert store.record_dead_letter({**record, "message_id": "m-10"})
+    lines = (tmp_path / "dead-letter.jsonl").read_text().splitlines()
+    assert [json.loads(line)["message_id"] for line in lines] == ["m-9", "m-10"]

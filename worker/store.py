@@ -54,7 +54,8 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS settled (key TEXT PRIMARY KEY, expires REAL NOT NULL)",
     "CREATE TABLE IF NOT EXISTS attempts (key TEXT PRIMARY KEY, attempts INTEGER NOT NULL DEFAULT 0, "
     "resume TEXT, updated REAL NOT NULL, suspect INTEGER NOT NULL DEFAULT 0)",
-    "CREATE TABLE IF NOT EXISTS dead_letters (message_id TEXT PRIMARY KEY, recorded REAL NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS dead_letters (message_id TEXT PRIMARY KEY, recorded REAL NOT NULL, "
+    "written INTEGER NOT NULL DEFAULT 0)",
 )
 
 
@@ -305,33 +306,48 @@ class Store:
         """Append one JSON line and fsync: after this returns the record survives a crash.
 
         Once per `message_id`: returns False (and writes nothing) when this message was
-        recorded already — its dead-letter queue send failed and it came back. The note
-        is taken between the write and the fsync (a process crash loses neither; the
-        fsync is for power loss), so only a crash in those microseconds writes it twice,
-        with the same id.
+        recorded already — its dead-letter queue send failed and it came back. The message
+        is noted as being written before the write and as written after it; a worker that
+        died in between leaves the note half done, and the retry looks for the line at
+        the end of the file before writing it again.
         """
         message_id = record.get("message_id")
-        if message_id is not None and self._run("SELECT 1 FROM dead_letters WHERE message_id = ?",
-                                                (safe_key(str(message_id)),)):
-            return False
+        key = safe_key(str(message_id)) if message_id is not None else None
         line = json.dumps(dict(record), ensure_ascii=False, default=str) + "\n"
         try:
             data = line.encode("utf-8")
         except UnicodeEncodeError:  # a lone surrogate: escape everything, the file stays UTF-8
             data = (json.dumps(dict(record), ensure_ascii=True, default=str) + "\n").encode("ascii")
+        if key is not None:
+            rows = self._run("SELECT written FROM dead_letters WHERE message_id = ?", (key,))
+            if rows and (rows[0][0] or self._in_file_tail(str(message_id))):
+                if not rows[0][0]:
+                    self._run("UPDATE dead_letters SET written = 1 WHERE message_id = ?", (key,))
+                return False
+            self._run("INSERT OR REPLACE INTO dead_letters (message_id, recorded, written) VALUES (?, ?, 0)",
+                      (key, self.clock()))
         try:
             fd = os.open(self.dead_letter_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
                 os.write(fd, data)
-                if message_id is not None:
-                    self._run("INSERT OR REPLACE INTO dead_letters (message_id, recorded) VALUES (?, ?)",
-                              (safe_key(str(message_id)), self.clock()))
                 os.fsync(fd)
             finally:
                 os.close(fd)
         except OSError as exc:
             raise StoreError(f"{self.dead_letter_path}: cannot write: {exc.strerror}") from None
+        if key is not None:
+            self._run("UPDATE dead_letters SET written = 1 WHERE message_id = ?", (key,))
         return True
+
+    def _in_file_tail(self, message_id: str, tail: int = 1 << 20) -> bool:
+        """Whether the last `tail` bytes of dead-letter.jsonl hold this message's record."""
+        needle = ('"message_id": ' + json.dumps(message_id, ensure_ascii=False)).encode("utf-8", "replace")
+        try:
+            with open(self.dead_letter_path, "rb") as fh:
+                fh.seek(max(0, fh.seek(0, os.SEEK_END) - tail))
+                return needle in fh.read()
+        except OSError:
+            return False
 
 
 def make_private_dir(path: Path) -> None:
