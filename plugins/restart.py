@@ -274,8 +274,9 @@ class RestartBudget:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"restarts": self._restarts, "interrupted": self._interrupted}),
-                           encoding="utf-8")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)  # private
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(json.dumps({"restarts": self._restarts, "interrupted": self._interrupted}))
             os.replace(tmp, self.path)  # atomic: a crash leaves the old file or the new one
         except OSError as exc:
             self._log.warning("restart: cannot save budgets to %s (%s); keeping them in memory",

@@ -31,12 +31,11 @@ def test_settled_events_are_remembered_across_restarts_for_the_ttl(tmp_path):
     assert store._run("SELECT COUNT(*) FROM settled") == [(0,)]
 
 
-def test_attempts_count_real_attempts_and_deferrals_are_taken_back(tmp_path):
+def test_attempts_count_failures_and_deferrals_count_nothing(tmp_path):
     store = Store(tmp_path)
-    assert store.begin_attempt("ev") == 1
-    store.undo_attempt("ev")  # it deferred
-    assert store.begin_attempt("ev") == 1
-    assert store.begin_attempt("ev") == 2
+    assert store.failed("ev", {"slb": None}) == 1
+    store.deferred("ev", {"slb": 1700000000.5})  # a deferral is not an attempt
+    assert store.failed("ev", {"slb": None}) == 2
     store.close()
     assert Store(tmp_path).attempts("ev") == 2
 
@@ -44,9 +43,9 @@ def test_attempts_count_real_attempts_and_deferrals_are_taken_back(tmp_path):
 def test_resume_lists_round_trip_and_settling_forgets_them(tmp_path):
     store = Store(tmp_path)
     assert store.resume("ev") is None
-    store.begin_attempt("ev")
-    store.set_resume("ev", {"slb": 1700000000.5, "restart": None})
+    store.failed("ev", {"slb": 1700000000.5, "restart": None})
     assert store.resume("ev") == {"slb": 1700000000.5, "restart": None}
+    store.set_resume("ev", {"slb": 1700000001.5})
     assert store.attempts("ev") == 1  # setting the resume list keeps the count
     store.mark_settled("ev")
     assert store.resume("ev") is None and store.attempts("ev") == 0
@@ -62,10 +61,14 @@ def test_a_corrupt_store_is_moved_aside_with_a_warning(tmp_path, caplog):
     assert store.is_settled("ev")
 
 
-def test_dead_letters_are_appended_as_json_lines(tmp_path):
+def test_dead_letters_are_appended_as_json_lines_once_per_message(tmp_path):
     store = Store(tmp_path)
-    store.record_dead_letter({"reason": "invalid", "body": "{oops"})
-    store.record_dead_letter({"reason": "max_attempts", "body": "{}", "attempts": 5})
+    assert store.record_dead_letter({"reason": "invalid", "body": "{oops", "message_id": "m-1"})
+    store.record_dead_letter({"reason": "max_attempts", "body": "{}", "attempts": 5, "message_id": "m-2"})
+    # m-1 again (its dead-letter queue send failed, it came back): not written twice.
+    assert not store.record_dead_letter({"reason": "invalid", "body": "{oops", "message_id": "m-1"})
+    store.close()
+    assert not Store(tmp_path).record_dead_letter({"reason": "invalid", "body": "x", "message_id": "m-1"})
     rows = [json.loads(line) for line in (tmp_path / "dead-letter.jsonl").read_text().splitlines()]
     assert [r["reason"] for r in rows] == ["invalid", "max_attempts"] and rows[0]["body"] == "{oops"
 
@@ -77,45 +80,163 @@ def test_an_unusable_state_dir_is_a_clear_error(tmp_path):
         Store(blocker / "state")
 
 
-def test_a_received_batch_is_counted_in_one_go_and_survives_a_restart(tmp_path):
+def test_taking_a_batch_counts_nothing_and_reads_what_is_known(tmp_path):
     store = Store(tmp_path)
     store.mark_settled("done")
-    store.set_resume("back", {"slb": 1700000000.5})  # came back after a deferral
-    first = store.begin_attempts(["new", "done", "back", "twice", "twice"], max_attempts=3)
-    assert [a.settled for a in first] == [False, True, False, False, False]
-    assert [a.number for a in first if not a.settled] == [1, 1, 1, 2]  # a key twice counts twice
-    assert first[2].resume == {"slb": 1700000000.5} and first[0].resume is None
+    store.deferred("back", {"slb": 1700000000.5})  # came back after a deferral
+    store.failed("failing", {"slb": None})
+    store.crashed([], ["suspect"])
+    taken = store.take(["new", "done", "back", "failing", "suspect", "new"], max_attempts=3)
+    assert [a.settled for a in taken] == [False, True, False, False, False, False]
+    assert [a.made for a in taken] == [0, 0, 0, 1, 0, 0] and [a.number for a in taken] == [1, 1, 1, 2, 1, 1]
+    assert taken[2].resume == {"slb": 1700000000.5} and taken[0].resume is None
+    assert [a.suspect for a in taken] == [False, False, False, False, True, False]
     store.close()
-    store = Store(tmp_path)  # a crash: the attempts taken on still count
-    assert [store.attempts(k) for k in ("new", "back", "twice", "done")] == [1, 1, 2, 0]
+    store = Store(tmp_path)  # a crash while they ran: taking them on cost nothing
+    assert [store.attempts(k) for k in ("new", "back", "failing", "suspect")] == [0, 0, 1, 0]
 
 
-def test_a_key_with_max_attempts_made_is_given_up_without_counting_another(tmp_path):
+def test_a_crash_charges_only_the_message_that_ran_alone(tmp_path):
     store = Store(tmp_path)
-    for expected in (1, 2, 3):  # e.g. it crashed the worker three times
-        (attempt,) = store.begin_attempts(["poison"], max_attempts=3)
-        assert attempt.number == expected and not attempt.exhausted
-    (attempt,) = store.begin_attempts(["poison"], max_attempts=3)
-    assert attempt.exhausted and attempt.number == 3 and store.attempts("poison") == 3
+    store.crashed([], ["a", "b", "c"])  # died with three running: suspects, nobody charged
+    assert [store.attempts(k) for k in "abc"] == [0, 0, 0] and all(store.suspect(k) for k in "abc")
+    store.failed("a", {})  # it finished (failing): no longer a suspect
+    store.mark_settled("b")  # handled
+    assert not store.suspect("a") and not store.suspect("b")
+    for expected in (1, 2, 3):  # c alone, three times
+        store.crashed(["c"], ["c"])
+        assert store.attempts("c") == expected
+    (attempt,) = store.take(["c"], max_attempts=3)
+    assert attempt.exhausted and attempt.made == 3 and attempt.number == 3 and attempt.suspect
 
 
-def test_a_deferral_takes_its_attempt_back_and_keeps_the_plugins_to_resume(tmp_path):
+def test_a_deferral_keeps_the_plugins_to_resume_and_a_travelling_count(tmp_path):
     store = Store(tmp_path)
     for _ in range(5):  # deferring again and again never uses up attempts
-        (attempt,) = store.begin_attempts(["drain"], max_attempts=1)
-        assert attempt.number == 1 and not attempt.exhausted
+        (attempt,) = store.take(["drain"], max_attempts=1)
+        assert attempt.made == 0 and not attempt.exhausted
         store.deferred("drain", {"slb": 1700000000.5})
     assert store.attempts("drain") == 0 and store.resume("drain") == {"slb": 1700000000.5}
+    store.deferred("moved", {}, attempts=2)  # a re-sent deferral carries its count
+    assert store.attempts("moved") == 2
 
 
 def test_settling_a_batch_remembers_every_key_and_forgets_their_attempts(tmp_path):
     clock = Clock()
     store = Store(tmp_path, dedupe_ttl=60, clock=clock)
     keys = [f"ev-{i}" for i in range(20)]
-    store.begin_attempts(keys, max_attempts=5)
+    for k in keys:
+        store.failed(k, {})
     store.mark_settled_many(keys)
     assert store.settled_among([*keys, "other"]) == set(keys)
     assert all(store.attempts(k) == 0 for k in keys)
-    assert all(a.settled for a in store.begin_attempts(keys, max_attempts=5))
+    assert all(a.settled for a in store.take(keys, max_attempts=5))
     clock.now += 61
     assert store.settled_among(keys) == set()
+
+
+def test_keys_no_sqlite_bind_can_take_are_stored_all_the_same(tmp_path):
+    store = Store(tmp_path)
+    hostile = ["\ud800", "a\x00b", "x" * 100_000, "\udfff|Instance:StateChange|"]
+    store.mark_settled_many(hostile[:2])
+    store.failed(hostile[2], {})
+    assert store.settled_among(hostile) == set(hostile[:2])
+    taken = store.take(hostile, max_attempts=5)
+    assert [a.settled for a in taken] == [True, True, False, False] and taken[2].made == 1
+    assert store.is_settled("\ud800") and not store.is_settled("\udfff")
+
+
+def test_a_version_1_database_is_migrated_in_place(tmp_path):
+    import sqlite3
+
+    old = sqlite3.connect(tmp_path / DB_NAME)
+    old.executescript("""
+        CREATE TABLE settled (key TEXT PRIMARY KEY, expires REAL NOT NULL);
+        CREATE TABLE attempts (key TEXT PRIMARY KEY, attempts INTEGER NOT NULL DEFAULT 0,
+                               resume TEXT, updated REAL NOT NULL);
+        INSERT INTO settled VALUES ('bare-id', 9e12);
+        INSERT INTO attempts VALUES ('old', 2, NULL, 9e12);
+    """)
+    old.close()
+    store = Store(tmp_path)
+    assert store.is_settled("bare-id")  # old rows stay and expire in their time
+    assert store.attempts("old") == 2 and not store.suspect("old")
+    store.crashed(["old"], ["old"])
+    assert store.attempts("old") == 3 and store.suspect("old")
+    assert store._run("PRAGMA user_version") == [(2,)]
+
+
+def test_files_are_private_without_systemd(tmp_path):
+    import os
+    import stat
+
+    from ecs_worker.plugins.restart import RestartBudget
+
+    old = os.umask(0o022)
+    try:
+        store = Store(tmp_path / "state")
+        store.record_dead_letter({"message_id": "m", "body": "x"})
+        store.failed("k", {})
+        budget = RestartBudget(tmp_path / "state" / "restart-budget.json", 10, 5, logging.getLogger("t"))
+        budget.note_interruption("i-1")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "state" / "restart-budget.json").exists()
+    assert stat.S_IMODE((tmp_path / "state").stat().st_mode) == 0o700
+    for f in (tmp_path / "state").iterdir():
+        assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
+
+
+def test_the_crash_journal_names_what_ran_when_its_worker_died(tmp_path):
+    from ecs_worker import crashes
+
+    calls = []
+    live = crashes.Journal(tmp_path)
+    assert crashes.recover(tmp_path, lambda *a: calls.append(a), own=live) == 0
+    dead = crashes.Journal(tmp_path)
+    for key in ("a", "b", "c|x\n\ud800"):
+        dead.started(key)
+    dead.ended("a")
+    # A worker that dies keeps nothing locked: stand in for that by releasing the lock.
+    import fcntl
+    import os
+    fcntl.flock(dead._fd, fcntl.LOCK_UN)
+    assert crashes.recover(tmp_path, lambda *a: calls.append(a), own=live) == 1
+    assert calls == [([], ["b", "c|x\n\ud800"])]  # suspects, and nobody ran alone
+    assert not dead.path.exists() and live.path.exists()
+    os.close(dead._fd)
+    alone = crashes.Journal(tmp_path)
+    alone.started("poison")
+    fcntl.flock(alone._fd, fcntl.LOCK_UN)
+    crashes.recover(tmp_path, lambda *a: calls.append(a), own=live)
+    assert calls[-1] == (["poison"], ["poison"])  # alone with the crash: charged
+    live.close()
+    assert not live.path.exists()
+
+
+def test_the_crash_journal_stays_small(tmp_path, monkeypatch):
+    from ecs_worker import crashes
+
+    monkeypatch.setattr(crashes, "COMPACT_BYTES", 2000)
+    journal = crashes.Journal(tmp_path)
+    journal.started("long-running")
+    for i in range(500):
+        journal.started(f"k{i}")
+        journal.ended(f"k{i}")
+    assert journal.path.stat().st_size < 3000
+    assert crashes.running_at_death(journal.path.read_text()) == ["long-running"]
+    journal.close()
+
+
+def test_a_dead_letter_record_half_written_by_a_dying_worker_is_not_written_again(tmp_path):
+    store = Store(tmp_path)
+    record = {"message_id": "m-9", "reason": "invalid", "body": "x"}
+    # The worker died after the write and before noting it done.
+    store._run("INSERT INTO dead_letters (message_id, recorded, written) VALUES ('m-9', 1, 0)")
+    (tmp_path / "dead-letter.jsonl").write_text(json.dumps(record) + "\n")
+    assert not store.record_dead_letter(record)
+    # ... or before the write: then it is written.
+    store._run("INSERT INTO dead_letters (message_id, recorded, written) VALUES ('m-10', 1, 0)")
+    assert store.record_dead_letter({**record, "message_id": "m-10"})
+    lines = (tmp_path / "dead-letter.jsonl").read_text().splitlines()
+    assert [json.loads(line)["message_id"] for line in lines] == ["m-9", "m-10"]

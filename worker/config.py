@@ -89,7 +89,7 @@ class CredentialsConfig:
 class WorkerConfig:
     concurrency: int = setting(8, min=1, max=256)
     max_attempts: int = setting(5, min=1, max=100)
-    max_pending: int = setting(2000, min=1, max=100000,
+    max_pending: int = setting(1000, min=1, max=100000,
                                doc="messages held while plugins finish asynchronous work")
     state_dir: str = setting("/var/lib/ecs-worker")
     shutdown_timeout: float = setting(30.0, min=0, max=3600)
@@ -99,6 +99,9 @@ class WorkerConfig:
                                         doc="first backoff after a failed attempt; doubles per attempt")
     retry_max_seconds: float = setting(900.0, min=1, max=43200, doc="longest backoff after a failure")
     archive: str = setting("", doc="append every received body to this JSON Lines file")
+    resend_deferrals_after: float = setting(600.0, min=60, max=43200,
+                                            doc="a longer deferral re-sends the message with a "
+                                                "delay instead of holding it")
 
 
 @dataclass(frozen=True)

@@ -9,15 +9,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from .actions import Action, ActionGateway
+from .deferred import RESUME_STATE
 
 if TYPE_CHECKING:
     from .config import Config
     from .events import Event
 
-MAX_DEFER_SECONDS = 43200  # the MNS visibility timeout maximum: the longest a message can hide
-# Within a resume mapping ({plugin: deferred_since}), the key holding each plugin's saved
-# state ({plugin: state}); it travels wherever the resume mapping does (store, re-sent message).
-RESUME_STATE = "~state"
+# 30 days. Up to `[worker] resend_deferrals_after` the message is hidden; longer, it is
+# re-sent with DelaySeconds in hops of at most 7 days (deferred.py).
+MAX_DEFER_SECONDS = 30 * 86400
 MAX_STATE_BYTES = 8192  # a message is at most 64 KiB, and the original body rides along
 
 
@@ -113,7 +113,7 @@ class Context:
         return LoadBalancers(self.cloud, kinds, job_timeout)
 
     def defer(self, seconds: float, reason: str = "", state: Any = None) -> None:
-        """Ask for this event again in `seconds` (1 .. 43200); not a failure.
+        """Ask for this event again in `seconds` (at most 30 days); not a failure.
 
         `state`, when given, is saved (see `save_state`) and is `ctx.resume_state` on return."""
         if not isinstance(seconds, (int, float)) or math.isnan(seconds) or seconds < 0:

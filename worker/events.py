@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
+from .deferred import unwrap
+
 MAX_BODY_BYTES = 64 * 1024  # the MNS message size limit
 MAX_DEPTH = 64  # objects and arrays nested deeper than this are refused
 MAX_FIELD_CHARS = 512  # ids, names, states, ARNs: far longer than any real one
@@ -75,6 +77,9 @@ def parse_event(body: bytes | str) -> Event:
     what is wrong; nothing else escapes (a body is hostile until parsed).
     """
     try:
+        inner = unwrap(body)  # a long deferral re-sent (deferred.py): the original body inside
+        if inner is not None:
+            body = inner.body
         doc = _decode(body)
         if "specversion" in doc or "type" in doc and "name" not in doc:
             return _from_eventbridge(doc)

@@ -18,14 +18,16 @@ class Handlers:
     work while more is waiting and nobody else is free wakes another first.
     """
 
-    def __init__(self, count: int, handle: Callable[[Any], None]) -> None:
+    def __init__(self, count: int, handle: Callable[[Any], None],
+                 on_death: Callable[[str, BaseException], None] | None = None) -> None:
         self._handle = handle
+        self._on_death = on_death
         self._lock = threading.Lock()
         self._work: deque[Any] = deque()
         self._asleep: list[threading.Lock] = []  # one held lock per sleeping thread
         self._free = 0  # awake and about to look for work
         self._closed = False
-        self._threads = [threading.Thread(target=self._run, name=f"handler-{i}", daemon=True)
+        self._threads = [threading.Thread(target=self._guarded, name=f"handler-{i}", daemon=True)
                          for i in range(count)]
 
     def start(self) -> None:
@@ -47,10 +49,22 @@ class Handlers:
             while self._asleep:
                 self._wake()
 
+    def alive(self) -> bool:
+        """Every thread is running (or the pool was shut down)."""
+        return self._closed or all(t.is_alive() for t in self._threads if t.ident is not None)
+
     def _wake(self) -> None:  # with self._lock held
         if self._asleep:
             self._free += 1
             self._asleep.pop().release()
+
+    def _guarded(self) -> None:
+        try:
+            self._run()
+        except BaseException as exc:  # noqa: B902 - a bug in the loop itself: tell the owner
+            if self._on_death is None:
+                raise
+            self._on_death(threading.current_thread().name, exc)
 
     def _run(self) -> None:
         gate = threading.Lock()
@@ -70,7 +84,7 @@ class Handlers:
                 continue
             try:
                 self._handle(held)
-            except BaseException:  # e.g. a plugin's SystemExit: the handler must live on
-                log.exception("handler failed on %r", held)
+            except BaseException:  # noqa: B902 - e.g. a plugin's SystemExit: the handler must live on
+                log.exception("handler failed on %r", held)  # Held's repr never prints the body
             with self._lock:
                 self._free += 1

@@ -2,7 +2,8 @@
 
 `/healthz` reflects the consume loop, not the process: 200 while receive calls keep
 completing, 503 once none has completed for longer than twice the long-poll wait plus
-5 s — a wedged loop, a dead network or lost credentials all show up there.
+5 s — a wedged loop, a dead network or lost credentials all show up there — and 503 at
+once when an internal thread of the worker died (`thread_died`).
 """
 from __future__ import annotations
 
@@ -15,6 +16,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import metrics
 
+dead_threads: list[str] = []  # internal threads that died: the worker is failing
+
+
+def thread_died(name: str) -> None:
+    if name not in dead_threads:
+        dead_threads.append(name)
+
 
 class Health:
     def __init__(self, wait_seconds: float) -> None:
@@ -24,9 +32,13 @@ class Health:
     def check(self) -> tuple[bool, dict]:
         last = metrics.last_poll_completed
         since = time.monotonic() - (last or self.started)  # before the first poll: since start-up
-        ok = since <= self.limit
-        return ok, {"status": "ok" if ok else "stalled", "seconds_since_poll": round(since, 1),
-                    "limit_seconds": self.limit, "polled": bool(last)}
+        ok = since <= self.limit and not dead_threads
+        status = "failed" if dead_threads else "ok" if ok else "stalled"
+        detail = {"status": status, "seconds_since_poll": round(since, 1),
+                  "limit_seconds": self.limit, "polled": bool(last)}
+        if dead_threads:
+            detail["dead_threads"] = list(dead_threads)
+        return ok, detail
 
 
 def parse_listen(listen: str) -> tuple[str, int]:

@@ -39,6 +39,9 @@ HANDLER_SECONDS = Histogram("ecs_worker_handler_seconds", "Time from dispatch to
 EVENT_LAG = Histogram("ecs_worker_event_lag_seconds", "Time from enqueue to outcome",
                       registry=REGISTRY,
                       buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600))
+DEAD_LETTER_QUEUE_FAILURES = Counter(
+    "ecs_worker_dead_letter_queue_failures", "Dead letters the dead-letter queue refused for good "
+    "(kept in dead-letter.jsonl alone)", registry=REGISTRY)
 RECEIVE_ERRORS = Counter("ecs_worker_receive_errors", "Failed MNS receive calls", registry=REGISTRY)
 LAST_POLL = Gauge("ecs_worker_last_poll_timestamp_seconds",
                   "Unix time the last receive call completed", registry=REGISTRY)

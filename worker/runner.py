@@ -14,6 +14,13 @@ The main thread only waits for signals. First SIGTERM/SIGINT: stop receiving, re
 messages not yet started (visibility 1 s), let the rest finish within `shutdown_timeout`,
 settle, exit 0. A second signal exits at once; unsettled messages reappear after their
 visibility timeout, so nothing is lost either way.
+
+Whatever goes wrong between receive and settle is one message's failure, never its
+batch's: each message is parsed, keyed and looked up on its own terms. Any internal
+thread that dies (receive, extend, settle, a handler, the dispatcher's deadlines) stops
+the worker loudly: logged, `/healthz` 503, no more watchdog pings, exit 1 — the service
+manager restarts it. Crash isolation (`crashes.py`): a journal of running messages finds
+the one that kills the process. See docs/reliability.md.
 """
 from __future__ import annotations
 
@@ -26,22 +33,26 @@ import threading
 import time
 from concurrent.futures import Future
 
-from . import metrics
+from . import health, metrics
 from .actions import _one_line
 from .config import Config, ConfigError, check_runnable
+from .crashes import Gate, Journal, recover
+from .deferred import unwrap
 from .dispatch import FAILED, Dispatcher, PluginStartupError, Result, invalid
 from .events import InvalidEvent, parse_event
 from .handlers import Handlers
+from .keys import event_key, message_key
 from .notify import Notifier, watchdog_interval
-from .settle import DUPLICATE, EXHAUSTED, RELEASE, RESULT, Held, Settler, error_backoff
+from .settle import DUPLICATE, EXHAUSTED, RELEASE, RESULT, WAIT, Held, Settler, error_backoff
 from .sources.mns import SOCKET_SLACK, MnsError, MnsQueue, Message
-from .store import Store, StoreError
+from .store import Attempt, Store, StoreError
 
 log = logging.getLogger("ecs_worker.runner")
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 EXTEND_EVERY = 0.5  # seconds between visibility-extender sweeps
 STATUS_EVERY = 1.0
+RECOVER_EVERY = 30.0  # seconds between looks for the journals of dead workers sharing state_dir
 
 
 class Runner:
@@ -59,7 +70,7 @@ class Runner:
         self.queue_visibility = config.mns.visibility_timeout  # replaced by the queue's own at start
         self.signals = 0
         self.last_signal = signal.SIGTERM
-        self._pool = Handlers(w.concurrency, self._handle)
+        self._pool = Handlers(w.concurrency, self._handle, on_death=self._died)
         self._room = threading.Condition()
         self._busy = 0  # handler tasks whose synchronous part has not finished
         self._held: dict[str, Held] = {}
@@ -68,23 +79,71 @@ class Runner:
         self.settler = Settler(config, source, store, dispatcher, self._finish, dead_letters)
         self.counts = self.settler.counts
         self._threads: list[threading.Thread] = []
+        self._gate = Gate()  # crash suspects run alone
+        self._journal: Journal | None = None
+        self.fatal: str | None = None  # the internal thread that died, if one did
 
     # == life cycle ================================================================
     def check(self) -> None:
         """Prove the queues exist and the keys work: permanent errors raise `MnsError`,
         transient ones are retried (a signal meanwhile raises a non-permanent one)."""
         self.queue_visibility = self._until_ok(self.source.visibility_timeout)
+        self.settler.source_max_size = self._until_ok(self.source.maximum_message_size)
         if self.dead_letters is not None:
-            self._until_ok(self.dead_letters.visibility_timeout)
+            self.settler.dead_letter_max_size = self._until_ok(self.dead_letters.maximum_message_size)
 
     def start(self) -> None:
-        """Start the receive, extend and settle loops and the handlers."""
+        """Recover the journals of dead workers, then start the receive, extend and
+        settle loops and the handlers."""
+        state_dir = self.config.worker.state_dir
+        self._journal = Journal(state_dir)
+        self._recover()
         self._pool.start()
         for name, target in (("receive", self._receive_loop), ("extend", self._extend_loop),
                              ("settle", self.settler.loop)):
-            t = threading.Thread(target=target, name=name, daemon=True)
+            t = threading.Thread(target=self._guarded(name, target), name=name, daemon=True)
             t.start()
             self._threads.append(t)
+
+    def _guarded(self, name: str, target):
+        def run() -> None:
+            try:
+                target()
+            except BaseException as exc:  # noqa: B902 - a dead loop must never be silent
+                self._died(name, exc)
+        return run
+
+    def _died(self, name: str, exc: BaseException) -> None:
+        """An internal thread died: fail loudly so that the service manager restarts us."""
+        if self.fatal is None:
+            self.fatal = name
+        health.thread_died(name)
+        log.critical("internal thread %r died (%s); stopping with exit code 1 so that the service "
+                     "manager restarts the worker", name, _one_line(exc), exc_info=exc)
+        self._stopping.set()
+        with self._room:
+            self._room.notify_all()
+
+    def _dead_thread(self) -> str | None:
+        """The name of an internal thread that is no longer running although it should."""
+        if self.fatal:
+            return self.fatal
+        for t in self._threads:
+            if not t.is_alive() and not (t.name == "receive" and self._stopping.is_set()):
+                return t.name
+        if not self._pool.alive():
+            return "handler"
+        deadlines = getattr(getattr(self.dispatcher, "_deadlines", None), "_thread", None)
+        if isinstance(deadlines, threading.Thread) and not deadlines.is_alive():
+            return "deadlines"
+        return None
+
+    def _recover(self) -> None:
+        """Suspects and charges from the journals of workers that died (`crashes.py`)."""
+        try:
+            recover(self.config.worker.state_dir, self.store.crashed, own=self._journal)
+        except (OSError, StoreError) as exc:
+            log.error("crash journals in %s: %s", self.config.worker.state_dir, exc)
 
     def request_stop(self) -> None:
         if not self._stopping.is_set():
@@ -121,6 +180,8 @@ class Runner:
         for t in self._threads[1:]:
             t.join(timeout=10)
         self._pool.shutdown()
+        if self._journal is not None:
+            self._journal.close()
         left = len(self._held)
         if left:
             log.warning("%d message(s) still in flight at shutdown: MNS will redeliver them after "
@@ -129,10 +190,11 @@ class Runner:
 
     def serve(self) -> int:
         """After `start`: run until a signal; the main thread only watches the signal flag."""
-        receiver = self._threads[0]
         while not self.signals:
-            if not receiver.is_alive():
-                log.error("the receive loop died; stopping so that the service manager restarts us")
+            dead = self._dead_thread()
+            if dead:
+                health.thread_died(dead)
+                log.error("the %s thread died; stopping so that the service manager restarts us", dead)
                 self.request_stop()
                 self.drain(self.config.worker.shutdown_timeout)
                 return EXIT_FAILURE
@@ -190,7 +252,7 @@ class Runner:
         ping_every = min(watchdog_interval() or 1.0, 1.0)
         while not self._stopping.is_set():
             now = time.monotonic()
-            if now >= next_ping:
+            if now >= next_ping and self.fatal is None:  # a dead thread: let the watchdog bite
                 self.notifier.watchdog()
                 next_ping = now + ping_every
             if now >= next_status and ready:
@@ -218,10 +280,7 @@ class Runner:
                 log.info("receiving from queue %r (concurrency %d)", self.source.name, self.concurrency)
                 self.notifier.ready(self.status_line())
             if messages:
-                try:
-                    self._take(messages)
-                except Exception:  # a bug: the messages reappear after their timeout
-                    log.exception("taking %d message(s) on failed", len(messages))
+                self._take(messages)
 
     def _wait_for_room(self, timeout: float) -> int:
         """Block (up to `timeout`) until a handler is free and fewer than max_pending are held."""
@@ -243,8 +302,10 @@ class Runner:
             self._room.notify_all()
 
     def _take(self, messages: list[Message]) -> None:
-        """Hold a received batch, count its attempts in one store transaction, and hand
-        each message to a handler (or straight to the settler when nothing is to run)."""
+        """Hold a received batch, look its keys up in one store read, and hand each
+        message to a handler (or straight to the settler when nothing is to run).
+
+        Whatever raises here is the failure of the one message it concerns."""
         fresh = self._accept(messages)
         if not fresh:
             return
@@ -288,63 +349,137 @@ class Runner:
         return fresh
 
     def _begin(self, batch: list[Held]) -> list[tuple[Held, str, Result | None]]:
-        """Parse each message and decide what happens to it: (held, kind, result), where
-        (RESULT, None) means "dispatch it". One store transaction for the whole batch,
-        which counts the attempts before any of them starts."""
+        """Parse and key each message, look the batch up in one store read, and decide
+        what happens to each: (held, kind, result), where (RESULT, None) means "run it".
+        Nothing is counted yet: an attempt counts when it fails (or crashes alone)."""
         decided: list[tuple[Held, str, Result | None]] = []
-        valid: list[Held] = []
-        unreadable: list[tuple[Held, str]] = []
+        looked: list[tuple[Held, str | None]] = []  # (held, error if unreadable)
         for held in batch:
-            held.key = f"mns:{held.message.id}"
             try:
-                held.event = parse_event(held.message.body)
-            except InvalidEvent as exc:
-                unreadable.append((held, str(exc)))
-                continue
-            held.key = held.event.id or held.key
-            valid.append(held)
-        if unreadable:
-            try:  # dead-lettered already, only the delete was lost: just delete it
-                settled = self.store.settled_among([h.key for h, _ in unreadable])
-            except StoreError as exc:
-                log.error("%s", exc)
-                settled = set()
-            decided += [(h, DUPLICATE, None) if h.key in settled else (h, RESULT, invalid(error))
-                        for h, error in unreadable]
-        try:
-            attempts = self.store.begin_attempts([h.key for h in valid], self.max_attempts)
-        except StoreError as exc:  # degrade: MNS's count stands in for ours
-            log.error("%s; counting attempts by DequeueCount", exc)
-            for held in valid:
-                held.attempt = held.message.dequeue_count
-                decided.append((held, RESULT, None))
-            return decided
-        for held, attempt in zip(valid, attempts):
-            held.attempt, held.resume = attempt.number, attempt.resume
-            if attempt.settled:
-                decided.append((held, DUPLICATE, None))
-            elif attempt.exhausted:  # e.g. it crashed the worker every time
-                decided.append((held, EXHAUSTED, None))
-            else:
-                held.counted = True
-                decided.append((held, RESULT, None))
+                looked.append((held, self._read(held)))
+            except BaseException as exc:  # noqa: B902 - a bug here fails this message only
+                decided.append(self._broken(held, "reading it", exc))
+        attempts = self._look_up([h for h, _ in looked])
+        now = time.time()
+        for (held, error), attempt in zip(looked, attempts):
+            try:
+                decided.append(self._decide(held, error, attempt, now))
+            except BaseException as exc:  # noqa: B902
+                decided.append(self._broken(held, "deciding on it", exc))
         return decided
+
+    def _read(self, held: Held) -> str | None:
+        """Parse and key one message; returns why it is not an event, or None."""
+        message = held.message
+        held.key = message_key(message.id)
+        body = message.body
+        wrapped = unwrap(body)
+        if wrapped is not None:  # a long deferral, re-sent (deferred.py): its own key travels
+            held.wrapped, held.key, body = wrapped, wrapped.key, wrapped.body
+        try:
+            held.event = parse_event(body)
+        except InvalidEvent as exc:
+            return str(exc)
+        except BaseException as exc:  # noqa: B902 - the parser choked on this body: it is poison
+            return f"body cannot be parsed: {_one_line(exc)}"
+        if wrapped is None:
+            held.key = event_key(held.event)
+        return None
+
+    def _look_up(self, batch: list[Held]) -> list[Attempt | None]:
+        """One store read for the batch; if that fails, one per message (None: unknown)."""
+        if not batch:
+            return []
+        keys = [h.key for h in batch]
+        try:
+            return list(self.store.take(keys, self.max_attempts))
+        except BaseException as exc:  # noqa: B902
+            log.error("state store: %s; looking the %d message(s) up one by one", _one_line(exc), len(keys))
+        out: list[Attempt | None] = []
+        for key in keys:
+            try:
+                out.extend(self.store.take([key], self.max_attempts))
+            except BaseException:  # noqa: B902 - degrade: MNS's DequeueCount stands in for ours
+                out.append(None)
+        return out
+
+    def _decide(self, held: Held, error: str | None, attempt: Attempt | None,
+                now: float) -> tuple[Held, str, Result | None]:
+        if attempt is not None and attempt.settled:  # a redelivered copy (a lost delete)
+            return held, DUPLICATE, None
+        if error is not None:
+            return held, RESULT, invalid(error)
+        wrapped = held.wrapped
+        if attempt is None:
+            log.error("message %s: state store unavailable; counting attempts by DequeueCount",
+                      held.message.id)
+            made, exhausted = held.message.dequeue_count - 1, held.message.dequeue_count > self.max_attempts
+            held.resume, held.suspect = wrapped.resume if wrapped else None, False
+        else:
+            made, exhausted = attempt.made, attempt.exhausted
+            held.resume, held.suspect = attempt.resume, attempt.suspect
+        if wrapped is not None:  # what travelled with it counts as much as what we know
+            made = max(made, wrapped.attempts)
+            exhausted = exhausted or made >= self.max_attempts
+            held.resume = wrapped.resume
+        held.attempt = made if exhausted else made + 1
+        if exhausted:  # e.g. it crashed the worker every time
+            return held, EXHAUSTED, None
+        if wrapped is not None and wrapped.until - now > 1:  # re-sent early (a wait over 7 days)
+            return held, WAIT, None
+        return held, RESULT, None
+
+    def _broken(self, held: Held, doing: str, exc: BaseException) -> tuple[Held, str, Result | None]:
+        """A bug met while taking one message on: that message fails (and, failing every
+        time, is dead-lettered after `max_attempts` by its DequeueCount)."""
+        log.error("message %s: %s failed: %s", held.message.id, doing, _one_line(exc),
+                  exc_info=exc if log.isEnabledFor(logging.DEBUG) else None)
+        held.attempt = max(held.attempt, held.message.dequeue_count)
+        return held, RESULT, Result(FAILED, held.event, error=f"{doing} failed: {_one_line(exc)}")
 
     # == handle ====================================================================
     def _handle(self, held: Held) -> None:
+        entered = attached = False
         try:
-            if self._stopping.is_set():  # received but not started: let another worker have it
-                self.settler.put(held, RELEASE)
+            if self._stopping.is_set() or not self._gate.enter(held.suspect, self._stopping):
+                self.settler.put(held, RELEASE)  # received but not started: another worker's
                 return
+            entered = True
+            assert self._journal is not None
+            self._journal.started(held.key)
             future = self.dispatcher.start(held.event, held.resume)
-            future.add_done_callback(lambda f: self.settler.put(held, RESULT, _result(f, held)))
-        except Exception as exc:  # a bug here must not leak the message or the slot
-            log.exception("handling message %s failed", held.message.id)
-            self.settler.put(held, RESULT, Result(FAILED, held.event, error=_one_line(exc)))
+            attached = True
+            future.add_done_callback(lambda f: self._done(held, f))
+        except BaseException as exc:  # noqa: B902 - a bug here must not leak the message or the slot
+            log.error("handling message %s failed: %s", held.message.id, _one_line(exc), exc_info=exc)
+            if entered and not attached:
+                self._ended(held)
+            if not attached:
+                self.settler.put(held, RESULT, Result(FAILED, held.event, error=_one_line(exc)))
         finally:
             with self._room:
                 self._busy -= 1
                 self._room_opened()
+
+    def _done(self, held: Held, future: Future) -> None:
+        """The outcome is in (on whichever thread resolved it): never raise from here."""
+        try:
+            result = _result(future, held)
+        except BaseException as exc:  # noqa: B902
+            result = Result(FAILED, held.event, error=_one_line(exc))
+        try:
+            self._ended(held)
+        finally:
+            self.settler.put(held, RESULT, result)
+
+    def _ended(self, held: Held) -> None:
+        try:
+            if self._journal is not None:
+                self._journal.ended(held.key)
+        except BaseException as exc:  # noqa: B902 - e.g. a full disk: the message still settles
+            log.error("crash journal: %s", _one_line(exc))
+        finally:
+            self._gate.leave(held.suspect)
 
     def _archive(self, batch: list[Held]) -> None:
         path = self.config.worker.archive
@@ -352,16 +487,23 @@ class Runner:
             return
         text = "".join(h.message.body.decode("utf-8", "replace").strip().replace("\r", "")
                        .replace("\n", " ") + "\n" for h in batch)
-        try:
-            with open(path, "a", encoding="utf-8") as fh:  # only the receive thread writes
-                fh.write(text)
+        try:  # only the receive thread writes; 0600 like every file in state_dir
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, text.encode("utf-8", "replace"))
+            finally:
+                os.close(fd)
         except OSError as exc:
             log.error("archive %s: %s", path, exc.strerror)
 
     # == extend ====================================================================
     def _extend_loop(self) -> None:
+        next_recover = time.monotonic() + RECOVER_EVERY
         while not self._closing.wait(EXTEND_EVERY):
             now = time.monotonic()
+            if now >= next_recover:  # a sibling worker on this host may have died
+                self._recover()
+                next_recover = now + RECOVER_EVERY
             with self._room:
                 due = [h for h in self._held.values() if h.extend_at <= now]
             for held in due:
@@ -369,8 +511,8 @@ class Runner:
                     return
                 try:
                     self._extend(held)
-                except Exception:  # a bug must not end extending for every message
-                    log.exception("extending message %s failed", held.message.id)
+                except Exception as exc:  # a bug must not end extending for every message
+                    log.error("extending message %s failed: %s", held.message.id, _one_line(exc))
 
     def _extend(self, held: Held) -> None:
         with held.lock:

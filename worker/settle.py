@@ -1,13 +1,19 @@
 """Settling: turning each outcome into what happens to its MNS message.
 
 handled / ignored -> remembered as settled, deleted (in batches of up to 16);
-deferred          -> hidden for the requested delay; not an attempt;
-failed            -> hidden for a backoff growing with the attempts, or past
-                     `max_attempts` dead-lettered;
+deferred          -> hidden for the requested delay; not an attempt. Longer than
+                     `resend_deferrals_after`: re-sent with DelaySeconds, original deleted
+                     (`deferred.py`), so no worker holds it;
+failed            -> an attempt counted; hidden for a backoff growing with the attempts,
+                     or past `max_attempts` dead-lettered;
 invalid           -> dead-lettered at once.
-Dead-lettering writes `state_dir/dead-letter.jsonl` (and the dead-letter queue, when
-configured) before the delete; if either fails the message stays and comes back.
-Every outcome reaches the `on_settled` observers.
+Dead-lettering writes `state_dir/dead-letter.jsonl` once per message, then sends to the
+dead-letter queue (when configured) a body that fits its maximum message size, then
+deletes. A transient failure keeps the message (it comes back); a permanent refusal by
+the dead-letter queue (AccessDenied, no such queue, refused body) leaves the local
+record alone to settle it, logged as an error and counted.
+Every outcome reaches the `on_settled` observers; nothing they raise (`SystemExit`
+included) stops this thread.
 """
 from __future__ import annotations
 
@@ -23,10 +29,12 @@ from typing import Any, Callable
 
 from . import metrics
 from .config import Config
-from .context import MAX_DEFER_SECONDS
+from .actions import _one_line
+from .deferred import RESUME_STATE, Deferred, wrap
 from .dispatch import DEFERRED, FAILED, HANDLED, IGNORED, INVALID, Dispatcher, Result
 from .events import Event
-from .sources.mns import MAX_BATCH, MnsError, MnsQueue, Message, dead_letter_body
+from .sources.mns import (MAX_BATCH, MAX_MESSAGE_BYTES, MnsError, MnsQueue, Message, dead_letter_body,
+                          refused_for_good)
 from .store import Store, StoreError
 
 log = logging.getLogger("ecs_worker.settle")
@@ -34,7 +42,10 @@ log = logging.getLogger("ecs_worker.settle")
 DELETE_LINGER = 0.02  # seconds a partial delete batch waits for company
 SETTLE_TICK = 0.002  # seconds between looks for more outcomes while a delete batch fills
 RESULT, DUPLICATE, RELEASE, EXHAUSTED = "result", "duplicate", "release", "exhausted"
+WAIT = "wait"  # a re-sent deferral that arrived before it is due: wait on, run nothing
 ERROR_BACKOFF = (0.5, 30.0)  # MNS faults: first and longest pause, jittered
+MAX_VISIBILITY = 43200  # ChangeMessageVisibility's maximum: the longest a message can hide
+REPR_KEY_CHARS = 120  # Held's repr (log lines) shows at most this much of a key
 
 
 @dataclass(eq=False)
@@ -48,16 +59,21 @@ class Held:
     lock: threading.Lock = field(default_factory=threading.Lock)
     closing: bool = False  # being settled: the extender must not touch it any more
     event: Event | None = None
-    key: str = ""  # the store key: the event id, else the message id
-    attempt: int = 0
-    counted: bool = False  # its attempt is in the store: a release takes it back
+    key: str = ""  # the message key (keys.py)
+    attempt: int = 0  # this attempt's number, should it fail
     resume: dict[str, float | None] | None = None
+    suspect: bool = False  # running when a worker died: runs alone (crashes.py)
+    wrapped: Deferred | None = None  # a long deferral, re-sent with its key (deferred.py)
+
+    def __repr__(self) -> str:  # log lines: never the body, a bounded key
+        key = self.key if len(self.key) <= REPR_KEY_CHARS else self.key[:REPR_KEY_CHARS] + "..."
+        return f"Held(message_id={self.message.id!r}, key={key!r}, attempt={self.attempt})"
 
 
 def retry_backoff(attempt: int, base: float, cap: float, rng: random.Random = random) -> int:
     """Seconds before a failed event returns: doubling per attempt, capped, half jittered."""
     delay = min(cap, base * 2 ** max(attempt - 1, 0))
-    return max(1, min(MAX_DEFER_SECONDS, round(delay / 2 + rng.uniform(0, delay / 2))))
+    return max(1, min(MAX_VISIBILITY, round(delay / 2 + rng.uniform(0, delay / 2))))
 
 
 def error_backoff(failures: int, rng: random.Random = random) -> float:
@@ -76,6 +92,9 @@ class Settler:
         self.dispatcher = dispatcher
         self.dead_letters = dead_letters
         self.max_attempts = config.worker.max_attempts
+        self.resend_after = getattr(config.worker, "resend_deferrals_after", 600.0)
+        self.source_max_size = MAX_MESSAGE_BYTES  # the runner reads both queues' own at start
+        self.dead_letter_max_size = MAX_MESSAGE_BYTES
         self._finish = finish
         self.counts = {"handled": 0, "failed": 0, "deferred": 0, "invalid": 0, "ignored": 0,
                        "duplicate": 0, "dead-lettered": 0}
@@ -114,8 +133,9 @@ class Settler:
             pending = len(deletes)
             try:
                 self._settle(*item, deletes=deletes)
-            except Exception:  # never let one message stop settling for all
-                log.exception("settling message %s failed", item[0].message.id)
+            except BaseException as exc:  # noqa: B902 - one message never stops settling for all
+                log.error("settling message %s failed: %s; it comes back after its visibility timeout",
+                          item[0].message.id, _one_line(exc), exc_info=exc)
                 self._finish(item[0])
             if not pending and deletes:  # a partial batch waits at most DELETE_LINGER
                 flush_at = time.monotonic() + DELETE_LINGER
@@ -128,8 +148,6 @@ class Settler:
             handle = held.handle
         event = held.event
         if kind == RELEASE:  # never started: not an attempt
-            if held.counted:
-                self._store(self.store.undo_attempt, held.key)
             self._set_visibility(held, handle, 1)  # MNS accepts 1..43200: 0 is refused
             return
         if kind == DUPLICATE:
@@ -138,9 +156,13 @@ class Settler:
             self._count(event, "duplicate")
             deletes.append((held, handle))
             return
+        if kind == WAIT:  # a re-sent deferral, early: wait on without running anything
+            assert held.wrapped is not None
+            self._wait(held, handle, held.wrapped.remaining(), held.wrapped.resume, deletes)
+            return
         if kind == EXHAUSTED:
-            result = Result(FAILED, event, error=f"gave up after {held.attempt} attempts "
-                                                 "(the worker did not finish them)")
+            result = Result(FAILED, event, error=f"gave up after {held.attempt} attempts" + (
+                " (the worker did not finish them: it died while this one ran alone)" if held.suspect else ""))
         assert result is not None
         outcome = result.outcome
         self._count(event, outcome)
@@ -151,18 +173,67 @@ class Settler:
         elif outcome == INVALID:
             self._dead_letter(held, handle, "invalid", result.error, deletes)
         elif outcome == DEFERRED:
-            self._store(self.store.deferred, held.key, self._resume_after(held, result))
-            seconds = max(1, min(MAX_DEFER_SECONDS, math.ceil(result.defer_seconds or 1)))
-            self._set_visibility(held, handle, seconds)
-        elif held.attempt >= self.max_attempts or kind == EXHAUSTED:
-            result.error = f"{result.error}; dead-lettered after {held.attempt} attempts"
-            self._dead_letter(held, handle, "max_attempts", result.error, deletes)
+            seconds = max(1, math.ceil(result.defer_seconds or 1))
+            self._wait(held, handle, seconds, self._resume_after(held, result), deletes)
         else:
-            self._store(self.store.set_resume, held.key, self._resume_after(held, result))
-            w = self.config.worker
-            self._set_visibility(held, handle, retry_backoff(held.attempt, w.retry_base_seconds,
-                                                             w.retry_max_seconds))
-        self.dispatcher.settled(event, result)
+            if kind != EXHAUSTED:  # the attempt ended in failure: it counts now
+                # Which plugins to call again; a failure outside any plugin (no plugin
+                # results) keeps what was to be resumed (None: all of them).
+                resume = self._resume_after(held, result) if result.plugins else held.resume
+                held.attempt = max(held.attempt, self._store(self.store.failed, held.key, resume) or 0)
+            if held.attempt >= self.max_attempts or kind == EXHAUSTED:
+                result.error = f"{result.error}; dead-lettered after {held.attempt} attempts"
+                self._dead_letter(held, handle, "max_attempts", result.error, deletes)
+            else:
+                w = self.config.worker
+                delay = retry_backoff(held.attempt, w.retry_base_seconds, w.retry_max_seconds)
+                # A plugin's saved state must reach whichever worker takes the retry.
+                if _carries_state(resume if kind != EXHAUSTED else None) \
+                        and self._resend(held, delay, resume, held.attempt):
+                    deletes.append((held, handle))
+                else:
+                    self._set_visibility(held, handle, delay)
+        self._tell_observers(event, result)
+
+    def _tell_observers(self, event: Event | None, result: Result) -> None:
+        try:
+            self.dispatcher.settled(event, result)
+        except BaseException as exc:  # noqa: B902 - e.g. sys.exit() in on_settled: changes nothing
+            log.error("an on_settled observer failed: %s", _one_line(exc))
+
+    def _wait(self, held: Held, handle: str, seconds: float, resume: dict | None, deletes: list) -> None:
+        """Come back in `seconds`: hidden when short, re-sent with a delay when long."""
+        seconds = max(1, math.ceil(seconds))
+        made = max(held.attempt - 1, 0)
+        self._store(self.store.deferred, held.key, resume or {}, made)
+        # Long waits are re-sent (MNS throttles consumers that hold messages); so is a wait
+        # carrying a plugin's saved state, which must reach whichever worker takes it next.
+        if (seconds > self.resend_after or _carries_state(resume)) \
+                and self._resend(held, seconds, resume or {}, made):
+            deletes.append((held, handle))  # not remembered as settled: the copy has its key
+            return
+        self._set_visibility(held, handle, min(MAX_VISIBILITY, seconds))
+
+    def _resend(self, held: Held, seconds: int, resume: dict, made: int) -> bool:
+        """Send the wrapped copy (`deferred.py`); False when it cannot go (then hold it)."""
+        wrapped = held.wrapped
+        now = time.time()
+        since = wrapped.since if wrapped else now
+        until = wrapped.until if wrapped and wrapped.until > now else now + seconds
+        body = wrapped.body if wrapped else held.message.body
+        copy = wrap(body, held.key, resume, made, since, until, now)
+        if len(copy.body) > self.source_max_size:
+            log.warning("message %s: deferred %ds, but its re-sent copy would exceed the queue's %d-byte "
+                        "limit; holding it instead", held.message.id, seconds, self.source_max_size)
+            return False
+        try:
+            new_id = self.source.send(copy.body, delay_seconds=copy.delay)
+        except MnsError as exc:
+            log.warning("message %s: cannot re-send the deferral (%s); holding it instead", held.message.id, exc)
+            return False
+        log.info("message %s deferred %ds: re-sent as %s with DelaySeconds=%d", held.message.id, seconds,
+                 new_id, copy.delay, extra={"message_id": held.message.id})
+        return True
 
     def _resume_after(self, held: Held, result: Result) -> dict[str, Any]:
         """Plugins to call on return (a plugin deferring again keeps its first deferral
@@ -174,24 +245,35 @@ class Settler:
         record = {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                   "queue": self.source.name, "message_id": m.id, "reason": reason, "error": error,
                   "attempts": held.attempt or m.dequeue_count, "dequeue_count": m.dequeue_count,
-                  "event_id": held.event.id if held.event else None,
+                  "event_id": held.event.id if held.event else None, "key": held.key,
                   "body": m.body.decode("utf-8", "replace")}
         try:
-            self.store.record_dead_letter(record)
-            if self.dead_letters is not None:
-                self.dead_letters.send(dead_letter_body(record))
-        except (StoreError, MnsError) as exc:
-            # Not recorded everywhere: keep the message and try again after a backoff.
-            log.error("cannot dead-letter message %s: %s; it stays in the queue", m.id, exc)
-            self._set_visibility(held, handle, retry_backoff(2, self.config.worker.retry_base_seconds,
-                                                             self.config.worker.retry_max_seconds))
+            self.store.record_dead_letter(record)  # once per message: a retry writes nothing
+        except StoreError as exc:
+            self._keep(held, handle, f"cannot record it: {exc}")
             return
+        if self.dead_letters is not None:
+            try:
+                self.dead_letters.send(dead_letter_body(record, self.dead_letter_max_size))
+            except MnsError as exc:
+                if not refused_for_good(exc):
+                    self._keep(held, handle, str(exc))
+                    return
+                metrics.DEAD_LETTER_QUEUE_FAILURES.inc()
+                log.error("message %s: the dead-letter queue refuses it (%s); %s alone keeps it",
+                          m.id, exc, self.store.dead_letter_path, extra={"message_id": m.id})
         metrics.DEAD_LETTERS.labels(reason).inc()
         self.counts["dead-lettered"] += 1
-        log.warning("message %s dead-lettered (%s): %s", m.id, reason, error,
+        log.warning("message %s dead-lettered (%s): %s", m.id, reason, (error or "")[:300],
                     extra={"message_id": m.id, "event_id": record["event_id"]})
         self._unmarked.append(held.key)
         deletes.append((held, handle))
+
+    def _keep(self, held: Held, handle: str, why: str) -> None:
+        """Not dead-lettered yet: keep the message and try again after a backoff."""
+        log.error("cannot dead-letter message %s: %s; it stays in the queue", held.message.id, why)
+        w = self.config.worker
+        self._set_visibility(held, handle, retry_backoff(2, w.retry_base_seconds, w.retry_max_seconds))
 
     def _set_visibility(self, held: Held, handle: str, seconds: int) -> None:
         try:
@@ -237,11 +319,12 @@ class Settler:
         if deletes:
             self._flush_deletes(deletes)
 
-    def _store(self, call, *args: Any) -> None:
+    def _store(self, call, *args: Any) -> Any:
         try:
-            call(*args)
-        except StoreError as exc:
-            log.error("%s", exc)
+            return call(*args)
+        except Exception as exc:  # the store is memory, not the truth: MNS still holds the message
+            log.error("%s", _one_line(exc))
+            return None
 
     def _count(self, event: Event | None, outcome: str) -> None:
         self.counts[outcome] = self.counts.get(outcome, 0) + 1
@@ -256,3 +339,7 @@ class Settler:
         for name, part in result.plugins.items():
             if part.status == FAILED:
                 metrics.PLUGIN_ERRORS.labels(name).inc()
+
+
+def _carries_state(resume: dict | None) -> bool:
+    return bool(resume and resume.get(RESUME_STATE))

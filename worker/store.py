@@ -1,20 +1,31 @@
 """The worker's memory across restarts, in `state_dir`: a small SQLite store and the
 dead-letter record.
 
-- settled: event ids whose outcome was settled, kept for `dedupe_ttl`, so an event
-  redelivered after its delete was lost is not acted on twice;
-- attempts: real attempt counts (a deferral is not an attempt, but MNS's DequeueCount
-  counts it) and the plugins to resume when a failed or deferred message comes back;
-  an attempt is counted when the worker takes the message on, before any plugin runs,
-  so a crash counts one for every message the worker held;
+- settled: message keys (`keys.py`) whose outcome was settled, kept for `dedupe_ttl`,
+  so a message redelivered after its delete was lost is not acted on twice;
+- attempts: real attempt counts and the plugins to resume when a failed or deferred
+  message comes back. An attempt is counted when it *ends* in failure (`failed`), or,
+  for a worker that died, by `crashed` for the one message that was running alone
+  (`crashes.py`): a crash never costs an attempt to messages that were merely held or
+  running beside others. `suspect` marks messages that were running when a worker died:
+  they are run alone until they finish once;
+- dead_letters: message ids already written to `dead-letter.jsonl`, so a message whose
+  dead-letter queue send keeps failing is recorded once, not once per retry;
 - dead-letter.jsonl: every dead-lettered body, whatever else happens to it.
 
 A corrupt database is moved aside with a warning and a fresh one started: losing dedupe
 memory costs at most a repeated idempotent action; refusing to start costs every event.
-Several processes may share one store (WAL, busy timeout).
+Several processes may share one store (WAL, busy timeout). Files are created 0600 and
+the directory 0700, with or without systemd's `UMask=`.
 
-The consumer's hot path uses one transaction per received batch (`begin_attempts`) and
-one per burst of settled outcomes (`mark_settled_many`): per-message transactions,
+Schema version 2 (issue 10) keys rows by the message key instead of the bare event id.
+Older databases are migrated in place: the new columns and table are added; rows keyed
+by a bare id are kept and simply expire (`dedupe_ttl`, `ATTEMPTS_TTL`). A message whose
+delete was lost just before the upgrade may therefore be handled once more — what
+at-least-once allows anyway.
+
+The consumer's hot path uses one read per received batch (`take`) and one transaction
+per burst of settled outcomes (`mark_settled_many`): per-message transactions,
 serialised across handler threads, cost more than handling the messages.
 """
 from __future__ import annotations
@@ -30,17 +41,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
+from .keys import safe_key
+
 log = logging.getLogger("ecs_worker.store")
 
 DB_NAME = "state.sqlite3"
 DEAD_LETTER_NAME = "dead-letter.jsonl"
 ATTEMPTS_TTL = 8 * 86400  # longer than MNS's longest retention (7 days)
 MAX_KEYS = 400  # per statement: two parameters a key stays within SQLite's oldest limit (999)
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS settled (key TEXT PRIMARY KEY, expires REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS attempts (key TEXT PRIMARY KEY, attempts INTEGER NOT NULL DEFAULT 0,
-                                     resume TEXT, updated REAL NOT NULL);
-"""
+SCHEMA_VERSION = 2
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS settled (key TEXT PRIMARY KEY, expires REAL NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS attempts (key TEXT PRIMARY KEY, attempts INTEGER NOT NULL DEFAULT 0, "
+    "resume TEXT, updated REAL NOT NULL, suspect INTEGER NOT NULL DEFAULT 0)",
+    "CREATE TABLE IF NOT EXISTS dead_letters (message_id TEXT PRIMARY KEY, recorded REAL NOT NULL, "
+    "written INTEGER NOT NULL DEFAULT 0)",
+)
 
 
 class StoreError(RuntimeError):
@@ -49,12 +65,18 @@ class StoreError(RuntimeError):
 
 @dataclass(frozen=True)
 class Attempt:
-    """What `begin_attempts` decided for one key."""
+    """What `take` found for one key."""
 
     settled: bool = False  # settled before: a redelivered copy, not to be handled again
-    number: int = 0  # this attempt's number (counted); when exhausted, the attempts made
-    exhausted: bool = False  # `max_attempts` made already: not counted, give up
+    made: int = 0  # attempts made so far (failed or crashed alone)
+    exhausted: bool = False  # `max_attempts` made already: give up
     resume: dict[str, float | None] | None = None  # the plugins to call again; None = all
+    suspect: bool = False  # it was running when a worker died: run it alone
+
+    @property
+    def number(self) -> int:
+        """This attempt's number, should it fail."""
+        return self.made if self.exhausted else self.made + 1
 
 
 class Store:
@@ -66,10 +88,7 @@ class Store:
         self.dedupe_ttl = dedupe_ttl
         self.clock = clock
         self._lock = threading.Lock()
-        try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"state_dir {self.dir}: cannot create: {exc.strerror}") from None
+        make_private_dir(self.dir)
         self._db = self._open()
         self.purge()
 
@@ -95,6 +114,10 @@ class Store:
                 raise StoreError(f"{self.path}: cannot open: {exc2}") from None
 
     def _connect(self) -> sqlite3.Connection:
+        try:  # 0600 before SQLite opens it: its -wal and -shm files take the same mode
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        except OSError as exc:
+            raise sqlite3.OperationalError(exc.strerror) from None
         db = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
         try:
             db.execute("PRAGMA busy_timeout = 10000")
@@ -102,11 +125,31 @@ class Store:
                 raise sqlite3.DatabaseError("integrity check failed")
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across a process crash
-            db.executescript(_SCHEMA)
+            self._migrate(db)
         except sqlite3.DatabaseError:
             db.close()
             raise
         return db
+
+    @staticmethod
+    def _migrate(db: sqlite3.Connection) -> None:
+        """Create or upgrade the schema (see the module doc), in one transaction."""
+        if db.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+            return
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            # Another process may have migrated it meanwhile.
+            if db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                for statement in _SCHEMA:
+                    db.execute(statement)
+                columns = {row[1] for row in db.execute("PRAGMA table_info(attempts)")}
+                if "suspect" not in columns:  # a version 1 database
+                    db.execute("ALTER TABLE attempts ADD COLUMN suspect INTEGER NOT NULL DEFAULT 0")
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         with self._lock:
@@ -123,7 +166,7 @@ class Store:
             except sqlite3.Error as exc:
                 raise StoreError(f"state store {self.path}: {exc}") from None
 
-    def _run(self, sql: str, args: tuple = ()) -> list[tuple]:
+    def _run(self, sql: str, args: tuple | list = ()) -> list[tuple]:
         with self._lock:
             try:
                 return self._db.execute(sql, args).fetchall()
@@ -132,7 +175,7 @@ class Store:
 
     # -- dedupe -------------------------------------------------------------------
     def is_settled(self, key: str) -> bool:
-        rows = self._run("SELECT 1 FROM settled WHERE key = ? AND expires > ?", (key, self.clock()))
+        rows = self._run("SELECT 1 FROM settled WHERE key = ? AND expires > ?", (safe_key(key), self.clock()))
         return bool(rows)
 
     def mark_settled(self, key: str) -> None:
@@ -148,7 +191,7 @@ class Store:
                 self.mark_settled_many(keys[i:i + MAX_KEYS])
             return
         expires = self.clock() + self.dedupe_ttl
-        unique = list(dict.fromkeys(keys))
+        unique = list(dict.fromkeys(safe_key(k) for k in keys))
         with self._transaction() as db:
             if self.dedupe_ttl > 0:
                 db.execute(f"INSERT OR REPLACE INTO settled (key, expires) VALUES {_rows(len(unique), 2)}",
@@ -162,106 +205,157 @@ class Store:
         if len(keys) > MAX_KEYS:
             return {k for i in range(0, len(keys), MAX_KEYS)
                     for k in self.settled_among(keys[i:i + MAX_KEYS])}
-        unique = list(dict.fromkeys(keys))
+        safe = {k: safe_key(k) for k in keys}
+        unique = list(dict.fromkeys(safe.values()))
         rows = self._run(f"SELECT key FROM settled WHERE key IN {_rows(1, len(unique))} AND expires > ?",
                          (*unique, self.clock()))
-        return {k for (k,) in rows}
+        found = {k for (k,) in rows}
+        return {k for k, s in safe.items() if s in found}
 
     # -- attempts and resume ------------------------------------------------------
     def attempts(self, key: str) -> int:
-        rows = self._run("SELECT attempts FROM attempts WHERE key = ?", (key,))
+        rows = self._run("SELECT attempts FROM attempts WHERE key = ?", (safe_key(key),))
         return rows[0][0] if rows else 0
 
-    def begin_attempts(self, keys: Sequence[str], max_attempts: int) -> list[Attempt]:
-        """For a received batch, in one transaction: skip keys settled before, give up on
-        keys with `max_attempts` made, count an attempt for each of the rest (before it
-        runs: a crash meanwhile still counts) and read their resume lists.
-
-        Returns one `Attempt` per key, in order; a key twice in the batch counts twice.
+    def take(self, keys: Sequence[str], max_attempts: int) -> list[Attempt]:
+        """For a received batch, in one read: which keys were settled before, how many
+        attempts each has made, their resume lists and whether they are crash suspects.
+        Nothing is counted here: taking a message on costs it nothing.
         """
         if not keys:
             return []
         if len(keys) > MAX_KEYS:
             return [a for i in range(0, len(keys), MAX_KEYS)
-                    for a in self.begin_attempts(keys[i:i + MAX_KEYS], max_attempts)]
-        unique = list(dict.fromkeys(keys))
+                    for a in self.take(keys[i:i + MAX_KEYS], max_attempts)]
+        safe = [safe_key(k) for k in keys]
+        unique = list(dict.fromkeys(safe))
         marks = _rows(1, len(unique))
-        now = self.clock()
-        with self._transaction() as db:  # few statements: sqlite3 lets other threads run at each
-            rows = db.execute(f"SELECT key, -1, NULL FROM settled WHERE key IN {marks} AND expires > ? "
-                              f"UNION ALL SELECT key, attempts, resume FROM attempts WHERE key IN {marks}",
-                              (*unique, now, *unique)).fetchall()
-            settled = {k for k, n, _ in rows if n == -1}
-            known = {k: (n, r) for k, n, r in rows if n != -1}
-            made = {k: known[k][0] if k in known else 0 for k in unique}
-            out, counted = [], []
-            for key in keys:
-                if key in settled:
-                    out.append(Attempt(settled=True))
-                elif made[key] >= max_attempts:
-                    out.append(Attempt(number=made[key], exhausted=True))
-                else:
-                    made[key] += 1
-                    counted.append(key)
-                    out.append(Attempt(number=made[key],
-                                       resume=_resume_list(known[key][1]) if key in known else None))
-            if counted:
-                db.execute("INSERT INTO attempts (key, attempts, updated) VALUES "
-                           + ", ".join(["(?, 1, ?)"] * len(counted))
-                           + " ON CONFLICT(key) DO UPDATE SET attempts = attempts + 1, "
-                           "updated = excluded.updated", [v for k in counted for v in (k, now)])
+        rows = self._run(f"SELECT key, -1, NULL, 0 FROM settled WHERE key IN {marks} AND expires > ? "
+                         f"UNION ALL SELECT key, attempts, resume, suspect FROM attempts WHERE key IN {marks}",
+                         (*unique, self.clock(), *unique))
+        settled = {k for k, n, _, _ in rows if n == -1}
+        known = {k: (n, r, s) for k, n, r, s in rows if n != -1}
+        out = []
+        for key in safe:
+            if key in settled:
+                out.append(Attempt(settled=True))
+                continue
+            made, resume, suspect = known.get(key, (0, None, 0))
+            out.append(Attempt(made=made, exhausted=made >= max_attempts,
+                               resume=_resume_list(resume), suspect=bool(suspect)))
         return out
 
-    def begin_attempt(self, key: str) -> int:
-        """Count an attempt before it runs (a crash mid-attempt still counts); return the count."""
+    def failed(self, key: str, plugins: Mapping[str, float | None] | None) -> int:
+        """An attempt that failed: count it, keep the plugins to resume (None: all);
+        returns the count. It finished, so it is no longer a crash suspect."""
+        key = safe_key(key)
         with self._transaction() as db:  # no RETURNING: older distributions ship SQLite < 3.35
-            db.execute("INSERT INTO attempts (key, attempts, updated) VALUES (?, 1, ?) "
-                       "ON CONFLICT(key) DO UPDATE SET attempts = attempts + 1, "
-                       "updated = excluded.updated", (key, self.clock()))
+            db.execute("INSERT INTO attempts (key, attempts, resume, updated) VALUES (?, 1, ?, ?) "
+                       "ON CONFLICT(key) DO UPDATE SET attempts = attempts + 1, resume = excluded.resume, "
+                       "updated = excluded.updated, suspect = 0",
+                       (key, None if plugins is None else json.dumps(dict(plugins)), self.clock()))
             return db.execute("SELECT attempts FROM attempts WHERE key = ?", (key,)).fetchone()[0]
 
-    def undo_attempt(self, key: str) -> None:
-        """A deferral is not an attempt."""
-        self._run("UPDATE attempts SET attempts = MAX(attempts - 1, 0) WHERE key = ?", (key,))
+    def deferred(self, key: str, plugins: Mapping[str, float | None], attempts: int | None = None) -> None:
+        """A deferral, which is not an attempt: keep the plugins to resume (one write).
+        `attempts` (a re-sent message's own count, `deferred.py`) raises the count to it."""
+        self._run("INSERT INTO attempts (key, attempts, resume, updated) VALUES (?, ?, ?, ?) "
+                  "ON CONFLICT(key) DO UPDATE SET attempts = MAX(attempts, excluded.attempts), "
+                  "resume = excluded.resume, updated = excluded.updated, suspect = 0",
+                  (safe_key(key), attempts or 0, json.dumps(dict(plugins)), self.clock()))
+
+    def crashed(self, charged: Sequence[str], suspects: Sequence[str]) -> None:
+        """A worker died with `suspects` running: mark them to be run alone; `charged`
+        (the one that was running alone) also counts an attempt. One transaction."""
+        now = self.clock()
+        with self._transaction() as db:
+            for key in dict.fromkeys(safe_key(k) for k in suspects):
+                db.execute("INSERT INTO attempts (key, attempts, updated, suspect) VALUES (?, 0, ?, 1) "
+                           "ON CONFLICT(key) DO UPDATE SET suspect = 1, updated = excluded.updated",
+                           (key, now))
+            for key in charged:
+                db.execute("INSERT INTO attempts (key, attempts, updated, suspect) VALUES (?, 1, ?, 1) "
+                           "ON CONFLICT(key) DO UPDATE SET attempts = attempts + 1, suspect = 1, "
+                           "updated = excluded.updated", (safe_key(key), now))
+
+    def suspect(self, key: str) -> bool:
+        rows = self._run("SELECT suspect FROM attempts WHERE key = ?", (safe_key(key),))
+        return bool(rows and rows[0][0])
 
     def resume(self, key: str) -> dict[str, float | None] | None:
         """The plugins to call again (plugin -> deferred_since), or None for all."""
-        rows = self._run("SELECT resume FROM attempts WHERE key = ?", (key,))
+        rows = self._run("SELECT resume FROM attempts WHERE key = ?", (safe_key(key),))
         return _resume_list(rows[0][0]) if rows else None
 
     def set_resume(self, key: str, plugins: Mapping[str, float | None]) -> None:
         self._run("INSERT INTO attempts (key, attempts, resume, updated) VALUES (?, 0, ?, ?) "
                   "ON CONFLICT(key) DO UPDATE SET resume = excluded.resume, updated = excluded.updated",
-                  (key, json.dumps(dict(plugins)), self.clock()))
-
-    def deferred(self, key: str, plugins: Mapping[str, float | None]) -> None:
-        """A deferral: take its attempt back and keep the plugins to resume (one write)."""
-        self._run("INSERT INTO attempts (key, attempts, resume, updated) VALUES (?, 0, ?, ?) "
-                  "ON CONFLICT(key) DO UPDATE SET attempts = MAX(attempts - 1, 0), "
-                  "resume = excluded.resume, updated = excluded.updated",
-                  (key, json.dumps(dict(plugins)), self.clock()))
+                  (safe_key(key), json.dumps(dict(plugins)), self.clock()))
 
     def forget(self, key: str) -> None:
-        self._run("DELETE FROM attempts WHERE key = ?", (key,))
+        self._run("DELETE FROM attempts WHERE key = ?", (safe_key(key),))
 
     def purge(self) -> None:
         now = self.clock()
         self._run("DELETE FROM settled WHERE expires <= ?", (now,))
         self._run("DELETE FROM attempts WHERE updated <= ?", (now - ATTEMPTS_TTL,))
+        self._run("DELETE FROM dead_letters WHERE recorded <= ?", (now - ATTEMPTS_TTL,))
 
     # -- dead letters -------------------------------------------------------------
-    def record_dead_letter(self, record: Mapping[str, Any]) -> None:
-        """Append one JSON line and fsync: after this returns the record survives a crash."""
+    def record_dead_letter(self, record: Mapping[str, Any]) -> bool:
+        """Append one JSON line and fsync: after this returns the record survives a crash.
+
+        Once per `message_id`: returns False (and writes nothing) when this message was
+        recorded already — its dead-letter queue send failed and it came back. The message
+        is noted as being written before the write and as written after it; a worker that
+        died in between leaves the note half done, and the retry looks for the line at
+        the end of the file before writing it again.
+        """
+        message_id = record.get("message_id")
+        key = safe_key(str(message_id)) if message_id is not None else None
         line = json.dumps(dict(record), ensure_ascii=False, default=str) + "\n"
         try:
-            fd = os.open(self.dead_letter_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            data = line.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: escape everything, the file stays UTF-8
+            data = (json.dumps(dict(record), ensure_ascii=True, default=str) + "\n").encode("ascii")
+        if key is not None:
+            rows = self._run("SELECT written FROM dead_letters WHERE message_id = ?", (key,))
+            if rows and (rows[0][0] or self._in_file_tail(str(message_id))):
+                if not rows[0][0]:
+                    self._run("UPDATE dead_letters SET written = 1 WHERE message_id = ?", (key,))
+                return False
+            self._run("INSERT OR REPLACE INTO dead_letters (message_id, recorded, written) VALUES (?, ?, 0)",
+                      (key, self.clock()))
+        try:
+            fd = os.open(self.dead_letter_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
-                os.write(fd, line.encode("utf-8", "surrogateescape"))
+                os.write(fd, data)
                 os.fsync(fd)
             finally:
                 os.close(fd)
         except OSError as exc:
             raise StoreError(f"{self.dead_letter_path}: cannot write: {exc.strerror}") from None
+        if key is not None:
+            self._run("UPDATE dead_letters SET written = 1 WHERE message_id = ?", (key,))
+        return True
+
+    def _in_file_tail(self, message_id: str, tail: int = 1 << 20) -> bool:
+        """Whether the last `tail` bytes of dead-letter.jsonl hold this message's record."""
+        needle = ('"message_id": ' + json.dumps(message_id, ensure_ascii=False)).encode("utf-8", "replace")
+        try:
+            with open(self.dead_letter_path, "rb") as fh:
+                fh.seek(max(0, fh.seek(0, os.SEEK_END) - tail))
+                return needle in fh.read()
+        except OSError:
+            return False
+
+
+def make_private_dir(path: Path) -> None:
+    """Create `path` (and parents) 0700; an existing directory is left as it is."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"state_dir {path}: cannot create: {exc.strerror}") from None
 
 
 def _resume_list(text: str | None) -> dict[str, float | None] | None:

@@ -8,10 +8,13 @@ thread-safe, so each thread gets its own client. Bodies are received with
 """
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import random
 import threading
 import time
+import zlib
 import warnings
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -34,6 +37,11 @@ PERMANENT_CODES = frozenset({
 STALE_HANDLE_CODES = frozenset({"MessageNotExist", "ReceiptHandleError"})
 EMPTY_POLL = "MessageNotExist"
 MAX_BATCH = 16  # MNS's limit for batch receive and batch delete
+MAX_MESSAGE_BYTES = 65536  # MNS's default (and largest) MaximumMessageSize
+# A send the dead-letter queue will never take, however often it is tried: the
+# configuration's codes, and a body the queue refuses (MNS answers InvalidArgument for a
+# body over MaximumMessageSize; MessageBodyTooLarge is kept for older endpoints).
+REFUSED_CODES = frozenset({"InvalidArgument", "MessageBodyTooLarge", "MalformedXML"})
 SOCKET_SLACK = 15  # seconds a socket read may outlast the long poll before it is a dead connection
 # An empty answer to a long poll that comes back before half its wait is not "nothing there
 # for wait_seconds": past the account's long-polling limit MNS answers at once (and bills it).
@@ -138,6 +146,19 @@ class MnsQueue:
             raise classify(exc, f"queue {self.name!r}",
                            self._ram("GetQueueAttributes", False), self.endpoint) from None
 
+    def maximum_message_size(self) -> int:
+        """The queue's MaximumMessageSize in bytes (MNS's default when it says nothing)."""
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                size = int(self._queue().get_attributes().maximum_message_size or 0)
+        except (TypeError, ValueError):
+            size = 0
+        except Exception as exc:
+            raise classify(exc, f"queue {self.name!r}",
+                           self._ram("GetQueueAttributes", False), self.endpoint) from None
+        return size if 1024 <= size <= MAX_MESSAGE_BYTES else MAX_MESSAGE_BYTES
+
     def receive(self, batch_size: int, wait_seconds: int, stop: threading.Event | None = None) -> list[Message]:
         """Long-poll for up to `batch_size` messages; an empty poll is an empty list.
 
@@ -204,12 +225,15 @@ class MnsQueue:
             raise classify(exc, f"change visibility in {self.name!r}",
                            self._ram("ChangeMessageVisibility"), self.endpoint) from None
 
-    def send(self, body: str) -> str:
-        """Send one message; return its message id."""
+    def send(self, body: str, delay_seconds: int = 0) -> str:
+        """Send one message (visible after `delay_seconds`, 0..604800); return its id."""
         from mns.queue import Message as SdkMessage
 
+        message = SdkMessage(body)
+        if delay_seconds:
+            message.set_delayseconds(int(delay_seconds))
         try:
-            return self._queue().send_message(SdkMessage(body)).message_id
+            return self._queue().send_message(message).message_id
         except Exception as exc:
             raise classify(exc, f"send to {self.name!r}",
                            self._ram("SendMessage"), self.endpoint) from None
@@ -222,10 +246,57 @@ def early_empty_delay(n: int, wait_seconds: float, rng: random.Random | Any = ra
     return base * (1.0 + rng.uniform(0.0, EARLY_EMPTY_JITTER))
 
 
-def dead_letter_body(record: Mapping[str, Any]) -> str:
-    """The dead-letter queue's message: the raw body plus why, as one JSON object
-    (`body`, `reason`, `error`, `attempts`, `message_id`, `queue`, `time`)."""
-    return json.dumps(dict(record), ensure_ascii=False, default=str)
+def refused_for_good(exc: MnsError) -> bool:
+    """A send that no retry will get through (see `REFUSED_CODES`)."""
+    return exc.permanent or exc.code in REFUSED_CODES
+
+
+def dead_letter_body(record: Mapping[str, Any], max_bytes: int = MAX_MESSAGE_BYTES) -> str:
+    """The dead-letter queue's message: the raw body plus why, as one ASCII JSON object
+    (`body`, `reason`, `error`, `attempts`, `message_id`, `queue`, `time`, ...) that always
+    fits `max_bytes`, whatever the body (the full body stays in `dead-letter.jsonl`):
+
+    - as it is, when it fits;
+    - else the body compressed: `"body_encoding": "zlib+base64"` (`body_bytes` its size);
+    - else the body cut to fit: `"body_truncated": true`, `body_bytes`, `body_sha256`.
+    Other fields are cut to `FIELD_CHARS` characters each.
+    """
+    doc = {k: _cut(v) for k, v in record.items() if k != "body"}
+    body = str(record.get("body", ""))
+    text = _dump({**doc, "body": body})
+    if len(text) <= max_bytes:
+        return text
+    raw = body.encode("utf-8", "surrogatepass")
+    packed = base64.b64encode(zlib.compress(raw, 9)).decode("ascii")
+    text = _dump({**doc, "body": packed, "body_encoding": "zlib+base64", "body_bytes": len(raw)})
+    if len(text) <= max_bytes:
+        return text
+    cut = {**doc, "body": "", "body_truncated": True, "body_bytes": len(raw),
+           "body_sha256": hashlib.sha256(raw).hexdigest()}
+    room = max_bytes - len(_dump(cut))
+    low, high = 0, min(len(body), max(room, 0))  # the longest prefix whose escaped form fits
+    while low < high:
+        mid = (low + high + 1) // 2
+        if len(_dump(body[:mid])) - 2 <= room:
+            low = mid
+        else:
+            high = mid - 1
+    return _dump({**cut, "body": body[:low]})
+
+
+FIELD_CHARS = 2000  # any field of a dead-letter message other than the body
+
+
+def _cut(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > FIELD_CHARS:
+        return value[:FIELD_CHARS] + "..."
+    return value
+
+
+def _dump(value: Any) -> str:
+    # ASCII: every character is one byte (the size is the length), and no lone surrogate
+    # or XML-forbidden character reaches the wire.
+    return json.dumps(value, ensure_ascii=True, default=str)
 
 
 def _bytes(body) -> bytes:
