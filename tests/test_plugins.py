@@ -485,11 +485,11 @@ def test_max_calls_per_plugin_is_validated():
 
 
 def test_errors_and_log_lines_never_carry_a_whole_body(tmp_path, caplog):
-    from ecs_worker.actions import _one_line
+    from ecs_worker.text import one_line
 
-    assert _one_line(ValueError("x" * 5000)).endswith("…") and len(_one_line(ValueError("x" * 5000))) == 300
-    assert _one_line(RuntimeError("first\nsecond")) == "RuntimeError: first…"
-    assert _one_line(SystemExit()) == "SystemExit"
+    assert one_line(ValueError("x" * 5000)).endswith("…") and len(one_line(ValueError("x" * 5000))) == 300
+    assert one_line(RuntimeError("first\nsecond")) == "RuntimeError: first…"
+    assert one_line(SystemExit()) == "SystemExit"
     blabber = plugin_file(tmp_path, "blabber", """
         import json
         @hookimpl

@@ -164,7 +164,7 @@ def test_json_body_per_settled_event_with_its_actions(receiver, worker, tmp_path
 
 
 def test_invalid_messages_are_notified_to_catch_all_targets(receiver, worker):
-    from ecs_worker.dispatch import invalid
+    from ecs_worker.outcomes import invalid
 
     dispatcher = worker({"targets": [{"url": receiver.base + "/all"},
                                      {"url": receiver.base + "/state", "events": ["Instance:*"]}]})

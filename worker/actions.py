@@ -10,6 +10,8 @@ import threading
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
+from .text import one_line
+
 log = logging.getLogger("ecs_worker.actions")
 
 OK, PLANNED, ERROR = "ok", "planned", "error"
@@ -56,7 +58,7 @@ class ActionGateway:
         try:
             value = call(*args, **kwargs)
         except Exception as exc:
-            self._record(Action(plugin, action, target, False, ERROR, _one_line(exc)), sink)
+            self._record(Action(plugin, action, target, False, ERROR, one_line(exc)), sink)
             raise
         detail = value if isinstance(value, str) else ""
         self._record(Action(plugin, action, target, False, OK, detail), sink)
@@ -78,7 +80,7 @@ class ActionGateway:
             value = call(*args, **kwargs)
         except Exception as exc:
             for target, sink in targets:
-                self._record(Action(plugin, action, target, False, ERROR, _one_line(exc)), sink)
+                self._record(Action(plugin, action, target, False, ERROR, one_line(exc)), sink)
             raise
         detail = value if isinstance(value, str) else ""
         for target, sink in targets:
@@ -96,21 +98,3 @@ class ActionGateway:
                 listener(action)
             except Exception:  # a broken listener must not turn a done action into a failure
                 log.exception("action listener failed")
-
-
-ONE_LINE_CHARS = 300  # an exception's text may quote a whole message body: never log all of it
-
-
-def _one_line(exc: BaseException, limit: int = ONE_LINE_CHARS) -> str:
-    """`Type: first line of the message`, at most `limit` characters; "…" marks a cut."""
-    try:
-        text = str(exc)
-    except BaseException:  # a hostile __str__
-        text = "<unprintable>"
-    lines = [line.strip() for line in text.strip().splitlines()]
-    first = next((line for line in lines if line), "")
-    name = type(exc).__name__
-    out = f"{name}: {first}" if first else name
-    if len(out) > limit or len([line for line in lines if line]) > 1:
-        out = out[:limit - 1].rstrip() + "…"
-    return out

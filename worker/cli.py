@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+from .outcomes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE  # noqa: E402,F401 - re-exported for setup/doctor
 
 
 def build_parser() -> argparse.ArgumentParser:

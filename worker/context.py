@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from .actions import Action, ActionGateway
-from .deferred import RESUME_STATE
+from .deferred import RESUME_STATE  # noqa: F401 - the name plugins and tests know it by
 
 if TYPE_CHECKING:
     from .config import Config

@@ -18,88 +18,21 @@ import logging
 import threading
 import time
 from concurrent.futures import Future, TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
 import pluggy
 
-from .actions import Action, _one_line
-from .context import RESUME_STATE, Context, Runtime
+from .actions import Action
+from .text import one_line
+from .context import Context, Runtime
+from .deferred import RESUME_STATE
+from .outcomes import _PRECEDENCE, DEFERRED, FAILED, HANDLED, IGNORED, PluginResult, Result
 from .events import PREEMPTIBLE_INTERRUPTION, STATE_CHANGE, Event
 from .lanes import Lane, LaneStuck, Observer
 
 log = logging.getLogger("ecs_worker.dispatch")
 
-HANDLED, FAILED, IGNORED, INVALID, DEFERRED = "handled", "failed", "ignored", "invalid", "deferred"
-OUTCOMES = (HANDLED, FAILED, IGNORED, INVALID, DEFERRED)
-_PRECEDENCE = {IGNORED: 0, HANDLED: 1, DEFERRED: 2, FAILED: 3}
-
 SPECIFIC_HOOKS = {STATE_CHANGE: "on_state_change", PREEMPTIBLE_INTERRUPTION: "on_preemptible_interruption"}
-
-
-@dataclass
-class PluginResult:
-    plugin: str
-    status: str  # handled | ignored | failed | deferred
-    detail: str = ""  # what the plugin returned, the error, or the deferral reason
-    defer_seconds: float | None = None
-    state: Any = None  # what the plugin saved for its next call (failed / deferred only)
-
-    def merge(self, other: PluginResult) -> PluginResult:
-        return other if _PRECEDENCE[other.status] > _PRECEDENCE[self.status] else self
-
-
-@dataclass
-class Result:
-    """One event's outcome, every plugin's part in it, and the actions taken."""
-
-    outcome: str
-    event: Event | None = None
-    error: str | None = None
-    actions: list[Action] = field(default_factory=list)
-    plugins: dict[str, PluginResult] = field(default_factory=dict)
-    defer_seconds: float | None = None
-    seconds: float = 0.0
-
-    @property
-    def retry_plugins(self) -> dict[str, float | None]:
-        """Plugins to call again when the message returns, with when each deferred."""
-        now = time.time()
-        return {name: (now if r.status == DEFERRED else None)
-                for name, r in self.plugins.items() if r.status in (FAILED, DEFERRED)}
-
-    @property
-    def resume_states(self) -> dict[str, Any]:
-        """Each failed or deferred plugin's saved state (`ctx.save_state`), by plugin."""
-        return {name: r.state for name, r in self.plugins.items()
-                if r.status in (FAILED, DEFERRED) and r.state is not None}
-
-    def resume(self, before: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """The resume mapping for the message's return: `retry_plugins` (a plugin deferring
-        again keeps its first deferral time from `before`) plus the saved states under
-        `RESUME_STATE`."""
-        before = before or {}
-        out: dict[str, Any] = {name: (before.get(name) or since) if since is not None else None
-                               for name, since in self.retry_plugins.items()}
-        if self.resume_states:
-            out[RESUME_STATE] = self.resume_states
-        return out
-
-    def to_json(self) -> dict[str, Any]:
-        """The `replay --json` row (design.md contract)."""
-        ev = self.event
-        return {"id": ev.id if ev else None, "name": ev.name if ev else None,
-                "instance_id": ev.instance_id if ev else None, "outcome": self.outcome,
-                "actions": [{"plugin": a.plugin, "action": a.action, "target": a.target,
-                             "dry_run": a.dry_run, "result": a.result, "detail": a.detail}
-                            for a in self.actions],
-                "error": self.error,
-                # what each plugin returned (or its error / deferral reason), even with no action
-                "plugins": {name: {"status": r.status, "detail": r.detail} for name, r in self.plugins.items()}}
-
-
-def invalid(error: str) -> Result:
-    return Result(INVALID, error=error)
 
 
 def combine(event: Event, results: Iterable[PluginResult], actions: list[Action]) -> Result:
@@ -228,9 +161,9 @@ class Dispatcher:
         def from_future(name: str, fut: Future) -> PluginResult:
             try:  # the plugin's future: its exception may be a BaseException, or it was cancelled
                 exc = fut.exception()
-                return PluginResult(name, FAILED, _one_line(exc)) if exc else _status(name, fut.result())
+                return PluginResult(name, FAILED, one_line(exc)) if exc else _status(name, fut.result())
             except BaseException as exc:
-                return PluginResult(name, FAILED, _one_line(exc))
+                return PluginResult(name, FAILED, one_line(exc))
 
         for slot, (name, fut) in enumerate(pending):
             if self.call_timeout:  # a future that never resolves must not hold its message forever
@@ -239,7 +172,7 @@ class Dispatcher:
             try:
                 fut.add_done_callback(lambda f, s=slot, n=name: settle_one(s, from_future(n, f)))
             except BaseException as exc:  # not a well-behaved Future after all
-                settle_one(slot, PluginResult(name, FAILED, _one_line(exc)))
+                settle_one(slot, PluginResult(name, FAILED, one_line(exc)))
         return done
 
     def settled(self, event: Event | None, result: Result, wait: bool = False) -> None:
@@ -305,7 +238,7 @@ class Dispatcher:
             try:
                 return impl.function(**kwargs)
             except BaseException as exc:
-                return _Failure(_one_line(exc), exc)
+                return _Failure(one_line(exc), exc)
         try:
             call = self._lane(name).submit(impl.function, kwargs)
         except LaneStuck as exc:
@@ -320,7 +253,7 @@ class Dispatcher:
             call.cancel()  # still queued: never start it; running: it carries on, abandoned
             return _Failure(f"{hook} timed out after {self.call_timeout:g}s", None,
                             timed_out=True)
-        return _Failure(_one_line(exc), exc) if exc is not None else call.result()
+        return _Failure(one_line(exc), exc) if exc is not None else call.result()
 
     def _call(self, impl, name: str, hook: str, event: Event, ctx: Context) -> PluginResult | Future:
         value = self._invoke(impl, name, hook, _args(impl, event=event, ctx=ctx))
@@ -386,7 +319,7 @@ def _observe(name: str, fn: Callable[..., Any], kwargs: dict[str, Any]) -> None:
     try:
         fn(**kwargs)
     except BaseException as exc:
-        log.error("plugin %s failed in on_settled: %s", name, _one_line(exc), extra={"plugin": name})
+        log.error("plugin %s failed in on_settled: %s", name, one_line(exc), extra={"plugin": name})
 
 
 class Deadlines:

@@ -83,7 +83,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from .context import Context
-    from .dispatch import Result
+    from .outcomes import Result
     from .events import Event
 
 PROJECT = "ecs_worker"

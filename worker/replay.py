@@ -14,8 +14,9 @@ import time
 from dataclasses import dataclass
 from typing import Iterator, TextIO
 
-from .actions import _one_line
-from .dispatch import DEFERRED, FAILED, INVALID, Dispatcher, Result, invalid
+from .text import one_line
+from .dispatch import Dispatcher
+from .outcomes import DEFERRED, FAILED, INVALID, invalid, Result
 from .events import parse_event
 
 MAX_DEFERRAL_ROUNDS = 10  # a plugin that defers forever must not hang a replay
@@ -46,7 +47,7 @@ def read_items(name: str, stream: TextIO) -> Iterator[Item]:
                 try:
                     body = element if isinstance(element, str) else json.dumps(element)
                 except Exception as exc:  # e.g. nested too deeply to write back
-                    body = f"<unreadable element: {_one_line(exc)}>"
+                    body = f"<unreadable element: {one_line(exc)}>"
                 yield Item(f"{name}[{i}]", body)
             return
     # Lines end at "\n" only: str.splitlines() would also split at U+2028 and other
@@ -113,7 +114,7 @@ def run_replay(files: list[str], dispatcher: Dispatcher, *, dry_run: bool, as_js
             try:
                 result = replay_one(dispatcher, item, dry_run)
             except Exception as exc:  # a bug, not the record's fault: still that record's row
-                result = Result(FAILED, error=f"{item.where}: {_one_line(exc)}")
+                result = Result(FAILED, error=f"{item.where}: {one_line(exc)}")
             ok &= result.outcome not in (FAILED, INVALID, DEFERRED)
             print(json.dumps(result.to_json()) if as_json else _human(result), file=out, flush=True)
     return 0 if ok else 1

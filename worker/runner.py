@@ -34,11 +34,12 @@ import time
 from concurrent.futures import Future
 
 from . import health, metrics
-from .actions import _one_line
+from .text import one_line
 from .config import Config, ConfigError, check_runnable
 from .crashes import Gate, Journal, recover
 from .deferred import unwrap
-from .dispatch import FAILED, Dispatcher, PluginStartupError, Result, invalid
+from .dispatch import Dispatcher, PluginStartupError
+from .outcomes import FAILED, invalid, Result
 from .events import InvalidEvent, parse_event
 from .handlers import Handlers
 from .keys import event_key, message_key
@@ -49,7 +50,7 @@ from .store import Attempt, Store, StoreError
 
 log = logging.getLogger("ecs_worker.runner")
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+from .outcomes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE  # noqa: E402,F401 - re-exported for setup/doctor
 EXTEND_EVERY = 0.5  # seconds between visibility-extender sweeps
 STATUS_EVERY = 1.0
 RECOVER_EVERY = 30.0  # seconds between looks for the journals of dead workers sharing state_dir
@@ -119,7 +120,7 @@ class Runner:
             self.fatal = name
         health.thread_died(name)
         log.critical("internal thread %r died (%s); stopping with exit code 1 so that the service "
-                     "manager restarts the worker", name, _one_line(exc), exc_info=exc)
+                     "manager restarts the worker", name, one_line(exc), exc_info=exc)
         self._stopping.set()
         with self._room:
             self._room.notify_all()
@@ -381,7 +382,7 @@ class Runner:
         except InvalidEvent as exc:
             return str(exc)
         except BaseException as exc:  # noqa: B902 - the parser choked on this body: it is poison
-            return f"body cannot be parsed: {_one_line(exc)}"
+            return f"body cannot be parsed: {one_line(exc)}"
         if wrapped is None:
             held.key = event_key(held.event)
         return None
@@ -394,7 +395,7 @@ class Runner:
         try:
             return list(self.store.take(keys, self.max_attempts))
         except BaseException as exc:  # noqa: B902
-            log.error("state store: %s; looking the %d message(s) up one by one", _one_line(exc), len(keys))
+            log.error("state store: %s; looking the %d message(s) up one by one", one_line(exc), len(keys))
         out: list[Attempt | None] = []
         for key in keys:
             try:
@@ -432,10 +433,10 @@ class Runner:
     def _broken(self, held: Held, doing: str, exc: BaseException) -> tuple[Held, str, Result | None]:
         """A bug met while taking one message on: that message fails (and, failing every
         time, is dead-lettered after `max_attempts` by its DequeueCount)."""
-        log.error("message %s: %s failed: %s", held.message.id, doing, _one_line(exc),
+        log.error("message %s: %s failed: %s", held.message.id, doing, one_line(exc),
                   exc_info=exc if log.isEnabledFor(logging.DEBUG) else None)
         held.attempt = max(held.attempt, held.message.dequeue_count)
-        return held, RESULT, Result(FAILED, held.event, error=f"{doing} failed: {_one_line(exc)}")
+        return held, RESULT, Result(FAILED, held.event, error=f"{doing} failed: {one_line(exc)}")
 
     # == handle ====================================================================
     def _handle(self, held: Held) -> None:
@@ -451,11 +452,11 @@ class Runner:
             attached = True
             future.add_done_callback(lambda f: self._done(held, f))
         except BaseException as exc:  # noqa: B902 - a bug here must not leak the message or the slot
-            log.error("handling message %s failed: %s", held.message.id, _one_line(exc), exc_info=exc)
+            log.error("handling message %s failed: %s", held.message.id, one_line(exc), exc_info=exc)
             if entered and not attached:
                 self._ended(held)
             if not attached:
-                self.settler.put(held, RESULT, Result(FAILED, held.event, error=_one_line(exc)))
+                self.settler.put(held, RESULT, Result(FAILED, held.event, error=one_line(exc)))
         finally:
             with self._room:
                 self._busy -= 1
@@ -466,7 +467,7 @@ class Runner:
         try:
             result = _result(future, held)
         except BaseException as exc:  # noqa: B902
-            result = Result(FAILED, held.event, error=_one_line(exc))
+            result = Result(FAILED, held.event, error=one_line(exc))
         try:
             self._ended(held)
         finally:
@@ -477,7 +478,7 @@ class Runner:
             if self._journal is not None:
                 self._journal.ended(held.key)
         except BaseException as exc:  # noqa: B902 - e.g. a full disk: the message still settles
-            log.error("crash journal: %s", _one_line(exc))
+            log.error("crash journal: %s", one_line(exc))
         finally:
             self._gate.leave(held.suspect)
 
@@ -512,7 +513,7 @@ class Runner:
                 try:
                     self._extend(held)
                 except Exception as exc:  # a bug must not end extending for every message
-                    log.error("extending message %s failed: %s", held.message.id, _one_line(exc))
+                    log.error("extending message %s failed: %s", held.message.id, one_line(exc))
 
     def _extend(self, held: Held) -> None:
         with held.lock:
@@ -544,7 +545,7 @@ class Runner:
 def _result(future: Future, held: Held) -> Result:
     exc = future.exception()
     if exc is not None:
-        return Result(FAILED, held.event, error=_one_line(exc))
+        return Result(FAILED, held.event, error=one_line(exc))
     return future.result()
 
 

@@ -29,9 +29,10 @@ from typing import Any, Callable
 
 from . import metrics
 from .config import Config
-from .actions import _one_line
+from .text import one_line
 from .deferred import RESUME_STATE, Deferred, wrap
-from .dispatch import DEFERRED, FAILED, HANDLED, IGNORED, INVALID, Dispatcher, Result
+from .dispatch import Dispatcher
+from .outcomes import DEFERRED, FAILED, HANDLED, IGNORED, INVALID, Result
 from .events import Event
 from .sources.mns import (MAX_BATCH, MAX_MESSAGE_BYTES, MnsError, MnsQueue, Message, dead_letter_body,
                           refused_for_good)
@@ -135,7 +136,7 @@ class Settler:
                 self._settle(*item, deletes=deletes)
             except BaseException as exc:  # noqa: B902 - one message never stops settling for all
                 log.error("settling message %s failed: %s; it comes back after its visibility timeout",
-                          item[0].message.id, _one_line(exc), exc_info=exc)
+                          item[0].message.id, one_line(exc), exc_info=exc)
                 self._finish(item[0])
             if not pending and deletes:  # a partial batch waits at most DELETE_LINGER
                 flush_at = time.monotonic() + DELETE_LINGER
@@ -199,7 +200,7 @@ class Settler:
         try:
             self.dispatcher.settled(event, result)
         except BaseException as exc:  # noqa: B902 - e.g. sys.exit() in on_settled: changes nothing
-            log.error("an on_settled observer failed: %s", _one_line(exc))
+            log.error("an on_settled observer failed: %s", one_line(exc))
 
     def _wait(self, held: Held, handle: str, seconds: float, resume: dict | None, deletes: list) -> None:
         """Come back in `seconds`: hidden when short, re-sent with a delay when long."""
@@ -323,7 +324,7 @@ class Settler:
         try:
             return call(*args)
         except Exception as exc:  # the store is memory, not the truth: MNS still holds the message
-            log.error("%s", _one_line(exc))
+            log.error("%s", one_line(exc))
             return None
 
     def _count(self, event: Event | None, outcome: str) -> None:

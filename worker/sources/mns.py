@@ -19,7 +19,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from ..actions import _one_line
+from ..text import one_line
 
 # Codes that no amount of retrying fixes: the configuration (or the account) is wrong.
 # Source: MNS "Error codes" (alibabacloud.com/help/en/mns/error-codes): AccessDenied,
@@ -98,7 +98,7 @@ def classify(exc: BaseException, what: str, ram: str = "", endpoint: str = "") -
                         exc.type)
     if isinstance(exc, MNSClientParameterException):
         return MnsError(f"{what}: {exc.type}: {str(exc.message)[:200]}", exc.type, permanent=True)
-    return MnsError(f"{what}: {_one_line(exc)}", type(exc).__name__)
+    return MnsError(f"{what}: {one_line(exc)}", type(exc).__name__)
 
 
 class MnsQueue:
