@@ -92,8 +92,9 @@ def unwrap(body: bytes | str) -> Deferred | None:
 
 
 def _is_resume(value) -> bool:
-    return value is None or (isinstance(value, dict) and all(
-        isinstance(k, str) and (v is None or _is_time(v)) for k, v in value.items()))
+    # {plugin: deferred_since or null}; other entries (e.g. plugins' saved state) ride along
+    # as they are: the resume mapping is the store's, carried whole.
+    return value is None or (isinstance(value, dict) and all(isinstance(k, str) for k in value))
 
 
 def _is_time(value) -> bool:
