@@ -29,6 +29,9 @@ def test_a_wrapper_round_trips_and_parse_event_sees_the_original():
     assert inner is not None and inner.body == original and inner.key == "wrapped-1|Test:Event|"
     assert inner.resume == {"recorder": 1700000000.5} and inner.attempts == 2
     assert parse_event(copy.body) == parse_event(original)
+    # Whatever else the resume mapping holds (a plugin's saved state) travels whole.
+    state = {"recorder": 1700000000.5, "~state": {"recorder": {"groups": ["rsp-1"]}}}
+    assert unwrap(wrap(original, "k", state, 0, 0, 0).body).resume == state
     assert wrap(original, "k", None, 0, 0, time.time() + 30 * 86400).delay == MAX_DELAY_SECONDS
 
 
@@ -36,7 +39,7 @@ def test_a_wrapper_round_trips_and_parse_event_sees_the_original():
     '{"ecs_worker_deferred": {"key": "k"}}',  # no body
     '{"ecs_worker_deferred": {"key": 5}, "body": "{}"}',
     '{"ecs_worker_deferred": {"key": "k", "attempts": -1}, "body": "{}"}',
-    '{"ecs_worker_deferred": {"key": "k", "resume": {"p": "x"}}, "body": "{}"}',
+    '{"ecs_worker_deferred": {"key": "k", "resume": ["p"]}, "body": "{}"}',
     '{"ecs_worker_deferred": {"key": "k", "until": 1e999}, "body": "{}"}',
     '{"ecs_worker_deferred": [' * 5000,
     '{"other": 1}',
