@@ -43,7 +43,8 @@ class EcsService:
             "DescribeInstanceHistoryEvents": self.describe_instance_history_events,
         }
 
-    def settle(self, inst: dict, now: float | None = None) -> dict:
+    def apply_due(self, inst: dict, now: float | None = None) -> dict:
+        """Apply the instance's due transitions (lazily: on every read)."""
         now = now or time.time()
         due = inst["due"]
         while due is not None and now >= due[1]:  # (status, at[, next due]): a reboot chains two
@@ -56,11 +57,11 @@ class EcsService:
         inst = self.instances.get(instance_id)
         if inst is None:
             raise RpcError(404, "InvalidInstanceId.NotFound", "The specified InstanceId does not exist.")
-        return self.settle(inst)
+        return self.apply_due(inst)
 
     def all_instances(self) -> list[dict]:
         now = time.time()
-        return [self.settle(i, now) for i in self.instances.values()]
+        return [self.apply_due(i, now) for i in self.instances.values()]
 
     def _instance_json(self, i: dict) -> dict:
         return {
@@ -141,7 +142,7 @@ class EcsService:
         previous = inst["status"]
         inst["status"], inst["due"] = "Starting", ("Running", time.time() + self.start_delay)
         self.state_changed(inst)
-        self.settle(inst)
+        self.apply_due(inst)
         return previous
 
     def _stop(self, inst: dict, p: Mapping[str, str], dry_run: bool) -> str:
@@ -158,7 +159,7 @@ class EcsService:
         inst["stopped_mode"] = mode
         inst["status"], inst["due"] = "Stopping", ("Stopped", time.time() + self.stop_delay)
         self.state_changed(inst)
-        self.settle(inst)
+        self.apply_due(inst)
         return previous
 
     def start_instance(self, p: Mapping[str, str]) -> dict:
@@ -249,11 +250,11 @@ class EcsService:
         now = time.time()
         inst["status"], inst["due"] = "Starting", ("Running", now + self.stop_delay + self.start_delay)
         self.state_changed(inst)
-        self.settle(inst, now)
+        self.apply_due(inst, now)
 
     def platform_reboot(self, instance_id: str) -> None:
         inst = self.instances.get(instance_id)
-        if inst is not None and self.settle(inst)["status"] == "Running":
+        if inst is not None and self.apply_due(inst)["status"] == "Running":
             self._begin_reboot(inst)
 
     def describe_instance_history_events(self, p: Mapping[str, str]) -> dict:
@@ -276,9 +277,7 @@ class EcsService:
         page = paginate(tags, p, 100, 50)
         return {"Tags": {"Tag": page.pop("items")}, **page}
 
-
     def state_changed(self, inst: dict) -> None:
         self.publish("Instance:StateChange", inst["id"],
-                           {"resourceId": inst["id"], "resourceType": "ALIYUN::ECS::Instance",
-                            "state": inst["status"]})
+                     {"resourceId": inst["id"], "resourceType": "ALIYUN::ECS::Instance", "state": inst["status"]})
 
