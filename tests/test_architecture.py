@@ -234,7 +234,8 @@ def test_nothing_on_the_run_path_imports_the_emulator(graph):
 
 
 @pytest.mark.xfail(strict=False, reason="holds once H12b's work (one composition root: runner no longer imports "
-                                        "cli) is merged; the lead removes this mark at merge")
+                                        "cli) is merged, and ecs_worker.counter (H12a) <-> metrics' `from . import "
+                                        "__version__` (H12b) is broken; the lead removes this mark at merge")
 def test_no_import_cycles(graph):
     assert import_cycles(graph) == []
 
