@@ -85,8 +85,8 @@ def test_create_queue_is_idempotent_and_conflicts_on_different_attributes(emulat
     assert (meta.visibility_timeout, meta.polling_wait_seconds, meta.message_retention_period) == (90, 20, 86400)
     body = b'<?xml version="1.0" encoding="UTF-8"?><Queue xmlns="http://mns.aliyuncs.com/doc/v1/">' \
            b"<VisibilityTimeout>50000</VisibilityTimeout></Queue>"  # past the documented 1..43200
-    from ecs_worker.emulator import mns as emulated
-    with pytest.raises(emulated.MnsError) as e:
+    from ecs_worker.emulator import mns_xml as emulated
+    with pytest.raises(emulated.MnsErrorResponse) as e:
         emulated.parse_queue_attributes(body)
     assert e.value.code == "InvalidArgument" and "VisibilityTimeout" in e.value.message
 

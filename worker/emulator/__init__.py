@@ -6,22 +6,31 @@ wire protocols so the unmodified `mns` and `aliyunsdkcore` SDKs work against it.
         account = Account(emu.mns_endpoint, emu.access_key_id, emu.access_key_secret)
         request.set_endpoint(emu.endpoint)
 
-Modules: state (schema), mns (queues + XML), rpc (ECS/SLB), cms (CloudMonitor event rules),
-fleet_events (fleet events delivered through those rules), auth (signatures), ram (RAM policies),
-faults, server (HTTP), cli (`ecs-worker emulator` / `python -m ecs_worker.emulator`).
+Modules, one service or concern each:
+  MNS        mns_queue (queues, messages, error replies), mns_xml (XML codec), mns (request router)
+  RPC        rpc (the services behind one `call`; `publish_event`), rpc_params (shared parameter
+             readers and RpcError), ecs (instances), clb (SLB/CLB load balancers), server_groups
+             (ALB/NLB), cms (CloudMonitor event rules), system_events (scheduled O&M events)
+  events     fleet_events (envelopes delivered through the event rules; the fleet clock)
+  security   auth (signatures, access keys), ram (RAM policies)
+  test aids  faults (injected errors, latency, throttling)
+  state      state (the state-file schema, validated), world (one emulator's state, all services)
+  HTTP       server (the handler and the threading server), cli (`ecs-worker emulator`)
 """
 from __future__ import annotations
 
 import ipaddress
 import json
 import threading
+import time
 import urllib.request
 from typing import Any
 
-from .server import EmulatorServer, World
+from .server import EmulatorServer
+from .world import World
 from .state import StateError, default_state, load_state_file, validate
 
-__all__ = ["Emulator", "StateError", "default_state", "load_state_file", "start", "validate"]
+__all__ = ["Emulator", "StateError", "default_state", "load_state_file", "validate"]
 
 
 class Emulator:
@@ -154,8 +163,6 @@ class Emulator:
                        not_before: float | None = None, event_id: str | None = None) -> str:
         """Announce an O&M event for an instance (its `Scheduled` notification is published
         now); `not_before` in epoch seconds, default a day ahead. Returns the event id."""
-        import time
-
         with self.world.lock:
             if instance_id not in self.world.cloud.instances:
                 raise KeyError(f"no instance {instance_id!r}")
@@ -179,8 +186,3 @@ class Emulator:
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
         with opener.open(f"{self.mns_endpoint}{path}", timeout=10) as r:
             return json.loads(r.read())
-
-
-def start(state: dict | None = None, host: str = "127.0.0.1", port: int = 0) -> Emulator:
-    """Start an emulator; stop it with `.stop()` (or use `Emulator(...)` as a context manager)."""
-    return Emulator(state, host, port).start()

@@ -37,14 +37,14 @@ def _hmac_sha1_b64(key: str, data: str) -> str:
     return base64.b64encode(hmac.new(key.encode("utf-8"), data.encode("utf-8"), hashlib.sha1).digest()).decode()
 
 
-class Credentials:
+class AccessKeys:
     """access_key_id -> (secret, security_token or None), from the state's `credentials`."""
 
     def __init__(self, entries: list[dict]):
         self.by_id = {c["access_key_id"]: (c["access_key_secret"], c.get("security_token")) for c in entries}
 
 
-def check_mns(creds: Credentials, method: str, resource: str, headers: Mapping[str, str]) -> str:
+def check_mns(creds: AccessKeys, method: str, resource: str, headers: Mapping[str, str]) -> str:
     """Verify an MNS request; return the access key id or raise AuthError. `headers` lower-cased keys."""
     auth = headers.get("authorization")
     if not auth:
@@ -87,7 +87,7 @@ def rpc_string_to_sign(method: str, params: Mapping[str, str]) -> str:
     return f"{method}&%2F&{pct(canonical)}"
 
 
-def check_rpc(creds: Credentials, method: str, params: Mapping[str, str]) -> str:
+def check_rpc(creds: AccessKeys, method: str, params: Mapping[str, str]) -> str:
     """Verify an RPC (ECS/SLB) request's parameters; return the access key id or raise AuthError."""
     for name in ("AccessKeyId", "Signature", "Timestamp", "SignatureNonce"):
         if not params.get(name):

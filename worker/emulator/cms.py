@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from .rpc import RpcError, _int, _repeat, _require
+from .rpc_params import RpcError, int_param, repeat, require
 
 CMS_VERSION = "2019-01-01"
 MAX_PATTERNS = 50
@@ -54,7 +54,7 @@ class Monitor:
     # ------------------------------------------------------------------ API
 
     def put_event_rule(self, p: Mapping[str, str]) -> dict:
-        name = _require(p, "RuleName")
+        name = require(p, "RuleName")
         patterns = []
         for n in range(1, MAX_PATTERNS + 1):
             prefix = f"EventPattern.{n}."
@@ -66,10 +66,10 @@ class Monitor:
                                f"The input parameter \"{prefix}Product\" that is mandatory for processing "
                                "this request is not supplied.")
             patterns.append({"product": product,
-                             "names": _repeat(p, prefix + "NameList"),
-                             "levels": _repeat(p, prefix + "LevelList"),
-                             "types": _repeat(p, prefix + "EventTypeList"),
-                             "statuses": _repeat(p, prefix + "StatusList"),
+                             "names": repeat(p, prefix + "NameList"),
+                             "levels": repeat(p, prefix + "LevelList"),
+                             "types": repeat(p, prefix + "EventTypeList"),
+                             "statuses": repeat(p, prefix + "StatusList"),
                              "sql_filter": p.get(prefix + "SQLFilter", "")})
         if not patterns:
             raise RpcError(400, "MissingParameter", "The input parameter \"EventPattern\" that is mandatory "
@@ -80,12 +80,12 @@ class Monitor:
         old = self.rules.get(name, {})
         self.rules[name] = {"name": name, "state": state, "description": p.get("Description", ""),
                             "group_id": p.get("GroupId", ""), "event_type": p.get("EventType") or "SYSTEM",
-                            "silence_time": _int(p, "SilenceTime", 86400, 0, 10**9), "patterns": patterns,
+                            "silence_time": int_param(p, "SilenceTime", 86400, 0, 10**9), "patterns": patterns,
                             "targets": old.get("targets", {})}
         return _ok(Data="1")
 
     def put_event_rule_targets(self, p: Mapping[str, str]) -> dict:
-        rule = self._rule(_require(p, "RuleName"))
+        rule = self._rule(require(p, "RuleName"))
         added = 0
         for n in range(1, 101):
             prefix = f"MnsParameters.{n}."
@@ -110,13 +110,13 @@ class Monitor:
         rules = [r for name, r in sorted(self.rules.items()) if name.startswith(prefix)]
         if p.get("IsEnable") in ("true", "false"):
             rules = [r for r in rules if (r["state"] == "ENABLED") == (p["IsEnable"] == "true")]
-        number = _int(p, "PageNumber", 1, 1, 10**9)
-        size = _int(p, "PageSize", 10, 1, 100)
+        number = int_param(p, "PageNumber", 1, 1, 10**9)
+        size = int_param(p, "PageSize", 10, 1, 100)
         page = rules[(number - 1) * size: number * size]
         return _ok(Total=len(rules), EventRules={"EventRule": [self._rule_json(r) for r in page]})
 
     def describe_event_rule_target_list(self, p: Mapping[str, str]) -> dict:
-        rule = self._rule(_require(p, "RuleName"))
+        rule = self._rule(require(p, "RuleName"))
         mns = [{"Id": t["id"], "Region": t["region"], "Queue": t["queue"], "Topic": t["topic"],
                 "Arn": self._arn(t)} for t in rule["targets"].values()]
         return _ok(MnsParameters={"MnsParameter": mns}, ContactParameters={"ContactParameter": []},
@@ -124,7 +124,7 @@ class Monitor:
                    SlsParameters={"SlsParameter": []}, OpenApiParameters={"OpenApiParameters": []})
 
     def delete_event_rules(self, p: Mapping[str, str]) -> dict:
-        names = _repeat(p, "RuleNames")
+        names = repeat(p, "RuleNames")
         if not names:
             raise RpcError(400, "MissingParameter", "The input parameter \"RuleNames\" that is mandatory "
                                                     "for processing this request is not supplied.")
@@ -133,8 +133,8 @@ class Monitor:
         return _ok()
 
     def delete_event_rule_targets(self, p: Mapping[str, str]) -> dict:
-        rule = self._rule(_require(p, "RuleName"))
-        for target_id in _repeat(p, "Ids"):
+        rule = self._rule(require(p, "RuleName"))
+        for target_id in repeat(p, "Ids"):
             rule["targets"].pop(target_id, None)
         return _ok()
 

@@ -24,6 +24,9 @@ from __future__ import annotations
 import random
 import threading
 import time
+from typing import Any
+
+from .schema_checks import SchemaChecker, join_path
 
 THROTTLE_DEFAULTS = {
     "mns": (429, "TooManyRequests", "The request is denied by cluster flow limiter for too many requests."),
@@ -139,3 +142,50 @@ class Faults:
     def long_poll_limit(self) -> int | None:
         a = self._apis.get("mns")
         return None if a is None else a.cfg.get("long_poll_limit")
+
+
+FAULT_APIS = ("mns", "ecs", "slb", "alb", "nlb")
+FAULT_KEYS = ("error_rate", "error_code", "error_status", "error_codes", "latency_ms", "throttle_rps",
+              "throttle_burst", "throttle_code", "throttle_status", "drop_rate", "long_poll_limit")
+
+
+def validate_faults(raw: Any, source: str = "faults", path: str = "") -> dict:
+    """Validate a `faults` object ({api: {key: value}}); used for the state file and POST /_emulator/faults."""
+    v = SchemaChecker(source)
+    v.obj(raw, path, (), FAULT_APIS)
+    out = {}
+    for api, cfg in raw.items():
+        p = join_path(path, api)
+        v.obj(cfg, p, (), FAULT_KEYS)
+        f: dict = {}
+        for key in ("error_rate", "drop_rate"):
+            if key in cfg:
+                f[key] = v.number(cfg[key], f"{p}.{key}", 0.0, 1.0)
+        for key in ("latency_ms", "throttle_rps", "throttle_burst"):
+            if key in cfg:
+                f[key] = v.number(cfg[key], f"{p}.{key}", 0.0)
+        for key in ("error_code", "throttle_code"):
+            if key in cfg:
+                f[key] = v.string(cfg[key], f"{p}.{key}")
+        for key in ("error_status", "throttle_status"):
+            if key in cfg:
+                f[key] = v.integer(cfg[key], f"{p}.{key}", 400, 599)
+        if "error_codes" in cfg:
+            f["error_codes"] = v.items(cfg["error_codes"], f"{p}.error_codes",
+                                       lambda c, cp: _error_code(v, c, cp), non_empty=True)
+        if "long_poll_limit" in cfg:
+            if api != "mns":
+                v.fail(f"{p}.long_poll_limit", "only mns has long polls")
+            f["long_poll_limit"] = v.integer(cfg["long_poll_limit"], f"{p}.long_poll_limit", 0)
+        out[api] = f
+    return out
+
+
+def _error_code(v: SchemaChecker, c: Any, p: str) -> dict:
+    if isinstance(c, str):
+        c = {"code": c}
+    v.obj(c, p, ("code",), ("status",))
+    out = {"code": v.string(c["code"], p + ".code")}
+    if "status" in c:
+        out["status"] = v.integer(c["status"], p + ".status", 400, 599)
+    return out

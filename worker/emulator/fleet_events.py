@@ -3,7 +3,7 @@
 As in the real service, an ECS system event is delivered to an MNS queue only through a
 CloudMonitor event rule whose pattern matches it and whose target is that queue: no rule, no
 delivery (help/en/cms/.../api-cms-2019-01-01-puteventruletargets). Every fleet event goes through
-`Cloud.publish_event` (rpc.py), which builds the envelope here and hands it to `EventBus.deliver`.
+`RpcServices.publish_event` (rpc.py), which builds the envelope here and hands it to `EventBus.deliver`.
 
 - `envelope()`: the CloudMonitor system-event envelope (ver, id, product, resourceId ARN, level,
   name, userId, eventTime, regionId, content), as in Alibaba's samples.
@@ -48,7 +48,7 @@ class EventBus:
 
     def __init__(self, monitor, queues: dict):
         self.monitor = monitor
-        self.queues = queues  # the World's name -> mns.Queue (same dict: created queues count)
+        self.queues = queues  # the World's name -> mns_queue.Queue (same dict: created queues count)
         self.published: list[dict] = []  # {"name", "instance_id", "state", "queues"}
         self.count = 0
 
@@ -99,7 +99,7 @@ class FleetClock:
         while self._steps and self._steps[0][0] <= now:
             heapq.heappop(self._steps)[2]()
         if any(i["due"] is not None and i["due"][1] <= now for i in self.cloud.instances.values()):
-            self.cloud._all_instances()  # settles every due instance, publishing each change
+            self.cloud.ecs.all_instances()  # settles every due instance, publishing each change
 
     def _run(self) -> None:
         while not self._stop.wait(TICK_SECONDS):
@@ -139,13 +139,13 @@ def inject(cloud, clock: FleetClock, request: dict) -> dict:
         inst["status"], inst["due"], inst["stopped_mode"] = "Stopped", None, "StopCharging"
         if "Recycling" not in inst["locks"]:
             inst["locks"].append("Recycling")
-        cloud._state_changed(inst)
+        cloud.ecs.state_changed(inst)
 
     def release() -> None:
         inst = cloud.instances.pop(iid, None)
         if inst is not None:
             inst["status"] = "Deleted"
-            cloud._state_changed(inst)
+            cloud.ecs.state_changed(inst)
 
     clock.after(notice, reclaim)
     clock.after(notice + gap, release)

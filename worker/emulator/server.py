@@ -19,97 +19,15 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, unquote
 
-from . import fleet_events, mns
-from .auth import AuthError, Credentials, check_mns, check_rpc
-from .cms import Monitor
-from .faults import Faults
-from .ram import MNS_DENIED, RPC_DENIED, Policy, mns_resource, rpc_resource, validate_policy
-from .rpc import PRODUCTS, Cloud, RpcError
-from .state import StateError, validate_faults
-
-
-class World:
-    """Everything the emulator knows, behind one lock (queues' Conditions share it)."""
-
-    def __init__(self, state: dict):
-        self.lock = threading.Lock()
-        self.region = state["region"]
-        self.account_id = state["account_id"]
-        self.credentials = Credentials(state["credentials"])
-        self.queues = {q["name"]: mns.Queue(q, self.lock) for q in state["queues"]}
-        self.cloud = Cloud(state)
-        self.faults = Faults(state["faults"])
-        self.calls: dict[str, int] = {}
-        self.long_polls = 0  # receives now waiting (faults.mns.long_poll_limit caps them)
-        self.ram_policy = Policy(state["ram_policy"]) if state.get("ram_policy") else None
-        self.mns_host = f"http://{state['account_id']}.mns.{state['region']}.aliyuncs.com"
-        # CloudMonitor rules, and fleet events delivered through them (fleet_events.py).
-        self.monitor = Monitor(self.region, self.account_id)
-        self.cloud.actions["cms"] = self.monitor.actions
-        self.bus = fleet_events.EventBus(self.monitor, self.queues)
-        self.cloud.deliver = self.bus.deliver
-        self.clock = fleet_events.FleetClock(self.lock, self.cloud)
-
-    def count(self, name: str) -> None:
-        with self.lock:
-            self.calls[name] = self.calls.get(name, 0) + 1
-
-    def snapshot(self) -> dict:
-        with self.lock:
-            queues = {name: q.depths() for name, q in self.queues.items()}
-            return {"region": self.region, "account_id": self.account_id, **self.cloud.snapshot(),
-                    "queues": queues, "calls": dict(sorted(self.calls.items())), "faults": self.faults.snapshot(),
-                    "event_rules": self.monitor.snapshot(), "fleet_events": list(self.bus.published)}
-
-    def send(self, queue: str, body: str, delay_seconds: int | None = None, priority: int | None = None) -> str:
-        with self.lock:
-            q = self.queues.get(queue)
-            if q is None:
-                raise KeyError(f"no queue {queue!r}")
-            return q.send(q.check_body(body), delay_seconds, priority).id
-
-    def inject_event(self, request: dict) -> dict:
-        with self.lock:
-            return fleet_events.inject(self.cloud, self.clock, request)
-
-    def create_queue(self, name: str, body: bytes, location: str) -> tuple[int, bytes, tuple]:
-        """MNS CreateQueue: 201 new, 204 same attributes, 409 QueueAlreadyExist otherwise
-        (help/en/mns/developer-reference/createqueue). Takes the lock itself."""
-        attrs = mns.parse_queue_attributes(body)
-        mns.check_queue_name(name)
-        fresh = mns.Queue({"name": name}, self.lock)  # built unlocked: its constructor takes the lock
-        fresh.apply_attributes(attrs)
-        with self.lock:
-            q = self.queues.get(name)
-            if q is None:
-                self.queues[name] = fresh
-                return 201, b"", (("Location", f"{location}/queues/{name}"),)
-            if q.same_attributes(attrs):  # the SDK reads Location from this answer too
-                return 204, b"", (("Location", f"{location}/queues/{name}"),)
-        raise mns.MnsError(409, "QueueAlreadyExist", f"The queue you want to create is already exist: {name}.")
-
-    def set_faults(self, faults: dict) -> dict:
-        self.faults.update(validate_faults(faults, "faults"))
-        return self.faults.snapshot()
-
-    def reset_calls(self) -> None:
-        with self.lock:
-            self.calls.clear()
-
-    def set_ram_policy(self, doc: dict | None) -> None:
-        """Enforce a RAM policy document from now on (None: allow everything)."""
-        def fail(path: str, msg: str) -> None:
-            raise StateError(f"ram_policy: {path}: {msg}")
-        self.ram_policy = Policy(validate_policy(doc, fail)) if doc is not None else None
-
-    def ram_allows(self, product: str, action: str, resource: str) -> bool:
-        policy = self.ram_policy
-        return policy is None or policy.allows(f"{product}:{action}", resource)
-
-    def close(self) -> None:
-        with self.lock:
-            for q in self.queues.values():
-                q.close()
+from . import mns
+from .mns_queue import MnsErrorResponse, message_not_exist, queue_not_exist
+from .mns_xml import xml_error
+from .auth import AuthError, check_mns, check_rpc
+from .ram import MNS_DENIED, RPC_DENIED, mns_resource, rpc_resource
+from .rpc import PRODUCTS
+from .rpc_params import RpcError
+from .schema_checks import StateError
+from .world import World
 
 
 def _request_id() -> str:
@@ -225,37 +143,37 @@ class Handler(BaseHTTPRequestHandler):
             if error is False:
                 return
             if error:
-                raise mns.MnsError(*error)
+                raise MnsErrorResponse(*error)
             headers = {k.lower(): v for k, v in self.headers.items()}
             try:
-                check_mns(world.credentials, self.command, self.path, headers)
+                check_mns(world.access_keys, self.command, self.path, headers)
             except AuthError as e:
-                raise mns.MnsError(e.status, e.code, e.message) from None
+                raise MnsErrorResponse(e.status, e.code, e.message) from None
             if not world.ram_allows("mns", action, mns_resource(world.region, world.account_id, action, qname)):
-                raise mns.MnsError(*MNS_DENIED)
+                raise MnsErrorResponse(*MNS_DENIED)
             md5 = headers.get("content-md5")  # the SDK sends base64 of the *hex* MD5 digest
             if md5 and md5 != base64.b64encode(hashlib.md5(body).hexdigest().encode()).decode():
-                raise mns.MnsError(400, "InvalidDegist", "The Content-MD5 you specified is invalid.")
+                raise MnsErrorResponse(400, "InvalidDegist", "The Content-MD5 you specified is invalid.")
             if action == "CreateQueue":
                 status, out, extra = world.create_queue(qname or "", body, f"http://{self.headers.get('Host', '')}")
             else:
                 with world.lock:
                     q = world.queues.get(qname) if qname else None
                     if q is None and action != "Unsupported":
-                        raise mns.queue_not_exist(qname or "")
+                        raise queue_not_exist(qname or "")
                     long_poll = action in mns.RECEIVES and mns.wait_of(q, query) > 0
                     if long_poll:
                         limit = world.faults.long_poll_limit()
                         if limit is not None and world.long_polls >= limit:
-                            raise mns.message_not_exist()  # past the account's long-poll limit: at once
+                            raise message_not_exist()  # past the account's long-poll limit: at once
                         world.long_polls += 1
                     try:
                         status, out = mns.execute(q, action, query, body)  # type: ignore[arg-type]
                     finally:
                         if long_poll:
                             world.long_polls -= 1
-        except mns.MnsError as e:
-            status, out = e.status, mns.xml_error(e, request_id, world.mns_host)
+        except MnsErrorResponse as e:
+            status, out = e.status, xml_error(e, request_id, world.mns_host)
         self._send(status, out, "text/xml;charset=utf-8",
                    (("x-mns-request-id", request_id), ("x-mns-version", "2015-06-06")) + extra)
 
@@ -281,7 +199,7 @@ class Handler(BaseHTTPRequestHandler):
             if product is None:
                 raise RpcError(400, "InvalidVersion", "Specified parameter Version is not valid.")
             try:
-                check_rpc(world.credentials, self.command, params)
+                check_rpc(world.access_keys, self.command, params)
             except AuthError as e:
                 raise RpcError(e.status, e.code, e.message) from None
             with world.lock:
@@ -316,7 +234,7 @@ class Handler(BaseHTTPRequestHandler):
                 message_id = world.send(unquote(parts[2]), body.decode("utf-8"))
                 return self._json(201, {"MessageId": message_id})
             self._json(404, {"error": f"no such emulator endpoint: {self.command} {path}"})
-        except (ValueError, StateError, KeyError, mns.MnsError) as e:
+        except (ValueError, StateError, KeyError, MnsErrorResponse) as e:
             self._json(400, {"error": str(e)})
 
 

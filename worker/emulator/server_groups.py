@@ -53,7 +53,7 @@ class ServerGroupService:
 
     # ------------------------------------------------------------------ jobs
 
-    def _settle(self, now: float | None = None) -> None:
+    def _finish_due_jobs(self, now: float | None = None) -> None:
         now = now or time.time()
         for job in self.jobs.values():
             if job["status"] == "Processing" and now >= job["due"]:
@@ -66,7 +66,7 @@ class ServerGroupService:
         self.jobs[job_id] = {"id": job_id, "api": api, "group": group["id"], "status": "Processing",
                              "due": time.time() + self.job_seconds, "apply": apply, "created": time.time()}
         group["job"] = job_id
-        self._settle()
+        self._finish_due_jobs()
         return {"JobId": job_id}
 
     # ------------------------------------------------------------------ parameters
@@ -114,7 +114,7 @@ class ServerGroupService:
         return out
 
     def _check_free(self, group: dict) -> None:
-        self._settle()
+        self._finish_due_jobs()
         if group["job"] is not None:
             raise self._error(400, self.busy_code, f"The status of {group['id']} is incorrect (Configuring).")
 
@@ -134,7 +134,7 @@ class ServerGroupService:
     # ------------------------------------------------------------------ reads
 
     def list_server_groups(self, p: Mapping[str, str]) -> dict:
-        self._settle()
+        self._finish_due_jobs()
         wanted = {v for k, v in p.items() if k.startswith("ServerGroupIds.")}
         groups = [g for g in self.groups.values() if not wanted or g["id"] in wanted]
         page, meta = self._page(groups, p)
@@ -155,7 +155,7 @@ class ServerGroupService:
         return "Available"
 
     def list_server_group_servers(self, p: Mapping[str, str]) -> dict:
-        self._settle()
+        self._finish_due_jobs()
         ids = {v for k, v in p.items() if k.startswith("ServerIds.")}
         groups = [self._group(p)] if p.get("ServerGroupId") else list(self.groups.values())
         rows = [(g, s) for g in groups for s in g["servers"] if not ids or s["server_id"] in ids]
@@ -165,7 +165,7 @@ class ServerGroupService:
                              "Description": "", "Status": self._entry_status(g, s)} for g, s in page], **meta}
 
     def list_asyn_jobs(self, p: Mapping[str, str]) -> dict:
-        self._settle()
+        self._finish_due_jobs()
         wanted = [v for k, v in sorted(p.items()) if k.startswith("JobIds.")]
         jobs = [self.jobs[j] for j in wanted if j in self.jobs] if wanted else list(self.jobs.values())
         page, meta = self._page(jobs, p)
@@ -173,7 +173,7 @@ class ServerGroupService:
                           "ResourceId": j["group"], "CreateTime": int(j["created"] * 1000)} for j in page], **meta}
 
     def get_job_status(self, p: Mapping[str, str]) -> dict:
-        self._settle()
+        self._finish_due_jobs()
         job = self.jobs.get(p.get("JobId") or "")
         if job is None:
             raise self._error(404, "ResourceNotFound.JobId", "The specified resource of JobId is not found.")
@@ -235,7 +235,7 @@ class ServerGroupService:
     # ------------------------------------------------------------------ inspection
 
     def snapshot(self) -> list[dict]:
-        self._settle()
+        self._finish_due_jobs()
         out = []
         for g in self.groups.values():
             item = {"id": g["id"], "servers": [dict(s) for s in g["servers"]]}

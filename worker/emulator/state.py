@@ -67,19 +67,19 @@ import copy
 import json
 import re
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+
+from .faults import validate_faults
+from .ram import validate_policy
+from .schema_checks import SchemaChecker, StateError
+from .system_events import parse_time
 
 INSTANCE_STATUSES = ("Pending", "Starting", "Running", "Stopping", "Stopped")
 STOPPED_MODES = ("KeepCharging", "StopCharging", "Not-applicable")
 SERVER_TYPES = ("ecs", "eni", "eci")
-FAULT_APIS = ("mns", "ecs", "slb", "alb", "nlb")
 SERVER_GROUP_TYPES = ("ecs", "eni", "eci", "ip")
 QUEUE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,119}$")
 DEFAULT_STATE_PATH = Path(__file__).with_name("default_state.json")
-
-
-class StateError(ValueError):
-    """An invalid state file; str() is one line: `<source>: <key path>: <problem>`."""
 
 
 def default_state() -> dict:
@@ -102,83 +102,9 @@ def load_state_file(path: str | Path) -> dict:
     return validate(raw, source=name)
 
 
-# ---------------------------------------------------------------- validation helpers
-
-
-class _V:
-    """Collects nothing: the first problem raises, so the message names one path."""
-
-    def __init__(self, source: str):
-        self.source = source
-
-    def fail(self, path: str, msg: str) -> None:
-        raise StateError(f"{self.source}: {path}: {msg}" if path else f"{self.source}: {msg}")
-
-    def obj(self, value: Any, path: str, required: tuple, optional: tuple) -> dict:
-        if not isinstance(value, dict):
-            self.fail(path, "must be an object")
-        for key in required:
-            if key not in value:
-                self.fail(_join(path, key), "is required")
-        allowed = set(required) | set(optional)
-        for key in value:
-            if key not in allowed:
-                self.fail(_join(path, key), "unknown key (allowed: %s)" % ", ".join(sorted(allowed)))
-        return value
-
-    def string(self, value: Any, path: str, pattern: re.Pattern | None = None, hint: str = "") -> str:
-        if not isinstance(value, str) or not value:
-            self.fail(path, "must be a non-empty string")
-        if pattern is not None and not pattern.match(value):
-            self.fail(path, f"must match {hint or pattern.pattern}")
-        return value
-
-    def choice(self, value: Any, path: str, choices: tuple) -> str:
-        if value not in choices:
-            self.fail(path, "must be one of %s (got %r)" % (", ".join(choices), value))
-        return value
-
-    def integer(self, value: Any, path: str, lo: int, hi: int | None = None) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.fail(path, "must be an integer")
-        if value < lo or (hi is not None and value > hi):
-            self.fail(path, f"must be between {lo} and {hi}" if hi is not None else f"must be >= {lo}")
-        return value
-
-    def number(self, value: Any, path: str, lo: float, hi: float | None = None) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            self.fail(path, "must be a number")
-        if value < lo or (hi is not None and value > hi):
-            self.fail(path, f"must be between {lo} and {hi}" if hi is not None else f"must be >= {lo}")
-        return float(value)
-
-    def boolean(self, value: Any, path: str) -> bool:
-        if not isinstance(value, bool):
-            self.fail(path, "must be true or false")
-        return value
-
-    def items(self, value: Any, path: str, each: Callable[[Any, str], Any], non_empty=False) -> list:
-        if not isinstance(value, list):
-            self.fail(path, "must be a list")
-        if non_empty and not value:
-            self.fail(path, "must not be empty")
-        return [each(item, f"{path}[{i}]") for i, item in enumerate(value)]
-
-    def unique(self, values: list, path: str, key: str) -> None:
-        seen = set()
-        for i, v in enumerate(values):
-            if v[key] in seen:
-                self.fail(f"{path}[{i}].{key}", f"duplicate {v[key]!r}")
-            seen.add(v[key])
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
 def validate(raw: Any, source: str = "state") -> dict:
     """Check `raw` against the schema above; return a normalized deep copy with defaults."""
-    v = _V(source)
+    v = SchemaChecker(source)
     v.obj(raw, "", ("region", "account_id", "credentials"),
           ("queues", "instances", "load_balancers", "faults", "start_delay_seconds", "stop_delay_seconds",
            "alb_server_groups", "nlb_server_groups", "job_delay_seconds", "ram_policy"))
@@ -199,8 +125,6 @@ def validate(raw: Any, source: str = "state") -> dict:
         v.unique(out[key], key, "id")
     out["job_delay_seconds"] = v.number(raw.get("job_delay_seconds", 0.5), "job_delay_seconds", 0)
     if raw.get("ram_policy") is not None:
-        from .ram import validate_policy
-
         out["ram_policy"] = validate_policy(raw["ram_policy"], v.fail)
     v.unique(out["credentials"], "credentials", "access_key_id")
     v.unique(out["queues"], "queues", "name")
@@ -215,7 +139,7 @@ def validate(raw: Any, source: str = "state") -> dict:
     return out
 
 
-def _credential(v: _V, c: Any, p: str) -> dict:
+def _credential(v: SchemaChecker, c: Any, p: str) -> dict:
     v.obj(c, p, ("access_key_id", "access_key_secret"), ("security_token",))
     out = {"access_key_id": v.string(c["access_key_id"], p + ".access_key_id"),
            "access_key_secret": v.string(c["access_key_secret"], p + ".access_key_secret")}
@@ -224,7 +148,7 @@ def _credential(v: _V, c: Any, p: str) -> dict:
     return out
 
 
-def _queue(v: _V, q: Any, p: str) -> dict:
+def _queue(v: SchemaChecker, q: Any, p: str) -> dict:
     v.obj(q, p, ("name",), ("visibility_timeout", "delay_seconds", "maximum_message_size",
                             "polling_wait_seconds", "messages"))
     return {
@@ -238,7 +162,7 @@ def _queue(v: _V, q: Any, p: str) -> dict:
     }
 
 
-def _seed_message(v: _V, m: Any, p: str) -> dict:
+def _seed_message(v: SchemaChecker, m: Any, p: str) -> dict:
     if isinstance(m, str):
         m = {"body": m}
     v.obj(m, p, ("body",), ("delay_seconds", "priority"))
@@ -247,7 +171,7 @@ def _seed_message(v: _V, m: Any, p: str) -> dict:
             "priority": v.integer(m.get("priority", 8), p + ".priority", 1, 16)}
 
 
-def _instance(v: _V, i: Any, p: str, region: Any) -> dict:
+def _instance(v: SchemaChecker, i: Any, p: str, region: Any) -> dict:
     v.obj(i, p, ("id", "status"), ("tags", "spot", "locks", "name", "zone_id", "instance_type", "stopped_mode",
                                    "scheduled_events"))
     tags = i.get("tags", {})
@@ -276,9 +200,7 @@ def _instance(v: _V, i: Any, p: str, region: Any) -> dict:
 EVENT_STATUSES = ("Scheduled", "Executing", "Inquiring", "Executed", "Avoided", "Canceled", "Failed")
 
 
-def _scheduled_event(v: _V, e: Any, p: str) -> dict:
-    from .system_events import parse_time
-
+def _scheduled_event(v: SchemaChecker, e: Any, p: str) -> dict:
     v.obj(e, p, ("event_id", "event_type", "not_before"), ("status",))
     out = {"event_id": v.string(e["event_id"], p + ".event_id"),
            "event_type": v.string(e["event_type"], p + ".event_type"),
@@ -291,7 +213,7 @@ def _scheduled_event(v: _V, e: Any, p: str) -> dict:
     return out
 
 
-def _lb(v: _V, lb: Any, p: str) -> dict:
+def _lb(v: SchemaChecker, lb: Any, p: str) -> dict:
     v.obj(lb, p, ("id",), ("name", "vserver_groups"))
     return {"id": v.string(lb["id"], p + ".id"),
             "name": v.string(lb.get("name", lb["id"]), p + ".name"),
@@ -299,7 +221,7 @@ def _lb(v: _V, lb: Any, p: str) -> dict:
                                       lambda g, gp: _group(v, g, gp))}
 
 
-def _group(v: _V, g: Any, p: str) -> dict:
+def _group(v: SchemaChecker, g: Any, p: str) -> dict:
     v.obj(g, p, ("id",), ("name", "backend_servers"))
     return {"id": v.string(g["id"], p + ".id"),
             "name": v.string(g.get("name", g["id"]), p + ".name"),
@@ -307,7 +229,7 @@ def _group(v: _V, g: Any, p: str) -> dict:
                                        lambda s, sp: _server(v, s, sp))}
 
 
-def _server(v: _V, s: Any, p: str) -> dict:
+def _server(v: SchemaChecker, s: Any, p: str) -> dict:
     v.obj(s, p, ("server_id", "port"), ("weight", "type"))
     return {"server_id": v.string(s["server_id"], p + ".server_id"),
             "port": v.integer(s["port"], p + ".port", 1, 65535),
@@ -315,7 +237,7 @@ def _server(v: _V, s: Any, p: str) -> dict:
             "type": v.choice(s.get("type", "ecs"), p + ".type", SERVER_TYPES)}
 
 
-def _server_group(v: _V, g: Any, p: str) -> dict:
+def _server_group(v: SchemaChecker, g: Any, p: str) -> dict:
     v.obj(g, p, ("id",), ("load_balancer_id", "servers"))
     out = {"id": v.string(g["id"], p + ".id"),
            "servers": v.items(g.get("servers", []), p + ".servers", lambda s, sp: _sg_server(v, s, sp))}
@@ -324,57 +246,9 @@ def _server_group(v: _V, g: Any, p: str) -> dict:
     return out
 
 
-def _sg_server(v: _V, s: Any, p: str) -> dict:
+def _sg_server(v: SchemaChecker, s: Any, p: str) -> dict:
     v.obj(s, p, ("server_id", "port"), ("weight", "type"))
     return {"server_id": v.string(s["server_id"], p + ".server_id"),
             "port": v.integer(s["port"], p + ".port", 1, 65535),
             "weight": v.integer(s.get("weight", 100), p + ".weight", 0, 100),
             "type": v.choice(s.get("type", "ecs"), p + ".type", SERVER_GROUP_TYPES)}
-
-
-FAULT_KEYS = ("error_rate", "error_code", "error_status", "latency_ms", "throttle_rps", "throttle_burst",
-              "throttle_code", "throttle_status", "drop_rate")
-FAULT_KEYS = ("error_rate", "error_code", "error_status", "error_codes", "latency_ms", "throttle_rps",
-              "throttle_burst", "throttle_code", "throttle_status", "drop_rate", "long_poll_limit")
-
-
-def validate_faults(raw: Any, source: str = "faults", path: str = "") -> dict:
-    """Validate a `faults` object ({api: {key: value}}); used for the state file and POST /_emulator/faults."""
-    v = _V(source)
-    v.obj(raw, path, (), FAULT_APIS)
-    out = {}
-    for api, cfg in raw.items():
-        p = _join(path, api)
-        v.obj(cfg, p, (), FAULT_KEYS)
-        f: dict = {}
-        for key in ("error_rate", "drop_rate"):
-            if key in cfg:
-                f[key] = v.number(cfg[key], f"{p}.{key}", 0.0, 1.0)
-        for key in ("latency_ms", "throttle_rps", "throttle_burst"):
-            if key in cfg:
-                f[key] = v.number(cfg[key], f"{p}.{key}", 0.0)
-        for key in ("error_code", "throttle_code"):
-            if key in cfg:
-                f[key] = v.string(cfg[key], f"{p}.{key}")
-        for key in ("error_status", "throttle_status"):
-            if key in cfg:
-                f[key] = v.integer(cfg[key], f"{p}.{key}", 400, 599)
-        if "error_codes" in cfg:
-            f["error_codes"] = v.items(cfg["error_codes"], f"{p}.error_codes",
-                                       lambda c, cp: _error_code(v, c, cp), non_empty=True)
-        if "long_poll_limit" in cfg:
-            if api != "mns":
-                v.fail(f"{p}.long_poll_limit", "only mns has long polls")
-            f["long_poll_limit"] = v.integer(cfg["long_poll_limit"], f"{p}.long_poll_limit", 0)
-        out[api] = f
-    return out
-
-
-def _error_code(v: _V, c: Any, p: str) -> dict:
-    if isinstance(c, str):
-        c = {"code": c}
-    v.obj(c, p, ("code",), ("status",))
-    out = {"code": v.string(c["code"], p + ".code")}
-    if "status" in c:
-        out["status"] = v.integer(c["status"], p + ".status", 400, 599)
-    return out

@@ -25,6 +25,8 @@ import uuid
 from datetime import datetime, timezone
 from typing import Callable, Mapping
 
+from .rpc_params import repeat
+
 REBOOT_SETTLES = ("SystemMaintenance.Reboot", "SystemFailure.Reboot", "InstanceFailure.Reboot")
 REDEPLOY_SETTLES = ("SystemMaintenance.Reboot", "SystemMaintenance.Redeploy")
 ACTIVE = ("Scheduled", "Executing", "Inquiring")
@@ -103,12 +105,12 @@ class SystemEvents:
 
     def describe(self, p: Mapping[str, str], page: Callable[..., dict]) -> dict:
         self.tick()
-        statuses = _repeat(p, "InstanceEventCycleStatus") or ([p["EventCycleStatus"]] if p.get("EventCycleStatus")
+        statuses = repeat(p, "InstanceEventCycleStatus") or ([p["EventCycleStatus"]] if p.get("EventCycleStatus")
                                                               else [s for s in STATUSES if s not in ACTIVE])
-        ids = set(_repeat(p, "EventId"))
+        ids = set(repeat(p, "EventId"))
         if len(ids) > 100:
             raise self._error(400, "InvalidParameter", "The specified parameter \"EventId.N\" is not valid.")
-        types = set(_repeat(p, "InstanceEventType")) | ({p["EventType"]} if p.get("EventType") else set())
+        types = set(repeat(p, "InstanceEventType")) | ({p["EventType"]} if p.get("EventType") else set())
         found = [e for e in self.events
                  if e["status"] in statuses and (not ids or e["event_id"] in ids)
                  and (not p.get("InstanceId") or e["instance_id"] == p["InstanceId"])
@@ -131,9 +133,3 @@ class SystemEvents:
     def snapshot(self, instance_id: str) -> list[dict]:
         return [{"event_id": e["event_id"], "event_type": e["event_type"], "not_before": iso(e["not_before"]),
                  "status": e["status"]} for e in self.events if e["instance_id"] == instance_id]
-
-
-def _repeat(params: Mapping[str, str], prefix: str) -> list[str]:
-    found = sorted((int(k[len(prefix) + 1:]), v) for k, v in params.items()
-                   if k.startswith(prefix + ".") and k[len(prefix) + 1:].isdigit())
-    return [v for _, v in found]

@@ -1,0 +1,99 @@
+"""One emulator's whole state: its queues, RPC services, event rules, faults, RAM policy and call
+counts, behind one lock (the queues' Conditions share it). No HTTP here: server.py serves it."""
+from __future__ import annotations
+
+import threading
+
+from . import fleet_events
+from .auth import AccessKeys
+from .cms import Monitor
+from .faults import Faults, validate_faults
+from .mns_queue import MnsErrorResponse, Queue
+from .mns_xml import check_queue_name, parse_queue_attributes
+from .ram import Policy, validate_policy
+from .rpc import RpcServices
+from .schema_checks import StateError
+
+
+class World:
+    """Everything the emulator knows, behind one lock (queues' Conditions share it)."""
+
+    def __init__(self, state: dict):
+        self.lock = threading.Lock()
+        self.region = state["region"]
+        self.account_id = state["account_id"]
+        self.access_keys = AccessKeys(state["credentials"])
+        self.queues = {q["name"]: Queue(q, self.lock) for q in state["queues"]}
+        self.cloud = RpcServices(state)
+        self.faults = Faults(state["faults"])
+        self.calls: dict[str, int] = {}
+        self.long_polls = 0  # receives now waiting (faults.mns.long_poll_limit caps them)
+        self.ram_policy = Policy(state["ram_policy"]) if state.get("ram_policy") else None
+        self.mns_host = f"http://{state['account_id']}.mns.{state['region']}.aliyuncs.com"
+        # CloudMonitor rules, and fleet events delivered through them (fleet_events.py).
+        self.monitor = Monitor(self.region, self.account_id)
+        self.cloud.actions["cms"] = self.monitor.actions
+        self.bus = fleet_events.EventBus(self.monitor, self.queues)
+        self.cloud.deliver = self.bus.deliver
+        self.clock = fleet_events.FleetClock(self.lock, self.cloud)
+
+    def count(self, name: str) -> None:
+        with self.lock:
+            self.calls[name] = self.calls.get(name, 0) + 1
+
+    def snapshot(self) -> dict:
+        with self.lock:
+            queues = {name: q.depths() for name, q in self.queues.items()}
+            return {"region": self.region, "account_id": self.account_id, **self.cloud.snapshot(),
+                    "queues": queues, "calls": dict(sorted(self.calls.items())), "faults": self.faults.snapshot(),
+                    "event_rules": self.monitor.snapshot(), "fleet_events": list(self.bus.published)}
+
+    def send(self, queue: str, body: str, delay_seconds: int | None = None, priority: int | None = None) -> str:
+        with self.lock:
+            q = self.queues.get(queue)
+            if q is None:
+                raise KeyError(f"no queue {queue!r}")
+            return q.send(q.check_body(body), delay_seconds, priority).id
+
+    def inject_event(self, request: dict) -> dict:
+        with self.lock:
+            return fleet_events.inject(self.cloud, self.clock, request)
+
+    def create_queue(self, name: str, body: bytes, location: str) -> tuple[int, bytes, tuple]:
+        """MNS CreateQueue: 201 new, 204 same attributes, 409 QueueAlreadyExist otherwise
+        (help/en/mns/developer-reference/createqueue). Takes the lock itself."""
+        attrs = parse_queue_attributes(body)
+        check_queue_name(name)
+        fresh = Queue({"name": name}, self.lock)  # built unlocked: its constructor takes the lock
+        fresh.apply_attributes(attrs)
+        with self.lock:
+            q = self.queues.get(name)
+            if q is None:
+                self.queues[name] = fresh
+                return 201, b"", (("Location", f"{location}/queues/{name}"),)
+            if q.same_attributes(attrs):  # the SDK reads Location from this answer too
+                return 204, b"", (("Location", f"{location}/queues/{name}"),)
+        raise MnsErrorResponse(409, "QueueAlreadyExist", f"The queue you want to create is already exist: {name}.")
+
+    def set_faults(self, faults: dict) -> dict:
+        self.faults.update(validate_faults(faults, "faults"))
+        return self.faults.snapshot()
+
+    def reset_calls(self) -> None:
+        with self.lock:
+            self.calls.clear()
+
+    def set_ram_policy(self, doc: dict | None) -> None:
+        """Enforce a RAM policy document from now on (None: allow everything)."""
+        def fail(path: str, msg: str) -> None:
+            raise StateError(f"ram_policy: {path}: {msg}")
+        self.ram_policy = Policy(validate_policy(doc, fail)) if doc is not None else None
+
+    def ram_allows(self, product: str, action: str, resource: str) -> bool:
+        policy = self.ram_policy
+        return policy is None or policy.allows(f"{product}:{action}", resource)
+
+    def close(self) -> None:
+        with self.lock:
+            for q in self.queues.values():
+                q.close()
