@@ -204,7 +204,9 @@ class Harness:
         from .dispatch import Dispatcher
         from .manager import Plugins, _configure
 
-        self.name = name or getattr(plugin, "__name__", type(plugin).__name__).rsplit(".", 1)[-1]
+        own = getattr(type(plugin), "name", None)  # a plugin object names itself (RestartPlugin.name)
+        self.name = name or (own if isinstance(own, str) else
+                             getattr(plugin, "__name__", type(plugin).__name__).rsplit(".", 1)[-1])
         data: dict = {"plugins": {self.name: dict(config or {})}}
         if emulator is not None:
             data["cloud"] = {"region": emulator.region, "endpoint": emulator.endpoint, "protocol": "http"}
