@@ -173,6 +173,17 @@ def test_budget_stops_the_fourth_restart_within_the_hour_and_survives_a_worker_r
         assert starts(emu) == 3 and status(emu, "i-flappy") == "Stopped"
 
 
+def test_budgets_saved_by_an_older_version_are_kept(tmp_path):
+    """Budgets used to live in `state_dir/restart-budget.json`; now in the plugin's own dir."""
+    (tmp_path / "restart-budget.json").write_text(json.dumps(
+        {"restarts": {"i-flappy": [time.time() - 60] * 3}, "interrupted": {}}))
+    with run_emulator(fleet(instance("i-flappy"))) as emu, Worker(emu, tmp_path) as w:
+        assert w.handle(stopped("i-flappy")).outcome == "ignored"  # the hourly budget is spent
+    assert starts(emu) == 0
+    assert (tmp_path / "plugins" / "restart" / "restart-budget.json").is_file()
+    assert not (tmp_path / "restart-budget.json").exists()
+
+
 def test_global_per_minute_cap_defers_the_next_restart(tmp_path):
     state = fleet(*(instance(f"i-{n}") for n in range(3)))
     with run_emulator(state) as emu, Worker(emu, tmp_path, max_restarts_per_minute=2) as w:

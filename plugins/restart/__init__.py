@@ -12,6 +12,7 @@ not reset them. Workers sharing a queue each keep their own.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +55,7 @@ class RestartPlugin:
         if not ctx.dry_run:
             try:
                 path = ctx.state_dir / BUDGET_FILE
+                _adopt_legacy_budget(path)
             except OSError as exc:
                 ctx.log.warning("restart: no state dir (%s); keeping budgets in memory", exc.strerror)
         self.budget = RestartBudget(path, cfg.max_restarts_per_hour, cfg.max_restarts_per_minute, ctx.log)
@@ -131,6 +133,15 @@ def _restart(event, ctx, budget: RestartBudget) -> Any:
     if outcome == ALREADY_STARTED or ctx.dry_run:
         budget.release(iid)  # someone else started it / nothing was started
     return f"planned StartInstance {iid}" if ctx.dry_run else f"StartInstance {iid}: {outcome}"
+
+
+def _adopt_legacy_budget(path) -> None:
+    """Before plugins had their own state dirs the budgets lived in `[worker] state_dir`
+    itself (`<state_dir>/plugins/restart/` is two levels down): move that file over once,
+    so an upgrade keeps them."""
+    legacy = path.parent.parent.parent / BUDGET_FILE
+    if not path.exists() and legacy.is_file():
+        os.replace(legacy, path)
 
 
 def _in_our_region(event, ctx) -> bool:
