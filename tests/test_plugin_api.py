@@ -141,3 +141,28 @@ def test_act_many_records_a_batched_call_on_each_events_context():
 @pytest.mark.parametrize("name", ["Context", "Runtime", "Dispatcher"])
 def test_the_machinery_is_not_exported(name):
     assert name not in ecs_worker.__all__
+
+
+def test_an_entry_point_naming_a_class_registers_a_fresh_instance_per_load(tmp_path, monkeypatch):
+    from importlib.metadata import EntryPoint
+
+    from ecs_worker import manager
+
+    (tmp_path / "counting_plugin.py").write_text(
+        "from ecs_worker import hookimpl\n"
+        "class Counting:\n"
+        "    def __init__(self):\n"
+        "        self.seen = 0\n"
+        "    @hookimpl\n"
+        "    def on_event(self, event, ctx):\n"
+        "        self.seen += 1\n"
+        "        return self.seen\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(manager, "entry_points", lambda group: [
+        EntryPoint("counting", "counting_plugin:Counting", group)] if group == manager.ENTRY_POINT_GROUP else [])
+    monkeypatch.delenv(manager.LOAD_ENV, raising=False)
+    config = parse_config({"plugins": {"disabled": ["log", "restart", "slb", "maintenance", "webhook"]}})
+    first, second = load_plugins(config), load_plugins(config)
+    a, b = first.pm.get_plugin("counting"), second.pm.get_plugin("counting")
+    assert type(a).__name__ == "Counting" and a is not b
+    assert {i.name: i.origin for i in first.info()}["counting"].startswith("entry point")

@@ -112,6 +112,8 @@ def load_plugins(config: Config, *, entry_points_too: bool = True) -> Plugins:
             except Exception as exc:
                 raise PluginError(f"plugin {ep.name!r} (entry point {ep.value}): cannot import: "
                                   f"{type(exc).__name__}: {exc}") from None
+            if isinstance(obj, type):  # a plugin class: each load registers a fresh instance
+                obj = _instantiate(obj, ep.name, f"entry point {ep.value}")
             dist = getattr(ep, "dist", None)
             plugins.register(obj, ep.name, f"entry point ({dist.name if dist else ep.value})")
             if dist is not None:
@@ -139,7 +141,14 @@ def builtin_name(spec: str) -> str:
 def _builtin(spec: str, name: str) -> Any:
     module_name, _, class_name = spec.partition(":")
     module = _import(module_name, name)
-    return getattr(module, class_name)() if class_name else module
+    return _instantiate(getattr(module, class_name), name, spec) if class_name else module
+
+
+def _instantiate(cls: type, name: str, where: str) -> Any:
+    try:
+        return cls()
+    except Exception as exc:
+        raise PluginError(f"plugin {name!r} ({where}): cannot create it: {type(exc).__name__}: {exc}") from None
 
 
 def _configure(plugins: Plugins, config: Config) -> None:
