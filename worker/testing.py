@@ -191,6 +191,10 @@ def body(event, *, base64_wrapped: bool = False) -> str:
 class Harness:
     """Register `plugin` (alone, plus nothing else) and dispatch events to it as the worker does.
 
+    `plugin` is a module or a plugin object (`Harness(MyPlugin())`: its state is the object's,
+    started by `on_startup` here and released by `close()`); its name is `name`, else the
+    object's class attribute `name`, else the module's last part.
+
     `config` is the plugin's `[plugins.<name>]` section; `emulator` points `ctx.cloud` at a
     running emulator; `settings` adds other config sections (`{"worker": {"state_dir": …}}`);
     `dry_run` defaults to True so nothing changes by accident.
