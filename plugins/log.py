@@ -9,8 +9,7 @@ import json
 import logging
 from dataclasses import dataclass
 
-from ecs_worker import hookimpl
-from ecs_worker.config import setting
+from ecs_worker import FAILED, IGNORED, INVALID, hookimpl, setting
 
 log = logging.getLogger("ecs_worker.events")
 
@@ -25,9 +24,9 @@ class Config:
 @hookimpl
 def on_settled(event, result, ctx):
     cfg: Config = ctx.config
-    if result.outcome == "ignored" and not cfg.ignored:
+    if result.outcome == IGNORED and not cfg.ignored:
         return
-    level = logging.WARNING if result.outcome in ("failed", "invalid") else getattr(logging, cfg.level)
+    level = logging.WARNING if result.outcome in (FAILED, INVALID) else getattr(logging, cfg.level)
     if not log.isEnabledFor(level):
         return
     extra = {"event_id": event.id if event else None, "event_name": event.name if event else None,

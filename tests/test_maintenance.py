@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from ecs_worker.context import RESUME_STATE
+from ecs_worker import RESUME_STATE
 from ecs_worker.events import parse_event
 from ecs_worker.plugins import maintenance as plugin
 from ecs_worker.testing import Harness, published_events, run_emulator
@@ -47,7 +47,7 @@ def scheduled(not_before: float, status="Scheduled", event_id="evt-1", event_typ
 
 class Worker(Harness):
     def __init__(self, emu, dry_run=False, **cfg):
-        super().__init__(plugin, config={"poll_seconds": 1, **cfg}, dry_run=dry_run, emulator=emu,
+        super().__init__(plugin.MaintenancePlugin(), config={"poll_seconds": 1, **cfg}, dry_run=dry_run, emulator=emu,
                          call_timeout=30)
 
     def run_through(self, event, resume=None, rounds=20, on_defer=None):
@@ -341,7 +341,7 @@ def test_dry_run_without_the_cloud_still_shows_the_plan_marked_unverified(monkey
                  "ALIYUN_ACCESS_KEY_ID", "ALIYUN_ACCESS_KEY_SECRET"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", "/nonexistent")  # no credentials file either
-    with Harness(plugin, config={"kinds": ["clb", "alb"]}, dry_run=True,
+    with Harness(plugin.MaintenancePlugin(), config={"kinds": ["clb", "alb"]}, dry_run=True,
                  settings={"cloud": {"max_retries": 0}}) as h:
         result = h.replay(scheduled(time.time() + 3600))
     assert result.outcome == "handled", result.error

@@ -14,7 +14,7 @@ from ecs_worker import parse_event
 from ecs_worker.config import ConfigError, parse_config
 from ecs_worker.context import Runtime
 from ecs_worker.dispatch import Dispatcher, PluginStartupError
-from ecs_worker.manager import DEFAULT_PLUGINS, PluginError, load_plugins
+from ecs_worker.manager import DEFAULT_PLUGINS, PluginError, builtin_name, load_plugins
 
 STOPPED = parse_event('{"id": "e1", "name": "Instance:StateChange", '
                       '"content": {"resourceId": "i-1", "state": "Stopped"}}')
@@ -43,8 +43,8 @@ def make(tmp_path=None, load=(), disabled=QUIET, call_timeout=5.0, **sections):
 def test_builtins_are_registered_like_any_plugin():
     plugins, _ = make(disabled=["hello"])
     names = {i.name: i for i in plugins.info()}
-    for module in DEFAULT_PLUGINS:
-        name = module.rsplit(".", 1)[1]
+    for spec in DEFAULT_PLUGINS:
+        name = builtin_name(spec)
         assert names[name].origin == "builtin"
     assert "on_settled" in names["log"].hooks
 

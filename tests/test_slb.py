@@ -47,7 +47,7 @@ class Worker(Harness):
     """The slb plugin alone, behind the real dispatcher, pointed at an emulator."""
 
     def __init__(self, emu, dry_run=False, cloud=None, **slb):
-        super().__init__(slb_plugin, config=slb, dry_run=dry_run, emulator=emu, call_timeout=10,
+        super().__init__(slb_plugin.SlbPlugin(), config=slb, dry_run=dry_run, emulator=emu, call_timeout=10,
                          settings={"cloud": cloud or {}})
 
     def handle(self, event, resume=None, timeout=30):

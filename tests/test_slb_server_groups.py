@@ -43,7 +43,7 @@ def interruption(instance_id, n=0):
 
 class Worker(Harness):
     def __init__(self, emu, dry_run=False, **slb):
-        super().__init__(slb_plugin, config=slb, dry_run=dry_run, emulator=emu, call_timeout=20)
+        super().__init__(slb_plugin.SlbPlugin(), config=slb, dry_run=dry_run, emulator=emu, call_timeout=20)
 
     def handle(self, event, timeout=30):
         return self.start(event).result(timeout)

@@ -16,7 +16,7 @@ from ecs_worker import parse_event
 from ecs_worker.config import ConfigError, parse_config
 from ecs_worker.context import Runtime
 from ecs_worker.dispatch import Dispatcher
-from ecs_worker.manager import DEFAULT_PLUGINS, load_plugins
+from ecs_worker.manager import DEFAULT_PLUGINS, builtin_name, load_plugins
 from ecs_worker.plugins import webhook
 
 STOPPED = parse_event('{"id": "e1", "name": "Instance:StateChange", "regionId": "cn-hangzhou", '
@@ -27,7 +27,7 @@ TOKEN = "tok-6f1e9a-do-not-log"
 SIGN_SECRET = "SEC-sign-secret-do-not-log"
 # Only webhook and the tests' own plugins: other built-ins (restart defers stopped instances)
 # would change the outcomes these tests notify about.
-OTHER_PLUGINS = ["hello"] + [m.rsplit(".", 1)[1] for m in DEFAULT_PLUGINS if not m.endswith(".webhook")]
+OTHER_PLUGINS = ["hello"] + [builtin_name(m) for m in DEFAULT_PLUGINS if builtin_name(m) != "webhook"]
 OUTCOMES = ["handled", "failed", "ignored", "invalid", "deferred"]  # notify every outcome
 
 
@@ -116,8 +116,9 @@ def plugin_file(tmp_path, name, body):
     return str(path)
 
 
-def notifier(dispatcher) -> webhook.Notifier:
-    return webhook._notifiers[dispatcher.runtime]
+def notifier(dispatcher) -> webhook.WebhookFanout:
+    """The registered webhook plugin's fan-out (its state, per registration)."""
+    return dispatcher.pm.get_plugin("webhook").fanout
 
 
 def settle(dispatcher, event):

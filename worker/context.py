@@ -1,12 +1,20 @@
-"""`ctx`: what each plugin call gets besides the event (see hookspecs.py)."""
+"""`ctx`: what each plugin call gets besides the event — the whole plugin API.
+
+A plugin reaches the worker only through its `Context` (docs/plugins.md lists every member):
+act through the gateway, read its own config, the region and the cloud, keep files in its
+own state directory, defer, save resume state, log. `Runtime` is the worker's side: the
+process-wide services behind every context; no plugin sees it.
+"""
 from __future__ import annotations
 
 import json
 import logging
 import math
+import os
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Union
 
 from .actions import Action, ActionGateway
 from .deferred import RESUME_STATE  # noqa: F401 - the name plugins and tests know it by
@@ -19,6 +27,7 @@ if TYPE_CHECKING:
 # re-sent with DelaySeconds in hops of at most 7 days (deferred.py).
 MAX_DEFER_SECONDS = 30 * 86400
 MAX_STATE_BYTES = 8192  # a message is at most 64 KiB, and the original body rides along
+STATE_DIR_MODE = 0o700  # a plugin's files may hold what others must not read
 
 
 class Runtime:
@@ -56,11 +65,16 @@ class Deferral:
 
 
 class Context:
-    """One plugin's view of one event (or of start-up / shutdown when `event` is None)."""
+    """One plugin's view of one event (or of start-up / shutdown when `event` is None).
+
+    Public: `plugin`, `event`, `deferred_since`, `resume_state`, `log`, `config`, `region`,
+    `dry_run`, `cloud`, `state_dir`, `act`, `act_many`, `defer`, `cancel_defer`, `save_state`.
+    `actions`, `deferral` and `saved_state` are what the dispatcher reads back.
+    """
 
     def __init__(self, runtime: Runtime, plugin: str, event: Event | None = None,
                  deferred_since: float | None = None, resume_state: Any = None) -> None:
-        self.runtime = runtime
+        self._runtime = runtime
         self.plugin = plugin
         self.event = event
         self.deferred_since = deferred_since
@@ -75,42 +89,52 @@ class Context:
 
     @property
     def config(self) -> Any:
-        return self.runtime.plugin_configs.get(self.plugin, {})
+        """This plugin's `[plugins.<name>]` section (its `Config` dataclass, validated), and
+        only its own: other plugins' sections (a webhook secret) are never reachable."""
+        return self._runtime.plugin_configs.get(self.plugin, {})
 
     @property
     def dry_run(self) -> bool:
-        return self.runtime.dry_run
+        return self._runtime.dry_run
 
     @property
     def cloud(self):
-        return self.runtime.cloud
-
-    def act(self, action: str, target: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Perform a cloud-changing call through the gateway (dry-run aware, recorded)."""
-        return self.runtime.gateway.perform(self.plugin, action, target, call, *args,
-                                            sink=self.actions, **kwargs)
-
-    def act_many(self, action: str, targets: list[str], call: Callable[..., Any], *args: Any,
-                 note: str = "", **kwargs: Any) -> Any:
-        """One cloud-changing call acting on several targets (e.g. an instance's two ports
-        in one group): like `act`, each target recorded; `note` details a dry-run plan."""
-        return self.runtime.gateway.perform_many(self.plugin, action, [(t, self.actions) for t in targets],
-                                                 call, *args, note=note, **kwargs)
+        """The cloud clients for reads: `ecs(action, **params)`, `slb(...)`, `alb(...)`,
+        `nlb(...)`, `call(api, action, params)`. Changes go through `act` / `act_many`."""
+        return self._runtime.cloud
 
     @property
     def region(self) -> str:
         """The region this worker serves (`[cloud] region`)."""
-        return self.runtime.config.cloud.region
+        return self._runtime.config.cloud.region
 
-    def load_balancers(self, kinds: Any = ("clb", "alb", "nlb"), job_timeout: float = 60.0):
-        """The load-balancer layer over `ctx.cloud` (ecs_worker.cloud.membership.LoadBalancers):
-        `memberships(instance_id)` reads an instance's every entry in CLB vserver groups and
-        ALB/NLB server groups; `remove` / `drain` / `restore(kind, group, members)` change one
-        group (ALB/NLB jobs followed to the end) — wrap them in `ctx.act_many`.
-        `Membership.to_json()` / `from_json()` carry memberships in `ctx.defer(state=...)`."""
-        from .cloud.membership import LoadBalancers
+    @property
+    def state_dir(self) -> Path:
+        """This plugin's own directory under `[worker] state_dir` (`plugins/<name>`), created
+        0700 on first use: files that outlive the process (e.g. a budget). Raises `OSError`
+        when it cannot be created (a read-only laptop in dry-run: keep state in memory then)."""
+        plugins = Path(self._runtime.config.worker.state_dir) / "plugins"
+        path = plugins / self.plugin
+        path.mkdir(mode=STATE_DIR_MODE, parents=True, exist_ok=True)
+        for made in (plugins, path):
+            os.chmod(made, STATE_DIR_MODE)  # mkdir's mode is masked by the umask
+        return path
 
-        return LoadBalancers(self.cloud, kinds, job_timeout)
+    def act(self, action: str, target: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Perform a cloud-changing call through the gateway (dry-run aware, recorded)."""
+        return self._runtime.gateway.perform(self.plugin, action, target, call, *args,
+                                             sink=self.actions, **kwargs)
+
+    def act_many(self, action: str, targets: list[Union[str, tuple["Context", str]]],
+                 call: Callable[..., Any], *args: Any, note: str = "", **kwargs: Any) -> Any:
+        """One cloud-changing call acting on several targets (e.g. an instance's two ports
+        in one group): like `act`, each target recorded; `note` details a dry-run plan.
+
+        A target may be a `(ctx, target)` pair: one call made for several events (a batch
+        coalesced across events) records each target on its own event's context."""
+        sinks = [(t[1], t[0].actions) if isinstance(t, tuple) else (t, self.actions) for t in targets]
+        return self._runtime.gateway.perform_many(self.plugin, action, sinks, call, *args,
+                                                  note=note, **kwargs)
 
     def defer(self, seconds: float, reason: str = "", state: Any = None) -> None:
         """Ask for this event again in `seconds` (at most 30 days); not a failure.
@@ -121,6 +145,11 @@ class Context:
         if state is not None:
             self.save_state(state)
         self.deferral = Deferral(self.plugin, min(float(seconds), MAX_DEFER_SECONDS), reason)
+
+    def cancel_defer(self) -> None:
+        """Take back an earlier `defer` of this call (e.g. a returned `Future` found nothing
+        to wait for); before the call's outcome is final."""
+        self.deferral = None
 
     def save_state(self, state: Any) -> None:
         """Keep `state` with this event's message for this plugin's next call on it, after

@@ -57,22 +57,19 @@ What a plugin can do wrong, and what happens (the isolation contract):
 - **Crash the process** (`os._exit`, a segfault, the OOM killer): nothing is lost; the
   service manager restarts the worker and the message comes back (`docs/scale-out.md`).
 
-`ctx` (a `ecs_worker.context.Context`) gives each plugin:
+A plugin with state (a budget, threads, a cache) is an object of a class whose methods are
+marked `@hookimpl`; it creates its state in `on_startup` and releases it in `on_shutdown`,
+so every registration owns its own (the built-in `restart`, `slb`, `maintenance`, `webhook`).
 
-- `ctx.config`: its `[plugins.<name>]` section, validated against the plugin's `Config`
-  dataclass when it defines one (else a plain dict);
-- `ctx.log`: a logger carrying the event's id, name and instance;
-- `ctx.dry_run`: True when nothing may change in the cloud;
-- `ctx.act(action, target, call, *args, **kwargs)`: the one gateway for cloud-changing
-  calls: honours dry-run (returns `None` without calling), records the action for
-  `replay --json`, logs and metrics;
-- `ctx.cloud`: ECS/SLB clients for reads (built lazily from `[cloud]`/`[credentials]`);
-- `ctx.defer(seconds, reason, state=None)`: "show me this event again in `seconds`" (a
-  grace period, a drain). Not a failure and not an attempt; the queue's visibility timeout
-  is the timer, so it survives a crash. On the return `ctx.deferred_since` is when you
-  deferred it, and `ctx.resume_state` is the `state` you passed (small, JSON-ready): the
-  step a multi-step sequence reached travels with the message, not in a host's memory.
-  `ctx.save_state(state)` keeps state for a return after a failure too.
+`ctx` is the whole plugin API (docs/plugins.md lists every member): act through the gateway
+(`ctx.act`, `ctx.act_many`: dry-run honoured, every action recorded), its own config
+(`ctx.config`, validated against the plugin's `Config` dataclass), `ctx.region`, the cloud
+clients for reads (`ctx.cloud`), a private state directory (`ctx.state_dir`), defer and
+take a deferral back (`ctx.defer(seconds, reason, state=None)`, `ctx.cancel_defer()`),
+resume state (`ctx.resume_state`, `ctx.save_state`), `ctx.log` and `ctx.dry_run`. A deferral
+is not a failure and not an attempt; the queue's visibility timeout is the timer, so it
+survives a crash, and the step a multi-step sequence reached travels with the message.
+Beyond `ctx`, a plugin imports only what the top-level `ecs_worker` package exports.
 """
 from __future__ import annotations
 

@@ -1,7 +1,9 @@
 """The plugin manager: built-ins, entry-point plugins and configured ones, one way.
 
 Built-ins are listed in `DEFAULT_PLUGINS` and registered with the same `@hookimpl`
-markers as any third-party plugin; `[plugins] disabled` blocks any plugin by name.
+markers as any third-party plugin: a module, or — for a plugin with state — a fresh
+instance of its class (`"module:Class"`), so each registration owns its state from
+`on_startup` to `on_shutdown` (as pytest's junitxml and dramatiq's middleware do); `[plugins] disabled` blocks any plugin by name.
 `ECS_WORKER_LOAD_PLUGINS` (comma-separated names; set and empty = none) limits which
 installed entry-point plugins load, as `LLM_LOAD_PLUGINS` does for llm: a broken package in
 the same environment then cannot take the worker, the demo or the tests down with it.
@@ -25,10 +27,10 @@ from .config import Config, ConfigError, build_section
 
 DEFAULT_PLUGINS = (
     "ecs_worker.plugins.log",
-    "ecs_worker.plugins.restart",
-    "ecs_worker.plugins.slb",
-    "ecs_worker.plugins.maintenance",
-    "ecs_worker.plugins.webhook",
+    "ecs_worker.plugins.restart:RestartPlugin",
+    "ecs_worker.plugins.slb:SlbPlugin",
+    "ecs_worker.plugins.maintenance:MaintenancePlugin",
+    "ecs_worker.plugins.webhook:WebhookPlugin",
 )
 ENTRY_POINT_GROUP = "ecs_worker"
 LOAD_ENV = "ECS_WORKER_LOAD_PLUGINS"
@@ -96,10 +98,10 @@ def load_plugins(config: Config, *, entry_points_too: bool = True) -> Plugins:
     """Register every plugin that `config` allows and validate their config sections."""
     disabled = set(config.plugins.disabled)
     plugins = Plugins()
-    for module_name in DEFAULT_PLUGINS:
-        name = module_name.rsplit(".", 1)[1]
+    for spec in DEFAULT_PLUGINS:
+        name = builtin_name(spec)
         if name not in disabled:
-            plugins.register(_import(module_name, name), name, "builtin")
+            plugins.register(_builtin(spec, name), name, "builtin")
     allowed = allowed_entry_points()
     if entry_points_too:
         for ep in entry_points(group=ENTRY_POINT_GROUP):
@@ -110,6 +112,8 @@ def load_plugins(config: Config, *, entry_points_too: bool = True) -> Plugins:
             except Exception as exc:
                 raise PluginError(f"plugin {ep.name!r} (entry point {ep.value}): cannot import: "
                                   f"{type(exc).__name__}: {exc}") from None
+            if isinstance(obj, type):  # a plugin class: each load registers a fresh instance
+                obj = _instantiate(obj, ep.name, f"entry point {ep.value}")
             dist = getattr(ep, "dist", None)
             plugins.register(obj, ep.name, f"entry point ({dist.name if dist else ep.value})")
             if dist is not None:
@@ -127,6 +131,24 @@ def load_plugins(config: Config, *, entry_points_too: bool = True) -> Plugins:
         raise PluginError(f"plugin {name!r} ({_location(exc.plugin)}): {_flat(exc)}") from None
     _configure(plugins, config)
     return plugins
+
+
+def builtin_name(spec: str) -> str:
+    """"ecs_worker.plugins.slb:SlbPlugin" -> "slb"."""
+    return spec.partition(":")[0].rsplit(".", 1)[1]
+
+
+def _builtin(spec: str, name: str) -> Any:
+    module_name, _, class_name = spec.partition(":")
+    module = _import(module_name, name)
+    return _instantiate(getattr(module, class_name), name, spec) if class_name else module
+
+
+def _instantiate(cls: type, name: str, where: str) -> Any:
+    try:
+        return cls()
+    except Exception as exc:
+        raise PluginError(f"plugin {name!r} ({where}): cannot create it: {type(exc).__name__}: {exc}") from None
 
 
 def _configure(plugins: Plugins, config: Config) -> None:
@@ -174,4 +196,7 @@ def _flat(exc: Exception) -> str:
 
 
 def _location(plugin: Any) -> str:
-    return getattr(plugin, "__file__", None) or getattr(type(plugin), "__module__", repr(plugin))
+    if getattr(plugin, "__file__", None):
+        return plugin.__file__
+    module = sys.modules.get(getattr(type(plugin), "__module__", ""))  # a plugin object
+    return getattr(module, "__file__", None) or getattr(type(plugin), "__module__", repr(plugin))

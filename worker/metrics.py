@@ -47,9 +47,6 @@ LAST_POLL = Gauge("ecs_worker_last_poll_timestamp_seconds",
                   "Unix time the last receive call completed", registry=REGISTRY)
 INFLIGHT = Gauge("ecs_worker_inflight", "Messages held: being handled or awaiting plugins' work",
                  registry=REGISTRY)
-WEBHOOK_NOTIFICATIONS = Counter("ecs_worker_webhook_notifications", "Webhook notifications by target and "
-                                "result (sent, failed after retries, dropped)", ["target", "result"],
-                                registry=REGISTRY)
 BUILD_INFO = Info("ecs_worker_build", "Version of ecs-worker and of Python", registry=REGISTRY)
 
 # Labels known before anything happens (issue 13: counters start at 0).

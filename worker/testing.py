@@ -191,6 +191,10 @@ def body(event, *, base64_wrapped: bool = False) -> str:
 class Harness:
     """Register `plugin` (alone, plus nothing else) and dispatch events to it as the worker does.
 
+    `plugin` is a module or a plugin object (`Harness(MyPlugin())`: its state is the object's,
+    started by `on_startup` here and released by `close()`); its name is `name`, else the
+    object's class attribute `name`, else the module's last part.
+
     `config` is the plugin's `[plugins.<name>]` section; `emulator` points `ctx.cloud` at a
     running emulator; `settings` adds other config sections (`{"worker": {"state_dir": …}}`);
     `dry_run` defaults to True so nothing changes by accident.
@@ -204,7 +208,9 @@ class Harness:
         from .dispatch import Dispatcher
         from .manager import Plugins, _configure
 
-        self.name = name or getattr(plugin, "__name__", type(plugin).__name__).rsplit(".", 1)[-1]
+        own = getattr(type(plugin), "name", None)  # a plugin object names itself (RestartPlugin.name)
+        self.name = name or (own if isinstance(own, str) else
+                             getattr(plugin, "__name__", type(plugin).__name__).rsplit(".", 1)[-1])
         data: dict = {"plugins": {self.name: dict(config or {})}}
         if emulator is not None:
             data["cloud"] = {"region": emulator.region, "endpoint": emulator.endpoint, "protocol": "http"}

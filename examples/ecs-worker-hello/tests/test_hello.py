@@ -24,8 +24,11 @@ def test_factories_build_real_envelopes():
 
 
 def test_is_installed_as_an_entry_point_plugin():
-    from ecs_worker.config import parse_config
-    from ecs_worker.manager import load_plugins
+    import subprocess
+    import sys
 
-    info = {i.name: i for i in load_plugins(parse_config({})).info()}
-    assert info["hello"].origin.startswith("entry point")
+    listing = subprocess.run([sys.executable, "-m", "ecs_worker", "plugins"], capture_output=True,
+                             text=True, timeout=60)
+    assert listing.returncode == 0, listing.stderr
+    hello = next(line for line in listing.stdout.splitlines() if line.startswith("hello "))
+    assert "entry point" in hello and "on_event" in hello

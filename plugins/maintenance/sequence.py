@@ -1,42 +1,14 @@
-"""Built-in `maintenance` plugin: reboot an instance yourself before a scheduled O&M reboot.
-
-ECS announces maintenance days ahead (`Instance:SystemMaintenance.Reboot:Scheduled`, with
-`notBefore`). Rebooting the instance yourself before `notBefore` settles it — the event
-becomes `Avoided` (Alibaba Cloud ECS docs, "System events": "restart the instance before
-the scheduled time") — at a time you choose and with the instance out of its load
-balancers meanwhile, instead of at the platform's moment while it still takes traffic.
-For instances carrying the opt-in tag (default `ecs-worker:maintenance=auto`):
-
-1. wait — deferring, never blocking — until the configured `window` (e.g. "02:00-05:00"
-   in `timezone`, or "now") that falls before `notBefore` minus `margin_minutes`; if no
-   window fits, act at `notBefore` minus the margin, and say so;
-2. re-read: the event still `Scheduled`, the instance `Running` and still opted in;
-3. record every load-balancer membership (CLB, ALB, NLB: group, port, weight), drain
-   (weight 0, `drain_seconds`) if asked, and take the instance out of every group;
-4. `RebootInstance` (`RedeployInstance` for `SystemMaintenance.Redeploy`, when listed in
-   `event_types`), then defer until the instance is `Running` again (re-read every
-   `poll_seconds`, for at most `reboot_timeout`);
-5. put every membership back exactly as recorded, and settle.
-
-The step reached and the memberships travel with the message (`ctx.defer(state=...)`),
-so any worker continues the sequence. Whatever fails after the removal, the instance is
-never out silently: it is put back, or the outcome is `failed` with every group it is
-still out of named (the webhook plugin notifies) and the message returns to try again.
-In dry-run (and `replay --dry-run`) the whole plan is shown, deferrals counted as elapsed.
-"""
+"""The maintenance plugin's sequence for one event, resumed at the step its state names:
+wait for the window, record and take out the load-balancer memberships, reboot, wait for
+Running, put every membership back (see the package docstring)."""
 from __future__ import annotations
 
-import threading
 import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from ecs_worker import hookimpl
-from ecs_worker.config import setting
-from ecs_worker.plugins.maintenance_window import WINDOW, plan_time, zone as _zone
-
-__all__ = ["Config", "REMEDIES", "plan_time"]
+from ..lb.membership import LoadBalancers, Membership, action_name, by_group
+from .window import plan_time, zone as _zone
 
 # O&M event type -> what the owner may do before notBefore to settle it (the event becomes
 # Avoided): ECS "System events" docs; RedeployInstance is documented for Scheduled
@@ -49,95 +21,15 @@ MAX_DEFER = 43200  # one deferral at most; a longer wait is re-computed on each 
 WAIT, DRAINED, REBOOTING, RESTORE = "wait", "drained", "rebooting", "restore"
 
 
-@dataclass(frozen=True)
-class Config:
-    require_tag: str = setting("ecs-worker:maintenance=auto", doc='"key=value" or "key": the opt-in tag')
-    event_types: list[str] = setting(["SystemMaintenance.Reboot"],
-                                     doc="O&M event types to act on (reboot; .Redeploy: redeploy)")
-    window: str = setting("now", doc='"HH:MM-HH:MM" (may cross midnight) in `timezone`, or "now"')
-    timezone: str = setting("UTC", doc="IANA time zone of the window, e.g. Asia/Shanghai")
-    margin_minutes: float = setting(30.0, min=0, max=1440, doc="act at least this long before notBefore")
-    drain_seconds: float = setting(0.0, min=0, max=3600, doc="weight 0 this long before removal; 0 = none")
-    poll_seconds: float = setting(15.0, min=1, max=600, doc="re-read the rebooting instance this often")
-    reboot_timeout: float = setting(1200.0, min=30, max=86400, doc="seconds to wait for Running again")
-    kinds: list[str] = setting(list(LB_KINDS), doc='load balancers to take it out of: "clb", "alb", "nlb"')
-    job_timeout: float = setting(60.0, min=1, max=600, doc="seconds an ALB/NLB change job may take")
-    max_reboots_per_minute: int = setting(5, min=1, max=1000, doc="all instances together, this worker")
-
-
-class _Budget:
-    """Reboots in the last minute (this worker): a fleet-wide window must not reboot all at once."""
-
-    def __init__(self, per_minute: int) -> None:
-        self.per_minute = per_minute
-        self._times: list[float] = []
-        self._lock = threading.Lock()
-
-    def reserve(self) -> float:
-        """0 and count one, or the seconds until a slot frees."""
-        with self._lock:
-            now = time.monotonic()
-            self._times = [t for t in self._times if t > now - 60]
-            if len(self._times) >= self.per_minute:
-                return self._times[0] + 60 - now
-            self._times.append(now)
-            return 0.0
-
-
-_budget: _Budget | None = None
-
-
-@hookimpl
-def on_startup(ctx):
-    global _budget
-    cfg: Config = ctx.config
-    if cfg.window != "now" and not WINDOW.match(cfg.window):
-        raise ValueError(f'[plugins.maintenance] window: {cfg.window!r}: use "HH:MM-HH:MM" or "now"')
-    _zone(cfg.timezone)  # an unknown zone fails here, not at 3 a.m.
-    unknown = sorted(set(cfg.event_types) - set(REMEDIES))
-    if unknown or not cfg.event_types:
-        raise ValueError(f"[plugins.maintenance] event_types: {unknown[0] if unknown else 'empty'}: "
-                         f"choose from {', '.join(REMEDIES)} (events the owner may settle early)")
-    bad = sorted(set(cfg.kinds) - set(LB_KINDS))
-    if bad:
-        raise ValueError(f"[plugins.maintenance] kinds: {bad[0]}: choose from {', '.join(LB_KINDS)}")
-    ctx.cloud  # builds the gateway now, so a bad [credentials] section fails at start-up
-    _budget = _Budget(cfg.max_reboots_per_minute)
-
-
-@hookimpl
-def on_shutdown(ctx):
-    global _budget
-    _budget = None
-
-
-@hookimpl
-def on_system_event(event, ctx):
-    cfg: Config = ctx.config
-    state = ctx.resume_state if isinstance(ctx.resume_state, dict) else None
-    if state is None:
-        if event.event_status != "Scheduled" or event.event_type not in cfg.event_types or not event.instance_id:
-            return None
-        if event.region and event.region != ctx.region:
-            ctx.log.warning("not handling maintenance of %s: event is for region %s, this worker serves %s",
-                            event.instance_id, event.region, ctx.region)
-            return None
-        if event.not_before is None:
-            ctx.log.warning("not handling maintenance of %s: the notification has no notBefore", event.instance_id)
-            return None
-    if _budget is None:
-        raise RuntimeError("maintenance plugin is not started (on_startup was not called)")
-    return Sequence(event, ctx, cfg, state or {}).run()
-
-
 class Sequence:
     """One event's sequence, resumed at the step its state names."""
 
-    def __init__(self, event, ctx, cfg: Config, state: dict) -> None:
+    def __init__(self, event, ctx, cfg, state: dict, budget) -> None:
         self.event, self.ctx, self.cfg, self.state = event, ctx, cfg, dict(state)
+        self.budget = budget  # the plugin's RebootBudget
         self.iid: str = event.instance_id
         self.remedy = REMEDIES.get(event.event_type or "", "RebootInstance")
-        self.lbs = ctx.load_balancers(cfg.kinds, cfg.job_timeout)
+        self.lbs = LoadBalancers(ctx.cloud, cfg.kinds, cfg.job_timeout)
 
     def run(self) -> Any:
         step = self.state.get("step", WAIT)
@@ -194,7 +86,7 @@ class Sequence:
             ctx.log.info("maintenance of %s: it is %s, not Running; the platform's reboot is left to it",
                          self.iid, instance.get("Status"))
             return None
-        wait = _budget.reserve() if _budget else 0.0
+        wait = self.budget.reserve()
         if wait:
             ctx.defer(max(wait, 1.0), "max_reboots_per_minute reached", state={"step": WAIT})
             return "waiting for the reboot budget"
@@ -285,8 +177,6 @@ class Sequence:
     def _plan_unverified(self, note: str) -> str:
         """Dry-run without the cloud (a laptop without credentials): the plan's shape, each
         group unknown (`?`), marked as unchecked."""
-        from ecs_worker.cloud.membership import action_name
-
         unknown = [(kind, "?/" + self.iid if kind == "clb" else f"{kind}:?/{self.iid}") for kind in self.cfg.kinds]
         for kind, target in unknown:
             self.ctx.act_many(action_name(kind, "remove"), [target], _never, note=note)
@@ -299,8 +189,6 @@ class Sequence:
     def _restore_all(self, members: list) -> tuple[list, Exception | None]:
         """Put every group back, each on its own (one failing group does not stop the
         others); return the memberships still out and the first error."""
-        from ecs_worker.cloud.membership import action_name, by_group
-
         still_out, first = [], None
         for (kind, group), ms in by_group(members).items():
             try:
@@ -311,8 +199,6 @@ class Sequence:
         return still_out, first
 
     def _each_group(self, members: list, change: str, method) -> None:
-        from ecs_worker.cloud.membership import action_name, by_group
-
         for (kind, group), ms in by_group(members).items():
             self.ctx.act_many(action_name(kind, change), [m.target for m in ms], method, kind, group, ms)
 
@@ -335,8 +221,6 @@ class Sequence:
         return None
 
     def _members(self) -> list:
-        from ecs_worker.cloud.membership import Membership
-
         return [Membership.from_json(m) for m in self.state.get("members") or []]
 
     def _state(self, step: str, members: list) -> dict:

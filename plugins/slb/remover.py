@@ -1,116 +1,24 @@
-"""Built-in `slb` plugin: take a spot instance out of every load-balancer group it is in —
-CLB vserver groups, ALB and NLB server groups — well inside the ~5 minute interruption
-notice, even when a whole wave arrives at once.
-
-The hook returns a `Future` at once; a coalescer gathers the instances of events that
-arrive within `coalesce_ms`, finds their groups (configured, or discovered), and removes
-them with one call per group per batch: CLB `RemoveVServerGroupBackendServers` (20
-servers), ALB/NLB `RemoveServersFromServerGroup` (200 servers; asynchronous, so the job
-is followed to its end, bounded by `job_timeout`). Every event still records its own
-action per group and port (`rsp-…/i-…:80`, `alb:sgp-…/i-…:80`, `nlb:sgp-…/i-…:80`).
-"""
+"""The slb plugin's coalescer: a window gathers a wave's instances, one batched read finds
+their groups, and per-group batched changes take them out — each event recording its own
+part through its own `ctx`."""
 from __future__ import annotations
 
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from ecs_worker import hookimpl
-from ecs_worker.config import setting
+from ..lb.batch import KeyedBatcher
+from ..lb.clb import BackendIndex
+from ..lb.server_groups import ServerGroupIndex, change, remove
 
-NOTICE_SECONDS = 300       # Alibaba releases a spot instance about 5 minutes after the notice
-REMOVE_MARGIN_SECONDS = 60  # a drain always leaves this long for the removal itself
 MAX_BACKENDS_PER_CALL = 20  # the SLB API's limit for BackendServers
 MAX_SERVERS_PER_CALL = 200  # ALB/NLB's limit for Servers.N
 JOB_SENDERS_PER_WORKER = 4
 REMOVE, DRAIN = "RemoveVServerGroupBackendServers", "SetVServerGroupAttribute"
-LB_KINDS = ("clb", "alb", "nlb")
 # The ALB/NLB action for each CLB one (drain = weight 0 through the servers' attributes).
 _SERVER_GROUP_ACTIONS = {REMOVE: "RemoveServersFromServerGroup", DRAIN: "UpdateServerGroupServersAttribute"}
-
-
-@dataclass(frozen=True)
-class Config:
-    vserver_groups: list[str] = setting([], doc="groups to check; empty = discover through the SLB API")
-    coalesce_ms: int = setting(200, min=0, max=5000, doc="window that gathers a wave into batches")
-    drain_seconds: float = setting(0.0, min=0, max=240,
-                                   doc="set weight 0 first and remove after this long; 0 = remove at once")
-    discovery_ttl: float = setting(10.0, min=0, max=300, doc="seconds group lists and members are cached")
-    workers: int = setting(4, min=1, max=32, doc="SLB calls in flight at once (different groups)")
-    kinds: list[str] = setting(list(LB_KINDS), doc='load balancers to act on: "clb", "alb", "nlb"')
-    alb_server_groups: list[str] = setting([], doc="ALB server groups to check; empty = discover")
-    nlb_server_groups: list[str] = setting([], doc="NLB server groups to check; empty = discover")
-    job_timeout: float = setting(60.0, min=1, max=240, doc="seconds an ALB/NLB change job may take")
-
-
-_remover: Remover | None = None
-_remover_lock = threading.Lock()
-
-
-@hookimpl
-def on_startup(ctx):
-    global _remover
-    cfg: Config = ctx.config
-    if any(not g.strip() for g in cfg.vserver_groups + cfg.alb_server_groups + cfg.nlb_server_groups):
-        raise ValueError("[plugins.slb] server group ids must not be empty")
-    unknown = sorted(set(cfg.kinds) - set(LB_KINDS))
-    if unknown or not cfg.kinds:
-        raise ValueError(f"[plugins.slb] kinds: {unknown[0] if unknown else 'empty'}: "
-                         f"choose from {', '.join(LB_KINDS)}")
-    ctx.cloud  # builds the gateway now, so a bad [credentials] section fails at start-up
-    with _remover_lock:
-        if _remover is not None:
-            _remover.close()
-        _remover = Remover(ctx.runtime, cfg, ctx.plugin)
-    ctx.log.info("slb: %s (%s), coalescing %d ms%s",
-                 f"vserver groups {', '.join(cfg.vserver_groups)}" if cfg.vserver_groups
-                 else "discovering groups", ", ".join(cfg.kinds).upper(), cfg.coalesce_ms,
-                 f", draining {cfg.drain_seconds:g}s first" if cfg.drain_seconds else "")
-
-
-@hookimpl
-def on_shutdown(ctx):
-    global _remover
-    with _remover_lock:
-        remover, _remover = _remover, None
-    if remover is not None:
-        remover.close()
-
-
-@hookimpl
-def on_preemptible_interruption(event, ctx):
-    if not event.instance_id:
-        return None
-    if event.action != "delete":  # only "delete" releases the instance (ECS spot interruption event)
-        ctx.log.warning("not removing %s from SLB: interruption action is %r, not 'delete'",
-                        event.instance_id, event.action)
-        return None
-    remover = _remover
-    if remover is None or remover.runtime is not ctx.runtime:
-        raise RuntimeError("slb plugin is not started (on_startup was not called)")
-    region = ctx.runtime.config.cloud.region
-    if event.region and event.region != region:
-        ctx.log.warning("not removing %s from SLB: event is for region %s, this worker serves %s",
-                        event.instance_id, event.region, region)
-        return None
-    cfg: Config = ctx.config
-    if cfg.drain_seconds and ctx.deferred_since is None:
-        drain = drain_budget(event.time, cfg.drain_seconds, time.time())
-        if drain >= 1:
-            ctx.defer(drain, f"draining {event.instance_id} for {drain:.0f}s before removal")
-            return remover.submit(event.instance_id, ctx, DRAIN)
-    return remover.submit(event.instance_id, ctx, REMOVE)
-
-
-def drain_budget(notice_time, drain_seconds: float, now: float) -> float:
-    """How long we may drain: configured, but never eating into the removal's margin."""
-    if notice_time is None:
-        return drain_seconds
-    left = notice_time.timestamp() + NOTICE_SECONDS - REMOVE_MARGIN_SECONDS - now
-    return max(0.0, min(drain_seconds, left))
 
 
 class _Job:
@@ -147,7 +55,7 @@ class _Job:
         if self._error is not None:
             self.future.set_exception(self._error)
         elif nothing:
-            self.ctx.deferral = None  # nothing to drain: no reason to come back later
+            self.ctx.cancel_defer()  # nothing to drain: no reason to come back later
             self.future.set_result(None)
         else:
             verb = {REMOVE: "removed from", DRAIN: "weight 0 in"}[self.kind]
@@ -162,21 +70,16 @@ class _Job:
 class Remover:
     """The coalescer: window → locate (one batched read) → per-group batched changes."""
 
-    def __init__(self, runtime, cfg: Config, plugin: str) -> None:
-        from ecs_worker.cloud.batch import KeyedBatcher
-        from ecs_worker.cloud.slb import BackendIndex
-
-        self.runtime, self.plugin = runtime, plugin
+    def __init__(self, cloud, dry_run: bool, cfg) -> None:
+        self.cloud, self.dry_run = cloud, dry_run  # the starting plugin's `ctx.cloud`, `ctx.dry_run`
         self.window = cfg.coalesce_ms / 1000.0
-        from ecs_worker.cloud.server_groups import ServerGroupIndex
-
         self.job_timeout = cfg.job_timeout
-        self.index = BackendIndex(lambda action, **p: runtime.cloud.slb(action, **p),
+        self.index = BackendIndex(lambda action, **p: cloud.slb(action, **p),
                                   cfg.vserver_groups, cfg.discovery_ttl, workers=cfg.workers) \
             if "clb" in cfg.kinds else None
         configured = {"alb": cfg.alb_server_groups, "nlb": cfg.nlb_server_groups}
         self.group_indexes = {
-            kind: ServerGroupIndex(kind, partial(_api_call, runtime, kind), configured[kind],
+            kind: ServerGroupIndex(kind, partial(_api_call, cloud, kind), configured[kind],
                                    cfg.discovery_ttl, workers=cfg.workers)
             for kind in ("alb", "nlb") if kind in cfg.kinds}
         self.batcher = KeyedBatcher(self._send, max_batch=MAX_BACKENDS_PER_CALL,
@@ -264,8 +167,7 @@ class Remover:
             return
         # Dry-run on a laptop has no credentials: report the plan, marked as unchecked.
         note = f"unverified: could not read SLB: {getattr(exc, 'code', type(exc).__name__)}"
-        self.runtime.gateway.perform_many(self.plugin, job.kind, [(f"?/{job.instance_id}", job.ctx.actions)],
-                                          _never, note=note)
+        job.ctx.act_many(job.kind, [f"?/{job.instance_id}"], _never, note=note)
         job.future.set_result(f"planned ({note})")
 
     # -- one batched call (a KeyedBatcher worker thread) ------------------------------
@@ -273,56 +175,52 @@ class Remover:
         if isinstance(key, tuple):
             return self._send_server_group(key, kind, items)
         group = key
-        if kind == REMOVE and not self.runtime.dry_run:
+        if kind == REMOVE and not self.dry_run:
             # A duplicate event queued behind the call that removed its entry: done already.
-            done = [(b.target, job.ctx.actions) for b, job in items if self.index.removed_lately(b)]
+            done = [(job.ctx, b.target) for b, job in items if self.index.removed_lately(b)]
             if done:
-                self.runtime.gateway.perform_many(self.plugin, kind, done, _already_removed)
+                done[0][0].act_many(kind, done, _already_removed)
                 items = [(b, job) for b, job in items if not self.index.removed_lately(b)]
                 if not items:
                     return
         backends = [b for b, _ in items]
         unique = list({(b.server_id, b.port): b for b in backends}.values())  # one per entry, even for duplicate events
         wire = [b.wire(weight=0 if kind == DRAIN else None) for b in unique]
-        targets = [(b.target, job.ctx.actions) for b, job in items]
-        cloud_call = self.runtime.cloud.slb if not self.runtime.dry_run else _never
-        self.runtime.gateway.perform_many(self.plugin, kind, targets, cloud_call, kind,
-                                          VServerGroupId=group, BackendServers=wire)
-        if kind == REMOVE and not self.runtime.dry_run:
+        targets = [(job.ctx, b.target) for b, job in items]
+        cloud_call = self.cloud.slb if not self.dry_run else _never
+        targets[0][0].act_many(kind, targets, cloud_call, kind, VServerGroupId=group, BackendServers=wire)
+        if kind == REMOVE and not self.dry_run:
             self.index.forget(unique)
-
 
     def _send_server_group(self, key: tuple[str, str], kind: str, items: list[tuple[Any, _Job]]) -> None:
         """One ALB/NLB change (≤ 200 servers), followed until its job is done."""
-        from ecs_worker.cloud.server_groups import change, remove
-
         lb, group = key
         index = self.group_indexes[lb]
         action = _SERVER_GROUP_ACTIONS[kind]
-        if kind == REMOVE and not self.runtime.dry_run:
-            done = [(m.target, job.ctx.actions) for m, job in items if index.removed_lately(m)]
+        if kind == REMOVE and not self.dry_run:
+            done = [(job.ctx, m.target) for m, job in items if index.removed_lately(m)]
             if done:
-                self.runtime.gateway.perform_many(self.plugin, action, done, _already_removed)
+                done[0][0].act_many(action, done, _already_removed)
                 items = [(m, job) for m, job in items if not index.removed_lately(m)]
                 if not items:
                     return
         unique = list({(m.server_id, m.port): m for m, _ in items}.values())
         servers = [m.wire(weight=0) if kind == DRAIN else m.wire(with_weight=False) for m in unique]
-        targets = [(m.target, job.ctx.actions) for m, job in items]
-        api = partial(_api_call, self.runtime, lb)
-        if self.runtime.dry_run:
+        targets = [(job.ctx, m.target) for m, job in items]
+        api = partial(_api_call, self.cloud, lb)
+        if self.dry_run:
             call = _never
         elif kind == REMOVE:  # servers gone meanwhile (a stale cache) are dropped, not an error
             call = partial(remove, lb, api, group, servers, job_timeout=self.job_timeout)
         else:
             call = partial(change, lb, api, action, group, servers, job_timeout=self.job_timeout)
-        self.runtime.gateway.perform_many(self.plugin, action, targets, call)
-        if kind == REMOVE and not self.runtime.dry_run:
+        targets[0][0].act_many(action, targets, call)
+        if kind == REMOVE and not self.dry_run:
             index.forget(unique)
 
 
-def _api_call(runtime, api: str, action: str, **params: Any) -> dict:
-    return runtime.cloud.call(api, action, params)
+def _api_call(cloud, api: str, action: str, **params: Any) -> dict:
+    return cloud.call(api, action, params)
 
 
 def _key(backend) -> Any:

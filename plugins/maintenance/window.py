@@ -1,5 +1,5 @@
 """When the `maintenance` plugin acts: a daily window in a time zone, before `notBefore`
-minus a margin (a helper of plugins/maintenance.py, not a plugin)."""
+minus a margin."""
 from __future__ import annotations
 
 import re

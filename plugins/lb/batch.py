@@ -14,7 +14,7 @@ from collections import defaultdict, deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Hashable
 
-log = logging.getLogger("ecs_worker.cloud.batch")
+log = logging.getLogger("ecs_worker.plugins.lb.batch")
 
 Done = Callable[[BaseException | None], None]
 

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
-from .errors import CloudError
+from ecs_worker import CloudError
 
 KINDS = ("alb", "nlb")
 MAX_SERVERS_PER_CALL = 200  # both APIs' limit for Servers.N

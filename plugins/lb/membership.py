@@ -1,6 +1,6 @@
 """An instance's load-balancer memberships across CLB, ALB and NLB, and changing them per group.
 
-What a plugin that takes an instance out for a while needs (`ctx.load_balancers()`): read
+What a plugin that takes an instance out for a while needs (`LoadBalancers(ctx.cloud)`): read
 every membership fresh (group, port, weight, type), take them out (or drain them to weight
 0), and put them back exactly as recorded. Memberships turn to and from small JSON dicts,
 so they can travel in a deferred message's state. Changes are grouped per group and kind:
@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Iterable
 
 from . import server_groups
-from .slb import Backend, BackendIndex
+from .clb import Backend, BackendIndex
 
 KINDS = ("clb", "alb", "nlb")
 MAX_BACKENDS_PER_CALL = 20  # CLB's limit for BackendServers

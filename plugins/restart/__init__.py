@@ -1,0 +1,156 @@
+"""Built-in `restart` plugin: start instances that stopped unexpectedly — safely.
+
+Do no harm: only instances carrying the opt-in tag; wait `grace_seconds` (the queue's
+visibility timeout is the timer, see `ctx.defer`) and re-read the instance before
+acting; never touch an instance that is locked, being recycled, or a spot instance that
+had an interruption notice; at most `max_restarts_per_hour` per instance (then a loud
+error and no more tries: a crash-loop breaker) and `max_restarts_per_minute` overall.
+
+Budgets belong to the plugin object (one per registration) and are kept in its state dir
+(`[worker] state_dir/plugins/restart/restart-budget.json`), so a restart of the worker does
+not reset them. Workers sharing a queue each keep their own.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from ecs_worker import hookimpl, setting
+
+from .budget import RestartBudget
+from .instance import (ALREADY_STARTED, SPOT_STRATEGIES, describe_instance, has_tag, locks_of,
+                       skip_reason, start_instance, tags_of)
+
+__all__ = ["Config", "RestartPlugin", "RestartBudget", "ALREADY_STARTED", "SPOT_STRATEGIES",
+           "describe_instance", "has_tag", "locks_of", "skip_reason", "start_instance", "tags_of"]
+BUDGET_FILE = "restart-budget.json"
+
+
+@dataclass(frozen=True)
+class Config:
+    require_tag: str = setting("ecs-worker:auto-restart=true",
+                               doc='"key=value" or "key"; empty = every instance (a warning at start-up)')
+    grace_seconds: float = setting(60.0, min=0, max=3600, doc="wait this long, then re-read, then act")
+    max_restarts_per_hour: int = setting(3, min=1, max=100, doc="per instance; past it: error, no more tries")
+    max_restarts_per_minute: int = setting(10, min=1, max=1000, doc="all instances together, this worker")
+
+
+class RestartPlugin:
+    """One registration: its budget lives from `on_startup` to `on_shutdown`."""
+
+    name = "restart"
+    Config = Config
+
+    def __init__(self) -> None:
+        self.budget: RestartBudget | None = None
+
+    @hookimpl
+    def on_startup(self, ctx):
+        cfg: Config = ctx.config
+        if not cfg.require_tag.strip():
+            ctx.log.warning("restart: require_tag is empty: EVERY instance that stops will be restarted")
+        ctx.cloud  # builds the gateway now, so a bad [credentials] section fails at start-up
+        path = None
+        if not ctx.dry_run:
+            try:
+                path = ctx.state_dir / BUDGET_FILE
+                _adopt_legacy_budget(path)
+            except OSError as exc:
+                ctx.log.warning("restart: no state dir (%s); keeping budgets in memory", exc.strerror)
+        self.budget = RestartBudget(path, cfg.max_restarts_per_hour, cfg.max_restarts_per_minute, ctx.log)
+
+    @hookimpl
+    def on_shutdown(self, ctx):
+        self.budget = None
+
+    @hookimpl
+    def on_preemptible_interruption(self, event, ctx):
+        """Remember the notice (a spot instance about to be reclaimed is not ours to start)."""
+        if event.instance_id and self.budget is not None:
+            self.budget.note_interruption(event.instance_id)
+        return None  # noting is not handling
+
+    @hookimpl
+    def on_state_change(self, event, ctx):
+        if event.state != "Stopped" or not event.instance_id:
+            return None
+        budget = self.budget
+        if budget is None:
+            raise RuntimeError("restart plugin is not started (on_startup was not called)")
+        if not _in_our_region(event, ctx):
+            return None
+        return _restart(event, ctx, budget)
+
+
+def _restart(event, ctx, budget: RestartBudget) -> Any:
+    cfg: Config = ctx.config
+    iid = event.instance_id
+    first_sight = ctx.deferred_since is None
+    try:
+        instance = describe_instance(ctx.cloud, iid)
+        unverified = None
+    except Exception as exc:
+        if not ctx.dry_run:
+            raise  # a failed read is a failure: the message comes back
+        instance, unverified = None, f"unverified: could not read ECS: {getattr(exc, 'code', type(exc).__name__)}"
+
+    if unverified is None:
+        if instance is None:
+            ctx.log.info("not restarting %s: no such instance (released?)", iid)
+            return None
+        if not has_tag(instance, cfg.require_tag):
+            ctx.log.debug("not restarting %s: no opt-in tag %r", iid, cfg.require_tag)
+            return None
+    if first_sight and cfg.grace_seconds:
+        # Any return from a deferral means the grace has passed: the queue is the timer.
+        # (Measuring from `deferred_since` would restart the grace after every deferral,
+        # e.g. one for the global budget, and could wait forever.)
+        ctx.defer(max(cfg.grace_seconds, 1.0), f"grace period before restarting {iid}")
+        return "waiting out the grace period"
+    if unverified is not None:
+        ctx.act_many("StartInstance", [iid], _never, note=unverified)
+        return f"planned StartInstance ({unverified})"
+
+    reason = skip_reason(instance, budget)
+    if reason:
+        ctx.log.info("not restarting %s: %s", iid, reason)
+        return None
+    verdict, wait = budget.reserve(iid)
+    if verdict == "instance":
+        ctx.log.error("not restarting %s: it was restarted %d times in the last hour "
+                      "(max_restarts_per_hour); giving up until an operator looks at it",
+                      iid, cfg.max_restarts_per_hour)
+        return None
+    if verdict == "global":
+        ctx.defer(max(wait, 1.0), "max_restarts_per_minute reached")
+        return "waiting for the global restart budget"
+    try:
+        outcome = ctx.act("StartInstance", iid, start_instance, ctx.cloud, iid)
+    except Exception:
+        budget.release(iid)
+        raise
+    if outcome == ALREADY_STARTED or ctx.dry_run:
+        budget.release(iid)  # someone else started it / nothing was started
+    return f"planned StartInstance {iid}" if ctx.dry_run else f"StartInstance {iid}: {outcome}"
+
+
+def _adopt_legacy_budget(path) -> None:
+    """Before plugins had their own state dirs the budgets lived in `[worker] state_dir`
+    itself (`<state_dir>/plugins/restart/` is two levels down): move that file over once,
+    so an upgrade keeps them."""
+    legacy = path.parent.parent.parent / BUDGET_FILE
+    if not path.exists() and legacy.is_file():
+        os.replace(legacy, path)
+
+
+def _in_our_region(event, ctx) -> bool:
+    if event.region and event.region != ctx.region:
+        ctx.log.warning("not restarting %s: event is for region %s, this worker serves %s",
+                        event.instance_id, event.region, ctx.region)
+        return False
+    return True
+
+
+def _never(*args: Any, **kwargs: Any) -> None:  # pragma: no cover - dry-run never calls
+    raise AssertionError("dry-run must not call the cloud")
