@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import math
 import queue as queues
-import random
 import threading
 import time
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from . import metrics
+from .backoff import backoff_delay
 from .config import Config
 from .text import one_line
 from .deferred import RESUME_STATE, Deferred, wrap
@@ -35,7 +35,7 @@ from .dispatch import Dispatcher
 from .outcomes import DEFERRED, FAILED, HANDLED, IGNORED, INVALID, Result
 from .events import Event
 from .sources.mns import (MAX_BATCH, MAX_MESSAGE_BYTES, MnsError, MnsQueue, Message, dead_letter_body,
-                          refused_for_good)
+                          fault_delay, refused_for_good)
 from .store import Store, StoreError
 
 log = logging.getLogger("ecs_worker.settle")
@@ -44,7 +44,6 @@ DELETE_LINGER = 0.02  # seconds a partial delete batch waits for company
 SETTLE_TICK = 0.002  # seconds between looks for more outcomes while a delete batch fills
 RESULT, DUPLICATE, RELEASE, EXHAUSTED = "result", "duplicate", "release", "exhausted"
 WAIT = "wait"  # a re-sent deferral that arrived before it is due: wait on, run nothing
-ERROR_BACKOFF = (0.5, 30.0)  # MNS faults: first and longest pause, jittered
 MAX_VISIBILITY = 43200  # ChangeMessageVisibility's maximum: the longest a message can hide
 REPR_KEY_CHARS = 120  # Held's repr (log lines) shows at most this much of a key
 
@@ -71,15 +70,10 @@ class Held:
         return f"Held(message_id={self.message.id!r}, key={key!r}, attempt={self.attempt})"
 
 
-def retry_backoff(attempt: int, base: float, cap: float, rng: random.Random = random) -> int:
-    """Seconds before a failed event returns: doubling per attempt, capped, half jittered."""
-    delay = min(cap, base * 2 ** max(attempt - 1, 0))
-    return max(1, min(MAX_VISIBILITY, round(delay / 2 + rng.uniform(0, delay / 2))))
-
-
-def error_backoff(failures: int, rng: random.Random = random) -> float:
-    base, cap = ERROR_BACKOFF
-    return min(cap, base * 2 ** min(failures - 1, 16)) * rng.uniform(0.5, 1.0)
+def retry_backoff(attempt: int, base: float, cap: float, rng=None) -> int:
+    """Whole seconds before a failed event returns: doubling per attempt, capped, half
+    jittered, within what ChangeMessageVisibility accepts."""
+    return max(1, min(MAX_VISIBILITY, round(backoff_delay(attempt - 1, base, cap, "half", rng))))
 
 
 class Settler:
@@ -309,7 +303,7 @@ class Settler:
                     # Undeleted messages come back; the store knows them as settled.
                     log.warning("%s; %d message(s) will be redelivered and skipped", exc, len(batch))
                     break
-                delay = error_backoff(attempt) / 4
+                delay = fault_delay(attempt) / 4
                 log.warning("%s; retrying in %.1fs", exc, delay)
                 time.sleep(delay)
         for held, handle in batch:

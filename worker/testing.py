@@ -241,7 +241,7 @@ class Harness:
         """Dispatch, treating any deferral as elapsed (as `replay --dry-run` does)."""
         from .replay import Item, replay_one
 
-        return replay_one(self.dispatcher, Item("<harness>", body(event)), dry_run=True)
+        return replay_one(self.dispatcher, Item("<harness>", body(event)), elapse_deferrals=True)
 
     def close(self) -> None:
         self.dispatcher.shutdown()

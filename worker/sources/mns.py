@@ -19,6 +19,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from ..backoff import backoff_delay
 from ..text import one_line
 
 # Codes that no amount of retrying fixes: the configuration (or the account) is wrong.
@@ -48,7 +49,8 @@ SOCKET_SLACK = 15  # seconds a socket read may outlast the long poll before it i
 # Back off (doubling from EARLY_EMPTY_BASE, capped at the poll's own wait, jittered upwards)
 # so an idle receiver never costs more than 3600 / wait_seconds calls an hour.
 EARLY_EMPTY_BASE = 0.5
-EARLY_EMPTY_JITTER = 0.25
+EARLY_EMPTY_JITTER = 0.25  # what backoff's "up" jitter adds at most, as a fraction
+FAULT_BASE, FAULT_CAP = 0.5, 30.0  # MNS faults: first and longest pause, jittered
 
 
 class MnsError(Exception):
@@ -239,11 +241,15 @@ class MnsQueue:
                            self._ram("SendMessage"), self.endpoint) from None
 
 
-def early_empty_delay(n: int, wait_seconds: float, rng: random.Random | Any = random) -> float:
+def early_empty_delay(n: int, wait_seconds: float, rng: random.Random | None = None) -> float:
     """Seconds to pause after the n-th early empty answer in a row: doubling, capped at the
     poll's wait, jitter only upwards so the capped rate stays under one call per wait."""
-    base = min(float(wait_seconds), EARLY_EMPTY_BASE * 2 ** min(n - 1, 16))
-    return base * (1.0 + rng.uniform(0.0, EARLY_EMPTY_JITTER))
+    return backoff_delay(n - 1, EARLY_EMPTY_BASE, float(wait_seconds), "up", rng)
+
+
+def fault_delay(failures: int, rng: random.Random | None = None) -> float:
+    """Seconds to pause after the n-th MNS fault in a row: doubling, capped, half jittered."""
+    return backoff_delay(failures - 1, FAULT_BASE, FAULT_CAP, "half", rng)
 
 
 def refused_for_good(exc: MnsError) -> bool:
