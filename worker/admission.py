@@ -14,7 +14,7 @@ from .deferred import unwrap
 from .events import InvalidEvent, parse_event
 from .keys import event_key, message_key
 from .outcomes import FAILED, Result, invalid
-from .settle import DUPLICATE, EXHAUSTED, RESULT, WAIT, Held
+from .held import DUPLICATE, EXHAUSTED, RESULT, WAIT, Held
 from .store import Attempt, Store
 from .text import one_line
 

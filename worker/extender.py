@@ -10,7 +10,7 @@ import threading
 import time
 from typing import Callable
 
-from .settle import Held
+from .held import Held
 from .sources.mns import MnsError, MnsQueue
 from .text import one_line
 

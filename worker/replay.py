@@ -77,7 +77,7 @@ def replay_one(dispatcher: Dispatcher, item: Item, elapse_deferrals: bool) -> Re
         event = parse_event(item.body)
     except Exception as exc:  # InvalidEvent, whatever the body
         result = invalid(f"{item.where}: {exc}")
-        dispatcher.settled(None, result, wait=True)
+        dispatcher.run_on_settled(None, result, wait=True)
         return result
     result = dispatcher.dispatch(event)
     actions = list(result.actions)
@@ -95,7 +95,7 @@ def replay_one(dispatcher: Dispatcher, item: Item, elapse_deferrals: bool) -> Re
         result.plugins = {**previous, **result.plugins}
         actions += result.actions
     result.actions = actions
-    dispatcher.settled(event, result, wait=True)
+    dispatcher.run_on_settled(event, result, wait=True)
     return result
 
 

@@ -24,18 +24,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent.futures import Future
 
 from . import archive, health, metrics, preflight
 from .admission import Admission
 from .config import Config
-from .crashes import Gate, Journal, recover
+from .crashes import recover
 from .dispatch import Dispatcher
 from .extender import Extender
+from .handling import Handling
 from .handlers import Handlers
 from .notify import SystemdNotifier, watchdog_interval
-from .outcomes import EXIT_FAILURE, EXIT_OK, FAILED, Result
-from .settle import RELEASE, RESULT, Held, Settler
+from .outcomes import EXIT_FAILURE, EXIT_OK
+from .held import RELEASE, RESULT, Held, hold
+from .settle import Settler
 from .signals import Signals
 from .sources.mns import SOCKET_SLACK, MnsError, MnsQueue, Message, fault_delay
 from .store import Store, StoreError
@@ -56,7 +57,7 @@ class Runner:
         self.dead_letters = dead_letters
         self.notifier = notifier or SystemdNotifier("")
         w = config.worker
-        self.concurrency, self.max_pending, self.max_attempts = w.concurrency, w.max_pending, w.max_attempts
+        self.concurrency, self.max_pending = w.concurrency, w.max_pending
         self.queue_visibility = config.mns.visibility_timeout  # replaced by the queue's own at start
         self.signals = Signals()
         self._pool = Handlers(w.concurrency, self._handle, on_death=self._died)
@@ -71,8 +72,7 @@ class Runner:
         self._extender = Extender(source, config.mns.visibility_timeout, self._due, self._closing,
                                   self._recover)
         self._threads: list[threading.Thread] = []
-        self._gate = Gate()  # crash suspects run alone
-        self._journal: Journal | None = None
+        self._handling = Handling(dispatcher, self.settler, self._stopping)
         self.fatal: str | None = None  # the internal thread that died, if one did
 
     # == life cycle ================================================================
@@ -90,8 +90,7 @@ class Runner:
     def start(self) -> None:
         """Recover the journals of dead workers, then start the receive, extend and
         settle loops and the handlers."""
-        state_dir = self.config.worker.state_dir
-        self._journal = Journal(state_dir)
+        self._handling.open(self.config.worker.state_dir)
         self._recover()
         self._pool.start()
         for name, target in (("receive", self._receive_loop), ("extend", self._extender.loop),
@@ -128,15 +127,14 @@ class Runner:
                 return t.name
         if not self._pool.alive():
             return "handler"
-        deadlines = getattr(getattr(self.dispatcher, "_deadlines", None), "_thread", None)
-        if isinstance(deadlines, threading.Thread) and not deadlines.is_alive():
+        if not self.dispatcher.deadlines.alive():
             return "deadlines"
         return None
 
     def _recover(self) -> None:
         """Suspects and charges from the journals of workers that died (`crashes.py`)."""
         try:
-            recover(self.config.worker.state_dir, self.store.crashed, own=self._journal)
+            recover(self.config.worker.state_dir, self.store.crashed, own=self._handling.journal)
         except (OSError, StoreError) as exc:
             log.error("crash journals in %s: %s", self.config.worker.state_dir, exc)
 
@@ -175,8 +173,7 @@ class Runner:
         for t in self._threads[1:]:
             t.join(timeout=10)
         self._pool.shutdown()
-        if self._journal is not None:
-            self._journal.close()
+        self._handling.close()
         left = len(self._held)
         if left:
             log.warning("%d message(s) still in flight at shutdown: MNS will redeliver them after "
@@ -288,72 +285,19 @@ class Runner:
         self._pool.submit(to_run)
 
     def _accept(self, messages: list[Message]) -> list[Held]:
-        """Register the batch as held; a message we still hold (redelivered because its
-        invisibility lapsed) only gets its new receipt handle. Returns the new ones."""
-        now, wall = time.monotonic(), time.time()
-        fresh = []
         with self._room:
-            for message in messages:
-                # The queue's timeout bounds what we trust of NextVisibleTime (clock skew).
-                remaining = float(self.queue_visibility)
-                if message.next_visible_time_ms:
-                    remaining = min(remaining, message.next_visible_time_ms / 1000 - wall)
-                remaining = max(remaining, 0.0)
-                known = self._held.get(message.id)
-                if known is not None:
-                    with known.lock:
-                        known.handle = message.receipt_handle
-                        known.deadline, known.extend_at = now + remaining, now + remaining / 2
-                    continue
-                held = Held(message, message.receipt_handle, now + remaining, now + remaining / 2)
-                self._held[message.id] = held
-                fresh.append(held)
+            fresh = hold(self._held, messages, self.queue_visibility)
             metrics.INFLIGHT.set(len(self._held))
         return fresh
 
     # == handle ====================================================================
     def _handle(self, held: Held) -> None:
-        entered = attached = False
         try:
-            if self._stopping.is_set() or not self._gate.enter(held.suspect, self._stopping):
-                self.settler.put(held, RELEASE)  # received but not started: another worker's
-                return
-            entered = True
-            assert self._journal is not None
-            self._journal.started(held.key)
-            future = self.dispatcher.start(held.event, held.resume)
-            attached = True
-            future.add_done_callback(lambda f: self._done(held, f))
-        except BaseException as exc:  # noqa: B902 - a bug here must not leak the message or the slot
-            log.error("handling message %s failed: %s", held.message.id, one_line(exc), exc_info=exc)
-            if entered and not attached:
-                self._ended(held)
-            if not attached:
-                self.settler.put(held, RESULT, Result(FAILED, held.event, error=one_line(exc)))
+            self._handling.run(held)
         finally:
             with self._room:
                 self._busy -= 1
                 self._room_opened()
-
-    def _done(self, held: Held, future: Future) -> None:
-        """The outcome is in (on whichever thread resolved it): never raise from here."""
-        try:
-            result = _result(future, held)
-        except BaseException as exc:  # noqa: B902
-            result = Result(FAILED, held.event, error=one_line(exc))
-        try:
-            self._ended(held)
-        finally:
-            self.settler.put(held, RESULT, result)
-
-    def _ended(self, held: Held) -> None:
-        try:
-            if self._journal is not None:
-                self._journal.ended(held.key)
-        except BaseException as exc:  # noqa: B902 - e.g. a full disk: the message still settles
-            log.error("crash journal: %s", one_line(exc))
-        finally:
-            self._gate.leave(held.suspect)
 
     def _due(self, now: float) -> list[Held]:
         """Held messages whose invisibility is due for an extension (the extender's)."""
@@ -368,9 +312,3 @@ class Runner:
             metrics.INFLIGHT.set(len(self._held))
             self._room_opened()
 
-
-def _result(future: Future, held: Held) -> Result:
-    exc = future.exception()
-    if exc is not None:
-        return Result(FAILED, held.event, error=one_line(exc))
-    return future.result()

@@ -1,4 +1,6 @@
-"""Settling: turning each outcome into what happens to its MNS message.
+"""Settling: carrying out, in MNS, what a message's outcome means — the one meaning of
+"settle" in this code base (`on_settled` observers hear of it afterwards; the store
+remembers settled keys so that a redelivered copy is dropped).
 
 handled / ignored -> remembered as settled, deleted (in batches of up to 16);
 deferred          -> hidden for the requested delay; not an attempt. Longer than
@@ -22,7 +24,6 @@ import math
 import queue as queues
 import threading
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
 
@@ -30,44 +31,20 @@ from . import metrics
 from .backoff import backoff_delay
 from .config import Config
 from .text import one_line
-from .deferred import RESUME_STATE, Deferred, wrap
+from .deferred import RESUME_STATE, wrap
 from .dispatch import Dispatcher
 from .outcomes import DEFERRED, FAILED, HANDLED, IGNORED, INVALID, Result
 from .events import Event
-from .sources.mns import (MAX_BATCH, MAX_MESSAGE_BYTES, MnsError, MnsQueue, Message, dead_letter_body,
-                          fault_delay, refused_for_good)
+from .held import DUPLICATE, EXHAUSTED, RELEASE, WAIT, Held
+from .sources.dead_letter import dead_letter_body
+from .sources.mns import MAX_BATCH, MAX_MESSAGE_BYTES, MnsError, MnsQueue, fault_delay, refused_for_good
 from .store import Store, StoreError
 
 log = logging.getLogger("ecs_worker.settle")
 
 DELETE_LINGER = 0.02  # seconds a partial delete batch waits for company
 SETTLE_TICK = 0.002  # seconds between looks for more outcomes while a delete batch fills
-RESULT, DUPLICATE, RELEASE, EXHAUSTED = "result", "duplicate", "release", "exhausted"
-WAIT = "wait"  # a re-sent deferral that arrived before it is due: wait on, run nothing
 MAX_VISIBILITY = 43200  # ChangeMessageVisibility's maximum: the longest a message can hide
-REPR_KEY_CHARS = 120  # Held's repr (log lines) shows at most this much of a key
-
-
-@dataclass(eq=False)
-class Held:
-    """A received message until it is settled."""
-
-    message: Message
-    handle: str  # the newest receipt handle: change-visibility replaces it
-    deadline: float  # monotonic time its invisibility ends
-    extend_at: float
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    closing: bool = False  # being settled: the extender must not touch it any more
-    event: Event | None = None
-    key: str = ""  # the message key (keys.py)
-    attempt: int = 0  # this attempt's number, should it fail
-    resume: dict[str, float | None] | None = None
-    suspect: bool = False  # running when a worker died: runs alone (crashes.py)
-    wrapped: Deferred | None = None  # a long deferral, re-sent with its key (deferred.py)
-
-    def __repr__(self) -> str:  # log lines: never the body, a bounded key
-        key = self.key if len(self.key) <= REPR_KEY_CHARS else self.key[:REPR_KEY_CHARS] + "..."
-        return f"Held(message_id={self.message.id!r}, key={key!r}, attempt={self.attempt})"
 
 
 def retry_backoff(attempt: int, base: float, cap: float, rng=None) -> int:
@@ -161,7 +138,7 @@ class Settler:
         assert result is not None
         outcome = result.outcome
         self._count(event, outcome)
-        self._observe(held, result)
+        metrics.observe_result(result, held.message.enqueue_time_ms)
         if outcome in (HANDLED, IGNORED):
             self._unmarked.append(held.key)
             deletes.append((held, handle))
@@ -169,12 +146,12 @@ class Settler:
             self._dead_letter(held, handle, "invalid", result.error, deletes)
         elif outcome == DEFERRED:
             seconds = max(1, math.ceil(result.defer_seconds or 1))
-            self._wait(held, handle, seconds, self._resume_after(held, result), deletes)
+            self._wait(held, handle, seconds, result.resume(held.resume), deletes)
         else:
             if kind != EXHAUSTED:  # the attempt ended in failure: it counts now
                 # Which plugins to call again; a failure outside any plugin (no plugin
                 # results) keeps what was to be resumed (None: all of them).
-                resume = self._resume_after(held, result) if result.plugins else held.resume
+                resume = result.resume(held.resume) if result.plugins else held.resume
                 held.attempt = max(held.attempt, self._store(self.store.failed, held.key, resume) or 0)
             if held.attempt >= self.max_attempts or kind == EXHAUSTED:
                 result.error = f"{result.error}; dead-lettered after {held.attempt} attempts"
@@ -192,7 +169,7 @@ class Settler:
 
     def _tell_observers(self, event: Event | None, result: Result) -> None:
         try:
-            self.dispatcher.settled(event, result)
+            self.dispatcher.run_on_settled(event, result)
         except BaseException as exc:  # noqa: B902 - e.g. sys.exit() in on_settled: changes nothing
             log.error("an on_settled observer failed: %s", one_line(exc))
 
@@ -229,11 +206,6 @@ class Settler:
         log.info("message %s deferred %ds: re-sent as %s with DelaySeconds=%d", held.message.id, seconds,
                  new_id, copy.delay, extra={"message_id": held.message.id})
         return True
-
-    def _resume_after(self, held: Held, result: Result) -> dict[str, Any]:
-        """Plugins to call on return (a plugin deferring again keeps its first deferral
-        time), and their saved states."""
-        return result.resume(held.resume)
 
     def _dead_letter(self, held: Held, handle: str, reason: str, error: str | None, deletes: list) -> None:
         m = held.message
@@ -324,16 +296,6 @@ class Settler:
     def _count(self, event: Event | None, outcome: str) -> None:
         self.counts[outcome] = self.counts.get(outcome, 0) + 1
         metrics.EVENTS.labels(event.name if event else "", outcome).inc()
-
-    def _observe(self, held: Held, result: Result) -> None:
-        if result.outcome == INVALID:
-            return
-        metrics.HANDLER_SECONDS.observe(result.seconds)
-        if result.outcome in (HANDLED, IGNORED) and held.message.enqueue_time_ms:
-            metrics.EVENT_LAG.observe(max(0.0, time.time() - held.message.enqueue_time_ms / 1000))
-        for name, part in result.plugins.items():
-            if part.status == FAILED:
-                metrics.PLUGIN_ERRORS.labels(name).inc()
 
 
 def _carries_state(resume: dict | None) -> bool:

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
+from .dead_letter_file import append_durably, holds_record
 from .keys import safe_key
 
 log = logging.getLogger("ecs_worker.store")
@@ -278,34 +279,19 @@ class Store:
             data = (json.dumps(dict(record), ensure_ascii=True, default=str) + "\n").encode("ascii")
         if key is not None:
             rows = self._run("SELECT written FROM dead_letters WHERE message_id = ?", (key,))
-            if rows and (rows[0][0] or self._in_file_tail(str(message_id))):
+            if rows and (rows[0][0] or holds_record(self.dead_letter_path, str(message_id))):
                 if not rows[0][0]:
                     self._run("UPDATE dead_letters SET written = 1 WHERE message_id = ?", (key,))
                 return False
             self._run("INSERT OR REPLACE INTO dead_letters (message_id, recorded, written) VALUES (?, ?, 0)",
                       (key, self.clock()))
         try:
-            fd = os.open(self.dead_letter_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            try:
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            append_durably(self.dead_letter_path, data)
         except OSError as exc:
             raise StoreError(f"{self.dead_letter_path}: cannot write: {exc.strerror}") from None
         if key is not None:
             self._run("UPDATE dead_letters SET written = 1 WHERE message_id = ?", (key,))
         return True
-
-    def _in_file_tail(self, message_id: str, tail: int = 1 << 20) -> bool:
-        """Whether the last `tail` bytes of dead-letter.jsonl hold this message's record."""
-        needle = ('"message_id": ' + json.dumps(message_id, ensure_ascii=False)).encode("utf-8", "replace")
-        try:
-            with open(self.dead_letter_path, "rb") as fh:
-                fh.seek(max(0, fh.seek(0, os.SEEK_END) - tail))
-                return needle in fh.read()
-        except OSError:
-            return False
 
 
 def make_private_dir(path: Path) -> None:

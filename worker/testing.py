@@ -234,7 +234,7 @@ class Harness:
     def dispatch(self, event, resume=None):
         """Dispatch once; returns the `Result` (outcome, actions, error, defer_seconds)."""
         result = self.dispatcher.dispatch(event, resume)
-        self.dispatcher.settled(event, result, wait=True)  # observers done when this returns
+        self.dispatcher.run_on_settled(event, result, wait=True)  # observers done when this returns
         return result
 
     def replay(self, event):
