@@ -283,12 +283,7 @@ class _Failure:
 def _status(name: str, value: Any) -> PluginResult:
     if value is None or value is False:
         return PluginResult(name, IGNORED)
-    return PluginResult(name, HANDLED, _short(value) if isinstance(value, str) else "")
-
-
-def _short(text: str, limit: int = 300) -> str:
-    """A plugin's own text, cut for logs and results (it may return a whole body)."""
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+    return PluginResult(name, HANDLED, one_line(value) if isinstance(value, str) else "")  # its text, cut
 
 
 def _args(impl, **available: Any) -> dict[str, Any]:

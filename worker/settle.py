@@ -231,7 +231,7 @@ class Settler:
                           m.id, exc, self.store.dead_letter_path, extra={"message_id": m.id})
         metrics.DEAD_LETTERS.labels(reason).inc()
         self.counts["dead-lettered"] += 1
-        log.warning("message %s dead-lettered (%s): %s", m.id, reason, (error or "")[:300],
+        log.warning("message %s dead-lettered (%s): %s", m.id, reason, one_line(error or ""),
                     extra={"message_id": m.id, "event_id": record["event_id"]})
         self._unmarked.append(held.key)
         deletes.append((held, handle))
