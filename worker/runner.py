@@ -33,9 +33,9 @@ from .dispatch import Dispatcher
 from .extender import Extender
 from .handling import Handling
 from .handlers import Handlers
+from .held import RELEASE, RESULT, Held, hold
 from .notify import SystemdNotifier, watchdog_interval
 from .outcomes import EXIT_FAILURE, EXIT_OK
-from .held import RELEASE, RESULT, Held, hold
 from .settle import Settler
 from .signals import Signals
 from .sources.mns import SOCKET_SLACK, MnsError, MnsQueue, Message, fault_delay
