@@ -223,8 +223,6 @@ def test_events_know_no_transport(graph):
     assert events_know_no_transport(graph) == []
 
 
-@pytest.mark.xfail(strict=False, reason="holds once H12a's work (plugins only through ctx and the public API) "
-                                        "is merged; the lead removes this mark at merge")
 def test_plugins_only_through_the_public_api(graph):
     assert plugins_only_through_the_public_api(graph) == []
 
@@ -233,9 +231,6 @@ def test_nothing_on_the_run_path_imports_the_emulator(graph):
     assert run_path_never_imports_the_emulator(graph) == []
 
 
-@pytest.mark.xfail(strict=False, reason="holds once H12b's work (one composition root: runner no longer imports "
-                                        "cli) is merged, and ecs_worker.counter (H12a) <-> metrics' `from . import "
-                                        "__version__` (H12b) is broken; the lead removes this mark at merge")
 def test_no_import_cycles(graph):
     assert import_cycles(graph) == []
 

@@ -1,4 +1,4 @@
-"""The cloud gateway against the emulator with the real SDKs: credentials (explicit,
+"""The cloud API client against the emulator with the real SDKs: credentials (explicit,
 secret file, env chain, rotation), retries, rate limiting, and secrets that never leak."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import pytest
 
-from ecs_worker.cloud import Cloud, CloudError, is_retryable
+from ecs_worker.cloud import CloudClient, CloudError, is_retryable
 from ecs_worker.cloud.errors import PERMANENT_CODES, RETRYABLE_CODES
 from ecs_worker.cloud.ratelimit import TokenBucket
 from ecs_worker.config import CloudConfig, parse_config
@@ -40,7 +40,7 @@ def settings(emu, **over):
 def cloud_for(emu, creds=KEY, backoff=(0.01, 0.05), **over):
     provider = StaticProvider(Credentials(creds["access_key_id"], creds["access_key_secret"],
                                           creds.get("security_token")))
-    return Cloud(settings(emu, **over), provider, backoff_base=backoff[0], backoff_cap=backoff[1])
+    return CloudClient(settings(emu, **over), provider, backoff_base=backoff[0], backoff_cap=backoff[1])
 
 
 def instance_ids(doc):
@@ -51,7 +51,7 @@ def test_explicit_keys_from_config_reach_the_emulator(emulator):
     config = parse_config({"cloud": {"region": emulator.region, "endpoint": emulator.endpoint, "protocol": "http"},
                            "credentials": {"access_key_id": emulator.access_key_id,
                                            "access_key_secret": emulator.access_key_secret}})
-    doc = Cloud.from_config(config).ecs("DescribeInstances", InstanceIds=["i-bp1web000000000002"])
+    doc = CloudClient.from_config(config).ecs("DescribeInstances", InstanceIds=["i-bp1web000000000002"])
     assert instance_ids(doc) == ["i-bp1web000000000002"]
 
 
@@ -62,11 +62,11 @@ def test_secret_file_is_read_and_a_wrong_secret_is_a_clear_error(tmp_path):
         base = {"cloud": {"region": REGION, "endpoint": emu.endpoint, "protocol": "http"}}
         good = parse_config({**base, "credentials": {"access_key_id": KEY["access_key_id"],
                                                      "access_key_secret_file": str(secret_file)}})
-        assert instance_ids(Cloud.from_config(good).ecs("DescribeInstances")) == ["i-one"]
+        assert instance_ids(CloudClient.from_config(good).ecs("DescribeInstances")) == ["i-one"]
 
         secret_file.write_text(CANARY_SECRET)
         with pytest.raises(CloudError) as caught:
-            Cloud.from_config(good).ecs("DescribeInstances")
+            CloudClient.from_config(good).ecs("DescribeInstances")
     assert caught.value.code in ("SignatureDoesNotMatch", "InvalidAccessKeySecret")
     assert not caught.value.retryable
     assert CANARY_SECRET not in str(caught.value)
@@ -85,7 +85,7 @@ def test_credentials_are_fetched_per_request_so_rotation_needs_no_restart(monkey
     monkeypatch.setenv("ALIYUN_ACCESS_KEY_SECRET", "env-secret")
     provider = Rotating()
     with run_emulator(fleet(KEY, STS)) as emu:
-        cloud = Cloud(settings(emu), provider)
+        cloud = CloudClient(settings(emu), provider)
         with pytest.raises(CloudError) as caught:
             cloud.ecs("DescribeInstances")
         assert caught.value.code.startswith("InvalidAccessKeyId")

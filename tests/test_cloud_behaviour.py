@@ -202,10 +202,10 @@ def test_the_shipped_policy_lists_exactly_the_calls_the_worker_makes():
 
 @pytest.mark.parametrize("action", sorted(RPC_CALLS))
 def test_denied_any_ecs_or_slb_action_the_error_names_it(emulator, action):
-    from ecs_worker.cloud import Cloud, CloudError
+    from ecs_worker.cloud import CloudClient, CloudError
     from ecs_worker.config import CloudConfig
 
-    cloud = Cloud(CloudConfig(region=emulator.region, endpoint=emulator.endpoint, protocol="http", max_retries=2),
+    cloud = CloudClient(CloudConfig(region=emulator.region, endpoint=emulator.endpoint, protocol="http", max_retries=2),
                   StaticProvider(Credentials(emulator.access_key_id, emulator.access_key_secret)))
     emulator.set_ram_policy(SHIPPED)
     RPC_CALLS[action](cloud)  # allowed by the shipped policy

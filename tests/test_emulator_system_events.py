@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from ecs_worker.cloud import Cloud, CloudError
+from ecs_worker.cloud import CloudClient, CloudError
 from ecs_worker.config import parse_config
 from ecs_worker.emulator import StateError, validate
 from ecs_worker.testing import published_events, run_emulator
@@ -29,7 +29,7 @@ def cloud_for(emu):
                                   "max_retries": 0},
                         "credentials": {"access_key_id": KEY["access_key_id"],
                                         "access_key_secret": KEY["access_key_secret"]}})
-    return Cloud.from_config(cfg)
+    return CloudClient.from_config(cfg)
 
 
 def status(emu, iid):

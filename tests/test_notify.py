@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from ecs_worker.notify import Notifier, watchdog_interval
+from ecs_worker.notify import SystemdNotifier, watchdog_interval
 from runner_kit import QUEUE, Setup, Worker, event_body, wait_until
 
 
@@ -33,7 +33,7 @@ def _drain(sock) -> list[str]:
 
 def test_notifier_sends_to_a_path_socket(notify_socket):
     path, sock = notify_socket
-    n = Notifier(str(path))
+    n = SystemdNotifier(str(path))
     assert n.ready("up") and n.watchdog() and n.stopping()
     assert _drain(sock) == ["READY=1\nSTATUS=up", "WATCHDOG=1", "STOPPING=1"]
 
@@ -44,7 +44,7 @@ def test_notifier_understands_abstract_namespace_sockets():
     sock.bind("\0" + name)
     sock.settimeout(1)
     try:
-        assert Notifier("@" + name).status("hello")
+        assert SystemdNotifier("@" + name).status("hello")
         assert sock.recv(4096) == b"STATUS=hello"
     finally:
         sock.close()
@@ -52,9 +52,9 @@ def test_notifier_understands_abstract_namespace_sockets():
 
 def test_without_notify_socket_everything_is_a_quiet_no_op(monkeypatch, tmp_path):
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
-    assert not Notifier().enabled and Notifier().ready() is False
+    assert not SystemdNotifier().enabled and SystemdNotifier().ready() is False
     # A vanished socket is logged, never raised.
-    assert Notifier(str(tmp_path / "gone.sock")).watchdog() is False
+    assert SystemdNotifier(str(tmp_path / "gone.sock")).watchdog() is False
 
 
 def test_watchdog_interval_is_half_the_timeout_and_only_for_our_pid(monkeypatch):
@@ -94,12 +94,12 @@ def test_a_listener_that_stops_reading_never_blocks_the_sender(tmp_path):
     import socket
     import threading
 
-    from ecs_worker.notify import Notifier
+    from ecs_worker.notify import SystemdNotifier
 
     path = str(tmp_path / "full.sock")
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
         listener.bind(path)  # bound, never read: its queue fills up
-        notifier = Notifier(path)
+        notifier = SystemdNotifier(path)
         results: list[bool] = []
         sender = threading.Thread(target=lambda: results.extend(
             notifier.status(f"handled {i}") for i in range(2000)), daemon=True)

@@ -284,7 +284,7 @@ def test_any_base_exception_in_on_settled_changes_nothing(tmp_path, statement, c
     plugins, dispatcher = make(load=[rogue, seen], call_timeout=call_timeout)
     with caplog.at_level(logging.ERROR, "ecs_worker.dispatch"):
         for _ in range(3):
-            dispatcher.settled(STOPPED, dispatcher.dispatch(STOPPED))
+            dispatcher.run_on_settled(STOPPED, dispatcher.dispatch(STOPPED))
         dispatcher.shutdown()  # lets the observers catch up first
     assert plugins.pm.get_plugin("seen").outcomes == ["ignored"] * 3
     assert caplog.text.count("plugin rogue failed in on_settled") == 3
@@ -468,10 +468,10 @@ def test_a_hung_observer_never_holds_the_caller_and_the_others_go_on(tmp_path, c
     started = time.monotonic()
     with caplog.at_level(logging.ERROR, "ecs_worker.dispatch"):
         for _ in range(5):
-            dispatcher.settled(STOPPED, result)
+            dispatcher.run_on_settled(STOPPED, result)
         assert time.monotonic() - started < 0.2
         time.sleep(0.4)  # the first call has now overrun: the rest are dropped, not queued
-        dispatcher.settled(STOPPED, result)
+        dispatcher.run_on_settled(STOPPED, result)
         started = time.monotonic()
         dispatcher.shutdown()
     assert time.monotonic() - started < 1.5  # waits for the observers at most call_timeout
@@ -500,7 +500,7 @@ def test_errors_and_log_lines_never_carry_a_whole_body(tmp_path, caplog):
     _, dispatcher = make(load=[blabber, talker])
     with caplog.at_level(logging.DEBUG, "ecs_worker"):
         result = dispatcher.dispatch(MAINTENANCE)
-        dispatcher.settled(MAINTENANCE, result, wait=True)
+        dispatcher.run_on_settled(MAINTENANCE, result, wait=True)
     dispatcher.shutdown()
     assert len(result.error) <= len("blabber: ") + 300 and result.error.endswith("…")
     assert len(result.plugins["talker"].detail) == 300

@@ -194,7 +194,7 @@ def test_any_replay_file_gives_rows_and_an_exit_code_never_an_exception(tmp_path
     dispatcher = Dispatcher(plugins.pm, Runtime(config, plugins.configs, dry_run=True), 5.0)
     out = io.StringIO()
     try:
-        code = run_replay([str(path)], dispatcher, dry_run=True, as_json=True, out=out)
+        code = run_replay([str(path)], dispatcher, elapse_deferrals=True, as_json=True, out=out)
     finally:
         dispatcher.shutdown()
     rows_ = [json.loads(line) for line in out.getvalue().splitlines()]

@@ -283,7 +283,7 @@ def _dead_letters_in(state_dir) -> list[dict]:
 
 
 def test_log_lines_never_print_a_whole_body():
-    from ecs_worker.settle import Held
+    from ecs_worker.held import Held
     from ecs_worker.sources.mns import Message
 
     body = b'{"secret-ish": "' + b"A" * 60000 + b'"}'

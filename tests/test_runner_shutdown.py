@@ -43,7 +43,7 @@ def test_sigterm_finishes_in_flight_work_releases_the_rest_and_exits_0(emulator,
     q = depth(emulator)
     assert q["in_flight"] == 0 and q["visible"] == len(ids) - len(done), q
     # Released before they started, they used up no attempt.
-    from ecs_worker.store import Store
+    from store_kit import ReadableStore as Store
 
     store = Store(tmp_path / "state-worker")
     released = [i for i in ids if i not in done]

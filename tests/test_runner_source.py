@@ -58,7 +58,7 @@ def test_unreachable_endpoint_is_a_transient_network_error(emulator):
 
 
 def test_send_to_the_dead_letter_queue_keeps_the_body_verbatim(emulator):
-    from ecs_worker.sources.mns import dead_letter_body
+    from ecs_worker.sources.dead_letter import dead_letter_body
 
     _queue(emulator, DLQ).send(dead_letter_body({"body": "not json <&>", "reason": "invalid"}))
     (m,) = _queue(emulator, DLQ).receive(1, 1)

@@ -123,7 +123,7 @@ def notifier(dispatcher) -> webhook.WebhookFanout:
 
 def settle(dispatcher, event):
     result = dispatcher.dispatch(event)
-    dispatcher.settled(event, result, wait=True)  # as the harness does: on_settled has run
+    dispatcher.run_on_settled(event, result, wait=True)  # as the harness does: on_settled has run
     return result
 
 
@@ -169,7 +169,7 @@ def test_invalid_messages_are_notified_to_catch_all_targets(receiver, worker):
 
     dispatcher = worker({"targets": [{"url": receiver.base + "/all"},
                                      {"url": receiver.base + "/state", "events": ["Instance:*"]}]})
-    dispatcher.settled(None, invalid("body is neither JSON nor base64"))
+    dispatcher.run_on_settled(None, invalid("body is neither JSON nor base64"))
     dispatcher.shutdown()
     assert [r["path"] for r in receiver.requests] == ["/all"]
     assert receiver.requests[0]["body"]["outcome"] == "invalid"
@@ -253,7 +253,7 @@ def test_hanging_receiver_never_delays_dispatch_or_other_plugins(receiver, worke
     for _ in range(3):
         result = dispatcher.dispatch(STOPPED)
         started = time.monotonic()
-        dispatcher.settled(STOPPED, result)
+        dispatcher.run_on_settled(STOPPED, result)
         assert time.monotonic() - started < 0.1
         assert result.outcome == "handled" and result.plugins["actor"].status == "handled"
     # Observers run on their own thread, in order, after `settled` has returned.

@@ -13,8 +13,7 @@ from .hookspecs import hookimpl
 from .deferred import RESUME_STATE
 from .outcomes import DEFERRED, FAILED, HANDLED, IGNORED, INVALID, PluginResult, Result
 from .text import one_line
-
-__version__ = "0.1.0"
+from .version import __version__
 
 
 def counter(name: str, documentation: str, labelnames: tuple[str, ...] | list[str] = ()):
@@ -25,6 +24,8 @@ def counter(name: str, documentation: str, labelnames: tuple[str, ...] | list[st
     from .metrics import REGISTRY  # prometheus_client is slow to import: only when asked
 
     return Counter(name, documentation, list(labelnames), registry=REGISTRY)
+
+
 __all__ = [
     "Event", "InvalidEvent", "hookimpl", "parse_event", "setting", "ConfigError", "CloudError",
     "HANDLED", "FAILED", "IGNORED", "INVALID", "DEFERRED", "PluginResult", "Result", "RESUME_STATE",

@@ -7,11 +7,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .outcomes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE  # noqa: E402,F401 - re-exported for setup/doctor
+from .outcomes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from .version import __version__
 
     parser = argparse.ArgumentParser(
         prog="ecs-worker",
@@ -90,44 +90,18 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILURE
 
 
-def _setup(args: argparse.Namespace, dry_run: bool | None = None):
-    """Load config and plugins, configure logging; return (config, plugins, runtime)."""
-    from .config import load_config
-    from .context import Runtime
-    from .logsetup import configure_logging
-    from .manager import load_plugins
-
-    config = load_config(getattr(args, "config", None))
-    configure_logging(config.logging.level, config.logging.format)
-    plugins = load_plugins(config)
-    runtime = Runtime(config, plugins.configs, dry_run=dry_run or None)
-    return config, plugins, runtime
-
-
 def cmd_replay(args: argparse.Namespace) -> int:
-    from .dispatch import Dispatcher, PluginStartupError
-    from .replay import run_replay
+    from .app import replay
 
-    config, plugins, runtime = _setup(args, dry_run=args.dry_run)
-    dispatcher = Dispatcher(plugins.pm, runtime, config.plugins.call_timeout)
-    try:
-        dispatcher.startup()
-    except PluginStartupError as exc:
-        print(f"ecs-worker: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        return run_replay(args.files, dispatcher, dry_run=runtime.dry_run, as_json=args.json)
-    except OSError as exc:
-        print(f"ecs-worker: error: {exc.filename}: {exc.strerror}", file=sys.stderr)
-        return EXIT_USAGE
-    finally:
-        dispatcher.shutdown()
+    return replay(args)
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
     import json
 
-    _, plugins, _ = _setup(args)
+    from .app import load
+
+    plugins = load(args).plugins
     rows = plugins.info()
     if args.json:
         print(json.dumps([{**r.__dict__, "version": plugins.version(r.name)} for r in rows], indent=2))
@@ -142,10 +116,12 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from .app import load
     from .config import check_runnable
     from .credentials import credentials_provider, deferred
 
-    config, plugins, _ = _setup(args)
+    app = load(args)
+    config, plugins = app.config, app.plugins
     check_runnable(config)  # what `run` checks before it starts, in the same words
     secret_file = config.credentials.access_key_secret_file
     if secret_file and deferred(secret_file):
@@ -159,9 +135,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .runner import main as run_main
+    from .app import run
 
-    return run_main(args)
+    return run(args)
 
 
 def cmd_setup(args: argparse.Namespace) -> int:

@@ -47,9 +47,9 @@ class Runtime:
         """ECS/SLB clients, built on first use so commands that need none stay fast."""
         with self._lock:
             if self._cloud is None:
-                from .cloud import Cloud  # lazy: the cloud SDKs are slow to import
+                from .cloud import CloudClient  # lazy: the cloud SDKs are slow to import
 
-                self._cloud = Cloud.from_config(self.config)
+                self._cloud = CloudClient.from_config(self.config)
             return self._cloud
 
     def context(self, plugin: str, event: Event | None = None,

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .text import one_line
 from .config import ConfigError, CredentialsConfig
 
 
@@ -75,8 +76,7 @@ class ChainProvider:
         try:
             c = self._provider.get_credentials()
         except Exception as exc:  # the library's messages name sources, never secrets
-            first = str(exc).splitlines()[0] if str(exc) else ""
-            message = f"no credentials from the default chain: {type(exc).__name__}: {first}"[:300]
+            message = one_line(f"no credentials from the default chain: {one_line(exc)}")
             self._failed = (time.monotonic(), message)
             raise CredentialsError(message) from None
         self._failed = None

@@ -13,41 +13,25 @@ dead-letter. One plugin's crash, hang or slow cloud call never stops another:
 """
 from __future__ import annotations
 
-import heapq
 import logging
 import threading
 import time
 from concurrent.futures import Future, TimeoutError as FutureTimeout
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Mapping
 
 import pluggy
 
-from .actions import Action
+from .deadlines import Deadlines
 from .text import one_line
 from .context import Context, Runtime
 from .deferred import RESUME_STATE
-from .outcomes import _PRECEDENCE, DEFERRED, FAILED, HANDLED, IGNORED, PluginResult, Result
+from .outcomes import combine, DEFERRED, FAILED, HANDLED, IGNORED, PluginResult, Result
 from .events import PREEMPTIBLE_INTERRUPTION, STATE_CHANGE, Event
 from .lanes import Lane, LaneStuck, Observer
 
 log = logging.getLogger("ecs_worker.dispatch")
 
 SPECIFIC_HOOKS = {STATE_CHANGE: "on_state_change", PREEMPTIBLE_INTERRUPTION: "on_preemptible_interruption"}
-
-
-def combine(event: Event, results: Iterable[PluginResult], actions: list[Action]) -> Result:
-    by_plugin: dict[str, PluginResult] = {}
-    for r in results:
-        by_plugin[r.plugin] = by_plugin[r.plugin].merge(r) if r.plugin in by_plugin else r
-    outcome = IGNORED
-    for r in by_plugin.values():
-        if _PRECEDENCE[r.status] > _PRECEDENCE[outcome]:
-            outcome = r.status
-    failed = [f"{r.plugin}: {r.detail}" for r in by_plugin.values() if r.status == FAILED]
-    delays = [r.defer_seconds for r in by_plugin.values()
-              if r.status == DEFERRED and r.defer_seconds is not None]
-    return Result(outcome, event, "; ".join(failed) or None, actions, by_plugin,
-                  min(delays) if outcome == DEFERRED and delays else None)
 
 
 class Dispatcher:
@@ -67,7 +51,7 @@ class Dispatcher:
         self._lanes: dict[str, Lane] = {}
         self._observers: dict[str, Observer] = {}  # on_settled: one thread per plugin, in order
         self._lanes_lock = threading.Lock()
-        self._deadlines = Deadlines()
+        self.deadlines = Deadlines()  # per-call timeouts of plugins' futures
 
     # -- life cycle ---------------------------------------------------------------
     def startup(self) -> None:
@@ -147,9 +131,9 @@ class Dispatcher:
         lock = threading.Lock()
         open_slots = set(range(len(pending)))
 
-        def settle_one(slot: int, outcome: PluginResult) -> None:
+        def resolve(slot: int, outcome: PluginResult) -> None:
             with lock:
-                if slot not in open_slots:  # the deadline and the future raced: first wins
+                if slot not in open_slots:  # the deadline and the future raced: the first resolves it
                     return
                 open_slots.discard(slot)
                 results.append(outcome)
@@ -168,15 +152,15 @@ class Dispatcher:
         for slot, (name, fut) in enumerate(pending):
             if self.call_timeout:  # a future that never resolves must not hold its message forever
                 timeout = PluginResult(name, FAILED, f"pending work timed out after {self.call_timeout:g}s")
-                self._deadlines.add(self.call_timeout, lambda s=slot, r=timeout: settle_one(s, r))
+                self.deadlines.add(self.call_timeout, lambda s=slot, r=timeout: resolve(s, r))
             try:
-                fut.add_done_callback(lambda f, s=slot, n=name: settle_one(s, from_future(n, f)))
+                fut.add_done_callback(lambda f, s=slot, n=name: resolve(s, from_future(n, f)))
             except BaseException as exc:  # not a well-behaved Future after all
-                settle_one(slot, PluginResult(name, FAILED, one_line(exc)))
+                resolve(slot, PluginResult(name, FAILED, one_line(exc)))
         return done
 
-    def settled(self, event: Event | None, result: Result, wait: bool = False) -> None:
-        """Tell the `on_settled` observers; their failures (or overruns) change nothing.
+    def run_on_settled(self, event: Event | None, result: Result, wait: bool = False) -> None:
+        """Run the `on_settled` observers; their failures (or overruns) change nothing.
 
         With `call_timeout` set, each plugin's observer calls run in order on its own
         observer thread and this returns without waiting for them (`wait=True` waits,
@@ -203,6 +187,7 @@ class Dispatcher:
             outcome = self._outcome(call, "on_settled")
             if isinstance(outcome, _Failure):
                 log.error("plugin %s failed in on_settled: %s", name, outcome.detail)
+
 
     # -- internals ----------------------------------------------------------------
     def _impls(self, hook: str) -> list:
@@ -297,12 +282,7 @@ class _Failure:
 def _status(name: str, value: Any) -> PluginResult:
     if value is None or value is False:
         return PluginResult(name, IGNORED)
-    return PluginResult(name, HANDLED, _short(value) if isinstance(value, str) else "")
-
-
-def _short(text: str, limit: int = 300) -> str:
-    """A plugin's own text, cut for logs and results (it may return a whole body)."""
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+    return PluginResult(name, HANDLED, one_line(value) if isinstance(value, str) else "")  # its text, cut
 
 
 def _args(impl, **available: Any) -> dict[str, Any]:
@@ -320,33 +300,3 @@ def _observe(name: str, fn: Callable[..., Any], kwargs: dict[str, Any]) -> None:
         fn(**kwargs)
     except BaseException as exc:
         log.error("plugin %s failed in on_settled: %s", name, one_line(exc), extra={"plugin": name})
-
-
-class Deadlines:
-    """One thread that runs a callback when its deadline passes (cheap for thousands)."""
-
-    def __init__(self) -> None:
-        self._heap: list[tuple[float, int, Callable[[], None]]] = []
-        self._cond = threading.Condition()
-        self._seq = 0
-        self._thread: threading.Thread | None = None
-
-    def add(self, seconds: float, callback: Callable[[], None]) -> None:
-        with self._cond:
-            self._seq += 1
-            heapq.heappush(self._heap, (time.monotonic() + seconds, self._seq, callback))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="deadlines", daemon=True)
-                self._thread.start()
-            self._cond.notify()
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._heap or self._heap[0][0] > time.monotonic():
-                    self._cond.wait(self._heap[0][0] - time.monotonic() if self._heap else None)
-                _, _, callback = heapq.heappop(self._heap)
-            try:
-                callback()
-            except BaseException:  # pragma: no cover - callbacks settle results; never kill the thread
-                log.exception("deadline callback failed")

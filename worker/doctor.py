@@ -16,6 +16,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, TextIO
 
+from .outcomes import EXIT_FAILURE, EXIT_OK
 from .setup import PRODUCT, event_names, rule_name, target_region
 
 PASS, FAIL, UNPROVEN = "✓", "✗", "–"
@@ -55,9 +56,9 @@ class Doctor:
     @property
     def cloud(self):
         if self._cloud is None:
-            from .cloud import Cloud
+            from .cloud import CloudClient
 
-            self._cloud = Cloud(self.config.cloud, self.provider, backoff_cap=2.0)
+            self._cloud = CloudClient(self.config.cloud, self.provider, backoff_cap=2.0)
         return self._cloud
 
     def run(self) -> int:
@@ -71,7 +72,7 @@ class Doctor:
                 self.say(Check(FAIL, f"{check.__name__}: {type(exc).__name__}: {exc}"))
         failed = [c for c in self.results if c.mark == FAIL]
         print(f"\n{len(failed)} check(s) failed" if failed else "\nall checks passed", file=self.out)
-        return 1 if failed else 0
+        return EXIT_FAILURE if failed else EXIT_OK
 
     # ------------------------------------------------------------------ checks
 

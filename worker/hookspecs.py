@@ -87,8 +87,6 @@ PROJECT = "ecs_worker"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
-EVENT_HOOKS = ("on_event", "on_state_change", "on_preemptible_interruption", "on_system_event")
-
 
 @hookspec
 def on_startup(ctx: Context) -> None:

@@ -82,7 +82,7 @@ class Plugins:
             return self.versions[name]
         plugin = self.pm.get_plugin(name)
         if self.origins.get(name) == "builtin":
-            from . import __version__
+            from .version import __version__
             return __version__
         return str(getattr(plugin, "__version__", "-"))
 

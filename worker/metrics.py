@@ -18,6 +18,7 @@ from prometheus_client import (GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECT
                                Gauge, Histogram, Info)
 
 from .actions import Action, ActionGateway
+from .outcomes import FAILED, HANDLED, IGNORED, INVALID, Result
 
 REGISTRY = CollectorRegistry()
 # process_* (CPU, memory, open fds), python_info and python_gc_*: prometheus-client's own collectors.
@@ -60,7 +61,7 @@ ACTION_RESULTS = ("ok", "planned", "error")
 
 def known_labels(plugins: list[str] = ()) -> None:
     """Create every known label set at 0 (and the build info); `plugins`: the loaded plugin names."""
-    from . import __version__
+    from .version import __version__
 
     BUILD_INFO.info({"version": __version__, "python": platform.python_version()})
     for name in KNOWN_EVENT_NAMES:
@@ -88,6 +89,18 @@ def loop_alive() -> None:
     global last_poll_completed
     if last_poll_completed:
         last_poll_completed = time.monotonic()
+
+
+def observe_result(result: Result, enqueue_time_ms: int | None) -> None:
+    """One event's outcome: its handling time, its lag from enqueue, its plugins' failures."""
+    if result.outcome == INVALID:
+        return
+    HANDLER_SECONDS.observe(result.seconds)
+    if result.outcome in (HANDLED, IGNORED) and enqueue_time_ms:
+        EVENT_LAG.observe(max(0.0, time.time() - enqueue_time_ms / 1000))
+    for name, part in result.plugins.items():
+        if part.status == FAILED:
+            PLUGIN_ERRORS.labels(name).inc()
 
 
 def count_action(action: Action) -> None:

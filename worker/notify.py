@@ -15,7 +15,7 @@ import threading
 log = logging.getLogger("ecs_worker.notify")
 
 
-class Notifier:
+class SystemdNotifier:
     def __init__(self, address: str | None = None) -> None:
         address = os.environ.get("NOTIFY_SOCKET", "") if address is None else address
         if address.startswith("@"):

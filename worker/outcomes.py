@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from .deferred import RESUME_STATE
 
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from .events import Event
 
 HANDLED, FAILED, IGNORED, INVALID, DEFERRED = "handled", "failed", "ignored", "invalid", "deferred"
-_PRECEDENCE = {IGNORED: 0, HANDLED: 1, DEFERRED: 2, FAILED: 3}
+_PRECEDENCE = {IGNORED: 0, HANDLED: 1, DEFERRED: 2, FAILED: 3}  # a worse status wins
 
 
 # Process exit codes (sysexits-like, as systemd's RestartPreventExitStatus=2 expects):
@@ -89,3 +89,20 @@ class Result:
 
 def invalid(error: str) -> Result:
     return Result(INVALID, error=error)
+
+
+def combine(event: Event, results: Iterable[PluginResult], actions: list[Action]) -> Result:
+    """One event's result from its plugins' results: the worst status wins, failures are
+    listed, and a deferral asks for the shortest delay any plugin asked for."""
+    by_plugin: dict[str, PluginResult] = {}
+    for r in results:
+        by_plugin[r.plugin] = by_plugin[r.plugin].merge(r) if r.plugin in by_plugin else r
+    outcome = IGNORED
+    for r in by_plugin.values():
+        if _PRECEDENCE[r.status] > _PRECEDENCE[outcome]:
+            outcome = r.status
+    failed = [f"{r.plugin}: {r.detail}" for r in by_plugin.values() if r.status == FAILED]
+    delays = [r.defer_seconds for r in by_plugin.values()
+              if r.status == DEFERRED and r.defer_seconds is not None]
+    return Result(outcome, event, "; ".join(failed) or None, actions, by_plugin,
+                  min(delays) if outcome == DEFERRED and delays else None)

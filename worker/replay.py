@@ -16,7 +16,7 @@ from typing import Iterator, TextIO
 
 from .text import one_line
 from .dispatch import Dispatcher
-from .outcomes import DEFERRED, FAILED, INVALID, invalid, Result
+from .outcomes import DEFERRED, EXIT_FAILURE, EXIT_OK, FAILED, INVALID, Result, invalid
 from .events import parse_event
 
 MAX_DEFERRAL_ROUNDS = 10  # a plugin that defers forever must not hang a replay
@@ -72,12 +72,12 @@ def _unwrap_dead_letter(line: str) -> str:
     return line
 
 
-def replay_one(dispatcher: Dispatcher, item: Item, dry_run: bool) -> Result:
+def replay_one(dispatcher: Dispatcher, item: Item, elapse_deferrals: bool) -> Result:
     try:
         event = parse_event(item.body)
     except Exception as exc:  # InvalidEvent, whatever the body
         result = invalid(f"{item.where}: {exc}")
-        dispatcher.settled(None, result, wait=True)
+        dispatcher.run_on_settled(None, result, wait=True)
         return result
     result = dispatcher.dispatch(event)
     actions = list(result.actions)
@@ -85,9 +85,8 @@ def replay_one(dispatcher: Dispatcher, item: Item, dry_run: bool) -> Result:
         if result.outcome != DEFERRED:
             break
         delay = result.defer_seconds or 0.0
-        if not dry_run:
+        if not elapse_deferrals:  # else the deferral counts as elapsed: the plan is reported now
             time.sleep(delay)
-        # Under --dry-run the deferral counts as elapsed: report the plan now.
         resume = result.resume()
         resume.update({name: since - delay if since is not None else None
                        for name, since in result.retry_plugins.items()})
@@ -96,11 +95,11 @@ def replay_one(dispatcher: Dispatcher, item: Item, dry_run: bool) -> Result:
         result.plugins = {**previous, **result.plugins}
         actions += result.actions
     result.actions = actions
-    dispatcher.settled(event, result, wait=True)
+    dispatcher.run_on_settled(event, result, wait=True)
     return result
 
 
-def run_replay(files: list[str], dispatcher: Dispatcher, *, dry_run: bool, as_json: bool,
+def run_replay(files: list[str], dispatcher: Dispatcher, *, elapse_deferrals: bool, as_json: bool,
                out: TextIO = sys.stdout) -> int:
     """Replay every file; return 0 when all were handled or ignored, else 1."""
     ok = True
@@ -112,12 +111,12 @@ def run_replay(files: list[str], dispatcher: Dispatcher, *, dry_run: bool, as_js
                 items = list(read_items(_printable(name), _text(stream.read())))
         for item in items:
             try:
-                result = replay_one(dispatcher, item, dry_run)
+                result = replay_one(dispatcher, item, elapse_deferrals)
             except Exception as exc:  # a bug, not the record's fault: still that record's row
                 result = Result(FAILED, error=f"{item.where}: {one_line(exc)}")
             ok &= result.outcome not in (FAILED, INVALID, DEFERRED)
             print(json.dumps(result.to_json()) if as_json else _human(result), file=out, flush=True)
-    return 0 if ok else 1
+    return EXIT_OK if ok else EXIT_FAILURE
 
 
 def _text(data: bytes) -> io.StringIO:

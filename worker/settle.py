@@ -1,4 +1,6 @@
-"""Settling: turning each outcome into what happens to its MNS message.
+"""Settling: carrying out, in MNS, what a message's outcome means — the one meaning of
+"settle" in this code base (`on_settled` observers hear of it afterwards; the store
+remembers settled keys so that a redelivered copy is dropped).
 
 handled / ignored -> remembered as settled, deleted (in batches of up to 16);
 deferred          -> hidden for the requested delay; not an attempt. Longer than
@@ -20,66 +22,35 @@ from __future__ import annotations
 import logging
 import math
 import queue as queues
-import random
 import threading
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
 
 from . import metrics
+from .backoff import backoff_delay
 from .config import Config
 from .text import one_line
-from .deferred import RESUME_STATE, Deferred, wrap
+from .deferred import RESUME_STATE, wrap
 from .dispatch import Dispatcher
 from .outcomes import DEFERRED, FAILED, HANDLED, IGNORED, INVALID, Result
 from .events import Event
-from .sources.mns import (MAX_BATCH, MAX_MESSAGE_BYTES, MnsError, MnsQueue, Message, dead_letter_body,
-                          refused_for_good)
+from .held import DUPLICATE, EXHAUSTED, RELEASE, WAIT, Held
+from .sources.dead_letter import dead_letter_body
+from .sources.mns import MAX_BATCH, MAX_MESSAGE_BYTES, MnsError, MnsQueue, fault_delay, refused_for_good
 from .store import Store, StoreError
 
 log = logging.getLogger("ecs_worker.settle")
 
 DELETE_LINGER = 0.02  # seconds a partial delete batch waits for company
 SETTLE_TICK = 0.002  # seconds between looks for more outcomes while a delete batch fills
-RESULT, DUPLICATE, RELEASE, EXHAUSTED = "result", "duplicate", "release", "exhausted"
-WAIT = "wait"  # a re-sent deferral that arrived before it is due: wait on, run nothing
-ERROR_BACKOFF = (0.5, 30.0)  # MNS faults: first and longest pause, jittered
 MAX_VISIBILITY = 43200  # ChangeMessageVisibility's maximum: the longest a message can hide
-REPR_KEY_CHARS = 120  # Held's repr (log lines) shows at most this much of a key
 
 
-@dataclass(eq=False)
-class Held:
-    """A received message until it is settled."""
-
-    message: Message
-    handle: str  # the newest receipt handle: change-visibility replaces it
-    deadline: float  # monotonic time its invisibility ends
-    extend_at: float
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    closing: bool = False  # being settled: the extender must not touch it any more
-    event: Event | None = None
-    key: str = ""  # the message key (keys.py)
-    attempt: int = 0  # this attempt's number, should it fail
-    resume: dict[str, float | None] | None = None
-    suspect: bool = False  # running when a worker died: runs alone (crashes.py)
-    wrapped: Deferred | None = None  # a long deferral, re-sent with its key (deferred.py)
-
-    def __repr__(self) -> str:  # log lines: never the body, a bounded key
-        key = self.key if len(self.key) <= REPR_KEY_CHARS else self.key[:REPR_KEY_CHARS] + "..."
-        return f"Held(message_id={self.message.id!r}, key={key!r}, attempt={self.attempt})"
-
-
-def retry_backoff(attempt: int, base: float, cap: float, rng: random.Random = random) -> int:
-    """Seconds before a failed event returns: doubling per attempt, capped, half jittered."""
-    delay = min(cap, base * 2 ** max(attempt - 1, 0))
-    return max(1, min(MAX_VISIBILITY, round(delay / 2 + rng.uniform(0, delay / 2))))
-
-
-def error_backoff(failures: int, rng: random.Random = random) -> float:
-    base, cap = ERROR_BACKOFF
-    return min(cap, base * 2 ** min(failures - 1, 16)) * rng.uniform(0.5, 1.0)
+def retry_backoff(attempt: int, base: float, cap: float, rng=None) -> int:
+    """Whole seconds before a failed event returns: doubling per attempt, capped, half
+    jittered, within what ChangeMessageVisibility accepts."""
+    return max(1, min(MAX_VISIBILITY, round(backoff_delay(attempt - 1, base, cap, "half", rng))))
 
 
 class Settler:
@@ -167,7 +138,7 @@ class Settler:
         assert result is not None
         outcome = result.outcome
         self._count(event, outcome)
-        self._observe(held, result)
+        metrics.observe_result(result, held.message.enqueue_time_ms)
         if outcome in (HANDLED, IGNORED):
             self._unmarked.append(held.key)
             deletes.append((held, handle))
@@ -175,12 +146,12 @@ class Settler:
             self._dead_letter(held, handle, "invalid", result.error, deletes)
         elif outcome == DEFERRED:
             seconds = max(1, math.ceil(result.defer_seconds or 1))
-            self._wait(held, handle, seconds, self._resume_after(held, result), deletes)
+            self._wait(held, handle, seconds, result.resume(held.resume), deletes)
         else:
             if kind != EXHAUSTED:  # the attempt ended in failure: it counts now
                 # Which plugins to call again; a failure outside any plugin (no plugin
                 # results) keeps what was to be resumed (None: all of them).
-                resume = self._resume_after(held, result) if result.plugins else held.resume
+                resume = result.resume(held.resume) if result.plugins else held.resume
                 held.attempt = max(held.attempt, self._store(self.store.failed, held.key, resume) or 0)
             if held.attempt >= self.max_attempts or kind == EXHAUSTED:
                 result.error = f"{result.error}; dead-lettered after {held.attempt} attempts"
@@ -198,7 +169,7 @@ class Settler:
 
     def _tell_observers(self, event: Event | None, result: Result) -> None:
         try:
-            self.dispatcher.settled(event, result)
+            self.dispatcher.run_on_settled(event, result)
         except BaseException as exc:  # noqa: B902 - e.g. sys.exit() in on_settled: changes nothing
             log.error("an on_settled observer failed: %s", one_line(exc))
 
@@ -236,11 +207,6 @@ class Settler:
                  new_id, copy.delay, extra={"message_id": held.message.id})
         return True
 
-    def _resume_after(self, held: Held, result: Result) -> dict[str, Any]:
-        """Plugins to call on return (a plugin deferring again keeps its first deferral
-        time), and their saved states."""
-        return result.resume(held.resume)
-
     def _dead_letter(self, held: Held, handle: str, reason: str, error: str | None, deletes: list) -> None:
         m = held.message
         record = {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -265,7 +231,7 @@ class Settler:
                           m.id, exc, self.store.dead_letter_path, extra={"message_id": m.id})
         metrics.DEAD_LETTERS.labels(reason).inc()
         self.counts["dead-lettered"] += 1
-        log.warning("message %s dead-lettered (%s): %s", m.id, reason, (error or "")[:300],
+        log.warning("message %s dead-lettered (%s): %s", m.id, reason, one_line(error or ""),
                     extra={"message_id": m.id, "event_id": record["event_id"]})
         self._unmarked.append(held.key)
         deletes.append((held, handle))
@@ -309,7 +275,7 @@ class Settler:
                     # Undeleted messages come back; the store knows them as settled.
                     log.warning("%s; %d message(s) will be redelivered and skipped", exc, len(batch))
                     break
-                delay = error_backoff(attempt) / 4
+                delay = fault_delay(attempt) / 4
                 log.warning("%s; retrying in %.1fs", exc, delay)
                 time.sleep(delay)
         for held, handle in batch:
@@ -330,16 +296,6 @@ class Settler:
     def _count(self, event: Event | None, outcome: str) -> None:
         self.counts[outcome] = self.counts.get(outcome, 0) + 1
         metrics.EVENTS.labels(event.name if event else "", outcome).inc()
-
-    def _observe(self, held: Held, result: Result) -> None:
-        if result.outcome == INVALID:
-            return
-        metrics.HANDLER_SECONDS.observe(result.seconds)
-        if result.outcome in (HANDLED, IGNORED) and held.message.enqueue_time_ms:
-            metrics.EVENT_LAG.observe(max(0.0, time.time() - held.message.enqueue_time_ms / 1000))
-        for name, part in result.plugins.items():
-            if part.status == FAILED:
-                metrics.PLUGIN_ERRORS.labels(name).inc()
 
 
 def _carries_state(resume: dict | None) -> bool:

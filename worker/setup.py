@@ -17,6 +17,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, TextIO
 
+from .outcomes import EXIT_FAILURE, EXIT_OK
 from .actions import ActionGateway
 from .ram_policy import mns_location, setup_policy, worker_policy
 
@@ -74,10 +75,10 @@ class Setup:
     @property
     def monitor(self):
         if self._monitor is None:
-            from .cloud import Cloud
+            from .cloud import CloudClient
             from .cloud.cms import CloudMonitor
 
-            self._monitor = CloudMonitor(Cloud(self.config.cloud, self.provider))
+            self._monitor = CloudMonitor(CloudClient(self.config.cloud, self.provider))
         return self._monitor
 
     def say(self, text: str) -> None:
@@ -160,7 +161,7 @@ class Setup:
             self.say(f"✗ {exc}")
             self.say("  (is the administrator's policy below attached to these credentials?)")
             self._policies()
-            return 1
+            return EXIT_FAILURE
         n = len(queues) + len(rule)
         if not n:
             self.say("nothing changed: the queues and the rule were already set up")
@@ -169,7 +170,7 @@ class Setup:
         else:
             self.say(f"done: {n} change(s) made; run `ecs-worker doctor -c {cfg.path}` to check the chain")
         self._policies()
-        return 0
+        return EXIT_OK
 
     def _apply(self, changes: list[Change]) -> None:
         for c in changes:

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
+from .dead_letter_file import append_durably, holds_record
 from .keys import safe_key
 
 log = logging.getLogger("ecs_worker.store")
@@ -174,16 +175,9 @@ class Store:
                 raise StoreError(f"state store {self.path}: {exc}") from None
 
     # -- dedupe -------------------------------------------------------------------
-    def is_settled(self, key: str) -> bool:
-        rows = self._run("SELECT 1 FROM settled WHERE key = ? AND expires > ?", (safe_key(key), self.clock()))
-        return bool(rows)
-
-    def mark_settled(self, key: str) -> None:
-        """Remember `key` as settled for the dedupe TTL; forget its attempts."""
-        self.mark_settled_many([key])
-
     def mark_settled_many(self, keys: Sequence[str]) -> None:
-        """`mark_settled` for a batch, in one transaction."""
+        """Remember `keys` as settled for the dedupe TTL and forget their attempts, in one
+        transaction."""
         if not keys:
             return
         if len(keys) > MAX_KEYS:
@@ -198,25 +192,7 @@ class Store:
                            [v for k in unique for v in (k, expires)])
             db.execute(f"DELETE FROM attempts WHERE key IN {_rows(1, len(unique))}", unique)
 
-    def settled_among(self, keys: Sequence[str]) -> set[str]:
-        """The keys settled within the dedupe TTL: one read for a batch."""
-        if not keys:
-            return set()
-        if len(keys) > MAX_KEYS:
-            return {k for i in range(0, len(keys), MAX_KEYS)
-                    for k in self.settled_among(keys[i:i + MAX_KEYS])}
-        safe = {k: safe_key(k) for k in keys}
-        unique = list(dict.fromkeys(safe.values()))
-        rows = self._run(f"SELECT key FROM settled WHERE key IN {_rows(1, len(unique))} AND expires > ?",
-                         (*unique, self.clock()))
-        found = {k for (k,) in rows}
-        return {k for k, s in safe.items() if s in found}
-
     # -- attempts and resume ------------------------------------------------------
-    def attempts(self, key: str) -> int:
-        rows = self._run("SELECT attempts FROM attempts WHERE key = ?", (safe_key(key),))
-        return rows[0][0] if rows else 0
-
     def take(self, keys: Sequence[str], max_attempts: int) -> list[Attempt]:
         """For a received batch, in one read: which keys were settled before, how many
         attempts each has made, their resume lists and whether they are crash suspects.
@@ -278,23 +254,6 @@ class Store:
                            "ON CONFLICT(key) DO UPDATE SET attempts = attempts + 1, suspect = 1, "
                            "updated = excluded.updated", (safe_key(key), now))
 
-    def suspect(self, key: str) -> bool:
-        rows = self._run("SELECT suspect FROM attempts WHERE key = ?", (safe_key(key),))
-        return bool(rows and rows[0][0])
-
-    def resume(self, key: str) -> dict[str, float | None] | None:
-        """The plugins to call again (plugin -> deferred_since), or None for all."""
-        rows = self._run("SELECT resume FROM attempts WHERE key = ?", (safe_key(key),))
-        return _resume_list(rows[0][0]) if rows else None
-
-    def set_resume(self, key: str, plugins: Mapping[str, float | None]) -> None:
-        self._run("INSERT INTO attempts (key, attempts, resume, updated) VALUES (?, 0, ?, ?) "
-                  "ON CONFLICT(key) DO UPDATE SET resume = excluded.resume, updated = excluded.updated",
-                  (safe_key(key), json.dumps(dict(plugins)), self.clock()))
-
-    def forget(self, key: str) -> None:
-        self._run("DELETE FROM attempts WHERE key = ?", (safe_key(key),))
-
     def purge(self) -> None:
         now = self.clock()
         self._run("DELETE FROM settled WHERE expires <= ?", (now,))
@@ -320,34 +279,19 @@ class Store:
             data = (json.dumps(dict(record), ensure_ascii=True, default=str) + "\n").encode("ascii")
         if key is not None:
             rows = self._run("SELECT written FROM dead_letters WHERE message_id = ?", (key,))
-            if rows and (rows[0][0] or self._in_file_tail(str(message_id))):
+            if rows and (rows[0][0] or holds_record(self.dead_letter_path, str(message_id))):
                 if not rows[0][0]:
                     self._run("UPDATE dead_letters SET written = 1 WHERE message_id = ?", (key,))
                 return False
             self._run("INSERT OR REPLACE INTO dead_letters (message_id, recorded, written) VALUES (?, ?, 0)",
                       (key, self.clock()))
         try:
-            fd = os.open(self.dead_letter_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            try:
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            append_durably(self.dead_letter_path, data)
         except OSError as exc:
             raise StoreError(f"{self.dead_letter_path}: cannot write: {exc.strerror}") from None
         if key is not None:
             self._run("UPDATE dead_letters SET written = 1 WHERE message_id = ?", (key,))
         return True
-
-    def _in_file_tail(self, message_id: str, tail: int = 1 << 20) -> bool:
-        """Whether the last `tail` bytes of dead-letter.jsonl hold this message's record."""
-        needle = ('"message_id": ' + json.dumps(message_id, ensure_ascii=False)).encode("utf-8", "replace")
-        try:
-            with open(self.dead_letter_path, "rb") as fh:
-                fh.seek(max(0, fh.seek(0, os.SEEK_END) - tail))
-                return needle in fh.read()
-        except OSError:
-            return False
 
 
 def make_private_dir(path: Path) -> None:

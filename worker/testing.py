@@ -240,14 +240,14 @@ class Harness:
     def dispatch(self, event, resume=None):
         """Dispatch once; returns the `Result` (outcome, actions, error, defer_seconds)."""
         result = self.dispatcher.dispatch(event, resume)
-        self.dispatcher.settled(event, result, wait=True)  # observers done when this returns
+        self.dispatcher.run_on_settled(event, result, wait=True)  # observers done when this returns
         return result
 
     def replay(self, event):
         """Dispatch, treating any deferral as elapsed (as `replay --dry-run` does)."""
         from .replay import Item, replay_one
 
-        return replay_one(self.dispatcher, Item("<harness>", body(event)), dry_run=True)
+        return replay_one(self.dispatcher, Item("<harness>", body(event)), elapse_deferrals=True)
 
     def close(self) -> None:
         self.dispatcher.shutdown()

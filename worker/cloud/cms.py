@@ -1,9 +1,9 @@
-"""CloudMonitor system-event rules and their MNS targets, through the cloud gateway.
+"""CloudMonitor system-event rules and their MNS targets, through the cloud API client.
 
 List parameters are encoded by `aliyun-python-sdk-cms`'s own request classes (their setters
 flatten `[{"Product": "ecs", "NameList": [...]}]` into `EventPattern.1.Product`,
 `EventPattern.1.NameList.1`, ... — the repeat-list form the RPC API expects), then sent by
-`Cloud` with its credentials, retries and rate limit. Responses are read defensively: the
+`CloudClient` with its credentials, retries and rate limit. Responses are read defensively: the
 API wraps lists as `{"NameList": {"NameList": [...]}}`.
 
 Parameter names and shapes: Alibaba's CloudMonitor API reference, PutEventRule,
@@ -53,7 +53,7 @@ def _items(value: Any, key: str) -> list:
 
 
 class CloudMonitor:
-    """`cloud`: a `Cloud` gateway (its `call("cms", ...)`)."""
+    """`cloud`: a `CloudClient` (its `call("cms", ...)`)."""
 
     def __init__(self, cloud: Any) -> None:
         self.cloud = cloud

@@ -1,20 +1,14 @@
-"""Retry with exponential backoff and full jitter (AWS architecture blog, "Exponential
-Backoff and Jitter"): sleep a uniform random time in [0, min(cap, base * 2**attempt)].
-
-Full jitter spreads a wave of clients that were throttled together, instead of
-bringing them back in lockstep.
+"""Retry with exponential backoff and full jitter (`backoff.py`): a wave of clients
+throttled together comes back spread out, not in lockstep.
 """
 from __future__ import annotations
 
-import random
 import time
 from typing import Callable, TypeVar
 
+from ..backoff import backoff_delay
+
 T = TypeVar("T")
-
-
-def backoff_delay(attempt: int, base: float, cap: float, rand: Callable[[], float] = random.random) -> float:
-    return rand() * min(cap, base * (2 ** attempt))
 
 
 def call_with_retry(attempt: Callable[[], T], *, retryable: Callable[[Exception], bool],
@@ -28,7 +22,7 @@ def call_with_retry(attempt: Callable[[], T], *, retryable: Callable[[Exception]
         except Exception as exc:
             if n >= max_retries or not retryable(exc):
                 raise
-            delay = backoff_delay(n, base, cap)
+            delay = backoff_delay(n, base, cap, "full")
             if on_retry is not None:
                 on_retry(exc, n + 1, delay)
             sleep(delay)

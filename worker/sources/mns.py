@@ -8,17 +8,13 @@ thread-safe, so each thread gets its own client. Bodies are received with
 """
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
 import random
 import threading
 import time
-import zlib
 import warnings
 from dataclasses import dataclass
-from typing import Any, Mapping
 
+from ..backoff import backoff_delay
 from ..text import one_line
 
 # Codes that no amount of retrying fixes: the configuration (or the account) is wrong.
@@ -48,7 +44,8 @@ SOCKET_SLACK = 15  # seconds a socket read may outlast the long poll before it i
 # Back off (doubling from EARLY_EMPTY_BASE, capped at the poll's own wait, jittered upwards)
 # so an idle receiver never costs more than 3600 / wait_seconds calls an hour.
 EARLY_EMPTY_BASE = 0.5
-EARLY_EMPTY_JITTER = 0.25
+EARLY_EMPTY_JITTER = 0.25  # what backoff's "up" jitter adds at most, as a fraction
+FAULT_BASE, FAULT_CAP = 0.5, 30.0  # MNS faults: first and longest pause, jittered
 
 
 class MnsError(Exception):
@@ -239,64 +236,20 @@ class MnsQueue:
                            self._ram("SendMessage"), self.endpoint) from None
 
 
-def early_empty_delay(n: int, wait_seconds: float, rng: random.Random | Any = random) -> float:
+def early_empty_delay(n: int, wait_seconds: float, rng: random.Random | None = None) -> float:
     """Seconds to pause after the n-th early empty answer in a row: doubling, capped at the
     poll's wait, jitter only upwards so the capped rate stays under one call per wait."""
-    base = min(float(wait_seconds), EARLY_EMPTY_BASE * 2 ** min(n - 1, 16))
-    return base * (1.0 + rng.uniform(0.0, EARLY_EMPTY_JITTER))
+    return backoff_delay(n - 1, EARLY_EMPTY_BASE, float(wait_seconds), "up", rng)
+
+
+def fault_delay(failures: int, rng: random.Random | None = None) -> float:
+    """Seconds to pause after the n-th MNS fault in a row: doubling, capped, half jittered."""
+    return backoff_delay(failures - 1, FAULT_BASE, FAULT_CAP, "half", rng)
 
 
 def refused_for_good(exc: MnsError) -> bool:
     """A send that no retry will get through (see `REFUSED_CODES`)."""
     return exc.permanent or exc.code in REFUSED_CODES
-
-
-def dead_letter_body(record: Mapping[str, Any], max_bytes: int = MAX_MESSAGE_BYTES) -> str:
-    """The dead-letter queue's message: the raw body plus why, as one ASCII JSON object
-    (`body`, `reason`, `error`, `attempts`, `message_id`, `queue`, `time`, ...) that always
-    fits `max_bytes`, whatever the body (the full body stays in `dead-letter.jsonl`):
-
-    - as it is, when it fits;
-    - else the body compressed: `"body_encoding": "zlib+base64"` (`body_bytes` its size);
-    - else the body cut to fit: `"body_truncated": true`, `body_bytes`, `body_sha256`.
-    Other fields are cut to `FIELD_CHARS` characters each.
-    """
-    doc = {k: _cut(v) for k, v in record.items() if k != "body"}
-    body = str(record.get("body", ""))
-    text = _dump({**doc, "body": body})
-    if len(text) <= max_bytes:
-        return text
-    raw = body.encode("utf-8", "surrogatepass")
-    packed = base64.b64encode(zlib.compress(raw, 9)).decode("ascii")
-    text = _dump({**doc, "body": packed, "body_encoding": "zlib+base64", "body_bytes": len(raw)})
-    if len(text) <= max_bytes:
-        return text
-    cut = {**doc, "body": "", "body_truncated": True, "body_bytes": len(raw),
-           "body_sha256": hashlib.sha256(raw).hexdigest()}
-    room = max_bytes - len(_dump(cut))
-    low, high = 0, min(len(body), max(room, 0))  # the longest prefix whose escaped form fits
-    while low < high:
-        mid = (low + high + 1) // 2
-        if len(_dump(body[:mid])) - 2 <= room:
-            low = mid
-        else:
-            high = mid - 1
-    return _dump({**cut, "body": body[:low]})
-
-
-FIELD_CHARS = 2000  # any field of a dead-letter message other than the body
-
-
-def _cut(value: Any) -> Any:
-    if isinstance(value, str) and len(value) > FIELD_CHARS:
-        return value[:FIELD_CHARS] + "..."
-    return value
-
-
-def _dump(value: Any) -> str:
-    # ASCII: every character is one byte (the size is the length), and no lone surrogate
-    # or XML-forbidden character reaches the wire.
-    return json.dumps(value, ensure_ascii=True, default=str)
 
 
 def _bytes(body) -> bytes:

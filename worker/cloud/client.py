@@ -1,4 +1,4 @@
-"""`Cloud`: the one place that builds ECS/SLB/ALB/NLB clients and makes calls to them.
+"""`CloudClient`: the API client, the one place that builds ECS/SLB/ALB/NLB clients and makes calls to them.
 
 Every call: waits for a token from its API's bucket, is signed with fresh credentials,
 goes over https unless configured otherwise (to the endpoint override when set), and is
@@ -41,7 +41,7 @@ _SETTER_APIS = frozenset({"alb", "nlb"})
 _PLACEHOLDER_KEY = "signed-per-request"  # the SDK insists on keys at construction; ours sign
 
 
-class Cloud:
+class CloudClient:
     """ECS/SLB/ALB/NLB calls for plugins: `cloud.ecs("DescribeInstances", InstanceIds=[...])`."""
 
     def __init__(self, cloud: CloudConfig, provider: Any, *, backoff_base: float = 0.2,
@@ -59,7 +59,7 @@ class Cloud:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_config(cls, config: Config) -> Cloud:
+    def from_config(cls, config: Config) -> CloudClient:
         from ..credentials import credentials_provider
 
         return cls(config.cloud, credentials_provider(config.credentials))
@@ -146,7 +146,7 @@ class Cloud:
 
     def __repr__(self) -> str:
         s = self.settings
-        return f"Cloud(region={s.region!r}, endpoint={s.endpoint or 'default'!r}, protocol={s.protocol!r})"
+        return f"CloudClient(region={s.region!r}, endpoint={s.endpoint or 'default'!r}, protocol={s.protocol!r})"
 
 
 def _request(api: str, action: str) -> Any:

@@ -1,0 +1,112 @@
+"""The composition root: builds the runtime for `run` and `replay` (and the worker the
+demo starts, which is `run`), and nothing else does. Reading it top to bottom shows what
+a running worker is made of: config, logging, plugins, their runtime, the dispatcher,
+the store, the queues, the metrics server, the systemd notifier and the runner."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import dataclass
+
+from .config import Config, ConfigError, check_runnable, load_config
+from .context import Runtime
+from .logsetup import configure_logging
+from .manager import Plugins, load_plugins
+from .outcomes import EXIT_OK, EXIT_USAGE
+
+log = logging.getLogger("ecs_worker.runner")
+
+
+@dataclass
+class App:
+    config: Config
+    plugins: Plugins
+    runtime: Runtime
+
+
+def load(args: argparse.Namespace, dry_run: bool | None = None) -> App:
+    """Load config and plugins, configure logging; raises `ConfigError`."""
+    config = load_config(getattr(args, "config", None))
+    configure_logging(config.logging.level, config.logging.format)
+    plugins = load_plugins(config)
+    return App(config, plugins, Runtime(config, plugins.configs, dry_run=dry_run or None))
+
+
+def run(args: argparse.Namespace) -> int:
+    """`ecs-worker run -c CONFIG [--dry-run]`: 0 after a clean stop, 2 for configuration."""
+    from . import metrics
+    from .credentials import credentials_provider
+    from .dispatch import Dispatcher, PluginStartupError
+    from .notify import SystemdNotifier
+    from .runner import Runner
+    from .sources.mns import MnsError, MnsQueue
+    from .store import Store, StoreError
+
+    try:
+        app = load(args, dry_run=getattr(args, "dry_run", False))
+        config = app.config
+        check_runnable(config)
+        provider = credentials_provider(config.credentials)
+        store = Store(config.worker.state_dir, config.worker.dedupe_ttl)
+    except (ConfigError, StoreError) as exc:
+        return _fail(exc)
+    metrics.watch_gateway(app.runtime.gateway)
+    metrics.known_labels([name for name, _ in app.plugins.pm.list_name_plugin()])
+    if config.metrics.listen:
+        from .health import serve as serve_metrics
+
+        try:
+            serve_metrics(config.metrics.listen, config.mns.wait_seconds)
+        except (OSError, ValueError) as exc:
+            store.close()
+            return _fail(ConfigError(f"{config.path}: [metrics] listen {config.metrics.listen!r}: {exc}"))
+    dispatcher = Dispatcher(app.plugins.pm, app.runtime, config.plugins.call_timeout)
+    try:
+        source = MnsQueue(config.mns.endpoint, config.mns.queue, provider, config.mns.wait_seconds)
+        dlq = (MnsQueue(config.mns.endpoint, config.mns.dead_letter_queue, provider, 0)
+               if config.mns.dead_letter_queue else None)
+        runner = Runner(config, dispatcher, source, store, dlq, SystemdNotifier())
+        runner.signals.install()
+        runner.check()
+        dispatcher.startup()
+    except (MnsError, PluginStartupError) as exc:
+        store.close()
+        if isinstance(exc, MnsError) and not exc.permanent:  # stopped while MNS was unreachable
+            return EXIT_OK
+        return _fail(exc)
+    log.info("ecs-worker started: queue %r at %s, concurrency %d, max_pending %d%s",
+             config.mns.queue, config.mns.endpoint, config.worker.concurrency,
+             config.worker.max_pending, ", dry run" if app.runtime.dry_run else "")
+    try:
+        runner.start()
+        return runner.serve()
+    finally:
+        dispatcher.shutdown()
+        store.close()
+
+
+def replay(args: argparse.Namespace) -> int:
+    """`ecs-worker replay FILE... [-c CONFIG] [--dry-run] [--json]`."""
+    from .dispatch import Dispatcher, PluginStartupError
+    from .replay import run_replay
+
+    app = load(args, dry_run=args.dry_run)
+    dispatcher = Dispatcher(app.plugins.pm, app.runtime, app.config.plugins.call_timeout)
+    try:
+        dispatcher.startup()
+    except PluginStartupError as exc:
+        return _fail(exc)
+    try:
+        # Under --dry-run nothing waits either: a deferral counts as elapsed, the plan is reported.
+        return run_replay(args.files, dispatcher, elapse_deferrals=app.runtime.dry_run, as_json=args.json)
+    except OSError as exc:
+        print(f"ecs-worker: error: {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        dispatcher.shutdown()
+
+
+def _fail(exc: Exception) -> int:
+    print(f"ecs-worker: error: {exc}", file=sys.stderr)
+    return EXIT_USAGE
