@@ -129,7 +129,7 @@ def load_plugins(config: Config, *, entry_points_too: bool = True) -> Plugins:
     except pluggy.PluginValidationError as exc:  # a hook name no spec knows: a typo, usually
         name = plugins.pm.get_name(exc.plugin)
         raise PluginError(f"plugin {name!r} ({_location(exc.plugin)}): {_flat(exc)}") from None
-    _configure(plugins, config)
+    configure_plugins(plugins, config)
     return plugins
 
 
@@ -151,7 +151,9 @@ def _instantiate(cls: type, name: str, where: str) -> Any:
         raise PluginError(f"plugin {name!r} ({where}): cannot create it: {type(exc).__name__}: {exc}") from None
 
 
-def _configure(plugins: Plugins, config: Config) -> None:
+def configure_plugins(plugins: Plugins, config: Config) -> None:
+    """Give each loaded plugin its validated `[plugins.<name>]` section (a section naming no
+    loaded plugin is an error); the test kit's Harness does the same for one plugin."""
     where = config.path
     for name in config.plugin_sections:
         if not plugins.pm.has_plugin(name) and name not in config.plugins.disabled:

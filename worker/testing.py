@@ -206,7 +206,7 @@ class Harness:
         from .config import parse_config
         from .context import Runtime
         from .dispatch import Dispatcher
-        from .manager import Plugins, _configure
+        from .manager import Plugins, configure_plugins
 
         own = getattr(type(plugin), "name", None)  # a plugin object names itself (RestartPlugin.name)
         self.name = name or (own if isinstance(own, str) else
@@ -222,7 +222,7 @@ class Harness:
         self.plugins = Plugins()
         self.plugins.register(plugin, self.name, "harness")
         self.plugins.pm.check_pending()
-        _configure(self.plugins, self.config)
+        configure_plugins(self.plugins, self.config)
         self.runtime = Runtime(self.config, self.plugins.configs, dry_run=dry_run)
         self.dispatcher = Dispatcher(self.plugins.pm, self.runtime, call_timeout)
         self.dispatcher.startup()

@@ -9,11 +9,11 @@ finds nothing left to do without another read.
 """
 from __future__ import annotations
 
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
+
+from .cache import MembershipCache
 
 PAGE_SIZE = 100          # DescribeLoadBalancers' maximum
 LIST_ALL_THRESHOLD = 10  # instances in one batch above which listing every LB is cheaper
@@ -40,23 +40,15 @@ class Backend:
                 "Weight": str(self.weight if weight is None else weight), "Type": self.type}
 
 
-class BackendIndex:
+class BackendIndex(MembershipCache):
     """Finds the backends of instances; thread-safe; `ttl` seconds of caching."""
 
     def __init__(self, slb: Callable[..., dict], groups: Iterable[str] = (), ttl: float = 10.0,
                  workers: int = 4, clock: Callable[[], float] = time.monotonic) -> None:
-        self._slb = slb  # Cloud.slb
+        super().__init__(ttl, workers, "slb-read", clock)
+        self._slb = slb  # CloudClient.slb
         self.configured = tuple(groups)
-        self.ttl = ttl
-        self._clock = clock
-        self._members: dict[str, tuple[float, list[Backend]]] = {}
         self._lb_groups: dict[str, tuple[float, list[str]]] = {}
-        self._removed: dict[tuple[str, str, int], float] = {}  # entry -> when we removed it
-        self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="slb-read")
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def locate(self, instance_ids: Iterable[str]) -> dict[str, list[Backend]]:
         """Every backend entry of each instance (an empty list: in no group)."""
@@ -79,23 +71,6 @@ class BackendIndex:
                    for s in _items(doc, "BackendServers", "BackendServer")]
         self._store(self._members, group, members)
         return list(members)
-
-    def forget(self, removed: Iterable[Backend]) -> None:
-        """Drop removed entries from the cache: the cloud no longer has them."""
-        gone = {(b.group, b.server_id, b.port) for b in removed}
-        now = self._clock()
-        with self._lock:
-            self._removed = {k: t for k, t in self._removed.items() if now - t < self.ttl}
-            self._removed.update(dict.fromkeys(gone, now))
-            for group, (stamp, members) in list(self._members.items()):
-                self._members[group] = (stamp, [b for b in members
-                                                if (b.group, b.server_id, b.port) not in gone])
-
-    def removed_lately(self, backend: Backend) -> bool:
-        """True when we removed this entry within `ttl`: a duplicate event needs no call."""
-        with self._lock:
-            when = self._removed.get((backend.group, backend.server_id, backend.port))
-        return when is not None and self._clock() - when < self.ttl
 
     # -- discovery ----------------------------------------------------------------
     def _discover_groups(self, instance_ids: set[str]) -> list[str]:

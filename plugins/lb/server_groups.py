@@ -15,13 +15,13 @@ Docs: help.aliyun.com ALB "RemoveServersFromServerGroup" / "ListAsynJobs", NLB
 """
 from __future__ import annotations
 
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from ecs_worker import CloudError
+
+from .cache import MembershipCache
 
 KINDS = ("alb", "nlb")
 MAX_SERVERS_PER_CALL = 200  # both APIs' limit for Servers.N
@@ -154,7 +154,7 @@ def job_status(kind: str, call: Call, job: str) -> tuple[str, str | None]:
     return str(doc.get("Status", "")).lower(), None
 
 
-class ServerGroupIndex:
+class ServerGroupIndex(MembershipCache):
     """Finds the ALB or NLB server-group entries of instances; thread-safe; `ttl` caching.
 
     `groups` lists the groups to look in; empty means every server group of the region
@@ -165,19 +165,11 @@ class ServerGroupIndex:
                  workers: int = 4, clock: Callable[[], float] = time.monotonic) -> None:
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
+        super().__init__(ttl, workers, f"{kind}-read", clock)
         self.kind = kind
         self._call = call
         self.configured = tuple(groups)
-        self.ttl = ttl
-        self._clock = clock
         self._groups: tuple[float, list[str]] | None = None
-        self._members: dict[str, tuple[float, list[Member]]] = {}
-        self._removed: dict[tuple[str, str, int], float] = {}
-        self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix=f"{kind}-read")
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def locate(self, instance_ids: Iterable[str]) -> dict[str, list[Member]]:
         wanted = set(instance_ids)
@@ -208,21 +200,6 @@ class ServerGroupIndex:
         with self._lock:
             self._members[group] = (self._clock(), members)
         return list(members)
-
-    def forget(self, removed: Iterable[Member]) -> None:
-        gone = {(m.group, m.server_id, m.port) for m in removed}
-        now = self._clock()
-        with self._lock:
-            self._removed = {k: t for k, t in self._removed.items() if now - t < self.ttl}
-            self._removed.update(dict.fromkeys(gone, now))
-            for group, (stamp, members) in list(self._members.items()):
-                self._members[group] = (stamp, [m for m in members
-                                                if (m.group, m.server_id, m.port) not in gone])
-
-    def removed_lately(self, m: Member) -> bool:
-        with self._lock:
-            when = self._removed.get((m.group, m.server_id, m.port))
-        return when is not None and self._clock() - when < self.ttl
 
     def _pages(self, action: str, key: str, **params: Any) -> list[dict]:
         return list_all(self._call, action, key, **params)
