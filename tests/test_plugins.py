@@ -104,6 +104,18 @@ def test_plugin_import_error_names_plugin_and_file_line(tmp_path):
         make(load=[syntax])
 
 
+@pytest.mark.parametrize("raising", ["raise SystemExit(3)", "raise KeyboardInterrupt", "import sys; sys.exit()"])
+def test_a_plugin_that_exits_at_import_is_a_plugin_error_exit_2(tmp_path, raising):
+    path = plugin_file(tmp_path, "exits", raising + "\n")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[plugins]\nload = ["{path}"]\n')
+    for command in ("plugins", "check-config"):
+        proc = subprocess.run([sys.executable, "-m", "ecs_worker", command, "-c", str(cfg)],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2, (command, proc.returncode, proc.stderr)
+        assert "exits" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
 def test_cli_reports_plugin_error_as_exit_2(tmp_path):
     path = plugin_file(tmp_path, "typo", "@hookimpl\ndef on_evnt(event, ctx):\n    pass\n")
     cfg = tmp_path / "c.toml"

@@ -109,7 +109,7 @@ def load_plugins(config: Config, *, entry_points_too: bool = True) -> Plugins:
                 continue
             try:
                 obj = ep.load()
-            except Exception as exc:
+            except BaseException as exc:  # noqa: B902 - SystemExit at import too: a bad plugin, exit 2
                 raise PluginError(f"plugin {ep.name!r} (entry point {ep.value}): cannot import: "
                                   f"{type(exc).__name__}: {exc}") from None
             if isinstance(obj, type):  # a plugin class: each load registers a fresh instance
@@ -147,7 +147,7 @@ def _builtin(spec: str, name: str) -> Any:
 def _instantiate(cls: type, name: str, where: str) -> Any:
     try:
         return cls()
-    except Exception as exc:
+    except BaseException as exc:  # noqa: B902 - a plugin's SystemExit is its failure, not ours
         raise PluginError(f"plugin {name!r} ({where}): cannot create it: {type(exc).__name__}: {exc}") from None
 
 
@@ -170,7 +170,7 @@ def configure_plugins(plugins: Plugins, config: Config) -> None:
 def _import(module_name: str, name: str) -> ModuleType:
     try:
         return importlib.import_module(module_name)
-    except Exception as exc:
+    except BaseException as exc:  # noqa: B902 - a plugin's SystemExit is its failure, not ours
         raise PluginError(f"plugin {name!r}: cannot import module {module_name!r}: "
                           f"{type(exc).__name__}: {exc}") from None
 
@@ -185,7 +185,7 @@ def _load_path(path: str, name: str) -> ModuleType:
     sys.modules[module_name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:
+    except BaseException as exc:  # noqa: B902 - a plugin's SystemExit is its failure, not ours
         sys.modules.pop(module_name, None)
         line = getattr(exc, "lineno", None)
         where = f"{file}:{line}" if line else str(file)
