@@ -10,34 +10,20 @@ finds nothing left to do without another read.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from .cache import MembershipCache
+from .entry import Membership
 
 PAGE_SIZE = 100          # DescribeLoadBalancers' maximum
 LIST_ALL_THRESHOLD = 10  # instances in one batch above which listing every LB is cheaper
 MAX_PAGES = 100          # 10 000 load balancers: a bound, not a limit anyone should meet
 
 
-@dataclass(frozen=True)
-class Backend:
-    """One backend entry of a vserver group (an instance can sit on several ports)."""
-
-    group: str
-    server_id: str
-    port: int
-    weight: int = 100
-    type: str = "ecs"
-
-    @property
-    def target(self) -> str:
-        return f"{self.group}/{self.server_id}:{self.port}"
-
-    def wire(self, weight: int | None = None) -> dict[str, str]:
-        """The `BackendServers` JSON element the SLB API takes."""
-        return {"ServerId": self.server_id, "Port": str(self.port),
-                "Weight": str(self.weight if weight is None else weight), "Type": self.type}
+def clb_wire(m: Membership, weight: int | None = None) -> dict[str, str]:
+    """The `BackendServers` JSON element the SLB API takes."""
+    return {"ServerId": m.server_id, "Port": str(m.port),
+            "Weight": str(m.weight if weight is None else weight), "Type": m.type}
 
 
 class BackendIndex(MembershipCache):
@@ -50,23 +36,23 @@ class BackendIndex(MembershipCache):
         self.configured = tuple(groups)
         self._lb_groups: dict[str, tuple[float, list[str]]] = {}
 
-    def locate(self, instance_ids: Iterable[str]) -> dict[str, list[Backend]]:
+    def locate(self, instance_ids: Iterable[str]) -> dict[str, list[Membership]]:
         """Every backend entry of each instance (an empty list: in no group)."""
         wanted = set(instance_ids)
         groups = self.configured or self._discover_groups(wanted)
-        found: dict[str, list[Backend]] = {i: [] for i in wanted}
+        found: dict[str, list[Membership]] = {i: [] for i in wanted}
         for members in self._pool.map(self.members, groups):
             for b in members:
                 if b.server_id in wanted:
                     found[b.server_id].append(b)
         return found
 
-    def members(self, group: str) -> list[Backend]:
+    def members(self, group: str) -> list[Membership]:
         hit = self._fresh(self._members, group)
         if hit is not None:
             return hit
         doc = self._slb("DescribeVServerGroupAttribute", VServerGroupId=group)
-        members = [Backend(group, s["ServerId"], int(s["Port"]), int(s.get("Weight", 100)),
+        members = [Membership("clb", group, s["ServerId"], int(s["Port"]), int(s.get("Weight", 100)),
                            s.get("Type") or "ecs")
                    for s in _items(doc, "BackendServers", "BackendServer")]
         self._store(self._members, group, members)

@@ -11,44 +11,17 @@ followed to its end). Every method here is a plain call; the plugin wraps it in 
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from typing import Any, Iterable
 
 from . import server_groups
-from .clb import Backend, BackendIndex
+from .clb import BackendIndex, clb_wire
+from .entry import KINDS, Membership
+from .server_groups import server_group_wire
 
-KINDS = ("clb", "alb", "nlb")
 MAX_BACKENDS_PER_CALL = 20  # CLB's limit for BackendServers
 _CLB = {"remove": "RemoveVServerGroupBackendServers", "add": "AddVServerGroupBackendServers",
         "weight": "SetVServerGroupAttribute"}
 _SERVER_GROUP = {"remove": server_groups.REMOVE, "add": server_groups.ADD, "weight": server_groups.UPDATE}
-
-
-@dataclass(frozen=True)
-class Membership:
-    """One entry of one group: enough to put it back exactly."""
-
-    kind: str  # clb | alb | nlb
-    group: str
-    server_id: str
-    port: int
-    weight: int = 100
-    type: str = "ecs"
-
-    @property
-    def target(self) -> str:
-        where = f"{self.group}/{self.server_id}:{self.port}"
-        return where if self.kind == "clb" else f"{self.kind}:{where}"
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, doc: Any) -> Membership:
-        if not isinstance(doc, dict) or doc.get("kind") not in KINDS:
-            raise ValueError(f"not a membership: {doc!r}"[:200])
-        return cls(doc["kind"], str(doc["group"]), str(doc["server_id"]), int(doc["port"]),
-                   int(doc.get("weight", 100)), str(doc.get("type") or "ecs"))
 
 
 def by_group(memberships: Iterable[Membership]) -> dict[tuple[str, str], list[Membership]]:
@@ -77,16 +50,14 @@ class LoadBalancers:
         if "clb" in self.kinds:
             index = BackendIndex(self.cloud.slb, ttl=0)
             try:
-                found += [Membership("clb", b.group, b.server_id, b.port, b.weight, b.type)
-                          for b in index.locate([instance_id])[instance_id]]
+                found += index.locate([instance_id])[instance_id]
             finally:
                 index.close()
         for kind in ("alb", "nlb"):
             if kind in self.kinds:
                 sg = server_groups.ServerGroupIndex(kind, self._api(kind), ttl=0)
                 try:
-                    found += [Membership(kind, m.group, m.server_id, m.port, m.weight, m.type)
-                              for m in sg.locate([instance_id])[instance_id]]
+                    found += sg.locate([instance_id])[instance_id]
                 finally:
                     sg.close()
         return found
@@ -94,10 +65,10 @@ class LoadBalancers:
     def remove(self, kind: str, group: str, members: list[Membership]) -> str:
         if kind == "clb":
             for chunk in _chunks(members, MAX_BACKENDS_PER_CALL):
-                self.cloud.slb(_CLB["remove"], VServerGroupId=group, BackendServers=[_clb(m) for m in chunk])
+                self.cloud.slb(_CLB["remove"], VServerGroupId=group, BackendServers=[clb_wire(m) for m in chunk])
             return "removed"
         done = ""
-        for chunk in _chunks([_sg(m, with_weight=False) for m in members], server_groups.MAX_SERVERS_PER_CALL):
+        for chunk in _chunks([server_group_wire(m, with_weight=False) for m in members], server_groups.MAX_SERVERS_PER_CALL):
             done = server_groups.remove(kind, self._api(kind), group, chunk, job_timeout=self.job_timeout)
         return done
 
@@ -105,9 +76,9 @@ class LoadBalancers:
         """Weight 0: no new connections, existing ones finish."""
         if kind == "clb":
             for chunk in _chunks(members, MAX_BACKENDS_PER_CALL):
-                self.cloud.slb(_CLB["weight"], VServerGroupId=group, BackendServers=[_clb(m, 0) for m in chunk])
+                self.cloud.slb(_CLB["weight"], VServerGroupId=group, BackendServers=[clb_wire(m, 0) for m in chunk])
             return "weight 0"
-        return self._jobs(kind, "weight", group, [_sg(m, weight=0) for m in members])
+        return self._jobs(kind, "weight", group, [server_group_wire(m, weight=0) for m in members])
 
     def restore(self, kind: str, group: str, members: list[Membership]) -> str:
         """Put the entries back as recorded: add the missing ones, then set the weight of
@@ -118,14 +89,14 @@ class LoadBalancers:
                    if (m.server_id, m.port) in present and present[(m.server_id, m.port)] != m.weight]
         if kind == "clb":
             for chunk in _chunks(missing, MAX_BACKENDS_PER_CALL):
-                self.cloud.slb(_CLB["add"], VServerGroupId=group, BackendServers=[_clb(m) for m in chunk])
+                self.cloud.slb(_CLB["add"], VServerGroupId=group, BackendServers=[clb_wire(m) for m in chunk])
             for chunk in _chunks(reweigh, MAX_BACKENDS_PER_CALL):
-                self.cloud.slb(_CLB["weight"], VServerGroupId=group, BackendServers=[_clb(m) for m in chunk])
+                self.cloud.slb(_CLB["weight"], VServerGroupId=group, BackendServers=[clb_wire(m) for m in chunk])
         else:
             if missing:
-                self._jobs(kind, "add", group, [_sg(m) for m in missing])
+                self._jobs(kind, "add", group, [server_group_wire(m) for m in missing])
             if reweigh:
-                self._jobs(kind, "weight", group, [_sg(m) for m in reweigh])
+                self._jobs(kind, "weight", group, [server_group_wire(m) for m in reweigh])
         return f"{len(missing)} added, {len(reweigh)} reweighed" if missing or reweigh else "already in place"
 
     # -- internals ----------------------------------------------------------------
@@ -151,14 +122,6 @@ class LoadBalancers:
 
     def _api(self, kind: str):
         return lambda action, **params: self.cloud.call(kind, action, params)
-
-
-def _clb(m: Membership, weight: int | None = None) -> dict[str, str]:
-    return Backend(m.group, m.server_id, m.port, m.weight, m.type).wire(weight)
-
-
-def _sg(m: Membership, weight: int | None = None, with_weight: bool = True) -> dict[str, Any]:
-    return server_groups.Member(m.kind, m.group, m.server_id, m.port, m.weight, m.type).wire(weight, with_weight)
 
 
 def _chunks(items: list, size: int) -> list[list]:

@@ -16,12 +16,12 @@ Docs: help.aliyun.com ALB "RemoveServersFromServerGroup" / "ListAsynJobs", NLB
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from ecs_worker import CloudError
 
 from .cache import MembershipCache
+from .entry import Membership
 
 KINDS = ("alb", "nlb")
 MAX_SERVERS_PER_CALL = 200  # both APIs' limit for Servers.N
@@ -41,37 +41,17 @@ _WIRE_TYPES = {"ecs": "Ecs", "eni": "Eni", "eci": "Eci", "ip": "Ip"}
 Call = Callable[..., dict]  # Cloud.alb / Cloud.nlb: call(action, **params) -> JSON
 
 
-@dataclass(frozen=True)
-class Member:
-    """One server entry of an ALB/NLB server group."""
-
-    kind: str  # "alb" | "nlb"
-    group: str
-    server_id: str
-    port: int
-    weight: int = 100
-    type: str = "ecs"
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.kind, self.group)
-
-    @property
-    def target(self) -> str:
-        """`alb:sgp-…/i-…:80`: the kind first, as ALB and NLB group ids look alike."""
-        return f"{self.kind}:{self.group}/{self.server_id}:{self.port}"
-
-    def wire(self, weight: int | None = None, with_weight: bool = True) -> dict[str, Any]:
-        """The `Servers.N` element the API takes."""
-        out: dict[str, Any] = {"ServerId": self.server_id, "ServerType": _WIRE_TYPES.get(self.type, "Ecs"),
-                               "Port": self.port}
-        if with_weight:
-            out["Weight"] = self.weight if weight is None else weight
-        return out
+def server_group_wire(m: Membership, weight: int | None = None, with_weight: bool = True) -> dict[str, Any]:
+    """The `Servers.N` element the ALB/NLB APIs take."""
+    out: dict[str, Any] = {"ServerId": m.server_id, "ServerType": _WIRE_TYPES.get(m.type, "Ecs"),
+                           "Port": m.port}
+    if with_weight:
+        out["Weight"] = m.weight if weight is None else weight
+    return out
 
 
-def member_from_wire(kind: str, group: str, s: dict) -> Member:
-    return Member(kind, group, s["ServerId"], int(s["Port"]), int(s.get("Weight", 100)),
+def member_from_wire(kind: str, group: str, s: dict) -> Membership:
+    return Membership(kind, group, s["ServerId"], int(s["Port"]), int(s.get("Weight", 100)),
                   str(s.get("ServerType") or "Ecs").lower())
 
 
@@ -171,9 +151,9 @@ class ServerGroupIndex(MembershipCache):
         self.configured = tuple(groups)
         self._groups: tuple[float, list[str]] | None = None
 
-    def locate(self, instance_ids: Iterable[str]) -> dict[str, list[Member]]:
+    def locate(self, instance_ids: Iterable[str]) -> dict[str, list[Membership]]:
         wanted = set(instance_ids)
-        found: dict[str, list[Member]] = {i: [] for i in wanted}
+        found: dict[str, list[Membership]] = {i: [] for i in wanted}
         for members in self._pool.map(self.members, self.configured or self.groups()):
             for m in members:
                 if m.server_id in wanted:
@@ -189,7 +169,7 @@ class ServerGroupIndex(MembershipCache):
             self._groups = (self._clock(), ids)
         return list(ids)
 
-    def members(self, group: str) -> list[Member]:
+    def members(self, group: str) -> list[Membership]:
         with self._lock:
             hit = self._members.get(group)
             if hit is not None and self._clock() - hit[0] < self.ttl:

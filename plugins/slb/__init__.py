@@ -17,12 +17,12 @@ from dataclasses import dataclass
 
 from ecs_worker import hookimpl, setting
 
+from ..lb.entry import KINDS as LB_KINDS
 from .remover import DRAIN, REMOVE, Remover
 
 __all__ = ["Config", "SlbPlugin", "Remover", "drain_budget"]
 NOTICE_SECONDS = 300       # Alibaba releases a spot instance about 5 minutes after the notice
 REMOVE_MARGIN_SECONDS = 60  # a drain always leaves this long for the removal itself
-LB_KINDS = ("clb", "alb", "nlb")
 
 
 @dataclass(frozen=True)

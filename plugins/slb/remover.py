@@ -10,8 +10,8 @@ from functools import partial
 from typing import Any
 
 from ..lb.batch import KeyedBatcher
-from ..lb.clb import BackendIndex
-from ..lb.server_groups import ServerGroupIndex, change, remove
+from ..lb.clb import BackendIndex, clb_wire
+from ..lb.server_groups import ServerGroupIndex, change, remove, server_group_wire
 
 MAX_BACKENDS_PER_CALL = 20  # the SLB API's limit for BackendServers
 MAX_SERVERS_PER_CALL = 200  # ALB/NLB's limit for Servers.N
@@ -42,7 +42,7 @@ class _Job:
     def entry_done(self, backend, error: BaseException | None) -> None:
         with self._lock:
             self._remaining -= 1
-            self._groups.add(_key(backend))
+            self._groups.add(backend.key)
             if error is not None and self._error is None:
                 self._error = error
             last = self._remaining == 0
@@ -157,9 +157,9 @@ class Remover:
             if error is not None and not job.ctx.dry_run:
                 job.fail_later(error)  # the message comes back for the groups not read
             job.expect(len(backends))
-            entries += [(_key(b), job.kind, (b, job), partial(job.entry_done, b)) for b in backends]
-        self.batcher.put([e for e in entries if not isinstance(e[0], tuple)])
-        self.job_batcher.put([e for e in entries if isinstance(e[0], tuple)])
+            entries += [(b.key, job.kind, (b, job), partial(job.entry_done, b)) for b in backends]
+        self.batcher.put([e for e in entries if e[0][0] == "clb"])  # 20 a call, synchronous
+        self.job_batcher.put([e for e in entries if e[0][0] != "clb"])  # ALB/NLB: 200 a call, jobs
 
     def _unlocated(self, job: _Job, exc: Exception) -> None:
         if not job.ctx.dry_run:
@@ -171,10 +171,10 @@ class Remover:
         job.future.set_result(f"planned ({note})")
 
     # -- one batched call (a KeyedBatcher worker thread) ------------------------------
-    def _send(self, key, kind: str, items: list[tuple[Any, _Job]]) -> None:
-        if isinstance(key, tuple):
+    def _send(self, key: tuple[str, str], kind: str, items: list[tuple[Any, _Job]]) -> None:
+        if key[0] != "clb":
             return self._send_server_group(key, kind, items)
-        group = key
+        group = key[1]
         if kind == REMOVE and not self.dry_run:
             # A duplicate event queued behind the call that removed its entry: done already.
             done = [(job.ctx, b.target) for b, job in items if self.index.removed_lately(b)]
@@ -185,7 +185,7 @@ class Remover:
                     return
         backends = [b for b, _ in items]
         unique = list({(b.server_id, b.port): b for b in backends}.values())  # one per entry, even for duplicate events
-        wire = [b.wire(weight=0 if kind == DRAIN else None) for b in unique]
+        wire = [clb_wire(b, weight=0 if kind == DRAIN else None) for b in unique]
         targets = [(job.ctx, b.target) for b, job in items]
         cloud_call = self.cloud.slb if not self.dry_run else _never
         targets[0][0].act_many(kind, targets, cloud_call, kind, VServerGroupId=group, BackendServers=wire)
@@ -205,7 +205,8 @@ class Remover:
                 if not items:
                     return
         unique = list({(m.server_id, m.port): m for m, _ in items}.values())
-        servers = [m.wire(weight=0) if kind == DRAIN else m.wire(with_weight=False) for m in unique]
+        servers = [server_group_wire(m, weight=0) if kind == DRAIN else server_group_wire(m, with_weight=False)
+                   for m in unique]
         targets = [(job.ctx, m.target) for m, job in items]
         api = partial(_api_call, self.cloud, lb)
         if self.dry_run:
@@ -223,18 +224,13 @@ def _api_call(cloud, api: str, action: str, **params: Any) -> dict:
     return cloud.call(api, action, params)
 
 
-def _key(backend) -> Any:
-    """The batching key: a CLB vserver group id, or (kind, id) for ALB/NLB server groups."""
-    return getattr(backend, "key", backend.group)
-
-
-def _describe(groups: set) -> str:
-    clb = sum(1 for g in groups if not isinstance(g, tuple))
-    parts = [f"{clb} vserver group(s)"] if clb else []
-    for lb in ("alb", "nlb"):
-        n = sum(1 for g in groups if isinstance(g, tuple) and g[0] == lb)
+def _describe(groups: set[tuple[str, str]]) -> str:
+    """"2 vserver group(s), 1 ALB server group(s)": the groups an instance left, by kind."""
+    parts = []
+    for lb, name in (("clb", "vserver group(s)"), ("alb", "ALB server group(s)"), ("nlb", "NLB server group(s)")):
+        n = sum(1 for kind, _ in groups if kind == lb)
         if n:
-            parts.append(f"{n} {lb.upper()} server group(s)")
+            parts.append(f"{n} {name}")
     return ", ".join(parts) or "0 groups"
 
 
