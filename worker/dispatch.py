@@ -198,22 +198,21 @@ class Dispatcher:
         return [i for i in reversed(caller.get_hookimpls()) if not (i.hookwrapper or i.wrapper)]
 
     def _lane(self, name: str) -> Lane:
-        lane = self._lanes.get(name)
-        if lane is None:
-            with self._lanes_lock:
-                lane = self._lanes.get(name)
-                if lane is None:
-                    lane = self._lanes[name] = Lane(name, self.max_calls_per_plugin, self.call_timeout)
-        return lane
+        return self._per_plugin(self._lanes, name,
+                                lambda: Lane(name, self.max_calls_per_plugin, self.call_timeout))
 
     def _observer(self, name: str) -> Observer:
-        observer = self._observers.get(name)
-        if observer is None:
+        return self._per_plugin(self._observers, name, lambda: Observer(name, self.call_timeout))
+
+    def _per_plugin(self, table: dict, name: str, make: Callable[[], Any]) -> Any:
+        """The plugin's own lane or observer, made on its first call (lock-free once made)."""
+        found = table.get(name)
+        if found is None:
             with self._lanes_lock:
-                observer = self._observers.get(name)
-                if observer is None:
-                    observer = self._observers[name] = Observer(name, self.call_timeout)
-        return observer
+                found = table.get(name)
+                if found is None:
+                    found = table[name] = make()
+        return found
 
     def _invoke(self, impl, name: str, hook: str, kwargs: dict[str, Any]) -> Any:
         """Call one hook implementation: its return value, or a `_Failure` for anything
