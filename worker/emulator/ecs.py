@@ -129,16 +129,14 @@ class EcsService:
                            "The specified operation is denied as your prepay instance is expired (prepay mode) "
                            "or in arrears (afterpay mode).")
         if locks:
-            raise RpcError(403, "IncorrectInstanceStatus",
-                           "The current status of the resource does not support this operation.")
+            raise incorrect_status()
 
     def _start(self, inst: dict, dry_run: bool) -> str:
         self._check_locks(inst)
         if inst["status"] != "Stopped":
-            raise RpcError(403, "IncorrectInstanceStatus",
-                           "The current status of the resource does not support this operation.")
+            raise incorrect_status()
         if dry_run:
-            raise RpcError(400, "DryRunOperation", "Request validation has been passed with DryRun flag set.")
+            raise dry_run_passed()
         previous = inst["status"]
         inst["status"], inst["due"] = "Starting", ("Running", time.time() + self.start_delay)
         self.state_changed(inst)
@@ -148,10 +146,9 @@ class EcsService:
     def _stop(self, inst: dict, p: Mapping[str, str], dry_run: bool) -> str:
         self._check_locks(inst)
         if inst["status"] != "Running":
-            raise RpcError(403, "IncorrectInstanceStatus",
-                           "The current status of the resource does not support this operation.")
+            raise incorrect_status()
         if dry_run:
-            raise RpcError(400, "DryRunOperation", "Request validation has been passed with DryRun flag set.")
+            raise dry_run_passed()
         mode = p.get("StoppedMode") or "KeepCharging"
         if mode not in ("KeepCharging", "StopCharging"):
             raise RpcError(400, "InvalidParameter", "The specified parameter \"StoppedMode\" is not valid.")
@@ -182,8 +179,7 @@ class EcsService:
                 inst = self._instance(iid)
                 self._check_locks(inst)
                 if inst["status"] != required:
-                    raise RpcError(403, "IncorrectInstanceStatus",
-                                   "The current status of the resource does not support this operation.")
+                    raise incorrect_status()
         out = []
         for iid in ids:
             try:
@@ -218,10 +214,9 @@ class EcsService:
         inst = self._instance(require(p, "InstanceId"))
         self._check_locks(inst)
         if inst["status"] != "Running":
-            raise RpcError(403, "IncorrectInstanceStatus",
-                           "The current status of the resource does not support this operation.")
+            raise incorrect_status()
         if p.get("DryRun") == "true":
-            raise RpcError(400, "DryRunOperation", "Request validation has been passed with DryRun flag set.")
+            raise dry_run_passed()
         self._begin_reboot(inst)
         self.system_events.owner_rebooted(inst["id"])
         return {}
@@ -234,8 +229,7 @@ class EcsService:
         if "Security" in inst["locks"]:
             self._check_locks(inst)
         if inst["status"] not in ("Running", "Stopped"):
-            raise RpcError(403, "IncorrectInstanceStatus",
-                           "The current status of the resource does not support this operation.")
+            raise incorrect_status()
         if inst["status"] == "Running":  # documented: Running enters Stopping
             now = time.time()
             inst["status"] = "Stopping"
@@ -281,3 +275,13 @@ class EcsService:
         self.publish("Instance:StateChange", inst["id"],
                      {"resourceId": inst["id"], "resourceType": "ALIYUN::ECS::Instance", "state": inst["status"]})
 
+
+def incorrect_status() -> RpcError:
+    """ECS's answer to an operation the instance's status does not allow (API error tables)."""
+    return RpcError(403, "IncorrectInstanceStatus",
+                    "The current status of the resource does not support this operation.")
+
+
+def dry_run_passed() -> RpcError:
+    """`DryRun=true` on a call that would be allowed: ECS answers this instead of acting."""
+    return RpcError(400, "DryRunOperation", "Request validation has been passed with DryRun flag set.")
