@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 import pytest
 
 from ecs_worker import hookimpl
-from ecs_worker.context import RESUME_STATE
+from ecs_worker import RESUME_STATE
 from ecs_worker.events import parse_event
 from ecs_worker.testing import Harness, interruption, maintenance, state_change
 

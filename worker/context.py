@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Union
 
 from .actions import Action, ActionGateway
-from .deferred import RESUME_STATE  # noqa: F401 - the name plugins and tests know it by
 
 if TYPE_CHECKING:
     from .config import Config
