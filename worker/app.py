@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from .dispatch import Dispatcher, PluginStartupError
     from .notify import SystemdNotifier
     from .runner import Runner
+    from .signing import load_signer
     from .sources.mns import MnsError, MnsQueue
     from .store import Store, StoreError
 
@@ -48,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
         config = app.config
         check_runnable(config)
         provider = credentials_provider(config.credentials)
+        app.runtime.signer = load_signer(config.worker.signing_key_file)
         store = Store(config.worker.state_dir, config.worker.dedupe_ttl)
     except (ConfigError, StoreError) as exc:
         return _fail(exc)

@@ -38,6 +38,7 @@ class Runtime:
         self.dry_run = config.worker.dry_run if dry_run is None else dry_run
         self.gateway = ActionGateway(self.dry_run)
         self.plugin_configs = plugin_configs or {}
+        self.signer = None  # the fleet key's `signing.Signer`, set by `run` when configured
         self._cloud = None
         self._lock = threading.Lock()
 

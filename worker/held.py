@@ -14,6 +14,8 @@ from .sources.mns import Message
 
 RESULT, DUPLICATE, RELEASE, EXHAUSTED = "result", "duplicate", "release", "exhausted"
 WAIT = "wait"  # a re-sent deferral that arrived before it is due: wait on, run nothing
+REFUSED = "refused"  # a re-sent deferral not to be trusted or too old: dead-lettered (`refused`)
+STATELESS = "stateless"  # a re-sent deferral whose plugins' states are not here: wait, run nothing
 REPR_KEY_CHARS = 120  # the repr (log lines) shows at most this much of a key
 
 
@@ -33,6 +35,7 @@ class Held:
     resume: dict[str, float | None] | None = None
     suspect: bool = False  # running when a worker died: runs alone (crashes.py)
     wrapped: Deferred | None = None  # a long deferral, re-sent with its key (deferred.py)
+    refused: tuple[str, str] | None = None  # (dead-letter reason, why): never run (trust.py)
 
     def __repr__(self) -> str:  # log lines: never the body, a bounded key
         key = self.key if len(self.key) <= REPR_KEY_CHARS else self.key[:REPR_KEY_CHARS] + "..."

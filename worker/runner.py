@@ -68,7 +68,7 @@ class Runner:
         self._closing = threading.Event()  # stop extending and settling
         self.settler = Settler(config, source, store, dispatcher, self._finish, dead_letters)
         self.counts = self.settler.counts
-        self._admission = Admission(store, w.max_attempts)
+        self._admission = Admission(store, w.max_attempts, self.settler.signer)
         self._extender = Extender(source, config.mns.visibility_timeout, self._due, self._closing,
                                   self._recover)
         self._threads: list[threading.Thread] = []

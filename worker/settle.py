@@ -8,7 +8,13 @@ deferred          -> hidden for the requested delay; not an attempt. Longer than
                      (`deferred.py`), so no worker holds it;
 failed            -> an attempt counted; hidden for a backoff growing with the attempts,
                      or past `max_attempts` dead-lettered;
-invalid           -> dead-lettered at once.
+invalid           -> dead-lettered at once;
+refused           -> a re-sent deferral forged, unsigned with state, or over 30 days
+                     (`trust.py`): dead-lettered at once with that reason;
+stateless         -> a re-sent deferral whose plugins' states are not here: hidden for
+                     `STATE_WAIT_SECONDS`, nothing run.
+A message re-sent as a deferral is remembered as settled by its MNS message id, so the
+original, back after a lost delete, is deleted, not re-sent again.
 Dead-lettering writes `state_dir/dead-letter.jsonl` once per message, then sends to the
 dead-letter queue (when configured) a body that fits its maximum message size, then
 deletes. A transient failure keeps the message (it comes back); a permanent refusal by
@@ -35,7 +41,9 @@ from .deferred import RESUME_STATE, wrap
 from .dispatch import Dispatcher
 from .outcomes import DEFERRED, FAILED, HANDLED, IGNORED, INVALID, Result
 from .events import Event
-from .held import DUPLICATE, EXHAUSTED, RELEASE, WAIT, Held
+from .held import DUPLICATE, EXHAUSTED, REFUSED, RELEASE, STATELESS, WAIT, Held
+from .keys import message_key
+from .trust import STATE_WAIT_SECONDS, missing_states
 from .sources.dead_letter import dead_letter_body
 from .sources.mns import MAX_BATCH, MAX_MESSAGE_BYTES, MnsError, MnsQueue, fault_delay, refused_for_good
 from .store import Store, StoreError
@@ -62,6 +70,7 @@ class Settler:
         self.source = source
         self.store = store
         self.dispatcher = dispatcher
+        self.signer = dispatcher.runtime.signer  # None: saved states stay in the store
         self.dead_letters = dead_letters
         self.max_attempts = config.worker.max_attempts
         self.resend_after = getattr(config.worker, "resend_deferrals_after", 600.0)
@@ -132,6 +141,19 @@ class Settler:
             assert held.wrapped is not None
             self._wait(held, handle, held.wrapped.remaining(), held.wrapped.resume, deletes)
             return
+        if kind == REFUSED:
+            assert held.refused is not None
+            self._count(event, "invalid")
+            self._dead_letter(held, handle, *held.refused, deletes)
+            return
+        if kind == STATELESS:
+            log.warning("message %s (key %.120s): the saved state of %s is not in this worker's store "
+                        "(no [worker] signing_key_file, so it does not travel in the message): not run; "
+                        "back in %ds", held.message.id, held.key, ", ".join(missing_states(held.resume)),
+                        STATE_WAIT_SECONDS, extra={"message_id": held.message.id})
+            self._count(event, "deferred")
+            self._set_visibility(held, handle, STATE_WAIT_SECONDS)
+            return
         if kind == EXHAUSTED:
             result = Result(FAILED, event, error=f"gave up after {held.attempt} attempts" + (
                 " (the worker did not finish them: it died while this one ran alone)" if held.suspect else ""))
@@ -160,7 +182,7 @@ class Settler:
                 w = self.config.worker
                 delay = retry_backoff(held.attempt, w.retry_base_seconds, w.retry_max_seconds)
                 # A plugin's saved state must reach whichever worker takes the retry.
-                if _carries_state(resume if kind != EXHAUSTED else None) \
+                if self._state_travels(resume if kind != EXHAUSTED else None) \
                         and self._resend(held, delay, resume, held.attempt):
                     deletes.append((held, handle))
                 else:
@@ -180,7 +202,7 @@ class Settler:
         self._store(self.store.deferred, held.key, resume or {}, made)
         # Long waits are re-sent (MNS throttles consumers that hold messages); so is a wait
         # carrying a plugin's saved state, which must reach whichever worker takes it next.
-        if (seconds > self.resend_after or _carries_state(resume)) \
+        if (seconds > self.resend_after or self._state_travels(resume)) \
                 and self._resend(held, seconds, resume or {}, made):
             deletes.append((held, handle))  # not remembered as settled: the copy has its key
             return
@@ -193,7 +215,7 @@ class Settler:
         since = wrapped.since if wrapped else now
         until = wrapped.until if wrapped and wrapped.until > now else now + seconds
         body = wrapped.body if wrapped else held.message.body
-        copy = wrap(body, held.key, resume, made, since, until, now)
+        copy = wrap(body, held.key, resume, made, since, until, now, self.signer)
         if len(copy.body) > self.source_max_size:
             log.warning("message %s: deferred %ds, but its re-sent copy would exceed the queue's %d-byte "
                         "limit; holding it instead", held.message.id, seconds, self.source_max_size)
@@ -205,7 +227,14 @@ class Settler:
             return False
         log.info("message %s deferred %ds: re-sent as %s with DelaySeconds=%d", held.message.id, seconds,
                  new_id, copy.delay, extra={"message_id": held.message.id})
+        # The copy replaces it: should its delete be lost, its return is a duplicate.
+        self._unmarked.append(message_key(held.message.id))
         return True
+
+    def _state_travels(self, resume: dict | None) -> bool:
+        """A plugin's saved state goes with a re-sent copy, so any worker continues it; only
+        signed (without a key the store keeps it, and holding the message is as good)."""
+        return self.signer is not None and _carries_state(resume)
 
     def _dead_letter(self, held: Held, handle: str, reason: str, error: str | None, deletes: list) -> None:
         m = held.message
