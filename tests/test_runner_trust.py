@@ -189,3 +189,40 @@ def _get(port: int, path: str) -> str:
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     with opener.open(f"http://127.0.0.1:{port}{path}", timeout=5) as answer:
         return answer.read().decode()
+
+
+# A plugin that defers every event every time it is called, for two minutes.
+ALWAYS_DEFERS = '''
+from ecs_worker import hookimpl
+
+@hookimpl
+def on_event(event, ctx):
+    ctx.defer(120, "always later")
+    return "deferred"
+'''
+
+
+def test_a_re_sent_deferral_replaces_its_original_once_even_when_the_delete_is_lost(tmp_path):
+    from runner_kit import Setup, emulator_state, event_body
+    from ecs_worker.testing import run_emulator
+
+    with run_emulator(emulator_state(visibility_timeout=3)) as emu:
+        setup = Setup(tmp_path, emu)
+        plugin = tmp_path / "always_defers.py"
+        plugin.write_text(ALWAYS_DEFERS)
+        emu.set_faults({"mns": {"error_rate": 1.0, "actions": ["BatchDeleteMessage", "DeleteMessage"]}})
+        emu.send(QUEUE, event_body("lost-delete"))
+        worker = Worker(setup.config(plugins__load=[str(plugin)], worker__resend_deferrals_after=60))
+        try:
+            wait_until(lambda: emu.state()["calls"].get("mns:SendMessage", 0) >= 1, 15, message="the re-send")
+            # Its delete failed: the original comes back (3 s), and is recognised each time.
+            wait_until(lambda: "already settled: deleting the redelivered copy" in worker.output(), 20,
+                       message="the original back, recognised")
+            emu.set_faults({"mns": {}})
+            wait_until(lambda: depth(emu) == {"visible": 0, "in_flight": 0, "delayed": 1}, 20,
+                       message="the original deleted, the copy waiting")
+        finally:
+            worker.signal()
+            worker.wait(30)
+            worker.stop()
+        assert emu.state()["calls"]["mns:SendMessage"] == 1  # one re-send, however often the original came back
