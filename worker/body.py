@@ -82,6 +82,7 @@ _JSON_START = frozenset(b'{["-0123456789')
 _LONE_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _LINE_BREAKS = re.compile(rb"\r?\n")  # base64 wrapped at 76 columns (MIME) or any width
 BOM = b"\xef\xbb\xbf"
+_BASE64_BOM = base64.b64encode(BOM)  # b"77u/": starts with a digit, yet no JSON text does
 
 
 def _without_bom(text: bytes) -> bytes:
@@ -104,8 +105,9 @@ def decode_body(body: bytes | str) -> dict[str, Any]:
         raise InvalidEvent("body is empty")
     # JSON as sent, or base64 of it (a default MNS queue delivers base64). Which one is
     # decided by the first byte: base64 of a JSON object starts "ey", never a JSON start,
-    # and the JSON literals true/false/null are read as JSON, not as base64 of garbage.
-    if text[0] in _JSON_START or text in (b"true", b"false", b"null"):
+    # and the JSON literals true/false/null are read as JSON, not as base64 of garbage;
+    # "77u/" (base64 of a byte order mark) starts with a digit but is no JSON.
+    if (text[0] in _JSON_START and not text.startswith(_BASE64_BOM)) or text in (b"true", b"false", b"null"):
         return _json_object(text, "body")
     try:
         inner = _without_bom(base64.b64decode(_LINE_BREAKS.sub(b"", text), validate=True).strip())
