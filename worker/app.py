@@ -77,6 +77,10 @@ def run(args: argparse.Namespace) -> int:
         if isinstance(exc, MnsError) and not exc.permanent:  # stopped while MNS was unreachable
             return EXIT_OK
         return _fail(exc)
+    if app.runtime.signer is None:
+        from .signing import ADVICE
+
+        log.warning("no signing key: plugins' saved states stay in this worker's store; %s", ADVICE)
     log.info("ecs-worker started: queue %r at %s, concurrency %d, max_pending %d%s",
              config.mns.queue, config.mns.endpoint, config.worker.concurrency,
              config.worker.max_pending, ", dry run" if app.runtime.dry_run else "")

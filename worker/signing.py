@@ -88,3 +88,22 @@ def create_key_file(path: Path) -> bool:
     with os.fdopen(fd, "w", encoding="ascii") as out:
         out.write(secrets.token_hex(32) + "\n")
     return True
+
+
+# What `doctor`, `setup` and the start-up log say when no key is configured.
+ADVICE = ("when more than one worker shares the queue, set [worker] signing_key_file (0600, the same "
+          "file on every worker; `ecs-worker setup` creates it), so the state re-sent deferrals "
+          "carry is signed and any worker can continue it")
+
+
+def prepare_key(name: str, dry_run: bool) -> str:
+    """`setup`'s step for the key: create the configured file when missing; one line."""
+    if not name:
+        return f"- signing key: none ([worker] signing_key_file); {ADVICE}"
+    path = secret_path(name)
+    if path.exists():
+        return f"✓ signing key: {path} exists"
+    if dry_run:
+        return f"would create: signing key {path} (0600)"
+    create_key_file(path)
+    return f"+ signing key {path}: created (0600); copy the same file to every worker of the fleet"
