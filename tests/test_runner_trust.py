@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import time
 import urllib.request
@@ -14,6 +15,7 @@ import pytest
 
 from ecs_worker.deferred import wrap
 from ecs_worker.signing import Signer
+from ecs_worker.testing import run_emulator
 from runner_kit import QUEUE, Worker, depth, wait_until
 from test_runner_maintenance import IID, IN, KEY, body, groups, world
 
@@ -91,7 +93,7 @@ def free_port() -> int:
 def test_forged_and_unsigned_wrappers_are_dead_lettered_and_never_acted_on(tmp_path):
     nb = time.time() + 2 * 3600
     port = free_port()
-    with run_world(nb) as emu:
+    with run_emulator(world(nb)) as emu:
         emu.send(QUEUE, wrapper(nb, "restore", ATTACKER, Signer(["a" * 64])))  # a key not the fleet's
         emu.send(QUEUE, legacy_wrapper(nb))  # unsigned: an older version's, or anyone's
         doc = json.loads(wrapper(nb, "restore", ATTACKER, Signer([FLEET_KEY])))
@@ -121,7 +123,7 @@ def test_forged_and_unsigned_wrappers_are_dead_lettered_and_never_acted_on(tmp_p
 
 def test_a_signed_step_naming_another_instance_is_refused_by_the_plugin(tmp_path):
     nb = time.time() + 2 * 3600
-    with run_world(nb) as emu:
+    with run_emulator(world(nb)) as emu:
         emu.send(QUEUE, wrapper(nb, "restore", ATTACKER, Signer([FLEET_KEY])))
         worker = Worker(config(tmp_path, emu, "host-a", key_file(tmp_path)))
         try:
@@ -136,7 +138,7 @@ def test_a_signed_step_naming_another_instance_is_refused_by_the_plugin(tmp_path
 
 def test_without_a_key_a_wrapper_state_is_not_believed_and_the_message_waits(tmp_path):
     nb = time.time() + 2 * 3600
-    with run_world(nb) as emu:
+    with run_emulator(world(nb)) as emu:
         emu.send(QUEUE, wrapper(nb, "restore", ATTACKER))
         worker = Worker(config(tmp_path, emu, "host-a"))
         try:
@@ -153,11 +155,9 @@ def test_without_a_key_a_wrapper_state_is_not_believed_and_the_message_waits(tmp
 
 def test_a_signed_sequence_goes_on_on_another_host_without_a_second_reboot(tmp_path):
     """Each host its own store: only the signed message carries the memberships over."""
-    import signal
-
     nb = time.time() + 2 * 3600
     key = key_file(tmp_path)
-    with run_world(nb) as emu:
+    with run_emulator(world(nb)) as emu:
         emu.send(QUEUE, body(nb))
         first = Worker(config(tmp_path, emu, "host-a", key))
         try:
@@ -179,12 +179,6 @@ def test_a_signed_sequence_goes_on_on_another_host_without_a_second_reboot(tmp_p
         assert emu.state()["calls"].get("ecs:RebootInstance") == 1
 
 
-def run_world(nb: float):
-    from ecs_worker.testing import run_emulator
-
-    return run_emulator(world(nb))
-
-
 def _get(port: int, path: str) -> str:
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     with opener.open(f"http://127.0.0.1:{port}{path}", timeout=5) as answer:
@@ -204,7 +198,6 @@ def on_event(event, ctx):
 
 def test_a_re_sent_deferral_replaces_its_original_once_even_when_the_delete_is_lost(tmp_path):
     from runner_kit import Setup, emulator_state, event_body
-    from ecs_worker.testing import run_emulator
 
     with run_emulator(emulator_state(visibility_timeout=3)) as emu:
         setup = Setup(tmp_path, emu)
@@ -226,3 +219,33 @@ def test_a_re_sent_deferral_replaces_its_original_once_even_when_the_delete_is_l
             worker.wait(30)
             worker.stop()
         assert emu.state()["calls"]["mns:SendMessage"] == 1  # one re-send, however often the original came back
+
+
+def test_a_worker_killed_during_reboot_instance_does_not_reboot_again(tmp_path):
+    """The O&M event's status says whether the reboot happened (Avoided once the owner
+    rebooted before notBefore): the resumed step reads it instead of rebooting again."""
+    nb = time.time() + 2 * 3600
+    state = world(nb)
+    state["start_delay_seconds"] = state["stop_delay_seconds"] = 0.2
+    with run_emulator(state) as emu:
+        emu.set_faults({"ecs": {"latency_ms": 1500, "actions": ["RebootInstance"]}})
+        emu.send(QUEUE, body(nb))
+        first = Worker(config(tmp_path, emu, "host-a"))
+        try:
+            wait_until(lambda: emu.state()["calls"].get("ecs:RebootInstance") == 1, 60,
+                       message="the reboot call under way")
+            first.signal(signal.SIGKILL)  # while the call is in flight
+            first.wait(10)
+        finally:
+            first.stop()
+        emu.set_faults({"ecs": {}})
+        second = Worker(config(tmp_path, emu, "host-a"))
+        try:
+            wait_until(lambda: groups(emu) == IN, timeout=60, message="restored after the one reboot")
+            wait_until(lambda: sum(depth(emu).values()) == 0, timeout=30, message="settled")
+        finally:
+            second.signal()
+            second.wait(30)
+            second.stop()
+        assert emu.state()["calls"].get("ecs:RebootInstance") == 1
+        assert "the event is Avoided: not rebooting again" in second.output()
