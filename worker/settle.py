@@ -182,7 +182,7 @@ class Settler:
                 w = self.config.worker
                 delay = retry_backoff(held.attempt, w.retry_base_seconds, w.retry_max_seconds)
                 # A plugin's saved state must reach whichever worker takes the retry.
-                if self._state_travels(resume if kind != EXHAUSTED else None) \
+                if _carries_state(resume if kind != EXHAUSTED else None) \
                         and self._resend(held, delay, resume, held.attempt):
                     deletes.append((held, handle))
                 else:
@@ -201,8 +201,9 @@ class Settler:
         made = max(held.attempt - 1, 0)
         self._store(self.store.deferred, held.key, resume or {}, made)
         # Long waits are re-sent (MNS throttles consumers that hold messages); so is a wait
-        # carrying a plugin's saved state, which must reach whichever worker takes it next.
-        if (seconds > self.resend_after or self._state_travels(resume)) \
+        # carrying a plugin's saved state, which must reach whichever worker takes it next
+        # (signed; without a key only its name travels, and a worker lacking it waits).
+        if (seconds > self.resend_after or _carries_state(resume)) \
                 and self._resend(held, seconds, resume or {}, made):
             deletes.append((held, handle))  # not remembered as settled: the copy has its key
             return
@@ -230,11 +231,6 @@ class Settler:
         # The copy replaces it: should its delete be lost, its return is a duplicate.
         self._unmarked.append(message_key(held.message.id))
         return True
-
-    def _state_travels(self, resume: dict | None) -> bool:
-        """A plugin's saved state goes with a re-sent copy, so any worker continues it; only
-        signed (without a key the store keeps it, and holding the message is as good)."""
-        return self.signer is not None and _carries_state(resume)
 
     def _dead_letter(self, held: Held, handle: str, reason: str, error: str | None, deletes: list) -> None:
         m = held.message
