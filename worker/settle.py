@@ -8,20 +8,16 @@ deferred          -> hidden for the requested delay; not an attempt. Longer than
                      (`deferred.py`), so no worker holds it;
 failed            -> an attempt counted; hidden for a backoff growing with the attempts,
                      or past `max_attempts` dead-lettered;
-invalid           -> dead-lettered at once;
-refused           -> a re-sent deferral forged, unsigned with state, or over 30 days
-                     (`trust.py`): dead-lettered at once with that reason;
-stateless         -> a re-sent deferral whose plugins' states are not here: hidden for
-                     `STATE_WAIT_SECONDS`, nothing run.
-A message re-sent as a deferral is remembered as settled by its MNS message id, so the
-original, back after a lost delete, is deleted, not re-sent again.
+invalid / refused -> dead-lettered at once (refused: a re-sent deferral not trusted, `trust.py`);
+stateless         -> hidden `STATE_WAIT_SECONDS`, nothing run (`trust.py`).
+A re-sent message is remembered as settled by its MNS message id: back after a lost
+delete, it is deleted, not re-sent again.
 Dead-lettering writes `state_dir/dead-letter.jsonl` once per message, then sends to the
-dead-letter queue (when configured) a body that fits its maximum message size, then
-deletes. A transient failure keeps the message (it comes back); a permanent refusal by
-the dead-letter queue (AccessDenied, no such queue, refused body) leaves the local
-record alone to settle it, logged as an error and counted.
-Every outcome reaches the `on_settled` observers; nothing they raise (`SystemExit`
-included) stops this thread.
+dead-letter queue (when configured) a body that fits its maximum message size, then deletes.
+A transient failure keeps the message (it comes back); a permanent refusal by the dead-letter
+queue (AccessDenied, no such queue, refused body) leaves the local record alone to settle
+it, logged as an error and counted. Every outcome reaches the `on_settled` observers;
+nothing they raise (`SystemExit` included) stops this thread.
 """
 from __future__ import annotations
 
@@ -37,13 +33,13 @@ from . import metrics
 from .backoff import backoff_delay
 from .config import Config
 from .text import one_line
-from .deferred import RESUME_STATE, wrap
 from .dispatch import Dispatcher
 from .outcomes import DEFERRED, FAILED, HANDLED, IGNORED, INVALID, Result
 from .events import Event
 from .held import DUPLICATE, EXHAUSTED, REFUSED, RELEASE, STATELESS, WAIT, Held
 from .keys import message_key
-from .trust import STATE_WAIT_SECONDS, missing_states
+from .resend import carries_state, resend
+from .trust import STATE_WAIT_SECONDS, stateless_reason
 from .sources.dead_letter import dead_letter_body
 from .sources.mns import MAX_BATCH, MAX_MESSAGE_BYTES, MnsError, MnsQueue, fault_delay, refused_for_good
 from .store import Store, StoreError
@@ -141,16 +137,13 @@ class Settler:
             assert held.wrapped is not None
             self._wait(held, handle, held.wrapped.remaining(), held.wrapped.resume, deletes)
             return
-        if kind == REFUSED:
-            assert held.refused is not None
+        if kind == REFUSED and held.refused is not None:
             self._count(event, "invalid")
             self._dead_letter(held, handle, *held.refused, deletes)
             return
         if kind == STATELESS:
-            log.warning("message %s (key %.120s): the saved state of %s is not in this worker's store "
-                        "(no [worker] signing_key_file, so it does not travel in the message): not run; "
-                        "back in %ds", held.message.id, held.key, ", ".join(missing_states(held.resume)),
-                        STATE_WAIT_SECONDS, extra={"message_id": held.message.id})
+            log.warning("message %s: %s", held.message.id, stateless_reason(held.key, held.resume),
+                        extra={"message_id": held.message.id})
             self._count(event, "deferred")
             self._set_visibility(held, handle, STATE_WAIT_SECONDS)
             return
@@ -182,7 +175,7 @@ class Settler:
                 w = self.config.worker
                 delay = retry_backoff(held.attempt, w.retry_base_seconds, w.retry_max_seconds)
                 # A plugin's saved state must reach whichever worker takes the retry.
-                if _carries_state(resume if kind != EXHAUSTED else None) \
+                if carries_state(resume if kind != EXHAUSTED else None) \
                         and self._resend(held, delay, resume, held.attempt):
                     deletes.append((held, handle))
                 else:
@@ -203,31 +196,15 @@ class Settler:
         # Long waits are re-sent (MNS throttles consumers that hold messages); so is a wait
         # carrying a plugin's saved state, which must reach whichever worker takes it next
         # (signed; without a key only its name travels, and a worker lacking it waits).
-        if (seconds > self.resend_after or _carries_state(resume)) \
+        if (seconds > self.resend_after or carries_state(resume)) \
                 and self._resend(held, seconds, resume or {}, made):
             deletes.append((held, handle))  # not remembered as settled: the copy has its key
             return
         self._set_visibility(held, handle, min(MAX_VISIBILITY, seconds))
 
     def _resend(self, held: Held, seconds: int, resume: dict, made: int) -> bool:
-        """Send the wrapped copy (`deferred.py`); False when it cannot go (then hold it)."""
-        wrapped = held.wrapped
-        now = time.time()
-        since = wrapped.since if wrapped else now
-        until = wrapped.until if wrapped and wrapped.until > now else now + seconds
-        body = wrapped.body if wrapped else held.message.body
-        copy = wrap(body, held.key, resume, made, since, until, now, self.signer)
-        if len(copy.body) > self.source_max_size:
-            log.warning("message %s: deferred %ds, but its re-sent copy would exceed the queue's %d-byte "
-                        "limit; holding it instead", held.message.id, seconds, self.source_max_size)
+        if not resend(self.source, held, seconds, resume, made, self.signer, self.source_max_size):
             return False
-        try:
-            new_id = self.source.send(copy.body, delay_seconds=copy.delay)
-        except MnsError as exc:
-            log.warning("message %s: cannot re-send the deferral (%s); holding it instead", held.message.id, exc)
-            return False
-        log.info("message %s deferred %ds: re-sent as %s with DelaySeconds=%d", held.message.id, seconds,
-                 new_id, copy.delay, extra={"message_id": held.message.id})
         # The copy replaces it: should its delete be lost, its return is a duplicate.
         self._unmarked.append(message_key(held.message.id))
         return True
@@ -321,7 +298,3 @@ class Settler:
     def _count(self, event: Event | None, outcome: str) -> None:
         self.counts[outcome] = self.counts.get(outcome, 0) + 1
         metrics.EVENTS.labels(event.name if event else "", outcome).inc()
-
-
-def _carries_state(resume: dict | None) -> bool:
-    return bool(resume and resume.get(RESUME_STATE))

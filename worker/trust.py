@@ -66,6 +66,12 @@ def with_stored_states(resume: dict | None, stored: dict | None) -> dict | None:
     return {**resume, RESUME_STATE: {name: kept.get(name) for name in named}}
 
 
+def stateless_reason(key: str, resume: dict | None) -> str:
+    return (f"key {key:.120}: the saved state of {', '.join(missing_states(resume))} is not in this worker's "
+            "store (no [worker] signing_key_file, so it does not travel in the message): not run; "
+            f"back in {STATE_WAIT_SECONDS}s")
+
+
 def missing_states(resume: dict | None) -> list[str]:
     """Plugins whose saved state the resume mapping names but does not hold."""
     return sorted(name for name, state in states_named(resume).items() if state is None)
