@@ -151,6 +151,7 @@ def test_without_a_key_a_wrapper_state_is_not_believed_and_the_message_waits(tmp
             worker.stop()
         assert groups(emu) == IN
         assert not dead_letters(tmp_path, "host-a")
+        assert "no signing key" in worker.output() and "more than one worker shares the queue" in worker.output()
 
 
 def test_a_signed_sequence_goes_on_on_another_host_without_a_second_reboot(tmp_path):
