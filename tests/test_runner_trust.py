@@ -158,7 +158,9 @@ def test_a_signed_sequence_goes_on_on_another_host_without_a_second_reboot(tmp_p
     """Each host its own store: only the signed message carries the memberships over."""
     nb = time.time() + 2 * 3600
     key = key_file(tmp_path)
-    with run_emulator(world(nb)) as emu:
+    state = world(nb)
+    state["start_delay_seconds"] = state["stop_delay_seconds"] = 1  # long enough to kill it while rebooting
+    with run_emulator(state) as emu:
         emu.send(QUEUE, body(nb))
         first = Worker(config(tmp_path, emu, "host-a", key))
         try:
@@ -229,7 +231,7 @@ def test_a_worker_killed_during_reboot_instance_does_not_reboot_again(tmp_path):
     state = world(nb)
     state["start_delay_seconds"] = state["stop_delay_seconds"] = 0.2
     with run_emulator(state) as emu:
-        emu.set_faults({"ecs": {"latency_ms": 1500, "actions": ["RebootInstance"]}})
+        emu.set_faults({"ecs": {"latency_ms": 1000, "actions": ["RebootInstance"]}})
         emu.send(QUEUE, body(nb))
         first = Worker(config(tmp_path, emu, "host-a"))
         try:
