@@ -124,7 +124,9 @@ def _read(held: Held, signer: Signer | None) -> str | None:
         return f"body cannot be parsed: {one_line(exc)}"
     if wrapped is None:
         held.key = event_key(held.event)
-    if held.refused is not None:  # say which event it names, and key it as nothing else
+    if held.refused is not None:  # say which instance its event names, and key it as nothing else
+        reason, why = held.refused
+        held.refused = (reason, f"{why} (its event: {held.event.name} for {held.event.instance_id or 'no instance'})")
         held.key = message_key(message.id)
     return None
 
