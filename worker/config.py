@@ -102,9 +102,7 @@ class WorkerConfig:
     resend_deferrals_after: float = setting(600.0, min=60, max=43200,
                                             doc="a longer deferral re-sends the message with a "
                                                 "delay instead of holding it")
-    signing_key_file: str = setting("", doc="the fleet key that signs state the worker sends itself "
-                                            "(path, or a name in $CREDENTIALS_DIRECTORY); required "
-                                            "when several workers share the queue")
+    signing_key_file: str = setting("", doc="the fleet key signing what re-sent deferrals carry (signing.py)")
 
 
 @dataclass(frozen=True)
