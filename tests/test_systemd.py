@@ -49,7 +49,7 @@ def test_unit_is_wired_to_what_the_worker_does(name):
     s = _settings(UNITS / name)
     assert s["Type"] == ["notify"] and s["NotifyAccess"] == ["main"]
     assert _seconds(s["WatchdogSec"][0]) > 2 * MAX_WAIT_SECONDS
-    assert s["Restart"] == ["on-failure"] and s["RestartPreventExitStatus"] == ["2"]
+    assert s["Restart"] == ["always"] and s["RestartPreventExitStatus"] == ["2"]
     assert s["StateDirectory"] and s["LoadCredential"][0].startswith("secret:/etc/ecs-worker/")
     assert s["KillMode"] == ["mixed"]  # one SIGTERM to the worker: it drains
     # Stop timeout covers shutdown_timeout (30 s default) plus one long poll.
