@@ -2,12 +2,13 @@
 
 Three loops, each in its own thread, each with its own MNS client: receive (here; the
 watchdog's heartbeat) long-polls a batch only while there is room — fewer than
-`concurrency` handlers busy and fewer than `max_pending` messages held — decides on each
+`concurrency` handlers busy and fewer than `max_pending` messages held (fewer still
+when MNS is slow: no more than renewals can keep hidden) — decides on each
 message (`admission.py`) and hands it to the handler pool; extend (`extender.py`) keeps
 held messages invisible; settle (`settle.py`) carries out each outcome in MNS.
 The runtime is built in `app.py`; signals in `signals.py`; the archive in `archive.py`.
 
-The main thread only waits for signals. First SIGTERM/SIGINT: stop receiving, release
+The main thread only waits for signals (`signals.py`: SIGHUP reloads). First SIGTERM/SIGINT: stop receiving, release
 messages not yet started (visibility 1 s), let the rest finish within `shutdown_timeout`,
 settle, exit 0. A second signal exits at once; unsettled messages reappear after their
 visibility timeout, so nothing is lost either way.
@@ -74,6 +75,7 @@ class Runner:
         self._threads: list[threading.Thread] = []
         self._handling = Handling(dispatcher, self.settler, self._stopping)
         self.fatal: str | None = None  # the internal thread that died, if one did
+        self.on_reload = lambda: None  # SIGHUP (set by app.py: reload.py)
 
     # == life cycle ================================================================
     def check(self) -> None:
@@ -82,7 +84,10 @@ class Runner:
         def until_ok(call):
             return preflight.until_ok(call, self.notifier, lambda: bool(self.signals.count))
 
+        started = time.monotonic()
         self.queue_visibility = until_ok(self.source.visibility_timeout)
+        self._extender.observe(time.monotonic() - started)  # a first MNS round trip
+        self._extender.queue_visibility = self.queue_visibility
         self.settler.source_max_size = until_ok(self.source.maximum_message_size)
         if self.dead_letters is not None:
             self.settler.dead_letter_max_size = until_ok(self.dead_letters.maximum_message_size)
@@ -183,6 +188,7 @@ class Runner:
     def serve(self) -> int:
         """After `start`: run until a signal; the main thread only watches the signal flag."""
         while not self.signals.count:
+            self.signals.act(self.on_reload, self.status_line)
             dead = self._dead_thread()
             if dead:
                 health.thread_died(dead)
@@ -249,10 +255,14 @@ class Runner:
                 metrics.loop_alive()
             if self._stopping.is_set() or self._busy >= self.concurrency:
                 return 0
-            return max(0, self.max_pending - len(self._held))
+            return max(0, self._most_held() - len(self._held))
+
+    def _most_held(self) -> int:
+        """max_pending, or fewer when MNS is slow: no more than renewals can keep hidden."""
+        return min(self.max_pending, self._extender.capacity())
 
     def _has_room(self) -> bool:  # with self._room held
-        return self._busy < self.concurrency and len(self._held) < self.max_pending
+        return self._busy < self.concurrency and len(self._held) < self._most_held()
 
     def _room_opened(self) -> None:  # with self._room held
         # Only once there is room: waking the receiver per finished message, to find
@@ -286,7 +296,7 @@ class Runner:
 
     def _accept(self, messages: list[Message]) -> list[Held]:
         with self._room:
-            fresh = hold(self._held, messages, self.queue_visibility)
+            fresh = hold(self._held, messages, self.queue_visibility, self._extender.extend_at)
             metrics.INFLIGHT.set(len(self._held))
         return fresh
 
