@@ -6,8 +6,9 @@ dead-letter. One plugin's crash, hang or slow cloud call never stops another:
 - anything a hook raises, `BaseException` included (`SystemExit`, `KeyboardInterrupt`),
   is that plugin's failure for that event and goes no further;
 - with `call_timeout` set, each plugin's calls run on its own few daemon threads
-  (`lanes.py`): a call that overruns is a failure, a plugin whose threads are all stuck
-  fails fast without taking threads from the others, and a thread that never returns
+  (`lanes.py`): a call that overruns is a failure (an attempt of its event); an event
+  whose call could not start — the plugin's threads all busy or stuck — is deferred
+  (it waits for the plugin, never charged), without taking threads from the others; and a thread that never returns
   cannot hold up the process's exit; `on_settled` runs on one observer thread per
   plugin, so a slow observer never holds the worker's settle thread.
 """
@@ -189,6 +190,13 @@ class Dispatcher:
                 log.error("plugin %s failed in on_settled: %s", name, outcome.detail)
 
 
+    def stuck(self) -> dict[str, tuple[int, float | None]]:
+        """Per plugin: (calls running past `call_timeout`, since when all its threads are stuck)."""
+        now = time.monotonic()
+        with self._lanes_lock:
+            lanes = list(self._lanes.values())
+        return {lane.plugin: lane.stuck(now) for lane in lanes}
+
     # -- internals ----------------------------------------------------------------
     def _impls(self, hook: str) -> list:
         caller = getattr(self.pm.hook, hook, None)
@@ -226,7 +234,7 @@ class Dispatcher:
         try:
             call = self._lane(name).submit(impl.function, kwargs)
         except LaneStuck as exc:
-            return _Failure(f"{hook} {exc}", None)
+            return _Failure(f"{hook} {exc}", None, waited=True)
         return self._outcome(call, hook)
 
     def _outcome(self, call: Future, hook: str) -> Any:
@@ -234,13 +242,21 @@ class Dispatcher:
         try:
             exc = call.exception(self.call_timeout)
         except FutureTimeout:
-            call.cancel()  # still queued: never start it; running: it carries on, abandoned
+            if call.cancel():  # still queued, never started: the event waited, it did not fail
+                return _Failure(f"{hook} not called: no free thread of the plugin within "
+                                f"{self.call_timeout:g}s", None, waited=True)
+            # running: it carries on, abandoned; it counts as this event's attempt
             return _Failure(f"{hook} timed out after {self.call_timeout:g}s", None,
                             timed_out=True)
         return _Failure(one_line(exc), exc) if exc is not None else call.result()
 
     def _call(self, impl, name: str, hook: str, event: Event, ctx: Context) -> PluginResult | Future:
         value = self._invoke(impl, name, hook, _args(impl, event=event, ctx=ctx))
+        if isinstance(value, _Failure) and value.waited:  # the plugin is stuck: wait for it
+            log.warning("plugin %s: event %s waits: %s", name, event.id, value.detail,
+                        extra={"plugin": name, "event_id": event.id})
+            return PluginResult(name, DEFERRED, f"waiting for plugin {name}: {value.detail}",
+                                self.runtime.config.worker.retry_base_seconds)
         if isinstance(value, _Failure):
             if value.timed_out:
                 log.error("plugin %s %s timed out after %ss", name, hook, self.call_timeout,
@@ -272,10 +288,12 @@ class _Failure:
     """What a hook call came to when it did not return: the one-line reason, and the
     exception (for debug logs) when there was one."""
 
-    __slots__ = ("detail", "exc", "timed_out")
+    __slots__ = ("detail", "exc", "timed_out", "waited")
 
-    def __init__(self, detail: str, exc: BaseException | None, timed_out: bool = False) -> None:
+    def __init__(self, detail: str, exc: BaseException | None, timed_out: bool = False,
+                 waited: bool = False) -> None:
         self.detail, self.exc, self.timed_out = detail, exc, timed_out
+        self.waited = waited  # never started: the plugin's threads were all busy or stuck
 
 
 def _status(name: str, value: Any) -> PluginResult:

@@ -31,7 +31,8 @@ class Lane:
 
     When all `size` threads are busy, a call waits its turn (the caller's own time limit
     covers the wait); when all of them are stuck in calls that overran `timeout`, a new
-    call fails at once with `LaneStuck`.
+    call is refused at once with `LaneStuck` (the dispatcher defers its event: the event
+    waits for the plugin, it did not fail).
     """
 
     def __init__(self, plugin: str, size: int, timeout: float) -> None:
@@ -59,6 +60,15 @@ class Lane:
                 threading.Thread(target=self._run, name=f"plugin-{self.plugin}-{self._threads}",
                                  daemon=True).start()
         return call
+
+    def stuck(self, now: float) -> tuple[int, float | None]:
+        """(calls running past `timeout`, since when all `size` threads have been stuck or None)."""
+        with self._lock:
+            starts = list(self._running.values())
+        overran = sum(1 for t in starts if now - t > self.timeout)
+        if len(starts) < self.size or overran < len(starts):
+            return overran, None
+        return overran, max(starts) + self.timeout
 
     def close(self) -> None:
         """Let idle threads end; busy ones end after their call (or with the process)."""

@@ -36,11 +36,12 @@ from .handling import Handling
 from .handlers import Handlers
 from .held import RELEASE, RESULT, Held, hold
 from .notify import SystemdNotifier, watchdog_interval
-from .outcomes import EXIT_FAILURE, EXIT_OK
+from .outcomes import EXIT_FAILURE, EXIT_OK, EXIT_STUCK
 from .settle import Settler
 from .signals import Signals
 from .sources.mns import SOCKET_SLACK, MnsError, MnsQueue, Message, fault_delay
 from .store import Store, StoreError
+from .stuck import StuckWatch
 from .text import one_line
 
 log = logging.getLogger("ecs_worker.runner")
@@ -75,6 +76,8 @@ class Runner:
         self._threads: list[threading.Thread] = []
         self._handling = Handling(dispatcher, self.settler, self._stopping)
         self.fatal: str | None = None  # the internal thread that died, if one did
+        p = config.plugins
+        self._stuck = StuckWatch(dispatcher.stuck, p.stuck_health_seconds, p.stuck_exit_seconds)
         self.on_reload = lambda: None  # SIGHUP (set by app.py: reload.py)
 
     # == life cycle ================================================================
@@ -189,13 +192,18 @@ class Runner:
         """After `start`: run until a signal; the main thread only watches the signal flag."""
         while not self.signals.count:
             self.signals.act(self.on_reload, self.status_line)
-            dead = self._dead_thread()
-            if dead:
-                health.thread_died(dead)
-                log.error("the %s thread died; stopping so that the service manager restarts us", dead)
+            dead, stuck = self._dead_thread(), self._stuck.check()
+            if dead or stuck:
+                if dead:
+                    health.thread_died(dead)
+                    log.error("the %s thread died; stopping so that the service manager restarts us", dead)
+                else:
+                    log.critical("plugin %s: its calls are still stuck after [plugins] stuck_exit_seconds; "
+                                 "exiting with code %d so that the service manager restarts the worker",
+                                 stuck, EXIT_STUCK)
                 self.request_stop()
                 self.drain(self.config.worker.shutdown_timeout)
-                return EXIT_FAILURE
+                return EXIT_FAILURE if dead else EXIT_STUCK
             time.sleep(0.1)
         self.request_stop()
         ok = self.drain(self.config.worker.shutdown_timeout)
