@@ -190,6 +190,11 @@ class Dispatcher:
                 log.error("plugin %s failed in on_settled: %s", name, outcome.detail)
 
 
+    def fresh(self) -> "Dispatcher":
+        """A dispatcher for a forked child (`quarantine.py`): the same plugins, new threads,
+        and cloud clients of its own (the parent's connections are not the child's)."""
+        return Dispatcher(self.pm, self.runtime.forked(), self.call_timeout, self.max_calls_per_plugin)
+
     def stuck(self) -> dict[str, tuple[int, float | None]]:
         """Per plugin: (calls running past `call_timeout`, since when all its threads are stuck)."""
         now = time.monotonic()

@@ -40,6 +40,7 @@ class Extender:
         self._recover = recover
         self._work: queue.SimpleQueue = queue.SimpleQueue()
         self.rtt = FIRST_RTT
+        self._died: BaseException | None = None  # what ended a renewal thread
 
     def observe(self, seconds: float) -> None:
         """One MNS round trip measured: rises at once, falls slowly."""
@@ -73,10 +74,16 @@ class Extender:
             for held in self._due(now):
                 held.extend_at = math.inf  # queued: not due again until renewed
                 self._work.put(held)
-            if not all(t.is_alive() for t in renewers):
-                raise RuntimeError("a renewal thread died")
+            if self._died is not None:  # this thread dies of it: the runner stops loudly
+                raise RuntimeError(f"a renewal thread died: {one_line(self._died)}") from self._died
 
     def _renew_loop(self) -> None:
+        try:
+            self._renew_each()
+        except BaseException as exc:  # noqa: B902 - SystemExit too: reported by `loop`
+            self._died = exc
+
+    def _renew_each(self) -> None:
         while not self._closing.is_set():
             try:
                 held = self._work.get(timeout=0.5)

@@ -32,7 +32,8 @@ class Held:
     key: str = ""  # the message key (keys.py)
     attempt: int = 0  # this attempt's number, should it fail
     resume: dict[str, float | None] | None = None
-    suspect: bool = False  # running when a worker died: runs alone (crashes.py)
+    suspect: bool = False  # running when a worker died: runs in quarantine (quarantine.py)
+    crashed: bool = False  # its quarantine process died: it stays a suspect
     wrapped: Deferred | None = None  # a long deferral, re-sent with its key (deferred.py)
 
     def __repr__(self) -> str:  # log lines: never the body, a bounded key
