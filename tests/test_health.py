@@ -1,10 +1,10 @@
 """/healthz reflects the consume loop's progress, not a constant (the peer's classic trap)."""
-import json
 import time
 
 from ecs_worker import health, metrics
 from ecs_worker.testing import run_emulator
 from runner_kit import QUEUE, Setup, Worker, emulator_state, event_body, free_port, get, wait_until
+
 
 def test_health_turns_503_when_polls_stop_completing_and_recovers(monkeypatch):
     server = health.serve("127.0.0.1:0", wait_seconds=1)  # limit: 2 * 1 + 5 = 7 s

@@ -224,7 +224,10 @@ def emulator_state():
 
 
 def _records(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    """The complete lines of a JSON Lines file the worker may be appending to right now (a
+    record near 64 KiB can be read half-written: the part after the last newline waits)."""
+    text = path.read_text() if path.exists() else ""
+    return [json.loads(line) for line in text[:text.rfind("\n") + 1].splitlines()]
 
 
 def _bound(kills: int, crashes: int) -> float:

@@ -28,7 +28,7 @@ from .context import Context, Runtime
 from .deferred import RESUME_STATE
 from .outcomes import combine, DEFERRED, FAILED, HANDLED, IGNORED, PluginResult, Result
 from .events import PREEMPTIBLE_INTERRUPTION, STATE_CHANGE, Event
-from .lanes import Lane, LaneStuck, Observer
+from .lanes import LaneStuck, PluginThreads
 
 log = logging.getLogger("ecs_worker.dispatch")
 
@@ -49,9 +49,7 @@ class Dispatcher:
         # With a time limit, each plugin's calls run on its own lane so a hung plugin
         # costs its own threads, not the handler's or another plugin's. Without one,
         # calls run in the caller's thread: no thread hop.
-        self._lanes: dict[str, Lane] = {}
-        self._observers: dict[str, Observer] = {}  # on_settled: one thread per plugin, in order
-        self._lanes_lock = threading.Lock()
+        self._threads = PluginThreads(max_calls_per_plugin, call_timeout)
         self.deadlines = Deadlines()  # per-call timeouts of plugins' futures
 
     # -- life cycle ---------------------------------------------------------------
@@ -66,8 +64,7 @@ class Dispatcher:
     def shutdown(self) -> None:
         """Let the observers catch up, call `on_shutdown` (each within `call_timeout`),
         then let the call threads go."""
-        with self._lanes_lock:
-            observers = list(self._observers.values())
+        observers = self._threads.observers()
         deadline = time.monotonic() + self.call_timeout
         for observer in observers:  # e.g. the webhook plugin flushes what on_settled queued
             observer.drain(deadline)
@@ -76,10 +73,7 @@ class Dispatcher:
             outcome = self._invoke(impl, name, "on_shutdown", {"ctx": self.runtime.context(name)})
             if isinstance(outcome, _Failure):
                 log.error("plugin %s failed to shut down: %s", name, outcome.detail)
-        with self._lanes_lock:
-            lanes = [*self._lanes.values(), *self._observers.values()]
-        for lane in lanes:
-            lane.close()
+        self._threads.close()
 
     # -- events -------------------------------------------------------------------
     def dispatch(self, event: Event, resume: Mapping[str, float | None] | None = None) -> Result:
@@ -176,7 +170,7 @@ class Dispatcher:
                 if isinstance(outcome, _Failure):
                     log.error("plugin %s failed in on_settled: %s", name, outcome.detail)
                 continue
-            observer = self._observer(name)
+            observer = self._threads.observer(name)
             try:
                 if not wait:
                     observer.post(_observe, {"name": name, "fn": impl.function, "kwargs": kwargs})
@@ -197,10 +191,7 @@ class Dispatcher:
 
     def stuck(self) -> dict[str, tuple[int, float | None]]:
         """Per plugin: (calls running past `call_timeout`, since when all its threads are stuck)."""
-        now = time.monotonic()
-        with self._lanes_lock:
-            lanes = list(self._lanes.values())
-        return {lane.plugin: lane.stuck(now) for lane in lanes}
+        return self._threads.stuck()
 
     # -- internals ----------------------------------------------------------------
     def _impls(self, hook: str) -> list:
@@ -209,23 +200,6 @@ class Dispatcher:
             return []
         # pluggy calls the list last-to-first; keep its order (tryfirst/trylast honoured).
         return [i for i in reversed(caller.get_hookimpls()) if not (i.hookwrapper or i.wrapper)]
-
-    def _lane(self, name: str) -> Lane:
-        return self._per_plugin(self._lanes, name,
-                                lambda: Lane(name, self.max_calls_per_plugin, self.call_timeout))
-
-    def _observer(self, name: str) -> Observer:
-        return self._per_plugin(self._observers, name, lambda: Observer(name, self.call_timeout))
-
-    def _per_plugin(self, table: dict, name: str, make: Callable[[], Any]) -> Any:
-        """The plugin's own lane or observer, made on its first call (lock-free once made)."""
-        found = table.get(name)
-        if found is None:
-            with self._lanes_lock:
-                found = table.get(name)
-                if found is None:
-                    found = table[name] = make()
-        return found
 
     def _invoke(self, impl, name: str, hook: str, kwargs: dict[str, Any]) -> Any:
         """Call one hook implementation: its return value, or a `_Failure` for anything
@@ -237,7 +211,7 @@ class Dispatcher:
             except BaseException as exc:
                 return _Failure(one_line(exc), exc)
         try:
-            call = self._lane(name).submit(impl.function, kwargs)
+            call = self._threads.lane(name).submit(impl.function, kwargs)
         except LaneStuck as exc:
             return _Failure(f"{hook} {exc}", None, waited=True)
         return self._outcome(call, hook)

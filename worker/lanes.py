@@ -201,5 +201,47 @@ class Observer:
             batch = fn = kwargs = call = value = exc = None
 
 
+class PluginThreads:
+    """Each plugin's lane and observer, made on its first call (lock-free once made)."""
+
+    def __init__(self, size: int, timeout: float) -> None:
+        self.size, self.timeout = size, timeout
+        self._lanes: dict[str, Lane] = {}
+        self._observers: dict[str, Observer] = {}  # on_settled: one thread per plugin, in order
+        self._lock = threading.Lock()
+
+    def lane(self, name: str) -> Lane:
+        return self._per_plugin(self._lanes, name, lambda: Lane(name, self.size, self.timeout))
+
+    def observer(self, name: str) -> Observer:
+        return self._per_plugin(self._observers, name, lambda: Observer(name, self.timeout))
+
+    def observers(self) -> list[Observer]:
+        with self._lock:
+            return list(self._observers.values())
+
+    def stuck(self) -> dict[str, tuple[int, float | None]]:
+        """Per plugin: (calls running past `timeout`, since when all its threads are stuck)."""
+        now = time.monotonic()
+        with self._lock:
+            lanes = list(self._lanes.values())
+        return {lane.plugin: lane.stuck(now) for lane in lanes}
+
+    def close(self) -> None:
+        with self._lock:
+            every = [*self._lanes.values(), *self._observers.values()]
+        for one in every:
+            one.close()
+
+    def _per_plugin(self, table: dict, name: str, make: Callable[[], Any]) -> Any:
+        found = table.get(name)
+        if found is None:
+            with self._lock:
+                found = table.get(name)
+                if found is None:
+                    found = table[name] = make()
+        return found
+
+
 def _nothing() -> None:
     pass

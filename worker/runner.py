@@ -34,7 +34,8 @@ from .dispatch import Dispatcher
 from .extender import Extender
 from .handling import Handling
 from .handlers import Handlers
-from .held import RELEASE, RESULT, Held, hold
+from .held import RELEASE, RESULT, Held
+from .room import Room
 from .notify import SystemdNotifier, watchdog_interval
 from .outcomes import EXIT_FAILURE, EXIT_OK, EXIT_STUCK
 from .settle import Settler
@@ -63,16 +64,16 @@ class Runner:
         self.queue_visibility = config.mns.visibility_timeout  # replaced by the queue's own at start
         self.signals = Signals()
         self._pool = Handlers(w.concurrency, self._handle, on_death=self._died)
-        self._room = threading.Condition()
-        self._busy = 0  # handler tasks whose synchronous part has not finished
-        self._held: dict[str, Held] = {}
         self._stopping = threading.Event()  # stop receiving
         self._closing = threading.Event()  # stop extending and settling
-        self.settler = Settler(config, source, store, dispatcher, self._finish, dead_letters)
+        self.settler = Settler(config, source, store, dispatcher, lambda *done: self._room.finish(*done),
+                               dead_letters)
         self.counts = self.settler.counts
         self._admission = Admission(store, w.max_attempts)
-        self._extender = Extender(source, config.mns.visibility_timeout, self._due, self._closing,
-                                  self._recover)
+        self._extender = Extender(source, config.mns.visibility_timeout, lambda now: self._room.due(now),
+                                  self._closing, self._recover)
+        self._room = Room(w.concurrency, w.max_pending, self._extender.capacity)
+        self._held = self._room.held
         self._threads: list[threading.Thread] = []
         self._handling = Handling(dispatcher, self.settler, self._stopping)
         self.fatal: str | None = None  # the internal thread that died, if one did
@@ -123,8 +124,7 @@ class Runner:
         log.critical("internal thread %r died (%s); stopping with exit code 1 so that the service "
                      "manager restarts the worker", name, one_line(exc), exc_info=exc)
         self._stopping.set()
-        with self._room:
-            self._room.notify_all()
+        self._room.wake()
 
     def _dead_thread(self) -> str | None:
         """The name of an internal thread that is no longer running although it should."""
@@ -152,8 +152,7 @@ class Runner:
             log.info("stopping: no more receiving; %d message(s) in flight", held)
             self.notifier.stopping(f"stopping, {held} in flight")
             self._stopping.set()
-            with self._room:
-                self._room.notify_all()
+            self._room.wake()
 
     def drain(self, timeout: float) -> bool:
         """After `request_stop`: wait for in-flight work, settle, stop the loops.
@@ -234,7 +233,7 @@ class Runner:
                     self.notifier.status(line)
                     last_status = line
                 next_status = now + STATUS_EVERY
-            room = self._wait_for_room(ping_every)
+            room = self._room.wait(ping_every, self._stopping)
             if not room:
                 continue
             try:
@@ -255,35 +254,12 @@ class Runner:
             if messages:
                 self._take(messages)
 
-    def _wait_for_room(self, timeout: float) -> int:
-        """Block (up to `timeout`) until a handler is free and fewer than max_pending are held."""
-        with self._room:
-            if not self._has_room():
-                self._room.wait(timeout)
-                metrics.loop_alive()
-            if self._stopping.is_set() or self._busy >= self.concurrency:
-                return 0
-            return max(0, self._most_held() - len(self._held))
-
-    def _most_held(self) -> int:
-        """max_pending, or fewer when MNS is slow: no more than renewals can keep hidden."""
-        return min(self.max_pending, self._extender.capacity())
-
-    def _has_room(self) -> bool:  # with self._room held
-        return self._busy < self.concurrency and len(self._held) < self._most_held()
-
-    def _room_opened(self) -> None:  # with self._room held
-        # Only once there is room: waking the receiver per finished message, to find
-        # the pool still full, costs a GIL hand-over each time.
-        if self._has_room():
-            self._room.notify_all()
-
     def _take(self, messages: list[Message]) -> None:
         """Hold a received batch, look its keys up in one store read, and hand each
         message to a handler (or straight to the settler when nothing is to run).
 
         Whatever raises here is the failure of the one message it concerns."""
-        fresh = self._accept(messages)
+        fresh = self._room.accept(messages, self.queue_visibility, self._extender.extend_at)
         if not fresh:
             return
         if self.config.worker.archive:  # only the receive thread writes it
@@ -298,35 +274,12 @@ class Runner:
                 to_run.append(held)
             else:
                 self.settler.put(held, kind, result)
-        with self._room:  # once per batch: every lock the handlers also take costs a hand-over
-            self._busy += len(to_run)
+        self._room.started(len(to_run))
         self._pool.submit(to_run)
-
-    def _accept(self, messages: list[Message]) -> list[Held]:
-        with self._room:
-            fresh = hold(self._held, messages, self.queue_visibility, self._extender.extend_at)
-            metrics.INFLIGHT.set(len(self._held))
-        return fresh
 
     # == handle ====================================================================
     def _handle(self, held: Held) -> None:
         try:
             self._handling.run(held)
         finally:
-            with self._room:
-                self._busy -= 1
-                self._room_opened()
-
-    def _due(self, now: float) -> list[Held]:
-        """Held messages whose invisibility is due for an extension (the extender's)."""
-        with self._room:
-            return [h for h in self._held.values() if h.extend_at <= now]
-
-    def _finish(self, *done: Held) -> None:
-        with self._room:
-            for held in done:
-                if self._held.get(held.message.id) is held:
-                    del self._held[held.message.id]
-            metrics.INFLIGHT.set(len(self._held))
-            self._room_opened()
-
+            self._room.handled()

@@ -222,9 +222,8 @@ class Store:
         return out
 
     def failed(self, key: str, plugins: Mapping[str, float | None] | None, crashed: bool = False) -> int:
-        """An attempt that failed: count it, keep the plugins to resume (None: all);
-        returns the count. It finished, so it is no longer a crash suspect — unless it
-        `crashed` its quarantine process."""
+        """An attempt that failed: count it, keep the plugins to resume (None: all); returns
+        the count. It finished: no longer a crash suspect, unless it `crashed` its quarantine."""
         key = safe_key(key)
         with self._transaction() as db:  # no RETURNING: older distributions ship SQLite < 3.35
             db.execute("INSERT INTO attempts (key, attempts, resume, updated) VALUES (?, 1, ?, ?) "
