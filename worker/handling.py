@@ -9,7 +9,7 @@ import logging
 import threading
 from concurrent.futures import Future
 
-from . import quarantine
+from . import metrics, quarantine
 from .crashes import Gate, Journal
 from .dispatch import Dispatcher
 from .outcomes import FAILED, Result
@@ -75,6 +75,8 @@ class Handling:
         finally:
             if not left:
                 self._gate.leave(True)
+        for action in result.actions:  # the child's counters died with it
+            metrics.count_action(action)
         self.settler.put(held, RESULT, result)
 
     def _done(self, held: Held, future: Future) -> None:
