@@ -12,7 +12,7 @@ import pytest
 from runner_kit import QUEUE, Setup, Worker, depth, emulator_state as short_visibility, event_body, wait_until
 
 LATENCY_MS = 400
-EVENTS = 60
+EVENTS = 40
 
 
 @pytest.fixture
