@@ -224,10 +224,10 @@ def emulator_state():
 
 
 def _records(path: Path) -> list[dict]:
-    """The complete lines of a JSON Lines file the worker may be appending to right now (a
-    record near 64 KiB can be read half-written: the part after the last newline waits)."""
+    """The complete records of a JSON Lines file the worker may be appending to right now.
+    Split on "\n" only: a record may hold a raw U+2028, which `splitlines` splits on."""
     text = path.read_text() if path.exists() else ""
-    return [json.loads(line) for line in text[:text.rfind("\n") + 1].splitlines()]
+    return [json.loads(line) for line in text.split("\n")[:-1]]
 
 
 def _bound(kills: int, crashes: int) -> float:
