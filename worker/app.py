@@ -70,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
                if config.mns.dead_letter_queue else None)
         runner = Runner(config, dispatcher, source, store, dlq, SystemdNotifier())
         runner.signals.install()
+        runner.on_reload = _reloader(app, getattr(args, "config", None))
         runner.check()
         dispatcher.startup()
     except (MnsError, PluginStartupError) as exc:
@@ -90,6 +91,17 @@ def run(args: argparse.Namespace) -> int:
     finally:
         dispatcher.shutdown()
         store.close()
+
+
+def _reloader(app: App, path: str | None):
+    from .reload import reload
+
+    def on_sighup() -> None:
+        if path is None:
+            log.warning("SIGHUP: no config file to reload")
+            return
+        app.config = reload(path, app.config, app.plugins, app.runtime)
+    return on_sighup
 
 
 def replay(args: argparse.Namespace) -> int:

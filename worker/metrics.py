@@ -50,6 +50,8 @@ LAST_POLL = Gauge("ecs_worker_last_poll_timestamp_seconds",
                   "Unix time the last receive call completed", registry=REGISTRY)
 INFLIGHT = Gauge("ecs_worker_inflight", "Messages held: being handled or awaiting plugins' work",
                  registry=REGISTRY)
+PLUGIN_STUCK_CALLS = Gauge("ecs_worker_plugin_stuck_calls", "Hook calls running past [plugins] call_timeout, "
+                           "by plugin (their threads are abandoned)", ["plugin"], registry=REGISTRY)
 BUILD_INFO = Info("ecs_worker_build", "Version of ecs-worker and of Python", registry=REGISTRY)
 
 # Labels known before anything happens (issue 13: counters start at 0).
@@ -73,6 +75,7 @@ def known_labels(plugins: list[str] = ()) -> None:
         DEAD_LETTERS.labels(reason)
     for plugin in plugins:
         PLUGIN_ERRORS.labels(plugin)
+        PLUGIN_STUCK_CALLS.labels(plugin)
         for action in KNOWN_ACTIONS.get(plugin, ()):
             for result in ACTION_RESULTS:
                 ACTIONS.labels(plugin, action, result)

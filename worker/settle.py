@@ -167,7 +167,7 @@ class Settler:
                 # Which plugins to call again; a failure outside any plugin (no plugin
                 # results) keeps what was to be resumed (None: all of them).
                 resume = result.resume(held.resume) if result.plugins else held.resume
-                held.attempt = max(held.attempt, self._store(self.store.failed, held.key, resume) or 0)
+                held.attempt = max(held.attempt, self._store(self.store.failed, held.key, resume, held.crashed) or 0)
             if held.attempt >= self.max_attempts or kind == EXHAUSTED:
                 result.error = f"{result.error}; dead-lettered after {held.attempt} attempts"
                 self._dead_letter(held, handle, "max_attempts", result.error, deletes)
