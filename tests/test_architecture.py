@@ -11,6 +11,7 @@ tree that breaks the rule, so a rule that could never fail would show here.
 from __future__ import annotations
 
 import ast
+import re
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -233,6 +234,127 @@ def test_nothing_on_the_run_path_imports_the_emulator(graph):
 
 def test_no_import_cycles(graph):
     assert import_cycles(graph) == []
+
+
+# ---------------------------------------------------------------------------------- the diagram
+
+DOC = ROOT / "docs" / "architecture.md"
+LEAVES = "leaves"  # the part anybody may import, which imports nothing of ours
+
+
+def _table(text: str, heading: str) -> list[list[str]]:
+    """The rows (cells) of the first Markdown table after `heading`, header and rule skipped."""
+    section = text.split(heading, 1)[1]
+    rows, started = [], False
+    for line in section.splitlines():
+        if line.startswith("|"):
+            started = True
+            rows.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+        elif started:
+            break
+    return rows[2:]
+
+
+def diagram(text: str) -> tuple[dict[str, list[str]], dict[str, set[str]]]:
+    """The doc's parts (part -> its places: `folder/` or `module.py`) and arrows (part -> parts)."""
+    parts = {row[0]: re.findall(r"`([^`]+)`", row[1]) for row in _table(text, "## The parts")}
+    arrows = {row[0]: {p.strip() for p in row[1].split(",") if p.strip()} for row in _table(text, "## The arrows")}
+    return parts, arrows
+
+
+def part_of(module: str, parts: dict[str, list[str]]) -> str | None:
+    """The part a module belongs to: the longest place that names it (a folder names its tree)."""
+    best, length = None, -1
+    for part, places in parts.items():
+        for place in places:
+            root = "ecs_worker.plugins" if place.startswith("plugins/") else "ecs_worker"
+            rel = place.removeprefix("plugins/") if place.startswith("plugins/") else place
+            if rel.endswith("/") or rel == "":
+                name = ".".join([root, *rel.strip("/").split("/")]) if rel.strip("/") else root
+                hit = within(module, name)
+            else:
+                stem = rel.removesuffix(".py").replace("/", ".")
+                name = root if stem == "__init__" else f"{root}.{stem}"
+                hit = module == name
+            if hit and len(name) > length:
+                best, length = part, len(name)
+    return best
+
+
+def diagram_problems(graph, parts, arrows) -> list[str]:
+    """Modules no part names, imports no arrow allows, leaves that import us, arrows nothing uses."""
+    problems, used = [], set()
+    for name in graph:
+        if part_of(name, parts) is None:
+            problems.append(f"{name} is in no part of the parts table")
+    for name, imports in graph.items():
+        src = part_of(name, parts)
+        for imp in imports:
+            target = internal(graph, imp.target)
+            dst = target and part_of(target, parts)
+            if not dst or dst == src or src is None:
+                continue
+            if src == LEAVES:
+                problems.append(f"{name}:{imp.line} imports {target}: a leaf imports nothing of ours")
+            elif dst != LEAVES and dst not in arrows.get(src, set()):
+                problems.append(f"{name}:{imp.line} imports {target}: no arrow {src} -> {dst}")
+            else:
+                used.add((src, dst))
+    for src, dsts in arrows.items():
+        problems += [f"arrow {src} -> {dst} is used by no import" for dst in sorted(dsts) if (src, dst) not in used]
+    return list(dict.fromkeys(problems))
+
+
+def test_the_code_follows_the_documented_diagram(graph):
+    parts, arrows = diagram(DOC.read_text(encoding="utf-8"))
+    assert set(arrows) == set(parts) - {LEAVES}, "every part but the leaves has a row of arrows"
+    assert diagram_problems(graph, parts, arrows) == []
+
+
+def test_the_top_of_the_package_is_only_its_face():
+    top = sorted(p.name for p in (ROOT / "worker").glob("*.py"))
+    assert len(top) <= 10, top
+
+
+DIAGRAM = """
+## The parts
+
+| Part | Where | Its one job |
+|---|---|---|
+| command line | `cli.py` | x |
+| leaves | `text.py` | x |
+| consumer | `consumer/` | x |
+| queue | `queue/` | x |
+| public API | `__init__.py` | x |
+| built-in plugins | `plugins/` | x |
+
+## The arrows
+
+| Part | May import |
+|---|---|
+| command line | consumer |
+| consumer | queue |
+| queue | |
+| public API | |
+| built-in plugins | |
+"""
+
+
+def test_the_diagram_rule_can_fail(tmp_path):
+    parts, arrows = diagram(DIAGRAM)
+    files = {"worker/cli.py": "from .consumer import loop\n", "worker/text.py": "",
+             "worker/consumer/__init__.py": "", "worker/consumer/loop.py": "from ..queue import source\n",
+             "worker/queue/__init__.py": "", "worker/queue/source.py": "from ..text import one_line\n"}
+    assert diagram_problems(synthetic(tmp_path, files), parts, arrows) == []
+    broken = {**files, "worker/queue/source.py": "def f():\n    from ..consumer import loop\n",  # against the arrows
+              "worker/text.py": "from . import cli\n",  # a leaf importing us
+              "worker/consumer/loop.py": "",  # its arrow left unused
+              "worker/stray.py": ""}  # in no part
+    assert diagram_problems(synthetic(tmp_path, broken), parts, arrows) == [
+        "ecs_worker.stray is in no part of the parts table",
+        "ecs_worker.queue.source:2 imports ecs_worker.consumer.loop: no arrow queue -> consumer",
+        "ecs_worker.text:1 imports ecs_worker.cli: a leaf imports nothing of ours",
+        "arrow consumer -> queue is used by no import"]
 
 
 # ---------------------------------------------------------------------------------- each rule can fail
