@@ -19,8 +19,12 @@ run: $(STAMP)
 	$(BIN)/ecs-worker demo
 
 # Only the project's own example among installed plugins: a broken third-party one cannot fail the suite.
+# In parallel: most tests wait on worker processes and emulators, so JOBS beats the core count.
+# One part: make test TESTS=tests/test_slb.py (any pytest arguments; JOBS=0 runs in this process).
+JOBS ?= 4
+TESTS ?= tests examples/ecs-worker-hello/tests
 test: $(STAMP)
-	ECS_WORKER_LOAD_PLUGINS=hello $(BIN)/python -m pytest -q tests examples/ecs-worker-hello/tests
+	ECS_WORKER_LOAD_PLUGINS=hello $(BIN)/python -m pytest -q -n $(JOBS) $(TESTS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py

@@ -1,6 +1,8 @@
 """/healthz reflects the consume loop's progress, not a constant (the peer's classic trap)."""
 import time
 
+import pytest
+
 from ecs_worker.observability import health, metrics
 from ecs_worker.testing import run_emulator
 from runner_kit import QUEUE, Setup, Worker, emulator_state, event_body, free_port, get, wait_until
@@ -21,6 +23,7 @@ def test_health_turns_503_when_polls_stop_completing_and_recovers(monkeypatch):
         server.shutdown()
 
 
+@pytest.mark.slow(seconds=15)
 def test_running_worker_reports_unhealthy_while_mns_fails_then_healthy_again(tmp_path):
     port = free_port()
     with run_emulator(emulator_state()) as emu:

@@ -239,7 +239,7 @@ def _bound(kills: int, crashes: int) -> float:
     return MAX_ATTEMPTS * per_attempt + VISIBILITY + restarts + 10.0
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=60)
 def test_every_message_is_settled_once_within_its_bound_whatever_the_body_plugin_or_kill(emulator, tmp_path):
     setup = Setup(tmp_path, emulator)
     marks = tmp_path / "marks"

@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import pytest
-from prometheus_client import generate_latest
 
 from ecs_worker.observability import metrics
 from ecs_worker.config import ConfigError, CredentialsConfig
@@ -77,15 +76,28 @@ def test_webhook_drops_and_failures_are_counted(worker):  # noqa: F811
 
 
 def test_labelled_counters_start_at_zero_and_build_and_process_metrics_are_served():
-    metrics.known_labels(["log", "restart", "slb"])
-    get = metrics.REGISTRY.get_sample_value
-    assert get("ecs_worker_dead_letters_total", {"reason": "invalid"}) == 0.0
-    assert get("ecs_worker_dead_letters_total", {"reason": "max_attempts"}) == 0.0
-    assert get("ecs_worker_events_total", {"name": "Instance:StateChange", "outcome": "failed"}) is not None
-    assert get("ecs_worker_plugin_errors_total", {"plugin": "slb"}) is not None
-    assert get("ecs_worker_actions_total", {"plugin": "restart", "action": "StartInstance",
-                                            "result": "error"}) is not None
-    text = generate_latest(metrics.REGISTRY).decode()
+    # In a fresh process, as a worker starts: counters other tests moved would hide a missing zero.
+    script = """
+import json
+from prometheus_client import generate_latest
+from ecs_worker.observability import metrics
+metrics.known_labels(["log", "restart", "slb"])
+get = metrics.REGISTRY.get_sample_value
+print(json.dumps({
+    "invalid": get("ecs_worker_dead_letters_total", {"reason": "invalid"}),
+    "max_attempts": get("ecs_worker_dead_letters_total", {"reason": "max_attempts"}),
+    "failed": get("ecs_worker_events_total", {"name": "Instance:StateChange", "outcome": "failed"}),
+    "slb_errors": get("ecs_worker_plugin_errors_total", {"plugin": "slb"}),
+    "start_errors": get("ecs_worker_actions_total", {"plugin": "restart", "action": "StartInstance",
+                                                     "result": "error"}),
+    "text": generate_latest(metrics.REGISTRY).decode()}))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    seen = json.loads(proc.stdout)
+    assert seen["invalid"] == 0.0 and seen["max_attempts"] == 0.0
+    assert seen["failed"] == 0.0 and seen["slb_errors"] == 0.0 and seen["start_errors"] == 0.0
+    text = seen["text"]
     assert 'ecs_worker_build_info{' in text and 'version="' in text
     assert "process_resident_memory_bytes" in text and "python_info" in text
 
