@@ -7,7 +7,7 @@ A plugin reaches the worker only through `ctx` (docs/plugins.md).
 from .backoff import backoff_delay
 from .cloud.errors import CloudError
 from .config import ConfigError, setting
-from .cloud.credentials import deferred as secret_file_deferred, read_secret_file
+from .cloud.credentials import resolved_by_systemd_only as secret_file_deferred, read_secret_file
 from .events.event import Event, InvalidEvent, parse_event
 from .plugin_host.hookspecs import hookimpl
 from .events.wrapper import RESUME_STATE

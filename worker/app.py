@@ -13,7 +13,7 @@ from .config import Config, ConfigError, check_runnable, load_config
 from .plugin_host.context import Runtime
 from .observability.logsetup import configure_logging
 from .plugin_host.manager import Plugins, load_plugins
-from .plugin_host.outcomes import EXIT_OK, EXIT_USAGE
+from .exit_codes import EXIT_OK, EXIT_USAGE
 
 log = logging.getLogger("ecs_worker.runner")
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .plugin_host.outcomes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from .exit_codes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,20 +118,20 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 def cmd_check_config(args: argparse.Namespace) -> int:
     from .app import load
     from .config import check_runnable
-    from .cloud.credentials import credentials_provider, deferred
+    from .cloud.credentials import credentials_provider, resolved_by_systemd_only
     from .trust.fleet_key import load_signer
 
     app = load(args)
     config, plugins = app.config, app.plugins
     check_runnable(config)  # what `run` checks before it starts, in the same words
     secret_file = config.credentials.access_key_secret_file
-    if secret_file and deferred(secret_file):
+    if secret_file and resolved_by_systemd_only(secret_file):
         print(f"note: {secret_file!r} is read from $CREDENTIALS_DIRECTORY when the service starts "
               "(systemd LoadCredential=); not set here, so not checked", file=sys.stderr)
     else:
         credentials_provider(config.credentials)  # reads a secret file, as `run` does
     key_file = config.worker.signing_key_file
-    if key_file and deferred(key_file):
+    if key_file and resolved_by_systemd_only(key_file):
         print(f"note: {key_file!r} is read from $CREDENTIALS_DIRECTORY when the service starts; "
               "not set here, so not checked", file=sys.stderr)
     else:

@@ -135,7 +135,7 @@ def secret_path(name: str) -> Path:
     return Path(name).expanduser()
 
 
-def deferred(name: str) -> bool:
+def resolved_by_systemd_only(name: str) -> bool:
     """A bare name only systemd's `$CREDENTIALS_DIRECTORY` can resolve, in a shell where it is not
     set (`check-config` run by hand): the service reads it when it starts."""
     return _bare(name) and not os.environ.get("CREDENTIALS_DIRECTORY") and not Path(name).exists()
@@ -149,7 +149,7 @@ def read_secret_file(name: str, key: str) -> tuple[str, Path]:
     except (OSError, UnicodeDecodeError) as exc:
         why = getattr(exc, "strerror", None) or "not UTF-8 text"
         hint = " (a bare name is read from $CREDENTIALS_DIRECTORY, which is not set here)" \
-            if deferred(name) else ""
+            if resolved_by_systemd_only(name) else ""
         raise ConfigError(f"{key}: cannot read {path}: {why}{hint}") from None
     if not secret:
         raise ConfigError(f"{key}: {path} is empty")

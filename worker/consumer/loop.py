@@ -38,7 +38,7 @@ from .pool import Handlers
 from .held import RELEASE, RESULT, Held
 from .room import Room
 from ..observability.notify import SystemdNotifier, watchdog_interval
-from ..plugin_host.outcomes import EXIT_FAILURE, EXIT_OK, EXIT_STUCK
+from ..exit_codes import EXIT_FAILURE, EXIT_OK, EXIT_STUCK
 from .settle import Settler
 from .signals import Signals
 from ..queue.source import SOCKET_SLACK, MnsError, MnsQueue, Message, fault_delay

@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, TextIO
 
-from ..plugin_host.outcomes import EXIT_FAILURE, EXIT_OK
+from ..exit_codes import EXIT_FAILURE, EXIT_OK
 from .setup import PRODUCT, event_names, rule_name, target_region
 
 PASS, FAIL, UNPROVEN = "✓", "✗", "–"

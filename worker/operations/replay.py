@@ -16,7 +16,8 @@ from typing import Iterator, TextIO
 
 from ..text import one_line
 from ..plugin_host.dispatch import Dispatcher
-from ..plugin_host.outcomes import DEFERRED, EXIT_FAILURE, EXIT_OK, FAILED, INVALID, Result, invalid
+from ..exit_codes import EXIT_FAILURE, EXIT_OK
+from ..plugin_host.outcomes import DEFERRED, FAILED, INVALID, Result, invalid
 from ..events.event import parse_event
 
 MAX_DEFERRAL_ROUNDS = 10  # a plugin that defers forever must not hang a replay

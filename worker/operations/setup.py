@@ -18,7 +18,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, TextIO
 
-from ..plugin_host.outcomes import EXIT_FAILURE, EXIT_OK
+from ..exit_codes import EXIT_FAILURE, EXIT_OK
 from ..cloud.gateway import ActionGateway
 from .ram_policy import mns_location, setup_policy, worker_policy
 from ..trust.fleet_key import prepare_key

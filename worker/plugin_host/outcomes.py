@@ -1,8 +1,9 @@
 """The contract's vocabulary, beside `hookspecs.py`: the outcome names, what one plugin's call
-came to (`PluginResult`), what one event came to (`Result`), and the process exit codes.
+came to (`PluginResult`) and what one event came to (`Result`).
 
-A leaf: it imports nothing of the worker's machinery, so the contract, the plugins, replay and
-the consumer all speak the same words without depending on each other.
+It imports only the deferral wrapper's name for saved state (`events.wrapper.RESUME_STATE`),
+so the contract, the plugins, replay and the consumer all speak the same words without
+depending on each other. (Process exit codes are `exit_codes.py`.)
 """
 from __future__ import annotations
 
@@ -18,13 +19,6 @@ if TYPE_CHECKING:
 
 HANDLED, FAILED, IGNORED, INVALID, DEFERRED = "handled", "failed", "ignored", "invalid", "deferred"
 _PRECEDENCE = {IGNORED: 0, HANDLED: 1, DEFERRED: 2, FAILED: 3}  # a worse status wins
-
-
-# Process exit codes (sysexits-like, as systemd's RestartPreventExitStatus=2 expects):
-EXIT_OK = 0  # done, or stopped cleanly
-EXIT_FAILURE = 1  # a failure worth a restart (an internal thread died, a check failed)
-EXIT_USAGE = 2  # configuration or permissions: restarting will not help
-EXIT_STUCK = 3  # a plugin's calls stayed stuck: only a new process clears its threads
 
 
 @dataclass
