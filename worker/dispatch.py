@@ -261,6 +261,9 @@ class Dispatcher:
 
     @staticmethod
     def _deferred(ctx: Context, r: PluginResult) -> PluginResult:
+        """The call's final word: a deferral, or the reason for ignoring (`ctx.skip`)."""
+        if r.status == IGNORED and ctx.skipped and ctx.deferral is None:
+            r = PluginResult(r.plugin, IGNORED, ctx.skipped)
         if r.status != FAILED and ctx.deferral is not None:
             r = PluginResult(r.plugin, DEFERRED, ctx.deferral.reason, ctx.deferral.seconds)
         if r.status in (FAILED, DEFERRED) and ctx.saved_state is not None:

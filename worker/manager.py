@@ -97,12 +97,13 @@ class Plugins:
 def load_plugins(config: Config, *, entry_points_too: bool = True) -> Plugins:
     """Register every plugin that `config` allows and validate their config sections."""
     disabled = set(config.plugins.disabled)
+    allowed = allowed_entry_points()
+    _refuse_unknown_names(config, allowed)
     plugins = Plugins()
     for spec in DEFAULT_PLUGINS:
         name = builtin_name(spec)
         if name not in disabled:
             plugins.register(_builtin(spec, name), name, "builtin")
-    allowed = allowed_entry_points()
     if entry_points_too:
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             if ep.name in disabled or (allowed is not None and ep.name not in allowed):
@@ -119,7 +120,7 @@ def load_plugins(config: Config, *, entry_points_too: bool = True) -> Plugins:
             if dist is not None:
                 plugins.versions[ep.name] = dist.version
     for spec in config.plugins.load:
-        name = Path(spec).stem if spec.endswith(".py") else spec.rsplit(".", 1)[-1]
+        name = configured_name(spec)
         if name in disabled:
             continue
         obj = _load_path(spec, name) if spec.endswith(".py") else _import(spec, name)
@@ -131,6 +132,31 @@ def load_plugins(config: Config, *, entry_points_too: bool = True) -> Plugins:
         raise PluginError(f"plugin {name!r} ({_location(exc.plugin)}): {_flat(exc)}") from None
     configure_plugins(plugins, config)
     return plugins
+
+
+def configured_name(spec: str) -> str:
+    """A `[plugins] load` entry's plugin name: "plugins/mine.py" and "pkg.mine" -> "mine"."""
+    return Path(spec).stem if spec.endswith(".py") else spec.rsplit(".", 1)[-1]
+
+
+def known_names(config: Config) -> list[str]:
+    """Every plugin name this config could mean: built-ins, installed entry points, `load`."""
+    names = [builtin_name(spec) for spec in DEFAULT_PLUGINS]
+    names += sorted({ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)} - set(names))
+    return names + [n for n in map(configured_name, config.plugins.load) if n not in names]
+
+
+def _refuse_unknown_names(config: Config, allowed: set[str] | None) -> None:
+    """A typo in `disabled` or `ECS_WORKER_LOAD_PLUGINS` would silently keep (or drop) a
+    plugin: refuse it, naming the plugins that exist."""
+    known = known_names(config)
+    for name in config.plugins.disabled:
+        if name not in known:
+            raise ConfigError(f"{config.path}: [plugins] disabled: no plugin named {name!r} "
+                              f"(known: {', '.join(known)})")
+    for name in sorted(allowed or ()):
+        if name not in known:
+            raise ConfigError(f"{LOAD_ENV}: no plugin named {name!r} (known: {', '.join(known)})")
 
 
 def builtin_name(spec: str) -> str:

@@ -51,7 +51,7 @@ class Sequence:
         if now >= self.event.not_before.timestamp():
             ctx.log.warning("maintenance of %s: notBefore %s has passed; the platform acts now",
                             self.iid, self.event.not_before.isoformat())
-            return None
+            return ctx.skip(f"notBefore {self.event.not_before.isoformat()} has passed; the platform acts now")
         act_at, why = plan_time(now, self.event.not_before, cfg.window, _zone(cfg.timezone),
                                 cfg.margin_minutes * 60)
         if why:
@@ -74,18 +74,14 @@ class Sequence:
                 raise  # nothing changed yet: the message comes back and we look again
             return self._plan_unverified(f"unverified: could not read ECS: {_code(exc)}")
         if instance is None:
-            ctx.log.info("maintenance of %s: no such instance (released?)", self.iid)
-            return None
+            return ctx.skip(f"maintenance of {self.iid}: no such instance (released?)")
         if not _has_tag(instance, self.cfg.require_tag):
-            ctx.log.debug("maintenance of %s: no opt-in tag %r", self.iid, self.cfg.require_tag)
-            return None
+            return ctx.skip(f"maintenance of {self.iid}: not opted in (no tag {self.cfg.require_tag})")
         if status not in (None, "Scheduled"):
-            ctx.log.info("maintenance of %s: event is %s now; nothing to do", self.iid, status)
-            return None
+            return ctx.skip(f"maintenance of {self.iid}: the event is {status} now; nothing to do")
         if instance.get("Status") != "Running":
-            ctx.log.info("maintenance of %s: it is %s, not Running; the platform's reboot is left to it",
-                         self.iid, instance.get("Status"))
-            return None
+            return ctx.skip(f"maintenance of {self.iid}: it is {instance.get('Status')}, not Running; "
+                            "the platform's reboot is left to it")
         wait = self.budget.reserve()
         if wait:
             ctx.defer(max(wait, 1.0), "max_reboots_per_minute reached", state={"step": WAIT})
