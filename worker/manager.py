@@ -186,11 +186,36 @@ def configure_plugins(plugins: Plugins, config: Config) -> None:
             raise ConfigError(f"{where}: [plugins.{name}]: no plugin named {name!r} is loaded")
     for name, plugin in plugins.pm.list_name_plugin():
         section = config.plugin_sections.get(name, {})
-        schema = getattr(plugin, "Config", None)
-        if schema is not None and is_dataclass(schema):
+        schema = config_schema(plugin, name)
+        if schema is not None:
             plugins.configs[name] = build_section(schema, section, f"{where}: [plugins.{name}]")
         else:
             plugins.configs[name] = dict(section)
+
+
+def config_schema(plugin: Any, name: str) -> type | None:
+    """The plugin's `Config` dataclass: an attribute of the module or object, else — for a
+    plugin object — its module's `Config` (where the built-ins define theirs), else None.
+    A `Config` that is not a dataclass would silently validate nothing: refused."""
+    schema = getattr(plugin, "Config", None)
+    if schema is None and not isinstance(plugin, ModuleType):
+        module_schema = getattr(sys.modules.get(type(plugin).__module__), "Config", None)
+        schema = module_schema if isinstance(module_schema, type) else None
+    if schema is not None and not (isinstance(schema, type) and is_dataclass(schema)):
+        raise PluginError(f"plugin {name!r} ({_location(plugin)}): its Config must be a @dataclass "
+                          f"(with `setting(...)` fields), got {type(schema).__name__} {schema!r:.60}")
+    return schema
+
+
+def installed_name(plugin: Any) -> str | None:
+    """The name an installed package gives `plugin` (its `ecs_worker` entry point), if any:
+    the harness names a plugin as production does."""
+    target = plugin.__name__ if isinstance(plugin, ModuleType) else \
+        f"{type(plugin).__module__}:{type(plugin).__qualname__}"
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.value.replace(" ", "") == target:
+            return ep.name
+    return None
 
 
 def _import(module_name: str, name: str) -> ModuleType:
