@@ -9,7 +9,7 @@ import logging
 import sys
 from dataclasses import dataclass
 
-from .config import Config, ConfigError, check_runnable, load_config
+from .config import Config, ConfigError, load_config
 from .context import Runtime
 from .logsetup import configure_logging
 from .manager import Plugins, load_plugins
@@ -41,12 +41,13 @@ def run(args: argparse.Namespace) -> int:
     from .notify import SystemdNotifier
     from .runner import Runner
     from .sources.mns import MnsError, MnsQueue
+    from .startup_checks import check_all
     from .store import Store, StoreError
 
     try:
         app = load(args, dry_run=getattr(args, "dry_run", False))
         config = app.config
-        check_runnable(config)
+        check_all(config)  # the checks check-config and doctor make, in the same words
         provider = credentials_provider(config.credentials)
         store = Store(config.worker.state_dir, config.worker.dedupe_ttl)
     except (ConfigError, StoreError) as exc:

@@ -58,10 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--config", required=True, help="TOML config file")
     p.add_argument("--dry-run", action="store_true", help="change nothing; print each call it would make")
 
-    p = command("doctor", "Prove the chain without changing anything: credentials, queues, event rule, "
-                          "ECS/SLB permissions, metrics address. One line per check.",
-                epilog="exit codes: 0 every check passed, 1 a check failed, 2 configuration error")
+    p = command("doctor", "Prove the chain without changing anything: the start-up checks, credentials, "
+                          "queues, event rule, ECS/SLB permissions, metrics address. One line per check: "
+                          "✓ proven, ✗ failed (with its fix), – not provable here (and why).",
+                epilog="exit codes: 0 no check failed (– lines are reported, not failures), 1 a check "
+                       "failed, 2 configuration error")
     p.add_argument("-c", "--config", required=True, help="TOML config file")
+    p.add_argument("--probe", action="store_true",
+                   help="also send a marked test event through CloudMonitor (SendDryRunSystemEvent) and watch "
+                        "the queue for it (PeekMessage, or a running worker's record): the operator's keys, "
+                        "see docs/operations.md")
 
     p = command("emulator", "Serve a local MNS + ECS + SLB emulator for tests and plugin authors.")
     p.add_argument("--state", help="state JSON file (default: a small example fleet)")
@@ -88,6 +94,17 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_FAILURE
+    except BrokenPipeError:  # `ecs-worker doctor | head`: the reader left; no traceback
+        _quiet_stdout()
+        return EXIT_FAILURE
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush cannot raise again."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -117,18 +134,13 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from .app import load
-    from .config import check_runnable
-    from .credentials import credentials_provider, deferred
+    from .startup_checks import check_all
 
     app = load(args)
     config, plugins = app.config, app.plugins
-    check_runnable(config)  # what `run` checks before it starts, in the same words
-    secret_file = config.credentials.access_key_secret_file
-    if secret_file and deferred(secret_file):
-        print(f"note: {secret_file!r} is read from $CREDENTIALS_DIRECTORY when the service starts "
-              "(systemd LoadCredential=); not set here, so not checked", file=sys.stderr)
-    else:
-        credentials_provider(config.credentials)  # reads a secret file, as `run` does
+    for finding in check_all(config):  # what `run` checks before it starts, in the same words
+        if not finding.proven:
+            print(f"note: {finding.text}", file=sys.stderr)
     names = ", ".join(name for name, _ in plugins.pm.list_name_plugin())
     print(f"{config.path}: OK (plugins: {names})")
     return EXIT_OK

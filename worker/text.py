@@ -24,3 +24,14 @@ def one_line(value: Any, limit: int = ONE_LINE_CHARS) -> str:
     if len(out) > limit or len([line for line in lines if line]) > 1:
         out = out[:limit - 1].rstrip() + "…"
     return out
+
+
+def clip(text: str, limit: int = ONE_LINE_CHARS) -> str:
+    """`text` on one line, whole when it fits in `limit`; else cut at a word boundary with "…"
+    (an error message cut mid-word reads as a different word)."""
+    out = " ".join(str(text).split())
+    if len(out) <= limit:
+        return out
+    cut = out[:limit - 1]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > limit // 2 else cut).rstrip(" ,;:") + "…"
