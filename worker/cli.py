@@ -67,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probe", action="store_true",
                    help="also send a marked test event through CloudMonitor (SendDryRunSystemEvent) and watch "
                         "the queue for it (PeekMessage, or a running worker's record): the operator's keys, "
-                        "see docs/operations.md")
+                        "see docs/connect.md")
+    p.add_argument("--probe-wait", type=float, default=20.0, metavar="SECONDS",
+                   help="how long --probe watches for the test event (default 20)")
 
     p = command("emulator", "Serve a local MNS + ECS + SLB emulator for tests and plugin authors.")
     p.add_argument("--state", help="state JSON file (default: a small example fleet)")

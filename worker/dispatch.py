@@ -27,7 +27,8 @@ from .context import Context, Runtime
 from .deferred import RESUME_STATE
 from .outcomes import combine, DEFERRED, FAILED, HANDLED, IGNORED, PluginResult, Result
 from .events import PREEMPTIBLE_INTERRUPTION, STATE_CHANGE, Event
-from .lanes import Lane, LaneStuck, Observer
+from .lanes import Lane, LaneStuck, Observer, observe
+from .probes import probe_id, received as probe_received
 
 log = logging.getLogger("ecs_worker.dispatch")
 
@@ -92,6 +93,8 @@ class Dispatcher:
         message) and gives each its `deferred_since`. The synchronous part runs here;
         plugins that returned futures are awaited without holding the caller.
         """
+        if probe_id(event.content) is not None:  # doctor --probe's test event: shown to no plugin
+            return probe_received(event)
         started = time.monotonic()
         contexts: dict[str, Context] = {}
         results: list[PluginResult] = []
@@ -178,7 +181,7 @@ class Dispatcher:
             observer = self._observer(name)
             try:
                 if not wait:
-                    observer.post(_observe, {"name": name, "fn": impl.function, "kwargs": kwargs})
+                    observer.post(observe, {"name": name, "fn": impl.function, "kwargs": kwargs})
                     continue
                 call = observer.post(impl.function, kwargs, wait=True)
             except LaneStuck as exc:
@@ -187,7 +190,6 @@ class Dispatcher:
             outcome = self._outcome(call, "on_settled")
             if isinstance(outcome, _Failure):
                 log.error("plugin %s failed in on_settled: %s", name, outcome.detail)
-
 
     # -- internals ----------------------------------------------------------------
     def _impls(self, hook: str) -> list:
@@ -295,10 +297,3 @@ def _args(impl, **available: Any) -> dict[str, Any]:
 class PluginStartupError(RuntimeError):
     pass
 
-
-def _observe(name: str, fn: Callable[..., Any], kwargs: dict[str, Any]) -> None:
-    """One posted `on_settled` call: its failure is logged, and changes nothing."""
-    try:
-        fn(**kwargs)
-    except BaseException as exc:
-        log.error("plugin %s failed in on_settled: %s", name, one_line(exc), extra={"plugin": name})

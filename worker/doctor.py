@@ -1,44 +1,33 @@
 """`ecs-worker doctor`: prove the chain without changing anything, one line per check.
 
-✓ passes, ✗ fails (with the fix), – not checked: cannot be proven without a change, or not
-configured (not a failure).
-Exit 0 only when every check passes, 1 otherwise (2 for a bad config, from the CLI).
+✓ passes, ✗ fails (with its code's one fix, doctor_fixes.py), – not provable here (a change
+would be needed, or nothing is configured): reported, not a failure. First the start-up checks
+`run` and `check-config` make (startup_checks.py; a failure there is a config error, exit 2);
+then each call, the real cause first. Exit 1 when any line is ✗, else 0.
 
 StartInstance is proven with ECS's `DryRun=true`: RAM is checked before the instance's
-status, so any answer but `Forbidden.RAM` (e.g. `DryRunOperation`, `IncorrectInstanceStatus`)
-proves the permission (help/en/ecs/developer-reference/api-ecs-2014-05-26-startinstance).
+status, so `DryRunOperation` or `IncorrectInstanceStatus` proves the permission
+(help/en/ecs/developer-reference/api-ecs-2014-05-26-startinstance).
 CLB has no dry run, so SLB writes cannot be proven without a change.
 """
 from __future__ import annotations
 
 import socket
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, Callable, TextIO
 
 from .config import ConfigError
+from .doctor_lines import DENIED, FAIL, PASS, UNPROVEN, Check, denied  # noqa: F401 - DENIED for callers
 from .outcomes import EXIT_FAILURE, EXIT_OK
 from .setup import PRODUCT, event_names, rule_name, target_region
 
-PASS, FAIL, UNPROVEN = "✓", "✗", "–"
-DENIED = ("Forbidden.RAM", "Forbidden", "AccessDenied", "NoPermission", "403")
 TIMEOUT = 3.0  # seconds to connect, and to answer: an unreachable endpoint is reported, not retried
 
 
-def denied(code: str) -> bool:
-    return code in DENIED or code.startswith(("Forbidden", "NoPermission"))
-
-
-@dataclass
-class Check:
-    mark: str
-    text: str
-    fix: str = ""
-    code: str = ""  # the error code behind a ✗, so its fix is printed once
-
-
 class Doctor:
-    def __init__(self, config: Any, plugins: Any, out: TextIO = sys.stdout, probe: bool = False) -> None:
+    def __init__(self, config: Any, plugins: Any, out: TextIO = sys.stdout, probe: float | None = None) -> None:
+        """`probe`: also run `--probe`, watching that many seconds for the test event."""
         self.config, self.plugins, self.out, self.probe = config, plugins, out, probe
         self.results: list[Check] = []
         self.unreachable: dict[str, str] = {}  # "mns" / "cloud" -> the failed check, for the real cause
@@ -84,10 +73,10 @@ class Doctor:
         """Every check, in the order a cause comes before its effects; extend here."""
         checks = [self.startup, self.queue, self.dead_letter_queue, self.rule, self.ecs_read, self.slb_read,
                   self.start_instance, self.slb_write, self.metrics]
-        if self.probe:
+        if self.probe is not None:
             from .doctor_probe import probe
 
-            checks.append(lambda: probe(self))
+            checks.append(lambda: probe(self, self.probe))
         return checks
 
     def run(self) -> int:
@@ -284,4 +273,5 @@ def main(args: Any) -> int:
 
     config = load_config(args.config)
     configure_logging("WARNING", config.logging.format)
-    return Doctor(config, load_plugins(config), probe=getattr(args, "probe", False)).run()
+    probe = getattr(args, "probe_wait", None) if getattr(args, "probe", False) else None
+    return Doctor(config, load_plugins(config), probe=probe).run()

@@ -237,6 +237,20 @@ class MnsQueue:
             raise classify(exc, f"send to {self.name!r}",
                            self._ram("SendMessage"), self.endpoint) from None
 
+    def peek(self, count: int = MAX_BATCH) -> list[bytes]:
+        """The bodies of up to `count` active messages, changing nothing (BatchPeekMessage:
+        "does not change the statuses of the messages"; at most 16). `doctor --probe` looks."""
+        from mns.mns_exception import MNSServerException
+
+        try:
+            return [_bytes(m.message_body) for m in self._queue().batch_peek_message(min(count, MAX_BATCH))]
+        except MNSServerException as exc:
+            if exc.type == EMPTY_POLL:
+                return []
+            raise classify(exc, f"peek at {self.name!r}", self._ram("BatchPeekMessage"), self.endpoint) from None
+        except Exception as exc:
+            raise classify(exc, f"peek at {self.name!r}", self._ram("BatchPeekMessage"), self.endpoint) from None
+
 
 def early_empty_delay(n: int, wait_seconds: float, rng: random.Random | None = None) -> float:
     """Seconds to pause after the n-th early empty answer in a row: doubling, capped at the
