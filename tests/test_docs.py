@@ -65,3 +65,19 @@ def test_the_plugin_tutorial_works_as_written(tmp_path):
                              "--dry-run", "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     rows = {r["name"]: r for r in map(json.loads, replay.stdout.splitlines())}
     assert rows["Instance:SystemMaintenance.Reboot:Scheduled"]["outcome"] == "handled"
+
+
+def test_the_cloud_changing_example_runs_as_written(tmp_path):
+    """docs/plugins.md's complete cloud-changing plugin and its test, against the emulator."""
+    import subprocess
+    import sys
+
+    doc = (ROOT / "docs" / "plugins.md").read_text()
+    section = doc[doc.index("## A plugin that changes the cloud"):]
+    plugin, test = re.findall(r"```python\n(.*?)```", section, re.S)[:2]
+    assert "ctx.act(" in plugin and "ctx.skip(" in plugin and "dry_run=False" in test
+    (tmp_path / "keep_running.py").write_text(plugin)
+    (tmp_path / "test_keep_running.py").write_text(test)
+    tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_keep_running.py"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert tests.returncode == 0 and "2 passed" in tests.stdout, tests.stdout + tests.stderr
