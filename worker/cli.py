@@ -71,11 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probe-wait", type=float, default=20.0, metavar="SECONDS",
                    help="how long --probe watches for the test event (default 20)")
 
-    p = command("emulator", "Serve a local MNS + ECS + SLB emulator for tests and plugin authors.")
-    p.add_argument("--state", help="state JSON file (default: a small example fleet)")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=0, help="port (default 0: a free one)")
-    p.add_argument("--ready-file", help="write the endpoint JSON here once listening")
+    from .emulator.cli import EPILOG, add_arguments  # the emulator's own options, one definition
+
+    add_arguments(command("emulator", "Serve a local MNS + ECS + SLB + ALB + NLB + CloudMonitor emulator for "
+                                      "tests and plugin authors.", epilog=EPILOG))
 
     p = command("demo", "Start the emulator with a seeded fleet, send a burst of events, run the "
                         "worker until the queue drains, and summarise what it did.")

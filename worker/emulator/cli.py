@@ -26,9 +26,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
+# Both `ecs-worker emulator --help` and `python -m ecs_worker.emulator --help` end with this.
+EPILOG = ("The state file's schema, every supported API (MNS, ECS, SLB, ALB, NLB, CloudMonitor), the\n"
+          "/_emulator endpoints and the faults: docs/emulator.md in the ecs-worker project.\n"
+          "exit codes: 0 stopped by SIGTERM/SIGINT, 2 a bad state file or address")
+
+
 def build_parser() -> argparse.ArgumentParser:
     return add_arguments(argparse.ArgumentParser(
-        prog="ecs-worker emulator", description="Local MNS + ECS + SLB emulator for the unmodified SDKs."))
+        prog="ecs-worker emulator", description="Local MNS + ECS + SLB emulator for the unmodified SDKs.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter))
 
 
 def write_atomically(path: str | Path, text: str) -> None:
