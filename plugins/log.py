@@ -33,6 +33,7 @@ def on_settled(event, result, ctx):
              "instance_id": event.instance_id if event else None, "outcome": result.outcome}
     delay = f" {result.defer_seconds:.0f}s" if result.defer_seconds is not None else ""
     why = result.why()
+    extra.update(why=why, defer_seconds=result.defer_seconds)
     if cfg.format == "json":
         row = {**(event.summary() if event else {}), "outcome": result.outcome,
                "actions": [f"{a.plugin}:{a.action}:{a.target}:{a.result}" for a in result.actions],
