@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("plugins", "List the plugins, their versions, where each came from, and its hooks.",
                 epilog="ECS_WORKER_LOAD_PLUGINS=a,b limits the installed (entry-point) plugins loaded to "
-                       "those names;\nset and empty, it loads none of them.")
+                       "those names;\nset and empty, it loads none of them. A name no plugin has is an error "
+                       "(exit 2).")
     p.add_argument("-c", "--config", help="TOML config file")
     p.add_argument("--json", action="store_true", help="JSON output")
 
