@@ -6,7 +6,8 @@ instance of its class (`"module:Class"`), so each registration owns its state fr
 `on_startup` to `on_shutdown` (as pytest's junitxml and dramatiq's middleware do); `[plugins] disabled` blocks any plugin by name.
 `ECS_WORKER_LOAD_PLUGINS` (comma-separated names; set and empty = none) limits which
 installed entry-point plugins load, as `LLM_LOAD_PLUGINS` does for llm: a broken package in
-the same environment then cannot take the worker, the demo or the tests down with it.
+the same environment then cannot take the worker, the demo or the tests down with it. A name
+in either that no plugin has is refused (a typo would silently keep, or drop, a plugin).
 """
 from __future__ import annotations
 
