@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probe-wait", type=float, default=20.0, metavar="SECONDS",
                    help="how long --probe watches for the test event (default 20)")
 
-    from .emulator.cli import EPILOG, add_arguments  # the emulator's own options, one definition
+    from .emulator_options import EPILOG, add_arguments  # the emulator's options, defined once
 
     add_arguments(command("emulator", "Serve a local MNS + ECS + SLB + ALB + NLB + CloudMonitor emulator for "
                                       "tests and plugin authors.", epilog=EPILOG))
