@@ -136,6 +136,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from .app import load
+    from .credentials import deferred
+    from .signing import load_signer
     from .startup_checks import check_all
 
     app = load(args)
@@ -143,6 +145,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     for finding in check_all(config):  # what `run` checks before it starts, in the same words
         if not finding.proven:
             print(f"note: {finding.text}", file=sys.stderr)
+    key_file = config.worker.signing_key_file
+    if key_file and deferred(key_file):
+        print(f"note: {key_file!r} is read from $CREDENTIALS_DIRECTORY when the service starts; "
+              "not set here, so not checked", file=sys.stderr)
+    else:
+        load_signer(key_file)  # as `run` reads it: present, 0600, keys long enough
     names = ", ".join(name for name, _ in plugins.pm.list_name_plugin())
     print(f"{config.path}: OK (plugins: {names})")
     return EXIT_OK

@@ -72,7 +72,7 @@ class Doctor:
     def checks(self) -> list[Callable[[], Check | list[Check]]]:
         """Every check, in the order a cause comes before its effects; extend here."""
         checks = [self.startup, self.queue, self.dead_letter_queue, self.rule, self.ecs_read, self.slb_read,
-                  self.start_instance, self.slb_write, self.metrics]
+                  self.start_instance, self.slb_write, self.metrics, self.signing_key]
         if self.probe is not None:
             from .doctor_probe import probe
 
@@ -264,6 +264,19 @@ class Doctor:
             return Check(FAIL, f"metrics: cannot listen on {listen}: {exc.strerror or exc}",
                          "stop what holds that address or change [metrics] listen")
         return Check(PASS, f"metrics: {listen} is free")
+
+    def signing_key(self) -> Check:
+        from .signing import ADVICE, load_signer
+
+        name = self.config.worker.signing_key_file
+        if not name:
+            return Check(UNPROVEN, "signing key: none ([worker] signing_key_file): fine for one worker", ADVICE)
+        try:
+            signer = load_signer(name)
+        except ConfigError as exc:
+            return Check(FAIL, f"signing key: {exc}", "run `ecs-worker setup` (it creates the file), "
+                                                     "or chmod 600 it")
+        return Check(PASS, f"signing key: {signer!r} from {name}")
 
 
 def main(args: Any) -> int:

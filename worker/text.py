@@ -35,3 +35,9 @@ def clip(text: str, limit: int = ONE_LINE_CHARS) -> str:
     cut = out[:limit - 1]
     space = cut.rfind(" ")
     return (cut[:space] if space > limit // 2 else cut).rstrip(" ,;:") + "…"
+
+
+def printable(text: str) -> str:
+    """`text` with every control character and lone surrogate escaped (`\\n`, `\\ud800`): a
+    key or id in a log line can neither forge a line nor break a UTF-8 log stream."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
