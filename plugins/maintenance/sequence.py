@@ -47,7 +47,7 @@ class Sequence:
                 out = f"; {_groups(members)} group(s) it names stay as they are" if members else ""
                 self.ctx.log.error("maintenance of %s: not acting on the resumed %r step: %s%s",
                                    self.iid, step, why, out)
-                return None
+                return self.ctx.skip(f"maintenance of {self.iid}: not acting on the resumed {step!r} step: {why}")
         if step == DRAINED:
             if status in DONE_BY_REBOOT:  # rebooted already (a worker killed during the call)
                 self.ctx.log.info("maintenance of %s: the event is %s: not rebooting again", self.iid, status)
