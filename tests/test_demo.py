@@ -49,7 +49,7 @@ def test_demo_sets_up_and_shows_cause_and_effect(tmp_path):
     assert all(e["why"] and e["why"] != "no plugin takes this event" for e in summary["events"]), summary["events"]
     assert any("no opt-in tag" in e["why"] for e in summary["events"] if e["outcome"] == "ignored")
     # calls counted per service, each the sum of its actions
-    from ecs_worker.demo_summary import render
+    from ecs_worker.demo.summary import render
     text = render(summary)
     for prefix, label in (("ecs", "ECS"), ("slb", "CLB"), ("alb", "ALB"), ("nlb", "NLB")):
         total = sum(n for k, n in summary["api_calls"].items() if k.startswith(prefix + ":"))

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from ecs_worker.emulator import default_state
-from ecs_worker.ram_policy import setup_policy, worker_policy
+from ecs_worker.operations.ram_policy import setup_policy, worker_policy
 from ecs_worker.testing import acs_client, run_emulator
 
 from runner_kit import Worker, wait_until

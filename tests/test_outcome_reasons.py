@@ -10,10 +10,10 @@ import textwrap
 import pytest
 
 from ecs_worker.config import parse_config
-from ecs_worker.context import Runtime
-from ecs_worker.dispatch import Dispatcher
-from ecs_worker.events import parse_event
-from ecs_worker.manager import load_plugins
+from ecs_worker.plugin_host.context import Runtime
+from ecs_worker.plugin_host.dispatch import Dispatcher
+from ecs_worker.events.event import parse_event
+from ecs_worker.plugin_host.manager import load_plugins
 from ecs_worker.testing import run_emulator
 
 REGION = "cn-hangzhou"

@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 from ecs_worker import ConfigError
-from ecs_worker.manager import PluginError
+from ecs_worker.plugin_host.manager import PluginError
 from ecs_worker.testing import Harness, state_change
 
 
@@ -62,7 +62,7 @@ def test_a_config_that_is_not_a_dataclass_is_refused_at_load(tmp_path, monkeypat
 
 def test_the_harness_names_an_installed_plugin_as_the_worker_does():
     from ecs_worker.config import parse_config
-    from ecs_worker.manager import load_plugins
+    from ecs_worker.plugin_host.manager import load_plugins
     from ecs_worker_hello import HelloPlugin
 
     production = {i.name for i in load_plugins(parse_config({})).info() if i.origin.startswith("entry point")}

@@ -1,7 +1,7 @@
 """The demo's progress: one line a terminal keeps rewriting, and nothing when not a terminal."""
 import io
 
-from ecs_worker.progress import Progress
+from ecs_worker.demo.progress import Progress
 
 
 class Terminal(io.StringIO):

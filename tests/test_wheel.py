@@ -55,7 +55,7 @@ def test_sdist_and_wheel_carry_every_package_and_data_file(dist):
     wheel = zipfile.ZipFile(next(dist.glob("ecs_worker-*.whl"))).namelist()
     for name in ("ecs_worker/emulator/default_state.json", "ecs_worker/plugins/lb/__init__.py",
                  "ecs_worker/plugins/zz_added_by_test/__init__.py", "ecs_worker/plugins/zz_added_by_test/table.json",
-                 "ecs_worker/cloud/__init__.py", "ecs_worker/sources/mns.py"):
+                 "ecs_worker/cloud/__init__.py", "ecs_worker/queue/source.py"):
         assert name in wheel, f"{name} missing from the wheel"
     # every package of the tree is in the wheel: no folder left out
     folders = {p.parent for p in ROOT.glob("worker/**/__init__.py")} | {p.parent for p in ROOT.glob("plugins/**/__init__.py")}
