@@ -43,5 +43,16 @@ def test_demo_sets_up_and_shows_cause_and_effect(tmp_path):
     assert "back in every group with the same ports and weights" in lines[0]
     assert "removed i-demospot00000000001 from ALB server group sgp-demoalb0001" in lines
     assert summary["api_calls"]["ecs:RebootInstance"] == 1
-    assert "queue ecs-events" in proc.stderr  # progress while it runs
+    # not a terminal: no progress lines at all (on a terminal: one updating line, test_progress.py)
+    assert "waiting," not in proc.stderr and "in flight" not in proc.stderr
+    # a reason on every row, from the plugins themselves (ctx.skip, deferral reasons, results)
+    assert all(e["why"] and e["why"] != "no plugin takes this event" for e in summary["events"]), summary["events"]
+    assert any("no opt-in tag" in e["why"] for e in summary["events"] if e["outcome"] == "ignored")
+    # calls counted per service, each the sum of its actions
+    from ecs_worker.demo.summary import render
+    text = render(summary)
+    for prefix, label in (("ecs", "ECS"), ("slb", "CLB"), ("alb", "ALB"), ("nlb", "NLB")):
+        total = sum(n for k, n in summary["api_calls"].items() if k.startswith(prefix + ":"))
+        assert total > 0 and f"\n{label} calls: {total} (" in text, text
+    assert "SLB calls" not in text
     assert "broken" not in proc.stdout + proc.stderr

@@ -65,3 +65,56 @@ def test_the_plugin_tutorial_works_as_written(tmp_path):
                              "--dry-run", "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     rows = {r["name"]: r for r in map(json.loads, replay.stdout.splitlines())}
     assert rows["Instance:SystemMaintenance.Reboot:Scheduled"]["outcome"] == "handled"
+
+
+def test_the_cloud_changing_example_runs_as_written(tmp_path):
+    """docs/plugins.md's complete cloud-changing plugin and its test, against the emulator."""
+    import subprocess
+    import sys
+
+    doc = (ROOT / "docs" / "plugins.md").read_text()
+    section = doc[doc.index("## A plugin that changes the cloud"):]
+    plugin, test = re.findall(r"```python\n(.*?)```", section, re.S)[:2]
+    assert "ctx.act(" in plugin and "ctx.skip(" in plugin and "dry_run=False" in test
+    (tmp_path / "keep_running.py").write_text(plugin)
+    (tmp_path / "test_keep_running.py").write_text(test)
+    tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_keep_running.py"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert tests.returncode == 0 and "2 passed" in tests.stdout, tests.stdout + tests.stderr
+
+
+def test_the_emulator_doc_covers_its_schema_every_api_and_endpoint():
+    """docs/emulator.md against the emulator itself: the state schema and the fault keys as their
+    modules document them, every action each service dispatches, every /_emulator endpoint."""
+    import subprocess
+    import sys
+
+    from ecs_worker.emulator import default_state, faults, mns, server, state
+    from ecs_worker.emulator.world import World
+
+    doc = (ROOT / "docs" / "emulator.md").read_text()
+    schema = state.__doc__[state.__doc__.index("Schema"):state.__doc__.index("Unknown keys")].rstrip()
+    assert schema in doc, "docs/emulator.md: the state schema differs from emulator/state.py's"
+    assert faults.__doc__[faults.__doc__.index("Keys of one"):].rstrip() in doc
+    apis = doc[doc.index("## Supported APIs"):doc.index("## The `/_emulator` endpoints")]
+    rows = {line.split("|")[1].strip(): set(re.findall(r"`(\w+)`", line.split("|")[2]))
+            for line in apis.splitlines() if line.startswith("| ") and line.count("|") == 3}
+    documented = {name for names in rows.values() for name in names}
+    served = {name for actions in World(state.validate(default_state())).cloud.actions.values() for name in actions}
+    requests = [("PUT", "/queues/q", {}, b""), ("PUT", "/queues/q", {"metaoverride": "true"}, b""),
+                ("GET", "/queues/q", {}, b""), ("POST", "/queues/q/messages", {}, b"<Message>"),
+                ("POST", "/queues/q/messages", {}, b"<Messages>"), ("GET", "/queues/q/messages", {}, b""),
+                ("GET", "/queues/q/messages", {"numOfMessages": "2"}, b""),
+                ("GET", "/queues/q/messages", {"peekonly": "true"}, b""),
+                ("GET", "/queues/q/messages", {"peekonly": "true", "numOfMessages": "2"}, b""),
+                ("DELETE", "/queues/q/messages", {"ReceiptHandle": "h"}, b""),
+                ("DELETE", "/queues/q/messages", {}, b""),
+                ("PUT", "/queues/q/messages", {"ReceiptHandle": "h"}, b"")]
+    served |= {mns.route(*request)[0] for request in requests} - {"Unsupported"}
+    assert documented == served, f"undocumented: {served - documented}; not served: {documented - served}"
+    source = inspect.getsource(server.Handler._emulator)
+    for path in set(re.findall(r'"(/_emulator/[a-z-]+)"', source)) | {"/_emulator/queues/<name>/messages"}:
+        assert f" {path}`" in doc, f"{path} is not in docs/emulator.md"
+    help_text = subprocess.run([sys.executable, "-m", "ecs_worker", "emulator", "--help"], capture_output=True,
+                               text=True, timeout=60).stdout
+    assert "docs/emulator.md" in help_text

@@ -3,6 +3,7 @@ plugin in the same environment takes nothing down when it is not named."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -50,3 +51,19 @@ def test_plugins_lists_versions_aligned(tmp_path):
     assert "9.9.1" in broken and "entry point (ecs-worker-broken)" in broken
     columns = {line.index(line.split()[1]) for line in lines if line and not line[0].isspace()}
     assert len(columns) == 1  # the version column starts at the same place on every row
+
+
+def test_unknown_name_in_the_environment_is_refused_naming_the_known(tmp_path):
+    env = broken_plugin.install(tmp_path / "site")
+    proc = run(env, "plugins", load="hello,nosuch")
+    assert proc.returncode == 2
+    assert "ECS_WORKER_LOAD_PLUGINS: no plugin named 'nosuch'" in proc.stderr
+    assert "known: log, restart, slb, maintenance, webhook" in proc.stderr and "hello" in proc.stderr
+
+
+def test_unknown_name_in_disabled_is_refused(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[plugins]\ndisabled = ["restrat"]\n')
+    proc = run(dict(os.environ), "check-config", "-c", str(cfg), load="hello")
+    assert proc.returncode == 2
+    assert f"{cfg}: [plugins] disabled: no plugin named 'restrat' (known: log, restart," in proc.stderr

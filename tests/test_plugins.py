@@ -52,7 +52,7 @@ def test_builtins_are_registered_like_any_plugin():
 def test_entry_point_plugin_from_installed_example_package():
     plugins, dispatcher = make(disabled=[d for d in QUIET if d != "hello"])
     info = {i.name: i for i in plugins.info()}
-    assert info["hello"].origin.startswith("entry point") and info["hello"].hooks == ("on_event",)
+    assert info["hello"].origin.startswith("entry point") and info["hello"].hooks == ("on_event", "on_startup")
     assert dispatcher.dispatch(MAINTENANCE).outcome == "handled"
     assert dispatcher.dispatch(STOPPED).outcome == "ignored"
 

@@ -65,5 +65,6 @@ def test_only_instances_ecs_calls_spot_leave_their_groups(tmp_path):
         out = worker.output()
         assert "not removing i-ondemand from its load balancers: it is not a spot instance (SpotStrategy NoSpot)" in out
         assert "not removing i-gone from its load balancers: ECS knows no such instance" in out
+        assert "-> ignored (slb: not removing i-ondemand from its load balancers: it is not a spot" in out
         # 14 notices in at most a few reads (one per coalesced batch), never one per notice.
         assert emu.state()["calls"]["ecs:DescribeInstances"] <= 3

@@ -134,6 +134,9 @@ def test_a_signed_step_naming_another_instance_is_refused_by_the_plugin(tmp_path
             worker.stop()
         assert groups(emu) == IN
         assert "its memberships name i-attacker, not the event's instance" in worker.output()
+        # the outcome line says why (ctx.skip), not a bare "-> ignored"
+        assert "-> ignored (maintenance: maintenance of" in worker.output()
+        assert "not acting on the resumed 'restore' step: its memberships name i-attacker" in worker.output()
 
 
 def test_without_a_key_a_wrapper_state_is_not_believed_and_the_message_waits(tmp_path):

@@ -9,7 +9,7 @@ import logging
 import sys
 from dataclasses import dataclass
 
-from .config import Config, ConfigError, check_runnable, load_config
+from .config import Config, ConfigError, load_config
 from .plugin_host.context import Runtime
 from .observability.logsetup import configure_logging
 from .plugin_host.manager import Plugins, load_plugins
@@ -42,12 +42,13 @@ def run(args: argparse.Namespace) -> int:
     from .consumer.loop import Runner
     from .trust.fleet_key import load_signer
     from .queue.source import MnsError, MnsQueue
+    from .operations.startup_checks import check_all
     from .state.store import Store, StoreError
 
     try:
         app = load(args, dry_run=getattr(args, "dry_run", False))
         config = app.config
-        check_runnable(config)
+        check_all(config)  # the checks check-config and doctor make, in the same words
         provider = credentials_provider(config.credentials)
         app.runtime.signer = load_signer(config.worker.signing_key_file)
         store = Store(config.worker.state_dir, config.worker.dedupe_ttl)

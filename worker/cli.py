@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("plugins", "List the plugins, their versions, where each came from, and its hooks.",
                 epilog="ECS_WORKER_LOAD_PLUGINS=a,b limits the installed (entry-point) plugins loaded to "
-                       "those names;\nset and empty, it loads none of them.")
+                       "those names;\nset and empty, it loads none of them. A name no plugin has is an error "
+                       "(exit 2).")
     p.add_argument("-c", "--config", help="TOML config file")
     p.add_argument("--json", action="store_true", help="JSON output")
 
@@ -58,16 +59,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--config", required=True, help="TOML config file")
     p.add_argument("--dry-run", action="store_true", help="change nothing; print each call it would make")
 
-    p = command("doctor", "Prove the chain without changing anything: credentials, queues, event rule, "
-                          "ECS/SLB permissions, metrics address. One line per check.",
-                epilog="exit codes: 0 every check passed, 1 a check failed, 2 configuration error")
+    p = command("doctor", "Prove the chain without changing anything: the start-up checks, credentials, "
+                          "queues, event rule, ECS/SLB permissions, metrics address. One line per check: "
+                          "✓ proven, ✗ failed (with its fix), – not provable here (and why).",
+                epilog="exit codes: 0 no check failed (– lines are reported, not failures), 1 a check "
+                       "failed, 2 configuration error")
     p.add_argument("-c", "--config", required=True, help="TOML config file")
+    p.add_argument("--probe", action="store_true",
+                   help="also send a marked test event through CloudMonitor (SendDryRunSystemEvent) and watch "
+                        "the queue for it (PeekMessage, or a running worker's record): the operator's keys, "
+                        "see docs/connect.md")
+    p.add_argument("--probe-wait", type=float, default=20.0, metavar="SECONDS",
+                   help="how long --probe watches for the test event (default 20)")
 
-    p = command("emulator", "Serve a local MNS + ECS + SLB emulator for tests and plugin authors.")
-    p.add_argument("--state", help="state JSON file (default: a small example fleet)")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=0, help="port (default 0: a free one)")
-    p.add_argument("--ready-file", help="write the endpoint JSON here once listening")
+    from .emulator_options import EPILOG, add_arguments  # the emulator's options, defined once
+
+    add_arguments(command("emulator", "Serve a local MNS + ECS + SLB + ALB + NLB + CloudMonitor emulator for "
+                                      "tests and plugin authors.", epilog=EPILOG))
 
     p = command("demo", "Start the emulator with a seeded fleet, send a burst of events, run the "
                         "worker until the queue drains, and summarise what it did.")
@@ -88,6 +96,17 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_FAILURE
+    except BrokenPipeError:  # `ecs-worker doctor | head`: the reader left; no traceback
+        _quiet_stdout()
+        return EXIT_FAILURE
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush cannot raise again."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -117,19 +136,15 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from .app import load
-    from .config import check_runnable
-    from .cloud.credentials import credentials_provider, resolved_by_systemd_only
+    from .cloud.credentials import resolved_by_systemd_only
     from .trust.fleet_key import load_signer
+    from .operations.startup_checks import check_all
 
     app = load(args)
     config, plugins = app.config, app.plugins
-    check_runnable(config)  # what `run` checks before it starts, in the same words
-    secret_file = config.credentials.access_key_secret_file
-    if secret_file and resolved_by_systemd_only(secret_file):
-        print(f"note: {secret_file!r} is read from $CREDENTIALS_DIRECTORY when the service starts "
-              "(systemd LoadCredential=); not set here, so not checked", file=sys.stderr)
-    else:
-        credentials_provider(config.credentials)  # reads a secret file, as `run` does
+    for finding in check_all(config):  # what `run` checks before it starts, in the same words
+        if not finding.proven:
+            print(f"note: {finding.text}", file=sys.stderr)
     key_file = config.worker.signing_key_file
     if key_file and resolved_by_systemd_only(key_file):
         print(f"note: {key_file!r} is read from $CREDENTIALS_DIRECTORY when the service starts; "

@@ -204,8 +204,9 @@ class Harness:
     """Register `plugin` (alone, plus nothing else) and dispatch events to it as the worker does.
 
     `plugin` is a module or a plugin object (`Harness(MyPlugin())`: its state is the object's,
-    started by `on_startup` here and released by `close()`); its name is `name`, else the
-    object's class attribute `name`, else the module's last part.
+    started by `on_startup` here and released by `close()`); its name is the one production
+    gives it: `name`, else its entry point's name when installed, else the object's class
+    attribute `name`, else the module's last part (a `[plugins] load` module or file's).
 
     `config` is the plugin's `[plugins.<name>]` section; `emulator` points `ctx.cloud` at a
     running emulator; `settings` adds other config sections (`{"worker": {"state_dir": …}}`);
@@ -218,11 +219,11 @@ class Harness:
         from .config import parse_config
         from .plugin_host.context import Runtime
         from .plugin_host.dispatch import Dispatcher
-        from .plugin_host.manager import Plugins, configure_plugins
+        from .plugin_host.manager import Plugins, configure_plugins, installed_name
 
         own = getattr(type(plugin), "name", None)  # a plugin object names itself (RestartPlugin.name)
-        self.name = name or (own if isinstance(own, str) else
-                             getattr(plugin, "__name__", type(plugin).__name__).rsplit(".", 1)[-1])
+        self.name = name or installed_name(plugin) or (
+            own if isinstance(own, str) else getattr(plugin, "__name__", type(plugin).__name__).rsplit(".", 1)[-1])
         data: dict = {"plugins": {self.name: dict(config or {})}}
         if emulator is not None:
             data["cloud"] = {"region": emulator.region, "endpoint": emulator.endpoint, "protocol": "http"}

@@ -26,6 +26,17 @@ def one_line(value: Any, limit: int = ONE_LINE_CHARS) -> str:
     return out
 
 
+def clip(text: str, limit: int = ONE_LINE_CHARS) -> str:
+    """`text` on one line, whole when it fits in `limit`; else cut at a word boundary with "…"
+    (an error message cut mid-word reads as a different word)."""
+    out = " ".join(str(text).split())
+    if len(out) <= limit:
+        return out
+    cut = out[:limit - 1]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > limit // 2 else cut).rstrip(" ,;:") + "…"
+
+
 def printable(text: str) -> str:
     """`text` with every control character and lone surrogate escaped (`\\n`, `\\ud800`): a
     key or id in a log line can neither forge a line nor break a UTF-8 log stream."""

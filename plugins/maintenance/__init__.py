@@ -108,15 +108,17 @@ class MaintenancePlugin:
         cfg: Config = ctx.config
         state = ctx.resume_state if isinstance(ctx.resume_state, dict) else None
         if state is None:
-            if event.event_status != "Scheduled" or event.event_type not in cfg.event_types or not event.instance_id:
-                return None
+            if event.event_status != "Scheduled" or event.event_type not in cfg.event_types:
+                return ctx.skip(f"acts on Scheduled {', '.join(cfg.event_types)} only")
+            if not event.instance_id:
+                return ctx.skip("the notification names no instance")
             if event.region and event.region != ctx.region:
                 ctx.log.warning("not handling maintenance of %s: event is for region %s, this worker serves %s",
                                 event.instance_id, event.region, ctx.region)
-                return None
+                return ctx.skip(f"event is for region {event.region}, this worker serves {ctx.region}")
             if event.not_before is None:
                 ctx.log.warning("not handling maintenance of %s: the notification has no notBefore", event.instance_id)
-                return None
+                return ctx.skip("the notification has no notBefore")
         budget = self.budget
         if budget is None:
             raise RuntimeError("maintenance plugin is not started (on_startup was not called)")

@@ -47,7 +47,7 @@ class Sequence:
                 out = f"; {_groups(members)} group(s) it names stay as they are" if members else ""
                 self.ctx.log.error("maintenance of %s: not acting on the resumed %r step: %s%s",
                                    self.iid, step, why, out)
-                return None
+                return self.ctx.skip(f"maintenance of {self.iid}: not acting on the resumed {step!r} step: {why}")
         if step == DRAINED:
             if status in DONE_BY_REBOOT:  # rebooted already (a worker killed during the call)
                 self.ctx.log.info("maintenance of %s: the event is %s: not rebooting again", self.iid, status)
@@ -68,7 +68,7 @@ class Sequence:
         if now >= self.event.not_before.timestamp():
             ctx.log.warning("maintenance of %s: notBefore %s has passed; the platform acts now",
                             self.iid, self.event.not_before.isoformat())
-            return None
+            return ctx.skip(f"notBefore {self.event.not_before.isoformat()} has passed; the platform acts now")
         act_at, why = plan_time(now, self.event.not_before, cfg.window, _zone(cfg.timezone),
                                 cfg.margin_minutes * 60)
         if why:
@@ -91,19 +91,15 @@ class Sequence:
                 raise  # nothing changed yet: the message comes back and we look again
             return self._plan_unverified(f"unverified: could not read ECS: {_code(exc)}")
         if instance is None:
-            ctx.log.info("maintenance of %s: no such instance (released?)", self.iid)
-            return None
+            return ctx.skip(f"maintenance of {self.iid}: no such instance (released?)")
         if not _has_tag(instance, self.cfg.require_tag):
-            ctx.log.debug("maintenance of %s: no opt-in tag %r", self.iid, self.cfg.require_tag)
-            return None
+            return ctx.skip(f"maintenance of {self.iid}: not opted in (no tag {self.cfg.require_tag})")
         if status != "Scheduled":
-            ctx.log.info("maintenance of %s: event is %s; nothing to do", self.iid,
-                         status or "not found by its id (DescribeInstanceHistoryEvents)")
-            return None
+            return ctx.skip(f"maintenance of {self.iid}: the event is "
+                            f"{status or 'not found by its id (DescribeInstanceHistoryEvents)'}; nothing to do")
         if instance.get("Status") != "Running":
-            ctx.log.info("maintenance of %s: it is %s, not Running; the platform's reboot is left to it",
-                         self.iid, instance.get("Status"))
-            return None
+            return ctx.skip(f"maintenance of {self.iid}: it is {instance.get('Status')}, not Running; "
+                            "the platform's reboot is left to it")
         wait = self.budget.reserve()
         if wait:
             ctx.defer(max(wait, 1.0), "max_reboots_per_minute reached", state={"step": WAIT})

@@ -69,17 +69,17 @@ class RestartPlugin:
         """Remember the notice (a spot instance about to be reclaimed is not ours to start)."""
         if event.instance_id and self.budget is not None:
             self.budget.note_interruption(event.instance_id)
-        return None  # noting is not handling
+        return ctx.skip("noted: a spot instance about to be reclaimed is not restarted")  # not handling
 
     @hookimpl
     def on_state_change(self, event, ctx):
         if event.state != "Stopped" or not event.instance_id:
-            return None
+            return ctx.skip(f"only Stopped instances are restarted, this is {event.state or 'no state'}")
         budget = self.budget
         if budget is None:
             raise RuntimeError("restart plugin is not started (on_startup was not called)")
         if not _in_our_region(event, ctx):
-            return None
+            return ctx.skip(f"event is for region {event.region}, this worker serves {ctx.region}")
         return _restart(event, ctx, budget)
 
 
@@ -97,11 +97,9 @@ def _restart(event, ctx, budget: RestartBudget) -> Any:
 
     if unverified is None:
         if instance is None:
-            ctx.log.info("not restarting %s: no such instance (released?)", iid)
-            return None
+            return ctx.skip(f"not restarting {iid}: no such instance (released?)")
         if not has_tag(instance, cfg.require_tag):
-            ctx.log.debug("not restarting %s: no opt-in tag %r", iid, cfg.require_tag)
-            return None
+            return ctx.skip(f"not restarting {iid}: no opt-in tag {cfg.require_tag}")
     if first_sight and cfg.grace_seconds:
         # Any return from a deferral means the grace has passed: the queue is the timer.
         # (Measuring from `deferred_since` would restart the grace after every deferral,
@@ -114,14 +112,13 @@ def _restart(event, ctx, budget: RestartBudget) -> Any:
 
     reason = skip_reason(instance, budget)
     if reason:
-        ctx.log.info("not restarting %s: %s", iid, reason)
-        return None
+        return ctx.skip(f"not restarting {iid}: {reason}")
     verdict, wait = budget.reserve(iid)
     if verdict == "instance":
         ctx.log.error("not restarting %s: it was restarted %d times in the last hour "
                       "(max_restarts_per_hour); giving up until an operator looks at it",
                       iid, cfg.max_restarts_per_hour)
-        return None
+        return ctx.skip(f"not restarting {iid}: max_restarts_per_hour reached")
     if verdict == "global":
         ctx.defer(max(wait, 1.0), "max_restarts_per_minute reached")
         return "waiting for the global restart budget"

@@ -79,18 +79,18 @@ class SlbPlugin:
     @hookimpl
     def on_preemptible_interruption(self, event, ctx):
         if not event.instance_id:
-            return None
+            return ctx.skip("the notice names no instance")
         if event.action != "delete":  # only "delete" releases the instance (ECS spot interruption event)
             ctx.log.warning("not removing %s from SLB: interruption action is %r, not 'delete'",
                             event.instance_id, event.action)
-            return None
+            return ctx.skip(f"interruption action is {event.action!r}, not 'delete'")
         remover = self.remover
         if remover is None:
             raise RuntimeError("slb plugin is not started (on_startup was not called)")
         if event.region and event.region != ctx.region:
             ctx.log.warning("not removing %s from SLB: event is for region %s, this worker serves %s",
                             event.instance_id, event.region, ctx.region)
-            return None
+            return ctx.skip(f"event is for region {event.region}, this worker serves {ctx.region}")
         cfg: Config = ctx.config
         if cfg.drain_seconds and ctx.deferred_since is None:
             drain = drain_budget(event.time, cfg.drain_seconds, time.time())

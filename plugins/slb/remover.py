@@ -179,6 +179,7 @@ class Remover:
             why = refused.get(job.instance_id)
             if why:
                 job.ctx.log.warning("not removing %s from its load balancers: %s", job.instance_id, why)
+                job.ctx.skip(f"not removing {job.instance_id} from its load balancers: {why}")
                 job.finish(nothing=True)
                 continue
             if job.instance_id in recycling:

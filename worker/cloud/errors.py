@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from ..text import clip
+
 # Which failures are worth another try is decided by the code. The HTTP status decides only
 # for a code on neither list (a 5xx is retried, anything else is not): the statuses of
 # several busy codes are below 500 (SystemBusy 449, BackendServer.configuring 409) and some
@@ -56,7 +58,7 @@ _QUERY = re.compile(r"(\?|&)[^\s'\"]*")          # a query string: signed parame
 _URL = re.compile(r"https?://[^\s'\"]+")
 _SECRETISH = re.compile(r"(?i)(signature|securitytoken|security_token|accesskeysecret|secret)"
                         r"(\W{1,3})[^\s'\"&,;]+")
-MAX_MESSAGE = 200
+MAX_MESSAGE = 400  # whole: Alibaba's messages are a sentence or two; cut only at a word
 
 
 class CloudError(RuntimeError):
@@ -91,7 +93,7 @@ def clean_message(message: object) -> str:
     line = _URL.sub("<url>", line)
     line = _QUERY.sub(r"\1<redacted>", line)
     line = _SECRETISH.sub(r"\1\2***", line)
-    return line[:MAX_MESSAGE]
+    return clip(line, MAX_MESSAGE)
 
 
 def from_sdk(action: str, exc: BaseException, api: str = "") -> CloudError:

@@ -27,6 +27,7 @@ from .story import (
     maintenance_burst, with_maintenance_and_alb,
 )
 from .summary import maintenance_and_alb_lines, render, summarise
+from .progress import Progress
 
 DRAIN_TIMEOUT = 50.0
 QUIET_SECONDS = 1.0  # the queue must stay empty this long, with no instance mid-transition
@@ -66,7 +67,11 @@ def main(args) -> int:
             worker = subprocess.Popen([sys.executable, "-m", "ecs_worker", "run", "-c", str(cfg)],
                                       stdout=log, stderr=subprocess.STDOUT)
             say(f"worker started (pid {worker.pid})")
-            drained = _wait_for_drain(emulator, worker, say)
+            progress = Progress(sys.stderr)
+            try:
+                drained = _wait_for_drain(emulator, worker, say, progress)
+            finally:
+                progress.done()
             if worker.poll() is None:
                 worker.send_signal(signal.SIGTERM)
             try:
@@ -120,11 +125,11 @@ def run_setup(cfg: Path) -> list[str]:
     return [line for line in out.getvalue().splitlines() if line.startswith(("+ ", "✓ "))]
 
 
-def _wait_for_drain(emulator, worker, say) -> bool:
+def _wait_for_drain(emulator, worker, say, progress: Progress) -> bool:
     """The queue empty, and staying empty for QUIET_SECONDS with no instance mid-transition (a
     restart's Running event is still to come while the instance is Starting)."""
     deadline = time.monotonic() + DRAIN_TIMEOUT
-    last, quiet_since = None, None
+    quiet_since = None
     while time.monotonic() < deadline:
         if worker.poll() is not None:
             say(f"worker exited early with code {worker.returncode}")
@@ -133,10 +138,8 @@ def _wait_for_drain(emulator, worker, say) -> bool:
         depth = state["queues"][QUEUE]
         left = sum(depth.get(k, 0) for k in ("visible", "in_flight", "delayed"))
         moving = any(i["status"] in ("Starting", "Stopping") for i in state["instances"])
-        line = f"  queue {QUEUE}: {depth.get('visible', 0)} waiting, {depth.get('in_flight', 0)} in flight"
-        if line != last:
-            say(line)
-            last = line
+        progress.update(f"  queue {QUEUE}: {depth.get('visible', 0)} waiting, "
+                        f"{depth.get('in_flight', 0)} in flight")
         if left == 0 and not moving:
             quiet_since = quiet_since or time.monotonic()
             if time.monotonic() - quiet_since >= QUIET_SECONDS:

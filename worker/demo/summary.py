@@ -28,7 +28,7 @@ def summarise(before: dict, after: dict, log_path: Path, dead_letters: Path) -> 
                 words = str(row.get("message", "")).split(" -> ")[0].split()
                 events[row["event_id"]] = {"name": row.get("event_name"), "instance_id": row.get("instance_id"),
                                            "state": words[3] if len(words) > 3 else None,
-                                           "outcome": row["outcome"]}
+                                           "outcome": row["outcome"], "why": row.get("why") or ""}
             else:
                 invalid += 1
         elif row.get("logger") == "ecs_worker.actions" and row.get("action"):
@@ -78,7 +78,7 @@ def render(s: dict) -> str:
     lines = ["", "ecs-worker demo: summary", "",
              "events by outcome: " + ", ".join(f"{k} {v}" for k, v in s["events_by_outcome"].items())]
     lines += [f"  {e['outcome']:<8} {e['name']} {e['instance_id'] or ''} {e['state'] or ''}".rstrip()
-              for e in s["events"]]
+              + f"\n           why: {e['why']}" for e in s["events"]]
     lines.append("")
     lines.append(f"fleet events published by the emulator: {s['fleet_events']}, "
                  f"delivered through the CloudMonitor rule: {s['delivered_by_rule']}")
@@ -94,10 +94,22 @@ def render(s: dict) -> str:
     for d in s["dead_letters"]:
         lines.append(f"dead-lettered message {d['message_id']}: {d['reason']} (body: {d['body']!r})")
     lines += s.get("maintenance_and_alb", [])
-    slb_calls = {k: v for k, v in s["api_calls"].items() if k.startswith("slb:")}
-    lines.append("SLB calls: " + ", ".join(f"{k.split(':', 1)[1]} {v}" for k, v in sorted(slb_calls.items())))
+    lines += calls_by_service(s["api_calls"])
     lines.append(f"queue drained: {'yes' if s['drained'] else 'NO'}; worker exit code {s['worker_exit_code']}")
     return "\n".join(lines)
+
+
+SERVICES = (("ecs", "ECS"), ("slb", "CLB"), ("alb", "ALB"), ("nlb", "NLB"))  # the worker's cloud calls
+
+
+def calls_by_service(calls: dict[str, int]) -> list[str]:
+    """One line per service the worker changes and reads: "CLB calls: 14 (Add… 2, Describe… 4, …)"."""
+    lines = []
+    for prefix, label in SERVICES:
+        mine = {k.split(":", 1)[1]: v for k, v in sorted(calls.items()) if k.startswith(prefix + ":")}
+        detail = ", ".join(f"{action} {n}" for action, n in mine.items())
+        lines.append(f"{label} calls: {sum(mine.values())}" + (f" ({detail})" if detail else ""))
+    return lines
 
 
 def maintenance_and_alb_lines(before: dict, after: dict, actions: list[dict]) -> list[str]:

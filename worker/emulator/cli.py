@@ -13,22 +13,15 @@ import tempfile
 import threading
 from pathlib import Path
 
+from ..emulator_options import EPILOG, add_arguments
 from . import Emulator
 from .state import StateError, default_state, load_state_file
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--state", metavar="FILE", help="state file (JSON); default: the built-in example state")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)")
-    parser.add_argument("--port", type=int, default=0, help="port to bind (default 0: a free port)")
-    parser.add_argument("--ready-file", metavar="PATH",
-                        help="once listening, atomically write the endpoint JSON here")
-    return parser
-
-
 def build_parser() -> argparse.ArgumentParser:
     return add_arguments(argparse.ArgumentParser(
-        prog="ecs-worker emulator", description="Local MNS + ECS + SLB emulator for the unmodified SDKs."))
+        prog="ecs-worker emulator", description="Local MNS + ECS + SLB emulator for the unmodified SDKs.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter))
 
 
 def write_atomically(path: str | Path, text: str) -> None:

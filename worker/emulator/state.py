@@ -57,6 +57,9 @@ Schema (JSON object; keys marked * are required, the rest have defaults):
     ram_policy       a RAM policy document; when set, calls it does not allow are refused (ram.py)
     start_delay_seconds  number >= 0       Starting -> Running delay, default 1.0
     stop_delay_seconds   number >= 0       Stopping -> Stopped delay, default 1.0
+    dry_run_events_reach_targets  bool     default false: SendDryRunSystemEvent's test events are
+                                           delivered through matching rules only when true
+                                           (Alibaba does not document that they are; cms_dry_run.py)
 
 Unknown keys are errors (they are almost always typos). Errors are `StateError`s whose
 text is one line naming the key path: `state.json: instances[2].status: must be one of ...`.
@@ -107,7 +110,8 @@ def validate(raw: Any, source: str = "state") -> dict:
     v = SchemaChecker(source)
     v.obj(raw, "", ("region", "account_id", "credentials"),
           ("queues", "instances", "load_balancers", "faults", "start_delay_seconds", "stop_delay_seconds",
-           "alb_server_groups", "nlb_server_groups", "job_delay_seconds", "ram_policy"))
+           "alb_server_groups", "nlb_server_groups", "job_delay_seconds", "ram_policy",
+           "dry_run_events_reach_targets"))
     raw = copy.deepcopy(raw)
     out: dict = {
         "region": v.string(raw["region"], "region"),
@@ -124,6 +128,8 @@ def validate(raw: Any, source: str = "state") -> dict:
         out[key] = v.items(raw.get(key, []), key, lambda g, p: _server_group(v, g, p))
         v.unique(out[key], key, "id")
     out["job_delay_seconds"] = v.number(raw.get("job_delay_seconds", 0.5), "job_delay_seconds", 0)
+    out["dry_run_events_reach_targets"] = v.boolean(raw.get("dry_run_events_reach_targets", False),
+                                                    "dry_run_events_reach_targets")
     if raw.get("ram_policy") is not None:
         out["ram_policy"] = validate_policy(raw["ram_policy"], v.fail)
     v.unique(out["credentials"], "credentials", "access_key_id")

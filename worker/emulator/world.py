@@ -7,6 +7,7 @@ import threading
 from . import fleet_events
 from .auth import AccessKeys
 from .cms import Monitor
+from .cms_dry_run import DryRunEvents
 from .faults import Faults, validate_faults
 from .mns_queue import MnsErrorResponse, Queue
 from .mns_xml import check_queue_name, parse_queue_attributes
@@ -35,6 +36,8 @@ class World:
         self.cloud.actions["cms"] = self.monitor.actions
         self.bus = fleet_events.EventBus(self.monitor, self.queues)
         self.cloud.deliver = self.bus.deliver
+        dry_runs = DryRunEvents(self.bus.deliver, state["dry_run_events_reach_targets"])
+        self.monitor.actions["SendDryRunSystemEvent"] = dry_runs.send
         self.clock = fleet_events.FleetClock(self.lock, self.cloud)
 
     def count(self, name: str) -> None:

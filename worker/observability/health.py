@@ -1,4 +1,5 @@
-"""The `[metrics] listen` endpoint: `/metrics` (Prometheus) and `/healthz`.
+"""The `[metrics] listen` endpoint: `/metrics` (Prometheus), `/healthz`, and `/probes` (the
+`doctor --probe` test events this worker received, probes.py).
 
 `/healthz` reflects the consume loop, not the process: 200 while receive calls keep
 completing, 503 once none has completed for longer than twice the long-poll wait plus
@@ -16,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from . import metrics
+from . import metrics, probes
 
 dead_threads: list[str] = []  # internal threads that died: the worker is failing
 stuck_plugins: dict[str, float] = {}  # plugin -> seconds all its threads have been stuck, past the bound
@@ -63,6 +64,9 @@ def serve(listen: str, wait_seconds: float) -> ThreadingHTTPServer:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
                 self._send(200, generate_latest(metrics.REGISTRY), CONTENT_TYPE_LATEST)
+            elif path == "/probes":  # doctor --probe: the test events this worker received
+                self._send(200, json.dumps({"probes": probes.RECEIVED.seen()}).encode() + b"\n",
+                           "application/json")
             elif path == "/healthz":
                 ok, detail = health.check()
                 self._send(200 if ok else 503, json.dumps(detail).encode() + b"\n", "application/json")

@@ -14,7 +14,8 @@ import re
 import sys
 
 # Fields plugins and the core attach with `extra=`; JSON lines carry them when present.
-CONTEXT_FIELDS = ("event_id", "event_name", "instance_id", "plugin", "outcome", "action", "message_id")
+CONTEXT_FIELDS = ("event_id", "event_name", "instance_id", "plugin", "outcome", "action", "message_id",
+                  "why", "defer_seconds")
 
 # Last line of defence: anything shaped like a credential assignment is masked.
 _SECRET = re.compile(r"(?i)(access_?key_?secret|secret|security_?token|signature|password)"

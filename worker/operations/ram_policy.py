@@ -56,11 +56,14 @@ WORKER_POLICY = {
     ],
 }
 
-# `setup` and `doctor`, run once by an administrator: create/adjust the queues and the event rule.
+# `setup` and `doctor`, run by an operator: create/adjust the queues and the event rule, and
+# `doctor --probe`'s test event (SendDryRunSystemEvent) and its look at the queue (a peek:
+# mns:PeekMessage in MNS's authorization table, mns:BatchPeekMessage on the API's own page).
 SETUP_ACTIONS = {
     "mns": ["mns:CreateQueue", "mns:SetQueueAttributes", "mns:GetQueueAttributes"],
+    "mns_messages": ["mns:PeekMessage", "mns:BatchPeekMessage"],
     "cms": ["cms:PutEventRule", "cms:PutEventRuleTargets", "cms:DescribeEventRuleList",
-            "cms:DescribeEventRuleTargetList"],
+            "cms:DescribeEventRuleTargetList", "cms:SendDryRunSystemEvent"],
 }
 
 
@@ -108,6 +111,8 @@ def setup_policy(queue: str, dlq: str, region: str = "*", account: str = "*") ->
     return {"Version": "1", "Statement": [
         {"Effect": "Allow", "Action": SETUP_ACTIONS["mns"],
          "Resource": [_mns_arn(region, account, f"/queues/{q}") for q in queues]},
+        {"Effect": "Allow", "Action": SETUP_ACTIONS["mns_messages"],
+         "Resource": [_mns_arn(region, account, f"/queues/{queue}/messages")]},
         {"Effect": "Allow", "Action": SETUP_ACTIONS["cms"], "Resource": "*"},
     ]}
 

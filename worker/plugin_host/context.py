@@ -76,8 +76,9 @@ class Context:
     """One plugin's view of one event (or of start-up / shutdown when `event` is None).
 
     Public: `plugin`, `event`, `deferred_since`, `resume_state`, `log`, `config`, `region`,
-    `dry_run`, `cloud`, `state_dir`, `act`, `act_many`, `defer`, `cancel_defer`, `save_state`.
-    `actions`, `deferral` and `saved_state` are what the dispatcher reads back.
+    `dry_run`, `cloud`, `state_dir`, `act`, `act_many`, `defer`, `cancel_defer`, `skip`,
+    `save_state`. `actions`, `deferral`, `skipped` and `saved_state` are what the dispatcher
+    reads back.
     """
 
     def __init__(self, runtime: Runtime, plugin: str, event: Event | None = None,
@@ -90,6 +91,7 @@ class Context:
         self.saved_state: Any = None
         self.actions: list[Action] = []
         self.deferral: Deferral | None = None
+        self.skipped: str | None = None  # why this plugin ignored the event (`skip`)
         extra = {"plugin": plugin}
         if event is not None:
             extra.update(event_id=event.id, event_name=event.name, instance_id=event.instance_id)
@@ -158,6 +160,12 @@ class Context:
         """Take back an earlier `defer` of this call (e.g. a returned `Future` found nothing
         to wait for); before the call's outcome is final."""
         self.deferral = None
+
+    def skip(self, reason: str) -> None:
+        """Say why this event is not yours, and return None: `return ctx.skip("no opt-in tag")`.
+        The reason is in the worker's log line for the event and in `replay --json`; returning
+        `None` alone says nothing. A handled result or a deferral of the same call wins."""
+        self.skipped = " ".join(str(reason).split())[:300]
 
     def save_state(self, state: Any) -> None:
         """Keep `state` with this event's message for this plugin's next call on it, after

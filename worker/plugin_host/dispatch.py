@@ -28,7 +28,8 @@ from .context import Context, Runtime
 from ..events.wrapper import RESUME_STATE
 from .outcomes import combine, DEFERRED, FAILED, HANDLED, IGNORED, PluginResult, Result
 from ..events.event import PREEMPTIBLE_INTERRUPTION, STATE_CHANGE, Event
-from .lanes import LaneStuck, PluginThreads
+from .lanes import LaneStuck, PluginThreads, observe
+from ..observability.probes import probe_id, received as probe_received
 
 log = logging.getLogger("ecs_worker.dispatch")
 
@@ -87,6 +88,8 @@ class Dispatcher:
         message) and gives each its `deferred_since`. The synchronous part runs here;
         plugins that returned futures are awaited without holding the caller.
         """
+        if probe_id(event.content) is not None:  # doctor --probe's test event: shown to no plugin
+            return probe_received(event)
         started = time.monotonic()
         contexts: dict[str, Context] = {}
         results: list[PluginResult] = []
@@ -173,7 +176,7 @@ class Dispatcher:
             observer = self._threads.observer(name)
             try:
                 if not wait:
-                    observer.post(_observe, {"name": name, "fn": impl.function, "kwargs": kwargs})
+                    observer.post(observe, {"name": name, "fn": impl.function, "kwargs": kwargs})
                     continue
                 call = observer.post(impl.function, kwargs, wait=True)
             except LaneStuck as exc:
@@ -182,7 +185,6 @@ class Dispatcher:
             outcome = self._outcome(call, "on_settled")
             if isinstance(outcome, _Failure):
                 log.error("plugin %s failed in on_settled: %s", name, outcome.detail)
-
 
     def fresh(self) -> "Dispatcher":
         """A dispatcher for a forked child (`quarantine.py`): the same plugins, new threads,
@@ -256,6 +258,9 @@ class Dispatcher:
 
     @staticmethod
     def _deferred(ctx: Context, r: PluginResult) -> PluginResult:
+        """The call's final word: a deferral, or the reason for ignoring (`ctx.skip`)."""
+        if r.status == IGNORED and ctx.skipped and ctx.deferral is None:
+            r = PluginResult(r.plugin, IGNORED, ctx.skipped)
         if r.status != FAILED and ctx.deferral is not None:
             r = PluginResult(r.plugin, DEFERRED, ctx.deferral.reason, ctx.deferral.seconds)
         if r.status in (FAILED, DEFERRED) and ctx.saved_state is not None:
@@ -289,10 +294,3 @@ def _args(impl, **available: Any) -> dict[str, Any]:
 class PluginStartupError(RuntimeError):
     pass
 
-
-def _observe(name: str, fn: Callable[..., Any], kwargs: dict[str, Any]) -> None:
-    """One posted `on_settled` call: its failure is logged, and changes nothing."""
-    try:
-        fn(**kwargs)
-    except BaseException as exc:
-        log.error("plugin %s failed in on_settled: %s", name, one_line(exc), extra={"plugin": name})

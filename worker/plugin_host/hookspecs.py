@@ -16,8 +16,9 @@ How the worker calls event hooks (`on_event`, `on_state_change`,
 - Every implementation runs in its own `try`: one plugin raising never stops another.
   Each call has a time limit (`[plugins] call_timeout`); overrunning counts as a failure.
   See "What a plugin can do wrong" below.
-- Return `None` when the event is not yours; return anything else (a short string saying
-  what you did reads well in logs) when you handled it. Raise to say "this failed, try
+- Return `None` when the event is not yours (`return ctx.skip("why")` returns it and puts
+  the reason in the event's log line); return anything else (a short string saying what
+  you did reads well in logs) when you handled it. Raise to say "this failed, try
   again later": the message comes back after a backoff, up to `[worker] max_attempts`,
   then goes to the dead-letter queue. A plugin that needs the cloud to settle something
   first may also return a `concurrent.futures.Future`; the event is settled when it resolves
@@ -65,7 +66,8 @@ so every registration owns its own (the built-in `restart`, `slb`, `maintenance`
 (`ctx.act`, `ctx.act_many`: dry-run honoured, every action recorded), its own config
 (`ctx.config`, validated against the plugin's `Config` dataclass), `ctx.region`, the cloud
 clients for reads (`ctx.cloud`), a private state directory (`ctx.state_dir`), defer and
-take a deferral back (`ctx.defer(seconds, reason, state=None)`, `ctx.cancel_defer()`),
+take a deferral back (`ctx.defer(seconds, reason, state=None)`, `ctx.cancel_defer()`), say
+why an event is not yours (`ctx.skip(reason)`),
 resume state (`ctx.resume_state`, `ctx.save_state`), `ctx.log` and `ctx.dry_run`. A deferral
 is not a failure and not an attempt; the queue's visibility timeout is the timer, so it
 survives a crash, and the step a multi-step sequence reached travels with the message.

@@ -15,6 +15,8 @@ from collections import deque
 from concurrent.futures import Future, TimeoutError as FutureTimeout
 from typing import Any, Callable
 
+from ..text import one_line
+
 log = logging.getLogger("ecs_worker.dispatch")
 
 OBSERVER_BACKLOG = 10000  # on_settled calls one plugin may have waiting before more are dropped
@@ -245,3 +247,11 @@ class PluginThreads:
 
 def _nothing() -> None:
     pass
+
+
+def observe(name: str, fn: Callable[..., Any], kwargs: dict[str, Any]) -> None:
+    """One posted `on_settled` call: its failure is logged, and changes nothing."""
+    try:
+        fn(**kwargs)
+    except BaseException as exc:
+        log.error("plugin %s failed in on_settled: %s", name, one_line(exc), extra={"plugin": name})

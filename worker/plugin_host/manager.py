@@ -6,7 +6,8 @@ instance of its class (`"module:Class"`), so each registration owns its state fr
 `on_startup` to `on_shutdown` (as pytest's junitxml and dramatiq's middleware do); `[plugins] disabled` blocks any plugin by name.
 `ECS_WORKER_LOAD_PLUGINS` (comma-separated names; set and empty = none) limits which
 installed entry-point plugins load, as `LLM_LOAD_PLUGINS` does for llm: a broken package in
-the same environment then cannot take the worker, the demo or the tests down with it.
+the same environment then cannot take the worker, the demo or the tests down with it. A name
+in either that no plugin has is refused (a typo would silently keep, or drop, a plugin).
 """
 from __future__ import annotations
 
@@ -97,12 +98,13 @@ class Plugins:
 def load_plugins(config: Config, *, entry_points_too: bool = True) -> Plugins:
     """Register every plugin that `config` allows and validate their config sections."""
     disabled = set(config.plugins.disabled)
+    allowed = allowed_entry_points()
+    _refuse_unknown_names(config, allowed)
     plugins = Plugins()
     for spec in DEFAULT_PLUGINS:
         name = builtin_name(spec)
         if name not in disabled:
             plugins.register(_builtin(spec, name), name, "builtin")
-    allowed = allowed_entry_points()
     if entry_points_too:
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             if ep.name in disabled or (allowed is not None and ep.name not in allowed):
@@ -119,7 +121,7 @@ def load_plugins(config: Config, *, entry_points_too: bool = True) -> Plugins:
             if dist is not None:
                 plugins.versions[ep.name] = dist.version
     for spec in config.plugins.load:
-        name = Path(spec).stem if spec.endswith(".py") else spec.rsplit(".", 1)[-1]
+        name = configured_name(spec)
         if name in disabled:
             continue
         obj = _load_path(spec, name) if spec.endswith(".py") else _import(spec, name)
@@ -131,6 +133,31 @@ def load_plugins(config: Config, *, entry_points_too: bool = True) -> Plugins:
         raise PluginError(f"plugin {name!r} ({_location(exc.plugin)}): {_flat(exc)}") from None
     configure_plugins(plugins, config)
     return plugins
+
+
+def configured_name(spec: str) -> str:
+    """A `[plugins] load` entry's plugin name: "plugins/mine.py" and "pkg.mine" -> "mine"."""
+    return Path(spec).stem if spec.endswith(".py") else spec.rsplit(".", 1)[-1]
+
+
+def known_names(config: Config) -> list[str]:
+    """Every plugin name this config could mean: built-ins, installed entry points, `load`."""
+    names = [builtin_name(spec) for spec in DEFAULT_PLUGINS]
+    names += sorted({ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)} - set(names))
+    return names + [n for n in map(configured_name, config.plugins.load) if n not in names]
+
+
+def _refuse_unknown_names(config: Config, allowed: set[str] | None) -> None:
+    """A typo in `disabled` or `ECS_WORKER_LOAD_PLUGINS` would silently keep (or drop) a
+    plugin: refuse it, naming the plugins that exist."""
+    known = known_names(config)
+    for name in config.plugins.disabled:
+        if name not in known:
+            raise ConfigError(f"{config.path}: [plugins] disabled: no plugin named {name!r} "
+                              f"(known: {', '.join(known)})")
+    for name in sorted(allowed or ()):
+        if name not in known:
+            raise ConfigError(f"{LOAD_ENV}: no plugin named {name!r} (known: {', '.join(known)})")
 
 
 def builtin_name(spec: str) -> str:
@@ -160,11 +187,36 @@ def configure_plugins(plugins: Plugins, config: Config) -> None:
             raise ConfigError(f"{where}: [plugins.{name}]: no plugin named {name!r} is loaded")
     for name, plugin in plugins.pm.list_name_plugin():
         section = config.plugin_sections.get(name, {})
-        schema = getattr(plugin, "Config", None)
-        if schema is not None and is_dataclass(schema):
+        schema = config_schema(plugin, name)
+        if schema is not None:
             plugins.configs[name] = build_section(schema, section, f"{where}: [plugins.{name}]")
         else:
             plugins.configs[name] = dict(section)
+
+
+def config_schema(plugin: Any, name: str) -> type | None:
+    """The plugin's `Config` dataclass: an attribute of the module or object, else — for a
+    plugin object — its module's `Config` (where the built-ins define theirs), else None.
+    A `Config` that is not a dataclass would silently validate nothing: refused."""
+    schema = getattr(plugin, "Config", None)
+    if schema is None and not isinstance(plugin, ModuleType):
+        module_schema = getattr(sys.modules.get(type(plugin).__module__), "Config", None)
+        schema = module_schema if isinstance(module_schema, type) else None
+    if schema is not None and not (isinstance(schema, type) and is_dataclass(schema)):
+        raise PluginError(f"plugin {name!r} ({_location(plugin)}): its Config must be a @dataclass "
+                          f"(with `setting(...)` fields), got {type(schema).__name__} {schema!r:.60}")
+    return schema
+
+
+def installed_name(plugin: Any) -> str | None:
+    """The name an installed package gives `plugin` (its `ecs_worker` entry point), if any:
+    the harness names a plugin as production does."""
+    target = plugin.__name__ if isinstance(plugin, ModuleType) else \
+        f"{type(plugin).__module__}:{type(plugin).__qualname__}"
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.value.replace(" ", "") == target:
+            return ep.name
+    return None
 
 
 def _import(module_name: str, name: str) -> ModuleType:

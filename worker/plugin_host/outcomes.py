@@ -69,6 +69,15 @@ class Result:
             out[RESUME_STATE] = self.resume_states
         return out
 
+    def why(self) -> str:
+        """Each plugin's own word on the event, for log lines and the demo ("restart: started;
+        slb: not a spot notice"); a failure's words are in `error`."""
+        if not self.plugins:
+            return "no plugin takes this event"
+        words = [f"{name}: {r.detail or 'gave no reason'}" for name, r in self.plugins.items()
+                 if r.status != FAILED]
+        return "; ".join(words)
+
     def to_json(self) -> dict[str, Any]:
         """The `replay --json` row (design.md contract)."""
         ev = self.event

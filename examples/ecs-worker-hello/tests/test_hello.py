@@ -1,19 +1,21 @@
 """The example plugin's own tests, written with the ecs-worker test kit (`ecs_worker.testing`)."""
-import ecs_worker_hello
 from ecs_worker.testing import body, interruption, maintenance, state_change
+from ecs_worker_hello import HelloPlugin
 
 
 def test_notes_maintenance_events(harness):
-    h = harness(ecs_worker_hello)
+    plugin = HelloPlugin()  # a fresh registration: its own state
+    h = harness(plugin)
     result = h.dispatch(maintenance("i-bp1hello0000000001"))
     assert result.outcome == "handled"
-    assert result.plugins["ecs_worker_hello"].detail == "noted"
-    assert ecs_worker_hello.seen[-1] == "i-bp1hello0000000001"
+    assert result.plugins["hello"].detail == "noted"  # the name the worker's logs use
+    assert plugin.seen == ["i-bp1hello0000000001"]
 
 
-def test_lets_other_events_pass(harness):
-    h = harness(ecs_worker_hello)
-    assert h.dispatch(state_change("i-bp1hello0000000002", "Stopped")).outcome == "ignored"
+def test_lets_other_events_pass_and_says_why(harness):
+    h = harness(HelloPlugin())
+    result = h.dispatch(state_change("i-bp1hello0000000002", "Stopped"))
+    assert result.outcome == "ignored" and result.plugins["hello"].detail == "greets maintenance events only"
     assert h.dispatch(interruption("i-bp1hello0000000003", envelope="eventbridge")).outcome == "ignored"
 
 
