@@ -72,10 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probe-wait", type=float, default=20.0, metavar="SECONDS",
                    help="how long --probe watches for the test event (default 20)")
 
-    from .emulator_options import EPILOG, add_arguments  # the emulator's options, defined once
-
-    add_arguments(command("emulator", "Serve a local MNS + ECS + SLB + ALB + NLB + CloudMonitor emulator for "
-                                      "tests and plugin authors.", epilog=EPILOG))
+    # Listed here; its options are the emulator's own (emulator/cli.py), parsed there: `main`
+    # hands `ecs-worker emulator ...` over whole, so parsing never imports the emulator.
+    command("emulator", EMULATOR_HELP)
 
     p = command("demo", "Start the emulator with a seeded fleet, send a burst of events, run the "
                         "worker until the queue drains, and summarise what it did.")
@@ -85,7 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EMULATOR_HELP = "Serve a local MNS + ECS + SLB + ALB + NLB + CloudMonitor emulator for tests and plugin authors."
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["emulator"]:
+        return cmd_emulator(argv[1:])
     args = build_parser().parse_args(argv)
     from .config import ConfigError
 
@@ -174,10 +179,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return doctor_main(args)
 
 
-def cmd_emulator(args: argparse.Namespace) -> int:
-    from .emulator.cli import main as emulator_main
+def cmd_emulator(argv: list[str]) -> int:
+    from .emulator.cli import build_parser as emulator_parser, main as emulator_main
 
-    return emulator_main(args)
+    return emulator_main(emulator_parser("ecs-worker emulator", EMULATOR_HELP).parse_args(argv))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -187,7 +192,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": cmd_run, "replay": cmd_replay, "plugins": cmd_plugins,
-            "check-config": cmd_check_config, "emulator": cmd_emulator, "demo": cmd_demo,
+            "check-config": cmd_check_config, "demo": cmd_demo,
             "setup": cmd_setup, "doctor": cmd_doctor}
 
 if __name__ == "__main__":  # pragma: no cover

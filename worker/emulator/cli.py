@@ -13,15 +13,31 @@ import tempfile
 import threading
 from pathlib import Path
 
-from ..emulator_options import EPILOG, add_arguments
 from . import Emulator
 from .state import StateError, default_state, load_state_file
 
 
-def build_parser() -> argparse.ArgumentParser:
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--state", metavar="FILE", help="state file (JSON); default: the built-in example state")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)")
+    parser.add_argument("--port", type=int, default=0, help="port to bind (default 0: a free port)")
+    parser.add_argument("--ready-file", metavar="PATH",
+                        help="once listening, atomically write the endpoint JSON here")
+    return parser
+
+
+# Both `ecs-worker emulator --help` and `python -m ecs_worker.emulator --help` end with this.
+EPILOG = ("The state file's schema, every supported API (MNS, ECS, SLB, ALB, NLB, CloudMonitor), the\n"
+          "/_emulator endpoints and the faults: docs/emulator.md in the ecs-worker project.\n"
+          "exit codes: 0 stopped by SIGTERM/SIGINT, 2 a bad state file or address")
+
+
+def build_parser(prog: str = "python -m ecs_worker.emulator",
+                 description: str = "Local MNS + ECS + SLB + ALB + NLB + CloudMonitor emulator for the "
+                                    "unmodified SDKs.") -> argparse.ArgumentParser:
+    """The one definition of the emulator's options, for `ecs-worker emulator` and `python -m`."""
     return add_arguments(argparse.ArgumentParser(
-        prog="ecs-worker emulator", description="Local MNS + ECS + SLB emulator for the unmodified SDKs.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter))
+        prog=prog, description=description, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter))
 
 
 def write_atomically(path: str | Path, text: str) -> None:
