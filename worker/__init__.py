@@ -8,7 +8,7 @@ from .backoff import backoff_delay
 from .cloud.errors import CloudError
 from .config import ConfigError, setting
 from .credentials import deferred as secret_file_deferred, read_secret_file
-from .events import Event, InvalidEvent, parse_event
+from .events import LIFECYCLE_EVENTS, LIFECYCLE_RESULTS, Event, InvalidEvent, LifecycleAction, parse_event
 from .hookspecs import hookimpl
 from .deferred import RESUME_STATE
 from .outcomes import DEFERRED, FAILED, HANDLED, IGNORED, INVALID, PluginResult, Result
@@ -27,7 +27,7 @@ def counter(name: str, documentation: str, labelnames: tuple[str, ...] | list[st
 
 
 __all__ = [
-    "Event", "InvalidEvent", "hookimpl", "parse_event", "setting", "ConfigError", "CloudError",
+    "Event", "InvalidEvent", "LifecycleAction", "LIFECYCLE_EVENTS", "LIFECYCLE_RESULTS", "hookimpl", "parse_event", "setting", "ConfigError", "CloudError",
     "HANDLED", "FAILED", "IGNORED", "INVALID", "DEFERRED", "PluginResult", "Result", "RESUME_STATE",
     "backoff_delay", "counter", "one_line", "read_secret_file", "secret_file_deferred", "__version__",
 ]

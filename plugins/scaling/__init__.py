@@ -1,0 +1,1 @@
+"""Built-in `scaling` plugin (in progress)."""
