@@ -1,4 +1,4 @@
-"""Injected faults, per API (`mns`, `ecs`, `slb`, `alb`, `nlb`), set from the state file or POST /_emulator/faults.
+"""Injected faults, per API (`mns`, `ecs`, `slb`, `alb`, `nlb`, `ess`), set from the state file or POST /_emulator/faults.
 
 Keys of one API's fault object (all optional; absent = off):
     drop_rate        0..1   close the connection without any response
@@ -34,6 +34,7 @@ THROTTLE_DEFAULTS = {
     "slb": (400, "Throttling.User", "Request was denied due to user flow control."),
     "alb": (400, "Throttling.User", "Request was denied due to user flow control."),
     "nlb": (400, "Throttling.User", "Request was denied due to user flow control."),
+    "ess": (400, "Throttling.User", "Request was denied due to user flow control."),
 }
 
 
@@ -144,7 +145,7 @@ class Faults:
         return None if a is None else a.cfg.get("long_poll_limit")
 
 
-FAULT_APIS = ("mns", "ecs", "slb", "alb", "nlb")
+FAULT_APIS = ("mns", "ecs", "slb", "alb", "nlb", "ess")
 FAULT_KEYS = ("error_rate", "error_code", "error_status", "error_codes", "latency_ms", "throttle_rps",
               "throttle_burst", "throttle_code", "throttle_status", "drop_rate", "long_poll_limit")
 
