@@ -35,6 +35,8 @@ __all__ = ["Config", "ScalingPlugin"]
 class Config(SlbConfig):
     """The `slb` plugin's load-balancer settings (groups, kinds, coalescing, drain), plus:"""
 
+    # a hook waits at least 30 s: a longer window than a spot wave's gathers more into each call
+    coalesce_ms: int = setting(1000, min=0, max=5000, doc="window that gathers a scale-in wave into batches")
     scaling_groups: list[str] = setting([], doc="scaling groups whose lifecycle hooks `setup` creates and `doctor` checks")
     hook_heartbeat_timeout: int = setting(600, min=30, max=21600, doc="HeartbeatTimeout of the hooks `setup` creates")
     on_failure: str = setting("CONTINUE", doc="scale-in result when a plugin failed (ROLLBACK keeps the instance)")
