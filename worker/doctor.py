@@ -62,14 +62,16 @@ class Doctor:
         return self._cloud
 
     def run(self) -> int:
-        checks: list[Callable[[], Check]] = [self.credentials, self.queue, self.dead_letter_queue, self.rule,
-                                             self.ecs_read, self.slb_read, self.start_instance, self.slb_write,
-                                             self.metrics]
+        checks: list[Callable[[], Check | list[Check]]] = [
+            self.credentials, self.queue, self.dead_letter_queue, self.rule, self.ecs_read, self.slb_read,
+            self.start_instance, self.slb_write, self.lifecycle_hooks, self.metrics]
         for check in checks:
             try:
-                self.say(check())
+                found = check()
             except Exception as exc:  # a check that crashed is a failed check, not a traceback
-                self.say(Check(FAIL, f"{check.__name__}: {type(exc).__name__}: {exc}"))
+                found = Check(FAIL, f"{check.__name__}: {type(exc).__name__}: {exc}")
+            for line in found if isinstance(found, list) else [found]:  # one line, or one per hook
+                self.say(line)
         failed = [c for c in self.results if c.mark == FAIL]
         print(f"\n{len(failed)} check(s) failed" if failed else "\nall checks passed", file=self.out)
         return EXIT_FAILURE if failed else EXIT_OK
@@ -191,6 +193,17 @@ class Doctor:
     def slb_write(self) -> Check:
         return Check(UNPROVEN, "SLB writes (RemoveVServerGroupBackendServers, SetVServerGroupAttribute): "
                                "not provable without a change (CLB has no dry run); the printed policy grants them")
+
+    def lifecycle_hooks(self) -> list[Check]:
+        """Each configured scaling group's SCALE_IN/SCALE_OUT hook: its target and timeout."""
+        from . import lifecycle_hooks as hooks
+        from .ram_policy import mns_location
+
+        cfg = hooks.wanted(self.plugins)
+        if cfg is None:
+            return [Check(PASS, "lifecycle hooks: none configured ([plugins.scaling] scaling_groups is empty)")]
+        arn = hooks.queue_arn(self.config.cloud.region, mns_location(self.config.mns.endpoint)[0], self.config.mns.queue)
+        return [Check(PASS if ok else FAIL, line, fix) for ok, line, fix in hooks.check(self.cloud, cfg, arn)]
 
     def metrics(self) -> Check:
         from .health import parse_listen
