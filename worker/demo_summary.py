@@ -94,6 +94,7 @@ def render(s: dict) -> str:
     for d in s["dead_letters"]:
         lines.append(f"dead-lettered message {d['message_id']}: {d['reason']} (body: {d['body']!r})")
     lines += s.get("maintenance_and_alb", [])
+    lines += s.get("scaling", [])
     slb_calls = {k: v for k, v in s["api_calls"].items() if k.startswith("slb:")}
     lines.append("SLB calls: " + ", ".join(f"{k.split(':', 1)[1]} {v}" for k, v in sorted(slb_calls.items())))
     lines.append(f"queue drained: {'yes' if s['drained'] else 'NO'}; worker exit code {s['worker_exit_code']}")

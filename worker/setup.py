@@ -195,7 +195,7 @@ class Setup:
             self.say(f"{'would call' if self.dry_run else 'call'}: {c.call}")
             self.gateway.perform("setup", c.action, c.what, c.do)
             if not self.dry_run:
-                self.say(f"+ {c.what}: {'created' if c.action == 'CreateQueue' else 'set'}")
+                self.say(f"+ {c.what}: {'created' if c.action.startswith('Create') else 'set'}")
 
     def _policies(self) -> None:
         cfg = self.config
