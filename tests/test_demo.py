@@ -43,7 +43,7 @@ def test_demo_sets_up_and_shows_cause_and_effect(tmp_path):
     lines = summary["maintenance_and_alb"]
     assert "event e-demomaint000001 is now Avoided" in lines[0]
     assert "back in every group with the same ports and weights" in lines[0]
-    assert "removed i-demospot00000000001 from ALB server group sgp-demoalb0001" in lines
+    assert f"removed {scaled_in}, i-demospot00000000001 from ALB server group sgp-demoalb0001" in lines
     assert summary["api_calls"]["ecs:RebootInstance"] == 1
     # Auto Scaling: setup made the hooks; the instance left every load balancer before ESS removed it
     assert "setup: lifecycle hook asg-demoweb00001 SCALE_IN: created" in proc.stderr
