@@ -29,6 +29,7 @@ def run_to_end(h, event, rounds=60):
         result = h.dispatch(event, resume)
         if result.outcome != "deferred":
             return result, n
+        assert result.defer_seconds <= 5, f"a test deferral of {result.defer_seconds}s"  # never hang
         time.sleep(result.defer_seconds)
         resume = result.resume(resume)
     raise AssertionError("still deferred")
@@ -167,3 +168,55 @@ def test_a_scale_out_is_completed_once_the_launch_plugins_are_done():
         assert (action["status"], action["result"]) == ("Completed", "CONTINUE")
         for iid in started["instances"]:  # in service now: in the attached groups
             assert {m.split(":")[0] for m in memberships(emu, iid)} == {"clb", "alb", "nlb"}
+
+
+def test_a_plugin_working_past_max_hold_is_not_allowed_to_hold_the_scale_in_hostage():
+    with run_emulator(fleet(groups=1, per_group=1)) as emu:
+        emu.scale_in("asg-0", ["i-asg0n00"])
+        event = parse_event(notifications(emu)[0])
+        with worker(emu, heartbeat_seconds=0.1, max_hold_minutes=0.01) as h:  # 0.6 s
+            h.plugins.register(Slowpoke(3600), "slowpoke", "test")
+            resume, started = None, time.time()
+            while time.time() - started < 10:  # the slow plugin defers for an hour: watch the scaling plugin
+                result = h.dispatch(event, resume)
+                if result.plugins["scaling"].status != "deferred":
+                    break
+                time.sleep(result.defer_seconds)
+                resume = result.resume(resume)
+        # completed with the failure result, saying why; the slow plugin goes on on its own
+        assert "completed CONTINUE: held 0.01 min while slowpoke still working" in result.plugins["scaling"].detail
+        assert result.plugins["slowpoke"].status == "deferred" and "scaling" not in result.resume()
+        (action,) = actions(emu)
+        assert (action["status"], action["result"]) == ("Completed", "CONTINUE") and action["heartbeats"] >= 3
+
+
+def test_drain_sets_weight_0_first_and_removes_after_drain_seconds_keeping_the_hook_open():
+    with run_emulator(fleet(groups=1, per_group=1)) as emu:
+        emu.scale_in("asg-0", ["i-asg0n00"])
+        event = parse_event(notifications(emu)[0])
+        with worker(emu, drain_seconds=0.5, heartbeat_seconds=0.2) as h:
+            first = h.dispatch(event)
+            assert first.outcome == "deferred"
+            assert sorted(memberships(emu, "i-asg0n00")) == ["alb:sgp-alb0:80", "clb:rsp-asg0:80", "clb:rsp-other0:8080",
+                                                             "nlb:sgp-nlb0:443"]  # still in, at weight 0
+            weights = {s["weight"] for g in emu.state()["alb_server_groups"] for s in g["servers"]}
+            assert weights == {0}
+            started = time.time()
+            result, _ = run_to_end(h, event)
+        assert result.outcome == "handled" and time.time() - started >= 0.2
+        (action,) = actions(emu)
+        assert (action["status"], action["result"]) == ("Completed", "CONTINUE")
+        assert action["members_at_end"] == {"i-asg0n00": []} and action["heartbeats"] >= 1
+
+
+def test_replay_dry_run_plans_everything_even_when_ess_cannot_be_read():
+    with run_emulator(fleet(groups=1, per_group=1)) as emu:
+        emu.scale_in("asg-0", ["i-asg0n00"])
+        event = parse_event(notifications(emu)[0])
+        emu.set_faults({"ess": {"error_rate": 1.0, "error_code": "Forbidden.RAM", "error_status": 403}})
+        with Harness(scaling.ScalingPlugin(), dry_run=True, emulator=emu, config={"coalesce_ms": 0}) as h:
+            result = h.replay(event)
+        planned = {(a.action, a.result) for a in result.actions}
+        assert ("CompleteLifecycleAction", "planned") in planned
+        assert ("RemoveVServerGroupBackendServers", "planned") in planned
+        assert actions(emu)[0]["status"] == "Pending" and memberships(emu, "i-asg0n00")  # nothing changed

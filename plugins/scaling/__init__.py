@@ -12,7 +12,8 @@ simply not found. On `LifecycleHook:SCALE_OUT` it has nothing to do but the comp
 The completion step (`complete_lifecycle_action`, after every other plugin taking the hook)
 completes the action `CONTINUE`, or keeps it open with heartbeats while others still work, or
 applies the configured result on failure (see completion.py). The state that travels with the
-message (`out`, `holding_since`, `heartbeats`) lets any worker finish what another began.
+message (`holding_since`, `heartbeats`) lets any worker finish what another began; nothing in it
+can skip a check.
 """
 from __future__ import annotations
 
@@ -77,10 +78,11 @@ class ScalingPlugin:
             ctx.log.warning("not handling lifecycle action %s: it is for region %s, this worker serves %s",
                             lc.token, event.region, ctx.region)
             return None
-        state = ctx.resume_state if isinstance(ctx.resume_state, dict) else {}
-        if lc.transition != "SCALE_IN" or state.get("out"):
-            return None  # a launch: nothing to take out; or out of service already (an earlier delivery)
-        found = ess.read_back(ctx, lc)  # verify before touching any instance
+        if lc.transition != "SCALE_IN":
+            return None  # a launch: nothing to take out (the completion step waits for the others)
+        # Verify before touching any instance — on every delivery: the removal is idempotent (what
+        # is out already is not found), so nothing carried in the message can skip it.
+        found = ess.read_or_plan(ctx, lc)
         if found is None:
             ctx.log.warning("lifecycle action %s: ESS knows no such action in activity %s of %s; touching nothing",
                             lc.token, lc.scaling_activity_id, lc.scaling_group_id)

@@ -27,7 +27,7 @@ MIN_HEARTBEAT_SECONDS = 0.1  # never spin
 def complete_step(event, result, ctx, cfg) -> Any:
     lc = event.lifecycle
     state = dict(ctx.resume_state) if isinstance(ctx.resume_state, dict) else {}
-    found = ess.read_back(ctx, lc)  # verify before acting: the action, as ESS has it now
+    found = ess.read_or_plan(ctx, lc)  # verify before acting: the action, as ESS has it now
     if found is None:
         ctx.log.warning("lifecycle action %s of %s: ESS knows no such action in activity %s; not completing",
                         lc.token, lc.scaling_group_id, lc.scaling_activity_id)
@@ -40,18 +40,18 @@ def complete_step(event, result, ctx, cfg) -> Any:
     working = sorted(n for n, r in others.items() if r.status == DEFERRED)
     scale_in = lc.transition == "SCALE_IN"
     if mine is not None and mine.status == FAILED:  # still in a load balancer: try again first
-        return _hold(ctx, lc, cfg, state, [ctx.plugin], result, "failed to take it out of service", out=False)
+        return _hold(ctx, lc, cfg, state, [ctx.plugin], result, "failed to take it out of service")
     if mine is not None and mine.status == DEFERRED:  # draining
-        return _hold(ctx, lc, cfg, state, [ctx.plugin], result, "draining", out=False)
+        return _hold(ctx, lc, cfg, state, [ctx.plugin], result, "draining")
     if failed:
         verdict = cfg.on_failure if scale_in else cfg.on_launch_failure
         return _complete(ctx, lc, verdict, f"after {', '.join(failed)} failed")
     if working:
-        return _hold(ctx, lc, cfg, state, working, result, "still working", out=True)
+        return _hold(ctx, lc, cfg, state, working, result, "still working")
     return _complete(ctx, lc, "CONTINUE", "every plugin taking the hook is done")
 
 
-def _hold(ctx, lc, cfg, state: dict, who: list[str], result, why: str, out: bool) -> Any:
+def _hold(ctx, lc, cfg, state: dict, who: list[str], result, why: str) -> Any:
     since = state.get("holding_since") or time.time()
     if time.time() - since >= cfg.max_hold_minutes * 60:
         verdict = cfg.on_failure if lc.transition == "SCALE_IN" else cfg.on_launch_failure
@@ -63,13 +63,22 @@ def _hold(ctx, lc, cfg, state: dict, who: list[str], result, why: str, out: bool
             found = ess.read_back(ctx, lc)
             return _settled(ctx, lc, found) if found and not found.pending else None
         raise
-    every = cfg.heartbeat_seconds or max(MIN_HEARTBEAT_SECONDS, (ess.hook_timeout(ctx, lc.hook_id) or 600) / 2)
+    every = cfg.heartbeat_seconds or max(MIN_HEARTBEAT_SECONDS, (_hook_timeout(ctx, lc) or 600) / 2)
     wanted = result.defer_seconds
     wait = max(MIN_HEARTBEAT_SECONDS, min(every, wanted) if wanted is not None else every)
     beats = int(state.get("heartbeats", 0)) + 1
     ctx.defer(wait, f"holding lifecycle action {lc.token} open: {', '.join(who)} {why}",
-              state={**state, "holding_since": since, "heartbeats": beats, "out": out})
+              state={**state, "holding_since": since, "heartbeats": beats})
     return f"hook kept open (heartbeat {beats}): {', '.join(who)} {why}"
+
+
+def _hook_timeout(ctx, lc) -> int | None:
+    try:
+        return ess.hook_timeout(ctx, lc.hook_id)
+    except Exception:  # unreadable (a dry run without credentials): the documented default
+        if not ctx.dry_run:
+            raise
+        return None
 
 
 def _complete(ctx, lc, verdict: str, why: str) -> Any:

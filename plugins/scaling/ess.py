@@ -47,6 +47,19 @@ def read_back(ctx, lc) -> ActionState | None:
             return None
 
 
+def read_or_plan(ctx, lc) -> ActionState | None:
+    """`read_back`; in dry-run, when ESS cannot be read (a laptop without credentials), the
+    action as the notification describes it, so the plan is still shown (marked unverified)."""
+    try:
+        return read_back(ctx, lc)
+    except Exception as exc:
+        if not ctx.dry_run:
+            raise  # nothing changed yet: the message comes back and we look again
+        ctx.log.warning("dry run: could not read ESS (%s); planning from the notification, unverified",
+                        getattr(exc, "code", type(exc).__name__))
+        return ActionState(PENDING, "", tuple(lc.instance_ids))
+
+
 def hook_timeout(ctx, hook_id: str) -> int | None:
     """The hook's HeartbeatTimeout in seconds (DescribeLifecycleHooks), or None when unknown."""
     rows = _list(ctx.cloud.ess("DescribeLifecycleHooks", **{"LifecycleHookId.1": hook_id}).get("LifecycleHooks"),
