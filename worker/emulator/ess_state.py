@@ -71,6 +71,9 @@ def _hook(v: Any, h: Any, p: str) -> dict:
             "heartbeat_timeout": v.integer(h.get("heartbeat_timeout", HEARTBEAT_DEFAULT), p + ".heartbeat_timeout",
                                            HEARTBEAT_MIN, HEARTBEAT_MAX),
             "default_result": v.choice(h.get("default_result", "CONTINUE"), p + ".default_result", RESULTS),
-            "notification_arn": v.string(h.get("notification_arn", ""), p + ".notification_arn") or None,
-            "notification_metadata": h.get("notification_metadata") and v.string(
-                h["notification_metadata"], p + ".notification_metadata")}
+            "notification_arn": _optional(v, h, "notification_arn", p),
+            "notification_metadata": _optional(v, h, "notification_metadata", p)}
+
+
+def _optional(v: Any, h: dict, key: str, p: str) -> str | None:
+    return v.string(h[key], f"{p}.{key}") if h.get(key) is not None else None
