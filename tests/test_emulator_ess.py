@@ -8,6 +8,7 @@ import time
 
 import pytest
 from aliyunsdkcore.acs_exception.exceptions import ServerException
+from aliyunsdkcore.request import CommonRequest
 from aliyunsdkess.request.v20140828 import (CompleteLifecycleActionRequest, DescribeLifecycleActionsRequest,
                                             DescribeLifecycleHooksRequest, DescribeScalingInstancesRequest,
                                             RecordLifecycleActionHeartbeatRequest)
@@ -41,6 +42,12 @@ def test_heartbeat_takes_lower_camel_case_and_an_ended_action_is_refused_with_th
             call(emu, beat)
             time.sleep(0.2)
         assert actions(emu)[0]["status"] == "Pending" and actions(emu)[0]["heartbeats"] == 4
+        upper = CommonRequest(domain=emu.endpoint, version="2014-08-28", action_name="RecordLifecycleActionHeartbeat")
+        upper.add_query_param("LifecycleHookId", "ash-in0")  # the spelling of every other ESS call: refused
+        upper.add_query_param("LifecycleActionToken", token)
+        with pytest.raises(ServerException) as wrong:
+            call(emu, upper)
+        assert wrong.value.get_error_code() == "MissingParameter"
         rows = DescribeScalingInstancesRequest.DescribeScalingInstancesRequest()
         rows.set_ScalingGroupId("asg-0")
         states = {r["InstanceId"]: r["LifecycleState"] for r in call(emu, rows)["ScalingInstances"]["ScalingInstance"]}

@@ -269,4 +269,7 @@ class AutoScaling:
 
 
 def _heartbeat(p: Mapping[str, str], name: str) -> int:
-    return int_param(p, name, HEARTBEAT_DEFAULT, HEARTBEAT_MIN, HEARTBEAT_MAX)
+    try:
+        return int_param(p, name, HEARTBEAT_DEFAULT, HEARTBEAT_MIN, HEARTBEAT_MAX)
+    except RpcError:
+        raise invalid(name) from None  # ESS's own code (sic), not the POP gateway's InvalidParameter
