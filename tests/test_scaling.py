@@ -220,3 +220,22 @@ def test_replay_dry_run_plans_everything_even_when_ess_cannot_be_read():
         assert ("CompleteLifecycleAction", "planned") in planned
         assert ("RemoveVServerGroupBackendServers", "planned") in planned
         assert actions(emu)[0]["status"] == "Pending" and memberships(emu, "i-asg0n00")  # nothing changed
+
+
+def test_when_its_own_removal_fails_the_hook_is_kept_open_and_never_completed_by_the_worker():
+    with run_emulator(fleet(groups=1, per_group=1)) as emu:
+        emu.scale_in("asg-0", ["i-asg0n00"])
+        event = parse_event(notifications(emu)[0])
+        emu.set_faults({"slb": {"error_rate": 1.0, "error_code": "Forbidden.RAM", "error_status": 403}})
+        with worker(emu, heartbeat_seconds=0.1) as h:
+            result = h.dispatch(event)
+            assert result.outcome == "failed" and "Forbidden.RAM" in result.error
+            assert result.plugins["scaling"].state["heartbeats"] == 1  # the hold travels with the retry
+            (action,) = actions(emu)
+            assert action["status"] == "Pending" and action["heartbeats"] == 1  # kept open for the retry
+            emu.set_faults({"slb": {}})  # the next attempt succeeds
+            again = h.dispatch(event, result.resume())
+        assert again.outcome == "handled", again.error
+        (action,) = actions(emu)
+        assert (action["status"], action["result"]) == ("Completed", "CONTINUE")
+        assert action["members_at_end"] == {"i-asg0n00": []}

@@ -8,7 +8,8 @@ complete the lifecycle action — or keep it open with a heartbeat while any is 
   at most every `heartbeat_seconds` (default: half the hook's HeartbeatTimeout), for at most
   `max_hold_minutes` — then the `on_failure` result, said so: a scale-in is never held hostage;
 - this plugin's own part failed (the instance may still take traffic): heartbeat and let the
-  message return, so the removal is tried again before ESS goes on;
+  message return, so the removal is tried again before ESS goes on — never completed by us
+  (past `max_hold_minutes` the heartbeats stop and the hook's timeout and DefaultResult decide);
 - the action is no longer Pending (timed out, completed elsewhere), or ESS refuses the token as
   not in process: settled with a line saying what ESS did; never retried.
 """
@@ -39,8 +40,9 @@ def complete_step(event, result, ctx, cfg) -> Any:
     failed = sorted(n for n, r in others.items() if r.status == FAILED)
     working = sorted(n for n, r in others.items() if r.status == DEFERRED)
     scale_in = lc.transition == "SCALE_IN"
-    if mine is not None and mine.status == FAILED:  # still in a load balancer: try again first
-        return _hold(ctx, lc, cfg, state, [ctx.plugin], result, "failed to take it out of service")
+    if mine is not None and mine.status == FAILED:  # maybe still in a load balancer: try again first,
+        # and never complete it ourselves: past max_hold the hook's own timeout and DefaultResult decide
+        return _hold(ctx, lc, cfg, state, [ctx.plugin], result, "failed to take it out of service", give_up=False)
     if mine is not None and mine.status == DEFERRED:  # draining
         return _hold(ctx, lc, cfg, state, [ctx.plugin], result, "draining")
     if failed:
@@ -51,11 +53,16 @@ def complete_step(event, result, ctx, cfg) -> Any:
     return _complete(ctx, lc, "CONTINUE", "every plugin taking the hook is done")
 
 
-def _hold(ctx, lc, cfg, state: dict, who: list[str], result, why: str) -> Any:
+def _hold(ctx, lc, cfg, state: dict, who: list[str], result, why: str, give_up: bool = True) -> Any:
     since = state.get("holding_since") or time.time()
     if time.time() - since >= cfg.max_hold_minutes * 60:
+        held = f"held {cfg.max_hold_minutes:g} min while {', '.join(who)} {why}"
+        if not give_up:
+            ctx.log.error("lifecycle action %s: %s; no more heartbeats: the hook's timeout and default result "
+                          "decide", lc.token, held)
+            return None
         verdict = cfg.on_failure if lc.transition == "SCALE_IN" else cfg.on_launch_failure
-        return _complete(ctx, lc, verdict, f"held {cfg.max_hold_minutes:g} min while {', '.join(who)} {why}")
+        return _complete(ctx, lc, verdict, held)
     try:
         ess.heartbeat(ctx, lc)
     except Exception as exc:
