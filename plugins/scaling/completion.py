@@ -98,9 +98,10 @@ def _complete(ctx, lc, verdict: str, why: str) -> Any:
         if found is None or found.pending:
             raise
         return _settled(ctx, lc, found)
-    ctx.log.info("lifecycle action %s (%s of %s in %s) completed %s: %s", lc.token, lc.transition,
-                 ", ".join(lc.instance_ids), lc.scaling_group_id, verdict, why)
-    return f"completed {verdict}: {why}"
+    done = "planned: complete" if ctx.dry_run else "completed"
+    ctx.log.info("lifecycle action %s (%s of %s in %s) %s %s: %s", lc.token, lc.transition,
+                 ", ".join(lc.instance_ids), lc.scaling_group_id, done, verdict, why)
+    return f"{done} {verdict}: {why}"
 
 
 def _settled(ctx, lc, found) -> str:
