@@ -106,20 +106,20 @@ class Slowpoke:
 
 
 def test_a_hook_whose_work_outlives_its_timeout_is_kept_open_by_heartbeats():
-    # HeartbeatTimeout 30 s at a time scale of 3/100: the wait times out after 0.9 s unless kept open
-    with run_emulator(fleet(groups=1, per_group=2, time_scale=0.03, timeout=30)) as emu:
+    # HeartbeatTimeout 30 s at a time scale of 1/20: the wait times out after 1.5 s unless kept open
+    with run_emulator(fleet(groups=1, per_group=2, time_scale=0.05, timeout=30)) as emu:
         emu.scale_in("asg-0", ["i-asg0n00"])
         event = parse_event(notifications(emu)[0])
-        slow = Slowpoke(2.7)  # three hook timeouts
+        slow = Slowpoke(3.3)  # more than two hook timeouts
         with worker(emu, heartbeat_seconds=0.2, coalesce_ms=0) as h:  # no window: the wait is short
             h.plugins.register(slow, "slowpoke", "test")
             started = time.time()
             result, rounds = run_to_end(h, event)
         assert result.outcome == "handled", result.error
-        assert time.time() - started >= 2.7
+        assert time.time() - started >= 3.3
         (action,) = actions(emu)
         assert (action["status"], action["result"]) == ("Completed", "CONTINUE")
-        assert action["heartbeats"] >= 5 and rounds >= 5 and slow.calls == rounds
+        assert action["heartbeats"] >= 5 and rounds >= 5 and slow.calls == rounds  # every 0.2 s
         assert action["members_at_end"] == {"i-asg0n00": []}
 
 
