@@ -112,3 +112,21 @@ def test_a_scale_out_abandoned_releases_the_new_instances():
         complete(emu, "ash-out0", action["token"], "ABANDON")
         ids = {i["id"] for i in emu.state()["instances"]}
         assert not ids & set(started["instances"])
+
+
+def test_reads_take_the_sdks_repeat_lists():
+    from aliyunsdkess.request.v20140828 import DescribeScalingActivitiesRequest, DescribeScalingGroupsRequest
+
+    with run_emulator(fleet(groups=2, per_group=2)) as emu:
+        activity = emu.scale_in("asg-1", ["i-asg1n00"])
+        groups = DescribeScalingGroupsRequest.DescribeScalingGroupsRequest()
+        groups.set_ScalingGroupIds(["asg-1"])
+        assert [g["ScalingGroupId"] for g in call(emu, groups)["ScalingGroups"]["ScalingGroup"]] == ["asg-1"]
+        acts = DescribeScalingActivitiesRequest.DescribeScalingActivitiesRequest()
+        acts.set_ScalingActivityIds([activity])
+        (row,) = call(emu, acts)["ScalingActivities"]["ScalingActivity"]
+        assert (row["ScalingActivityId"], row["StatusCode"]) == (activity, "InProgress")
+        rows = DescribeScalingInstancesRequest.DescribeScalingInstancesRequest()
+        rows.set_ScalingGroupId("asg-1")
+        rows.set_InstanceIds(["i-asg1n01"])
+        assert [r["InstanceId"] for r in call(emu, rows)["ScalingInstances"]["ScalingInstance"]] == ["i-asg1n01"]

@@ -114,7 +114,7 @@ class AutoScaling:
         return group
 
     def describe_scaling_groups(self, p: Mapping[str, str]) -> dict:
-        wanted = set(repeat(p, "ScalingGroupIds") or ([p["ScalingGroupId"]] if p.get("ScalingGroupId") else []))
+        wanted = set(repeat(p, "ScalingGroupId"))  # ScalingGroupId.N (the SDK's repeat list)
         groups = [g for g in self.groups.values() if not wanted or g["id"] in wanted]
         page = paginate(groups, p, 50)
         return {"ScalingGroups": {"ScalingGroup": [
@@ -130,7 +130,7 @@ class AutoScaling:
 
     def describe_scaling_instances(self, p: Mapping[str, str]) -> dict:
         group = self._group_by_id(require(p, "ScalingGroupId"))
-        wanted = set(repeat(p, "InstanceIds"))
+        wanted = set(repeat(p, "InstanceId"))  # InstanceId.N
         rows = []
         for iid in group["instances"]:
             if wanted and iid not in wanted:
@@ -145,7 +145,7 @@ class AutoScaling:
         return {"ScalingInstances": {"ScalingInstance": page.pop("items")}, **page}
 
     def describe_scaling_activities(self, p: Mapping[str, str]) -> dict:
-        ids = set(repeat(p, "ScalingActivityIds"))
+        ids = set(repeat(p, "ScalingActivityId"))  # ScalingActivityId.N
         acts = [a for a in self.activities.activities.values()
                 if (not p.get("ScalingGroupId") or a["group_id"] == p["ScalingGroupId"]) and (not ids or a["id"] in ids)]
         page = paginate(acts, p, 50)
