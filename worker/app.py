@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from .dispatch import Dispatcher, PluginStartupError
     from .notify import SystemdNotifier
     from .runner import Runner
+    from .signing import load_signer
     from .sources.mns import MnsError, MnsQueue
     from .store import Store, StoreError
 
@@ -48,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
         config = app.config
         check_runnable(config)
         provider = credentials_provider(config.credentials)
+        app.runtime.signer = load_signer(config.worker.signing_key_file)
         store = Store(config.worker.state_dir, config.worker.dedupe_ttl)
     except (ConfigError, StoreError) as exc:
         return _fail(exc)
@@ -68,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
                if config.mns.dead_letter_queue else None)
         runner = Runner(config, dispatcher, source, store, dlq, SystemdNotifier())
         runner.signals.install()
+        runner.on_reload = _reloader(app, getattr(args, "config", None))
         runner.check()
         dispatcher.startup()
     except (MnsError, PluginStartupError) as exc:
@@ -75,6 +78,10 @@ def run(args: argparse.Namespace) -> int:
         if isinstance(exc, MnsError) and not exc.permanent:  # stopped while MNS was unreachable
             return EXIT_OK
         return _fail(exc)
+    if app.runtime.signer is None:
+        from .signing import ADVICE
+
+        log.warning("no signing key: plugins' saved states stay in this worker's store; %s", ADVICE)
     log.info("ecs-worker started: queue %r at %s, concurrency %d, max_pending %d%s",
              config.mns.queue, config.mns.endpoint, config.worker.concurrency,
              config.worker.max_pending, ", dry run" if app.runtime.dry_run else "")
@@ -84,6 +91,17 @@ def run(args: argparse.Namespace) -> int:
     finally:
         dispatcher.shutdown()
         store.close()
+
+
+def _reloader(app: App, path: str | None):
+    from .reload import reload
+
+    def on_sighup() -> None:
+        if path is None:
+            log.warning("SIGHUP: no config file to reload")
+            return
+        app.config = reload(path, app.config, app.plugins, app.runtime)
+    return on_sighup
 
 
 def replay(args: argparse.Namespace) -> int:

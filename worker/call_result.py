@@ -13,10 +13,12 @@ class Failure:
     """What a hook call came to when it did not return: the one-line reason, and the
     exception (for debug logs) when there was one."""
 
-    __slots__ = ("detail", "exc", "timed_out")
+    __slots__ = ("detail", "exc", "timed_out", "waited")
 
-    def __init__(self, detail: str, exc: BaseException | None, timed_out: bool = False) -> None:
+    def __init__(self, detail: str, exc: BaseException | None, timed_out: bool = False,
+                 waited: bool = False) -> None:
         self.detail, self.exc, self.timed_out = detail, exc, timed_out
+        self.waited = waited  # never started: the plugin's threads were all busy or stuck
 
 
 def status_of(name: str, value: Any) -> PluginResult:

@@ -221,15 +221,15 @@ class Store:
                                resume=_resume_list(resume), suspect=bool(suspect)))
         return out
 
-    def failed(self, key: str, plugins: Mapping[str, float | None] | None) -> int:
-        """An attempt that failed: count it, keep the plugins to resume (None: all);
-        returns the count. It finished, so it is no longer a crash suspect."""
+    def failed(self, key: str, plugins: Mapping[str, float | None] | None, crashed: bool = False) -> int:
+        """An attempt that failed: count it, keep the plugins to resume (None: all); returns
+        the count. It finished: no longer a crash suspect, unless it `crashed` its quarantine."""
         key = safe_key(key)
         with self._transaction() as db:  # no RETURNING: older distributions ship SQLite < 3.35
             db.execute("INSERT INTO attempts (key, attempts, resume, updated) VALUES (?, 1, ?, ?) "
                        "ON CONFLICT(key) DO UPDATE SET attempts = attempts + 1, resume = excluded.resume, "
-                       "updated = excluded.updated, suspect = 0",
-                       (key, None if plugins is None else json.dumps(dict(plugins)), self.clock()))
+                       "updated = excluded.updated, suspect = ?",
+                       (key, None if plugins is None else json.dumps(dict(plugins)), self.clock(), int(crashed)))
             return db.execute("SELECT attempts FROM attempts WHERE key = ?", (key,)).fetchone()[0]
 
     def deferred(self, key: str, plugins: Mapping[str, float | None], attempts: int | None = None) -> None:

@@ -19,6 +19,9 @@ LB_KINDS = ("clb", "alb", "nlb")
 ALL_STATUSES = ("Scheduled", "Executing", "Inquiring", "Executed", "Avoided", "Canceled", "Failed")
 MAX_DEFER = 43200  # one deferral at most; a longer wait is re-computed on each return
 WAIT, DRAINED, REBOOTING, RESTORE = "wait", "drained", "rebooting", "restore"
+# Statuses saying the reboot happened: the owner's reboot before notBefore makes the event
+# Avoided; the platform's own makes it Executing, then Executed (ECS "System events").
+DONE_BY_REBOOT = ("Avoided", "Executing", "Executed")
 
 
 class Sequence:
@@ -36,7 +39,21 @@ class Sequence:
         if step == WAIT:
             return self.wait_or_act()
         members = self._members()
+        if self.ctx.dry_run:
+            status = "Scheduled"
+        else:  # what the state claims, checked against the cloud before anything is changed
+            why, status = self._verify(members)
+            if why:
+                out = f"; {_groups(members)} group(s) it names stay as they are" if members else ""
+                self.ctx.log.error("maintenance of %s: not acting on the resumed %r step: %s%s",
+                                   self.iid, step, why, out)
+                return None
         if step == DRAINED:
+            if status in DONE_BY_REBOOT:  # rebooted already (a worker killed during the call)
+                self.ctx.log.info("maintenance of %s: the event is %s: not rebooting again", self.iid, status)
+                return self.await_running(members)
+            if status != "Scheduled":
+                return self.restore(members, f"(the event is {status}; not rebooting)")
             return self.remove_and_reboot(members)
         if step == REBOOTING:
             return self.await_running(members)
@@ -79,8 +96,9 @@ class Sequence:
         if not _has_tag(instance, self.cfg.require_tag):
             ctx.log.debug("maintenance of %s: no opt-in tag %r", self.iid, self.cfg.require_tag)
             return None
-        if status not in (None, "Scheduled"):
-            ctx.log.info("maintenance of %s: event is %s now; nothing to do", self.iid, status)
+        if status != "Scheduled":
+            ctx.log.info("maintenance of %s: event is %s; nothing to do", self.iid,
+                         status or "not found by its id (DescribeInstanceHistoryEvents)")
             return None
         if instance.get("Status") != "Running":
             ctx.log.info("maintenance of %s: it is %s, not Running; the platform's reboot is left to it",
@@ -186,6 +204,22 @@ class Sequence:
         return f"planned {self.remedy} ({note})"
 
     # -- helpers ----------------------------------------------------------------------
+    def _verify(self, members: list) -> tuple[str, str | None]:
+        """(why not to act on a resumed step, or ""; the event's status now). The state was
+        recorded by this fleet (signed, or from the store); the cloud must still agree."""
+        strangers = sorted({m.server_id for m in members if m.server_id != self.iid})
+        if strangers:
+            return f"its memberships name {', '.join(strangers)}, not the event's instance", None
+        instance = self._instance()
+        if instance is None:
+            return "no such instance (released?)", None
+        if not _has_tag(instance, self.cfg.require_tag):
+            return f"it does not carry the opt-in tag {self.cfg.require_tag!r}", None
+        status = self._event_status()
+        if status is None:
+            return "its O&M event is not found by its id (DescribeInstanceHistoryEvents)", None
+        return "", status
+
     def _restore_all(self, members: list) -> tuple[list, Exception | None]:
         """Put every group back, each on its own (one failing group does not stop the
         others); return the memberships still out and the first error."""
