@@ -107,7 +107,7 @@ class ScalingPlugin:
     def _remover(self, ctx) -> Remover:
         with self._lock:
             if self.remover is None:
-                self.remover = Remover(ctx.cloud, ctx.dry_run, ctx.config)
+                self.remover = Remover(ctx.cloud, ctx.dry_run, ctx.config, spot_check=False)  # ESS verified them
             return self.remover
 
 
