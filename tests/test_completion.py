@@ -9,7 +9,7 @@ import time
 from concurrent.futures import Future
 
 from ecs_worker import hookimpl
-from ecs_worker.events import parse_event
+from ecs_worker.events.event import parse_event
 from ecs_worker.testing import Harness
 
 BODY = json.dumps({"product": "ESS", "regionId": "cn-hangzhou", "content": {

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from ecs_worker import hookimpl
-from ecs_worker.events import parse_event
+from ecs_worker.events.event import parse_event
 from ecs_worker.plugins import scaling
 from ecs_worker.testing import Harness, run_emulator
 from scaling_kit import actions, body_json, fleet, memberships, notifications
