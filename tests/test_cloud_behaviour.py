@@ -193,6 +193,13 @@ RPC_CALLS = {
     "slb:SetVServerGroupAttribute": lambda c: c.slb(
         "SetVServerGroupAttribute", VServerGroupId="rsp-bp1web80",
         BackendServers=[{"ServerId": "i-bp1spot00000000001", "Port": "80", "Weight": "0"}]),
+    # issue 23: the scaling plugin's lifecycle actions (an unknown token is answered, so allowed)
+    "ess:DescribeLifecycleActions": lambda c: c.ess("DescribeLifecycleActions", ScalingActivityId="asa-none"),
+    "ess:DescribeLifecycleHooks": lambda c: c.ess("DescribeLifecycleHooks", **{"LifecycleHookId.1": "ash-none"}),
+    "ess:RecordLifecycleActionHeartbeat": lambda c: _served(c.ess, "RecordLifecycleActionHeartbeat",
+                                                            lifecycleHookId="ash-none", lifecycleActionToken="T"),
+    "ess:CompleteLifecycleAction": lambda c: _served(c.ess, "CompleteLifecycleAction", LifecycleHookId="ash-none",
+                                                     LifecycleActionToken="T", LifecycleActionResult="CONTINUE"),
 }
 
 

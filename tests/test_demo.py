@@ -29,19 +29,21 @@ def test_demo_sets_up_and_shows_cause_and_effect(tmp_path):
     assert summary["restart_echoes"] == [
         {"instance_id": "i-demoauto0000000001", "state": "Starting", "outcome": "ignored"},
         {"instance_id": "i-demoauto0000000001", "state": "Running", "outcome": "ignored"}]
-    assert summary["removed_from_groups"] == {"rsp-web80": SPOTS, "rsp-web8080": SPOTS}
+    scaled_in = "i-demoasg00000000001"  # the Auto Scaling part: scaled in, out of both groups first
+    assert summary["removed_from_groups"] == {"rsp-web80": sorted([scaled_in, *SPOTS]),
+                                              "rsp-web8080": sorted([scaled_in, *SPOTS])}
     assert [d["reason"] for d in summary["dead_letters"]] == ["invalid"]
     assert summary["events_by_outcome"]["invalid"] == 1
     assert summary["events_by_outcome"]["duplicate (skipped)"] == 1  # dedupe store at work
     assert summary["api_calls"]["ecs:StartInstance"] == 1
     # coalesced: one Remove call per group for the three interruptions (at most two each),
-    # plus the maintenance scenario's one per group
-    assert summary["api_calls"]["slb:RemoveVServerGroupBackendServers"] <= 4 + 2
+    # plus the maintenance scenario's one per group and the scale-in's one per group
+    assert summary["api_calls"]["slb:RemoveVServerGroupBackendServers"] <= 4 + 2 + 2
     # scheduled maintenance avoided (out, reboot, back in) and a spot instance leaving an ALB group
     lines = summary["maintenance_and_alb"]
     assert "event e-demomaint000001 is now Avoided" in lines[0]
     assert "back in every group with the same ports and weights" in lines[0]
-    assert "removed i-demospot00000000001 from ALB server group sgp-demoalb0001" in lines
+    assert f"removed {scaled_in}, i-demospot00000000001 from ALB server group sgp-demoalb0001" in lines
     assert summary["api_calls"]["ecs:RebootInstance"] == 1
     # not a terminal: no progress lines at all (on a terminal: one updating line, test_progress.py)
     assert "waiting," not in proc.stderr and "in flight" not in proc.stderr
@@ -55,4 +57,11 @@ def test_demo_sets_up_and_shows_cause_and_effect(tmp_path):
         total = sum(n for k, n in summary["api_calls"].items() if k.startswith(prefix + ":"))
         assert total > 0 and f"\n{label} calls: {total} (" in text, text
     assert "SLB calls" not in text
+    # Auto Scaling: setup made the hooks; the instance left every load balancer before ESS removed it
+    assert "setup: lifecycle hook asg-demoweb00001 SCALE_IN: created" in proc.stderr
+    scaling = summary["scaling"]
+    assert f"scale-in: {scaled_in} was in 3 load-balancer entr(ies)" in scaling[0]
+    assert scaling[0].endswith("out of every one when its lifecycle action ended")
+    assert "lifecycle action Completed CONTINUE" in scaling[1] and "removed and released" in scaling[1]
+    assert "queue ecs-events" in proc.stderr  # progress while it runs
     assert "broken" not in proc.stdout + proc.stderr

@@ -8,7 +8,9 @@ from .backoff import backoff_delay
 from .cloud.errors import CloudError
 from .config import ConfigError, setting
 from .cloud.credentials import resolved_by_systemd_only as secret_file_deferred, read_secret_file
-from .events.event import Event, InvalidEvent, parse_event
+from .events.event import (
+    LIFECYCLE_EVENTS, LIFECYCLE_RESULTS, Event, InvalidEvent, LifecycleAction, parse_event,
+)
 from .plugin_host.hookspecs import hookimpl
 from .events.wrapper import RESUME_STATE
 from .plugin_host.outcomes import DEFERRED, FAILED, HANDLED, IGNORED, INVALID, PluginResult, Result
@@ -27,7 +29,7 @@ def counter(name: str, documentation: str, labelnames: tuple[str, ...] | list[st
 
 
 __all__ = [
-    "Event", "InvalidEvent", "hookimpl", "parse_event", "setting", "ConfigError", "CloudError",
+    "Event", "InvalidEvent", "LifecycleAction", "LIFECYCLE_EVENTS", "LIFECYCLE_RESULTS", "hookimpl", "parse_event", "setting", "ConfigError", "CloudError",
     "HANDLED", "FAILED", "IGNORED", "INVALID", "DEFERRED", "PluginResult", "Result", "RESUME_STATE",
     "backoff_delay", "counter", "one_line", "read_secret_file", "secret_file_deferred", "__version__",
 ]

@@ -71,8 +71,11 @@ class _Job:
 class Remover:
     """The coalescer: window → locate (one batched read) → per-group batched changes."""
 
-    def __init__(self, cloud, dry_run: bool, cfg) -> None:
+    def __init__(self, cloud, dry_run: bool, cfg, spot_check: bool = True) -> None:
         self.cloud, self.dry_run = cloud, dry_run  # the starting plugin's `ctx.cloud`, `ctx.dry_run`
+        # Spot notices are checked against ECS (spot.py); the scaling plugin's instances are
+        # verified through ESS instead (DescribeLifecycleActions) and may well be on-demand.
+        self.spot_check = spot_check
         self.window = cfg.coalesce_ms / 1000.0
         self.job_timeout = cfg.job_timeout
         self.index = BackendIndex(lambda action, **p: cloud.slb(action, **p),
@@ -140,7 +143,8 @@ class Remover:
             self._dispatch(jobs)
 
     def _dispatch(self, jobs: list[_Job]) -> None:
-        jobs = self._spot_only(jobs)
+        if self.spot_check:
+            jobs = self._spot_only(jobs)
         ids = {j.instance_id for j in jobs}
         found: dict[str, list] = {i: [] for i in ids}
         error: Exception | None = None

@@ -1,4 +1,4 @@
-"""`CloudClient`: the API client, the one place that builds ECS/SLB/ALB/NLB clients and makes calls to them.
+"""`CloudClient`: the API client, the one place that builds ECS/SLB/ALB/NLB/ESS clients and makes calls to them.
 
 Every call: waits for a token from its API's bucket, is signed with fresh credentials,
 goes over https unless configured otherwise (to the endpoint override when set), and is
@@ -32,8 +32,10 @@ _REQUESTS = {
     "cms": "aliyunsdkcms.request.v20190101",  # CloudMonitor: `setup` and `doctor` (cms.py)
     "alb": "aliyunsdkalb.request.v20200616",
     "nlb": "aliyunsdknlb.request.v20220430",
+    "ess": "aliyunsdkess.request.v20140828",  # Auto Scaling lifecycle hooks (the scaling plugin, setup)
 }
 CMS_RPS = 5.0  # a few calls per command: keep well under CloudMonitor's API limits
+ESS_RPS = 10.0  # a few calls per lifecycle action (read back, heartbeat, complete)
 # APIs whose list parameters are flat repeats (`Servers.1.ServerId`) and whose SDK places
 # each parameter itself (ALB in the query, NLB mostly in the form body): we call the request
 # class's setters instead of adding JSON query parameters as for ECS/SLB.
@@ -49,7 +51,7 @@ class CloudClient:
         self.settings = cloud
         self.provider = provider
         self.buckets = {"ecs": TokenBucket(cloud.ecs_rps), "slb": TokenBucket(cloud.slb_rps),
-                        "cms": TokenBucket(CMS_RPS),
+                        "cms": TokenBucket(CMS_RPS), "ess": TokenBucket(ESS_RPS),
                         "alb": TokenBucket(cloud.alb_rps), "nlb": TokenBucket(cloud.nlb_rps)}
         self.calls: Counter = Counter()    # (api, action) -> attempts sent
         self.retries: Counter = Counter()  # (api, code) -> retries made
@@ -78,6 +80,9 @@ class CloudClient:
 
     def nlb(self, action: str, **params: Any) -> dict:
         return self.call("nlb", action, params)
+
+    def ess(self, action: str, **params: Any) -> dict:
+        return self.call("ess", action, params)
 
     def call(self, api: str, action: str, params: dict[str, Any]) -> dict:
         """One API call with rate limiting and retries; the decoded JSON response."""

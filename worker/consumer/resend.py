@@ -17,6 +17,15 @@ def carries_state(resume: dict | None) -> bool:
     return bool(resume and resume.get(RESUME_STATE))
 
 
+def must_resend(held: Held, resume: dict | None) -> bool:
+    """A wait carrying a plugin's saved state must reach whichever worker takes it next; and
+    a re-sent copy carrying states must not come back as it is once they were dropped (e.g.
+    a lifecycle action completed while another plugin still works): its stale resume would
+    name states the store no longer keeps (no key: the message would wait forever) or run a
+    plugin again on a state it finished with (signed)."""
+    return carries_state(resume) or (held.wrapped is not None and carries_state(held.wrapped.resume))
+
+
 def resend(source: MnsQueue, held: Held, seconds: int, resume: dict, made: int,
            signer: Signer | None, max_size: int) -> bool:
     """Send the wrapped copy, signed when there is a key; False when it cannot go (then

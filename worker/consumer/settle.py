@@ -38,7 +38,7 @@ from ..plugin_host.outcomes import DEFERRED, FAILED, HANDLED, IGNORED, INVALID, 
 from ..events.event import Event
 from .held import DUPLICATE, EXHAUSTED, REFUSED, RELEASE, STATELESS, WAIT, Held
 from ..events.keys import message_key
-from .resend import carries_state, resend
+from .resend import must_resend, resend
 from ..trust.judge import STATE_WAIT_SECONDS, stateless_reason
 from ..queue.dead_letters import dead_letter_body
 from ..queue.source import MAX_BATCH, MAX_MESSAGE_BYTES, MnsError, MnsQueue, fault_delay, refused_for_good
@@ -175,7 +175,7 @@ class Settler:
                 w = self.config.worker
                 delay = retry_backoff(held.attempt, w.retry_base_seconds, w.retry_max_seconds)
                 # A plugin's saved state must reach whichever worker takes the retry.
-                if carries_state(resume if kind != EXHAUSTED else None) \
+                if kind != EXHAUSTED and must_resend(held, resume) \
                         and self._resend(held, delay, resume, held.attempt):
                     deletes.append((held, handle))
                 else:
@@ -194,9 +194,9 @@ class Settler:
         made = max(held.attempt - 1, 0)
         self._store(self.store.deferred, held.key, resume or {}, made)
         # Long waits are re-sent (MNS throttles consumers that hold messages); so is a wait
-        # carrying a plugin's saved state, which must reach whichever worker takes it next
+        # carrying a plugin's saved state (or back in a copy that carried one: `must_resend`)
         # (signed; without a key only its name travels, and a worker lacking it waits).
-        if (seconds > self.resend_after or carries_state(resume)) \
+        if (seconds > self.resend_after or must_resend(held, resume)) \
                 and self._resend(held, seconds, resume or {}, made):
             deletes.append((held, handle))  # not remembered as settled: the copy has its key
             return

@@ -2,7 +2,7 @@
 
 Starts the emulator with a seeded fleet and no queues, runs `setup` against it (queues and the
 CloudMonitor rule), makes things happen in the fleet — an opted-in instance and an operator's
-instance stop, spot instances are interrupted — and starts the real worker (`ecs-worker run`, a
+instance stop, spot instances are interrupted, an Auto Scaling group scales in — and starts the real worker (`ecs-worker run`, a
 subprocess, real SDKs). The emulator delivers those events through the rule, as CloudMonitor does;
 a few messages from elsewhere (EventBridge's envelope, a redelivery, a malformed body) are sent
 directly. The worker restarts the opted-in instance and then sees the Starting/Running events its
@@ -22,12 +22,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from .progress import Progress
+from .scaling import SCALING_CONFIG, scale_in, scaling_lines, with_scaling_group
 from .story import (
-    AUTO, GROUPS, MAINTENANCE_CONFIG, MANUAL, QUEUE, SPOTS, burst, config_text, fleet,
+    ALB_GROUP, AUTO, GROUPS, MAINTENANCE_CONFIG, MANUAL, QUEUE, SPOTS, burst, config_text, fleet,
     maintenance_burst, with_maintenance_and_alb,
 )
 from .summary import maintenance_and_alb_lines, render, summarise
-from .progress import Progress
 
 DRAIN_TIMEOUT = 50.0
 QUIET_SECONDS = 1.0  # the queue must stay empty this long, with no instance mid-transition
@@ -41,17 +42,17 @@ def main(args) -> int:
     say = _printer(sys.stderr)
     policy = json.loads(Path(args.ram_policy).read_text(encoding="utf-8")) \
         if getattr(args, "ram_policy", None) else None
-    state = with_maintenance_and_alb(fleet())
+    state = with_scaling_group(with_maintenance_and_alb(fleet()), GROUPS, ALB_GROUP)
     with tempfile.TemporaryDirectory(prefix="ecs-worker-demo-") as tmp, run_emulator(state) as emulator:
         tmp_path = Path(tmp)
         before = emulator.state()
         cfg = tmp_path / "config.toml"
-        cfg.write_text(config_text(emulator, tmp_path / "state") + MAINTENANCE_CONFIG)
+        cfg.write_text(config_text(emulator, tmp_path / "state") + MAINTENANCE_CONFIG + SCALING_CONFIG)
         say(f"emulator listening on {emulator.endpoint}: {len(before['instances'])} instances, "
-            f"{len(GROUPS)} vserver groups, ALB and NLB server groups, no queues")
+            f"{len(GROUPS)} vserver groups, ALB and NLB server groups, an Auto Scaling group, no queues")
         for line in run_setup(cfg):  # as the administrator, once
             say(f"setup: {line[2:]}")
-        for what in happenings(emulator):  # as an operator, and as the cloud itself
+        for what in happenings(emulator) + [scale_in(emulator)]:  # as an operator, and as the cloud itself
             say(f"fleet: {what}")
         messages = burst() + maintenance_burst()
         for what, body in messages:
@@ -81,7 +82,9 @@ def main(args) -> int:
                 code = worker.wait()
         summary = summarise(before, emulator.state(), log_path, tmp_path / "state" / "dead-letter.jsonl")
         summary.update(drained=drained, worker_exit_code=code)
-        summary["maintenance_and_alb"] = maintenance_and_alb_lines(before, emulator.state(), summary["actions"])
+        after = emulator.state()
+        summary["maintenance_and_alb"] = maintenance_and_alb_lines(before, after, summary["actions"])
+        summary["scaling"] = scaling_lines(before, after)
         if args.json:
             print(json.dumps(summary, indent=2))
         else:

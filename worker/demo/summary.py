@@ -94,6 +94,7 @@ def render(s: dict) -> str:
     for d in s["dead_letters"]:
         lines.append(f"dead-lettered message {d['message_id']}: {d['reason']} (body: {d['body']!r})")
     lines += s.get("maintenance_and_alb", [])
+    lines += s.get("scaling", [])
     lines += calls_by_service(s["api_calls"])
     lines.append(f"queue drained: {'yes' if s['drained'] else 'NO'}; worker exit code {s['worker_exit_code']}")
     return "\n".join(lines)

@@ -10,7 +10,8 @@ Modules, one service or concern each:
   MNS        mns_queue (queues, messages, error replies), mns_xml (XML codec), mns (request router)
   RPC        rpc (the services behind one `call`; `publish_event`), rpc_params (shared parameter
              readers and RpcError), ecs (instances), clb (SLB/CLB load balancers), server_groups
-             (ALB/NLB), cms (CloudMonitor event rules), system_events (scheduled O&M events)
+             (ALB/NLB), cms (CloudMonitor event rules), system_events (scheduled O&M events),
+             ess / ess_activity / ess_state (Auto Scaling groups, lifecycle hooks and actions)
   events     fleet_events (envelopes delivered through the event rules; the fleet clock)
   security   auth (signatures, access keys), ram (RAM policies)
   test aids  faults (injected errors, latency, throttling)
@@ -159,6 +160,15 @@ class Emulator:
     def inject_event(self, request: dict) -> dict:
         """As `POST /_emulator/events`: a spot interruption or a named event (see fleet_events.inject)."""
         return self.world.inject_event(request)
+    def scale_in(self, group_id: str, instance_ids: list[str]) -> str:
+        """Start a scale-in of these InService instances of an ESS scaling group (its SCALE_IN hooks
+        open their lifecycle actions and notify their queues). Returns the scaling activity id."""
+        return self.world.scale({"group_id": group_id, "scale_in": list(instance_ids)})["scaling_activity_id"]
+
+    def scale_out(self, group_id: str, count: int) -> dict:
+        """Start a scale-out of `count` new instances (as `POST /_emulator/scaling`)."""
+        return self.world.scale({"group_id": group_id, "scale_out": count})
+
     def schedule_event(self, instance_id: str, event_type: str = "SystemMaintenance.Reboot",
                        not_before: float | None = None, event_id: str | None = None) -> str:
         """Announce an O&M event for an instance (its `Scheduled` notification is published

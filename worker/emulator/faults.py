@@ -1,4 +1,4 @@
-"""Injected faults, per API (`mns`, `ecs`, `slb`, `alb`, `nlb`), set from the state file or POST /_emulator/faults.
+"""Injected faults, per API (`mns`, `ecs`, `slb`, `alb`, `nlb`, `ess`), set from the state file or POST /_emulator/faults.
 
 Keys of one API's fault object (all optional; absent = off):
     drop_rate        0..1   close the connection without any response
@@ -36,6 +36,7 @@ THROTTLE_DEFAULTS = {
     "slb": (400, "Throttling.User", "Request was denied due to user flow control."),
     "alb": (400, "Throttling.User", "Request was denied due to user flow control."),
     "nlb": (400, "Throttling.User", "Request was denied due to user flow control."),
+    "ess": (400, "Throttling.User", "Request was denied due to user flow control."),
 }
 
 
@@ -150,7 +151,7 @@ def _throttled(api: str, cfg: dict) -> tuple[int, str, str]:
     return cfg.get("throttle_status", status), cfg.get("throttle_code", code), message
 
 
-FAULT_APIS = ("mns", "ecs", "slb", "alb", "nlb")
+FAULT_APIS = ("mns", "ecs", "slb", "alb", "nlb", "ess")
 FAULT_KEYS = ("error_rate", "error_code", "error_status", "error_codes", "latency_ms", "throttle_rps",
               "throttle_burst", "throttle_code", "throttle_status", "drop_rate", "long_poll_limit", "actions")
 

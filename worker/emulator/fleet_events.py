@@ -98,6 +98,7 @@ class FleetClock:
         now = time.time()
         while self._steps and self._steps[0][0] <= now:
             heapq.heappop(self._steps)[2]()
+        self.cloud.ess.activities.tick(now)  # lifecycle waits that timed out
         if any(i["due"] is not None and i["due"][1] <= now for i in self.cloud.instances.values()):
             self.cloud.ecs.all_instances()  # settles every due instance, publishing each change
 

@@ -1,5 +1,5 @@
 """The RPC-style (POP) services of one emulator — ECS (ecs.py), SLB/CLB (clb.py), ALB and NLB server
-groups (server_groups.py), CloudMonitor (cms.py, wired in by the server) — behind one `call`, and
+groups (server_groups.py), Auto Scaling (ess.py), CloudMonitor (cms.py, wired in by the server) — behind one `call`, and
 the one entry point for fleet events, `publish_event`.
 
 Unknown actions answer what the POP gateway answers: 404 `InvalidAction.NotFound`.
@@ -11,13 +11,14 @@ from typing import Callable, Mapping
 
 from .clb import SLB_VERSION, ClassicLoadBalancers
 from .ecs import ECS_VERSION, EcsService
+from .ess import ESS_VERSION, AutoScaling
 from .fleet_events import envelope
 from .rpc_params import RpcError, invalid_action
 from .server_groups import ALB_VERSION, NLB_VERSION, ServerGroupService
 
 CMS_VERSION = "2019-01-01"  # CloudMonitor: its actions live in cms.py
 PRODUCTS = {ECS_VERSION: "ecs", SLB_VERSION: "slb", CMS_VERSION: "cms", ALB_VERSION: "alb",
-            NLB_VERSION: "nlb"}
+            NLB_VERSION: "nlb", ESS_VERSION: "ess"}
 
 
 class RpcServices:
@@ -37,8 +38,10 @@ class RpcServices:
         job_seconds = state.get("job_delay_seconds", 0.5)
         self.alb = ServerGroupService("alb", state.get("alb_server_groups", []), RpcError, job_seconds)
         self.nlb = ServerGroupService("nlb", state.get("nlb_server_groups", []), RpcError, job_seconds)
+        self.ess = AutoScaling(state, self.ecs, self.clb, self.alb, self.nlb)
         self.actions: dict[str, dict[str, Callable]] = {
-            "ecs": self.ecs.actions, "slb": self.clb.actions, "alb": self.alb.actions, "nlb": self.nlb.actions}
+            "ecs": self.ecs.actions, "slb": self.clb.actions, "alb": self.alb.actions, "nlb": self.nlb.actions,
+            "ess": self.ess.actions}
 
     def lb_of_group(self, group_id: str) -> str | None:
         return self.clb.lb_of_group(group_id)
@@ -63,4 +66,5 @@ class RpcServices:
                       "scheduled_events": self.system_events.snapshot(i["id"])}
                      for i in self.ecs.all_instances()]
         return {"instances": instances, "load_balancers": self.clb.snapshot(),
-                "alb_server_groups": self.alb.snapshot(), "nlb_server_groups": self.nlb.snapshot()}
+                "alb_server_groups": self.alb.snapshot(), "nlb_server_groups": self.nlb.snapshot(),
+                "ess": self.ess.snapshot()}

@@ -226,6 +226,8 @@ class Handler(BaseHTTPRequestHandler):
                 return self._json(200, world.set_faults(json.loads(body or b"{}")))
             if path == "/_emulator/events" and self.command == "POST":
                 return self._json(200, world.inject_event(json.loads(body or b"{}")))
+            if path == "/_emulator/scaling" and self.command == "POST":
+                return self._json(200, world.scale(json.loads(body or b"{}")))
             if path == "/_emulator/reset-calls" and self.command == "POST":
                 world.reset_calls()
                 return self._json(200, {})

@@ -53,7 +53,8 @@ Schema (JSON object; keys marked * are required, the rest have defaults):
             weight          int 0..100     default 100
             type            "ecs" | "eni" | "eci" | "ip"   default "ecs"
     job_delay_seconds    number >= 0       how long an ALB/NLB change job runs, default 0.5
-    faults           {api: fault}, api one of mns, ecs, slb, alb, nlb; see faults.py for the keys
+    scaling_groups, ess_detach, ess_time_scale   Auto Scaling (ESS): see ess_state.py
+    faults           {api: fault}, api one of mns, ecs, slb, alb, nlb, ess; see faults.py for the keys
     ram_policy       a RAM policy document; when set, calls it does not allow are refused (ram.py)
     start_delay_seconds  number >= 0       Starting -> Running delay, default 1.0
     stop_delay_seconds   number >= 0       Stopping -> Stopped delay, default 1.0
@@ -72,6 +73,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from .ess_state import validate_scaling
 from .faults import validate_faults
 from .ram import validate_policy
 from .schema_checks import SchemaChecker, StateError
@@ -111,7 +113,7 @@ def validate(raw: Any, source: str = "state") -> dict:
     v.obj(raw, "", ("region", "account_id", "credentials"),
           ("queues", "instances", "load_balancers", "faults", "start_delay_seconds", "stop_delay_seconds",
            "alb_server_groups", "nlb_server_groups", "job_delay_seconds", "ram_policy",
-           "dry_run_events_reach_targets"))
+           "dry_run_events_reach_targets", "scaling_groups", "ess_detach", "ess_time_scale"))
     raw = copy.deepcopy(raw)
     out: dict = {
         "region": v.string(raw["region"], "region"),
@@ -127,6 +129,7 @@ def validate(raw: Any, source: str = "state") -> dict:
     for key in ("alb_server_groups", "nlb_server_groups"):
         out[key] = v.items(raw.get(key, []), key, lambda g, p: _server_group(v, g, p))
         v.unique(out[key], key, "id")
+    out.update(validate_scaling(v, raw, {i["id"] for i in out["instances"]}))  # ess_state.py
     out["job_delay_seconds"] = v.number(raw.get("job_delay_seconds", 0.5), "job_delay_seconds", 0)
     out["dry_run_events_reach_targets"] = v.boolean(raw.get("dry_run_events_reach_targets", False),
                                                     "dry_run_events_reach_targets")

@@ -38,6 +38,7 @@ class World:
         self.cloud.deliver = self.bus.deliver
         dry_runs = DryRunEvents(self.bus.deliver, state["dry_run_events_reach_targets"])
         self.monitor.actions["SendDryRunSystemEvent"] = dry_runs.send
+        self.cloud.ess.deliver = self._to_queue  # lifecycle-hook notifications (NotificationArn: a queue)
         self.clock = fleet_events.FleetClock(self.lock, self.cloud)
 
     def count(self, name: str) -> None:
@@ -57,6 +58,28 @@ class World:
             if q is None:
                 raise KeyError(f"no queue {queue!r}")
             return q.send(q.check_body(body), delay_seconds, priority).id
+
+    def _to_queue(self, queue: str, body: str) -> bool:
+        q = self.queues.get(queue)  # lock held; a hook whose queue is gone: the notification is lost
+        if q is not None:
+            q.send(body)
+        return q is not None
+
+    def scale(self, request: dict) -> dict:
+        """`POST /_emulator/scaling`: {"group_id", "scale_in": [instance ids]} or {"group_id", "scale_out": n}."""
+        if not isinstance(request, dict) or not isinstance(request.get("group_id"), str):
+            raise ValueError("the body must be a JSON object with a group_id")
+        with self.lock:
+            ess = self.cloud.ess
+            if request["group_id"] not in ess.groups:
+                raise ValueError(f"no scaling group {request['group_id']!r}")
+            if isinstance(request.get("scale_in"), list):
+                act = ess.scale_in(request["group_id"], [str(i) for i in request["scale_in"]])
+            elif isinstance(request.get("scale_out"), int) and 0 < request["scale_out"] <= 100:
+                act = ess.scale_out(request["group_id"], request["scale_out"])
+            else:
+                raise ValueError("give scale_in (a list of instance ids) or scale_out (1..100)")
+            return {"scaling_activity_id": act["id"], "instances": list(act["instances"])}
 
     def inject_event(self, request: dict) -> dict:
         with self.lock:

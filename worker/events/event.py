@@ -1,7 +1,8 @@
 """The `Event` model and `parse_event`: bytes off the queue in, one typed event out.
 
 Knows both envelopes (CloudMonitor `name`/`content`, EventBridge CloudEvents
-`type`/`data`), raw or base64-wrapped JSON (decoded by `body.py`). Knows nothing of MNS.
+`type`/`data`), raw or base64-wrapped JSON (decoded by `body.py`), and Auto Scaling (ESS)
+lifecycle-hook notifications in either (`LifecycleAction`). Knows nothing of MNS.
 """
 from __future__ import annotations
 
@@ -17,6 +18,24 @@ MAX_FIELD_CHARS = 512  # ids, names, states, ARNs: far longer than any real one
 
 STATE_CHANGE = "Instance:StateChange"
 PREEMPTIBLE_INTERRUPTION = "Instance:PreemptibleInstanceInterruption"
+# An ESS lifecycle-hook notification is the event `LifecycleHook:<transition>`.
+LIFECYCLE_EVENTS = {"SCALE_IN": "LifecycleHook:SCALE_IN", "SCALE_OUT": "LifecycleHook:SCALE_OUT"}
+LIFECYCLE_RESULTS = ("CONTINUE", "ABANDON", "ROLLBACK")  # CompleteLifecycleAction / DefaultResult
+
+
+@dataclass(frozen=True)
+class LifecycleAction:
+    """What an ESS lifecycle-hook notification names (docs/cloud-behaviour.md, "Auto Scaling")."""
+
+    scaling_group_id: str
+    scaling_activity_id: str
+    hook_id: str
+    hook_name: str | None
+    token: str  # lifecycleActionToken: CompleteLifecycleAction / RecordLifecycleActionHeartbeat
+    transition: str  # SCALE_IN | SCALE_OUT
+    instance_ids: tuple[str, ...]
+    default_result: str | None  # CONTINUE | ABANDON | ROLLBACK, when the notification says
+    metadata: str | None  # the hook's NotificationMetadata
 
 
 @dataclass(frozen=True)
@@ -38,6 +57,7 @@ class Event:
     event_type: str | None = None  # e.g. "SystemMaintenance.Reboot"
     event_status: str | None = None  # Scheduled, Executing, Executed, Avoided, Canceled, Failed
     not_before: datetime | None = None  # when the platform will act (content `notBefore`)
+    lifecycle: LifecycleAction | None = None  # an ESS lifecycle-hook notification; else None
 
     @property
     def content(self) -> Mapping[str, Any]:
@@ -54,6 +74,9 @@ class Event:
         """The fields worth a log line, JSON-ready."""
         out = {"id": self.id, "name": self.name, "instance_id": self.instance_id,
                "region": self.region, "state": self.state, "action": self.action}
+        if self.lifecycle is not None:
+            out.update(scaling_group_id=self.lifecycle.scaling_group_id, transition=self.lifecycle.transition,
+                       instance_ids=list(self.lifecycle.instance_ids), hook_id=self.lifecycle.hook_id)
         if self.event_type is not None:
             out.update(event_type=self.event_type, event_status=self.event_status,
                        not_before=self.not_before.isoformat() if self.not_before else None)
@@ -71,6 +94,8 @@ def parse_event(body: bytes | str) -> Event:
         if inner is not None:
             body = inner.body
         doc = decode_body(body)
+        if _is_lifecycle(doc):
+            return _from_lifecycle(doc)
         if "specversion" in doc or "type" in doc and "name" not in doc:
             return _from_eventbridge(doc)
         return _from_cloudmonitor(doc)
@@ -148,6 +173,44 @@ def _system_event(name: str, content: Mapping[str, Any], prefix: str) -> dict[st
     except InvalidEvent:  # still an event for every other plugin; the time is just unknown
         not_before = None
     return {"event_type": event_type, "event_status": status or None, "not_before": not_before}
+
+
+def _is_lifecycle(doc: Mapping[str, Any]) -> bool:
+    """ESS's envelope (`product` ESS, or EventBridge `source` acs.ess), or a payload naming a
+    lifecycle action token: a notification, to be parsed strictly (a lookalike is invalid)."""
+    payload = doc.get("data") if "specversion" in doc else doc.get("content")
+    return (str(doc.get("product", "")).upper() == "ESS" or doc.get("source") == "acs.ess"
+            or isinstance(payload, dict) and "lifecycleActionToken" in payload)
+
+
+def _from_lifecycle(doc: dict[str, Any]) -> Event:
+    eventbridge = "specversion" in doc
+    prefix = "data." if eventbridge else "content."
+    body = _object(doc, "data" if eventbridge else "content")
+    if not body:
+        raise InvalidEvent(f"lifecycle-hook notification without '{prefix[:-1]}'")
+    need = lambda key: _text(body, key, prefix, required=True)  # noqa: E731
+    transition = need("lifecycleTransition")
+    if transition not in LIFECYCLE_EVENTS:
+        raise InvalidEvent(f"field '{prefix}lifecycleTransition' is {transition[:40]!r}, not SCALE_IN or SCALE_OUT")
+    default = _text(body, "defaultResult", prefix)
+    if default is not None and default not in LIFECYCLE_RESULTS:
+        raise InvalidEvent(f"field '{prefix}defaultResult' is {default[:40]!r}, not one of "
+                           f"{', '.join(LIFECYCLE_RESULTS)}")
+    ids = body.get("instanceIds")
+    if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+        raise InvalidEvent(f"field '{prefix}instanceIds' must be a non-empty array of instance ids")
+    instances = tuple(_text({"instanceIds[]": i}, "instanceIds[]", prefix, required=True) for i in ids)
+    if len(instances) > 1000 or not all(i.startswith("i-") for i in instances):
+        raise InvalidEvent(f"field '{prefix}instanceIds' holds {len(instances)} ids, not all ECS instance ids")
+    action = LifecycleAction(need("scalingGroupId"), need("scalingActivityId"), need("lifecycleHookId"),
+                             _text(body, "lifecycleHookName", prefix), need("lifecycleActionToken"),
+                             transition, instances, default, _text(body, "notificationMetadata", prefix))
+    arn = _text(doc, "subject" if eventbridge else "resourceArn")
+    return Event(id=action.token, name=LIFECYCLE_EVENTS[transition], instance_id=instances[0],
+                 region=_text(doc, "aliyunregionid" if eventbridge else "regionId") or _arn_region(arn),
+                 time=_time(doc, "time"), level=None, state=None, action=None,
+                 source_format="eventbridge" if eventbridge else "cloudmonitor", raw=doc, lifecycle=action)
 
 
 def _text(doc: Mapping[str, Any], key: str, prefix: str = "", required: bool = False) -> str | None:

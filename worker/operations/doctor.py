@@ -72,7 +72,7 @@ class Doctor:
     def checks(self) -> list[Callable[[], Check | list[Check]]]:
         """Every check, in the order a cause comes before its effects; extend here."""
         checks = [self.startup, self.queue, self.dead_letter_queue, self.rule, self.ecs_read, self.slb_read,
-                  self.start_instance, self.slb_write, self.metrics, self.signing_key]
+                  self.start_instance, self.slb_write, self.lifecycle_hooks, self.metrics, self.signing_key]
         if self.probe is not None:
             from .doctor_probe import probe
 
@@ -244,6 +244,12 @@ class Doctor:
     def slb_write(self) -> Check:
         return Check(UNPROVEN, "SLB writes (RemoveVServerGroupBackendServers, SetVServerGroupAttribute): "
                                "not provable without a change (CLB has no dry run); the printed policy grants them")
+
+    def lifecycle_hooks(self) -> list[Check]:
+        """Each configured scaling group's SCALE_IN/SCALE_OUT hook: its target and timeout."""
+        from .lifecycle_hooks import doctor_checks
+
+        return doctor_checks(self)
 
     def metrics(self) -> Check:
         from ..observability.health import parse_listen

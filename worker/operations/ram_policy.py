@@ -15,6 +15,8 @@ import json
 import re
 from pathlib import Path
 
+from ..cloud.ess_apis import SETUP as ESS_SETUP, WORKER as ESS_WORKER, ram_actions
+
 SHIPPED = Path(__file__).resolve().parents[2] / "deploy" / "ram-policy.json"
 DEFAULT_QUEUE, DEFAULT_DLQ = "ecs-events", "ecs-events-dlq"
 
@@ -22,7 +24,7 @@ DEFAULT_QUEUE, DEFAULT_DLQ = "ecs-events", "ecs-events-dlq"
 # has no deploy/ directory. Both queues' attributes at start-up; receive/delete/defer and
 # re-send (long deferrals) on the queue; send to the dead-letter queue; ECS reads and
 # StartInstance (restart); reboot and O&M event reads (maintenance); CLB, ALB and NLB reads,
-# removal and restore (slb, maintenance).
+# removal and restore (slb, maintenance); Auto Scaling lifecycle actions (scaling: cloud/ess_apis.py).
 WORKER_POLICY = {
     "Version": "1",
     "Statement": [
@@ -53,6 +55,9 @@ WORKER_POLICY = {
                     "nlb:RemoveServersFromServerGroup", "nlb:AddServersToServerGroup",
                     "nlb:UpdateServerGroupServersAttribute", "nlb:GetJobStatus"],
          "Resource": ["*"]},
+        {"Effect": "Allow",
+         "Action": ram_actions(ESS_WORKER),
+         "Resource": ["*"]},
     ],
 }
 
@@ -64,6 +69,7 @@ SETUP_ACTIONS = {
     "mns_messages": ["mns:PeekMessage", "mns:BatchPeekMessage"],
     "cms": ["cms:PutEventRule", "cms:PutEventRuleTargets", "cms:DescribeEventRuleList",
             "cms:DescribeEventRuleTargetList", "cms:SendDryRunSystemEvent"],
+    "ess": ram_actions(ESS_SETUP),  # lifecycle hooks of the scaling groups [plugins.scaling] names
 }
 
 
@@ -114,6 +120,7 @@ def setup_policy(queue: str, dlq: str, region: str = "*", account: str = "*") ->
         {"Effect": "Allow", "Action": SETUP_ACTIONS["mns_messages"],
          "Resource": [_mns_arn(region, account, f"/queues/{queue}/messages")]},
         {"Effect": "Allow", "Action": SETUP_ACTIONS["cms"], "Resource": "*"},
+        {"Effect": "Allow", "Action": SETUP_ACTIONS["ess"], "Resource": "*"},
     ]}
 
 

@@ -145,6 +145,23 @@ class Setup:
                                   lambda: self.monitor.put_target(name, target)))
         return changes
 
+    def hook_changes(self) -> list[Change]:
+        """Create or correct the lifecycle hooks of the scaling groups [plugins.scaling] names."""
+        from . import lifecycle_hooks as hooks
+        from ..cloud import CloudClient
+
+        cfg = hooks.wanted(self.plugins)
+        if cfg is None:
+            return []
+        account, _ = mns_location(self.config.mns.endpoint)
+        arn = hooks.queue_arn(self.config.cloud.region, account, self.config.mns.queue)
+        todo, fine = hooks.changes(CloudClient(self.config.cloud, self.provider), cfg, arn)
+        for line in fine:
+            self.say(line)
+        made = [Change(c.what, c.action, f"ESS {c.action} {_params(c.params)}", c.do) for c in todo]
+        self._apply(made)
+        return made
+
     # ------------------------------------------------------------------ run
 
     def run(self) -> int:
@@ -159,6 +176,7 @@ class Setup:
             self._apply(queues)  # the rule's target must name an existing queue: queues first
             rule = self.rule_changes()
             self._apply(rule)
+            rule += self.hook_changes()  # lifecycle hooks notify the queue: after it exists
         except (CloudError, MnsError, ValueError) as exc:
             self.say(f"✗ {exc}")
             self.say("  (is the administrator's policy below attached to these credentials?)")
@@ -171,7 +189,7 @@ class Setup:
             return EXIT_FAILURE
         n = len(queues) + len(rule)
         if not n:
-            self.say("nothing changed: the queues and the rule were already set up")
+            self.say("nothing changed: the queues, the rule and the lifecycle hooks were already set up")
         elif self.dry_run:
             self.say(f"dry run: {n} call(s) would be made; run without --dry-run to make them")
         else:
@@ -184,7 +202,7 @@ class Setup:
             self.say(f"{'would call' if self.dry_run else 'call'}: {c.call}")
             self.gateway.perform("setup", c.action, c.what, c.do)
             if not self.dry_run:
-                self.say(f"+ {c.what}: {'created' if c.action == 'CreateQueue' else 'set'}")
+                self.say(f"+ {c.what}: {'created' if c.action.startswith('Create') else 'set'}")
 
     def _policies(self) -> None:
         cfg = self.config

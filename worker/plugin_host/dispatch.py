@@ -26,14 +26,17 @@ from .deadlines import Deadlines
 from ..text import one_line
 from .context import Context, Runtime
 from ..events.wrapper import RESUME_STATE
-from .outcomes import combine, DEFERRED, FAILED, HANDLED, IGNORED, PluginResult, Result
-from ..events.event import PREEMPTIBLE_INTERRUPTION, STATE_CHANGE, Event
+from .outcomes import combine, DEFERRED, FAILED, IGNORED, PluginResult, Result
+from .call_result import Failure as _Failure, args_for as _args, status_of as _status
+from .completion import complete_after
+from ..events.event import LIFECYCLE_EVENTS, PREEMPTIBLE_INTERRUPTION, STATE_CHANGE, Event
 from .lanes import LaneStuck, PluginThreads, observe
 from ..observability.probes import probe_id, received as probe_received
 
 log = logging.getLogger("ecs_worker.dispatch")
 
-SPECIFIC_HOOKS = {STATE_CHANGE: "on_state_change", PREEMPTIBLE_INTERRUPTION: "on_preemptible_interruption"}
+SPECIFIC_HOOKS = {STATE_CHANGE: "on_state_change", PREEMPTIBLE_INTERRUPTION: "on_preemptible_interruption",
+                  **{name: "on_lifecycle_hook" for name in LIFECYCLE_EVENTS.values()}}
 
 
 class Dispatcher:
@@ -56,7 +59,7 @@ class Dispatcher:
     # -- life cycle ---------------------------------------------------------------
     def startup(self) -> None:
         """Call `on_startup`; the first failure (or overrun) raises `PluginStartupError`."""
-        for impl in self._impls("on_startup"):
+        for impl in self.impls("on_startup"):
             name = self.pm.get_name(impl.plugin)
             outcome = self._invoke(impl, name, "on_startup", {"ctx": self.runtime.context(name)})
             if isinstance(outcome, _Failure):
@@ -69,7 +72,7 @@ class Dispatcher:
         deadline = time.monotonic() + self.call_timeout
         for observer in observers:  # e.g. the webhook plugin flushes what on_settled queued
             observer.drain(deadline)
-        for impl in self._impls("on_shutdown"):
+        for impl in self.impls("on_shutdown"):
             name = self.pm.get_name(impl.plugin)
             outcome = self._invoke(impl, name, "on_shutdown", {"ctx": self.runtime.context(name)})
             if isinstance(outcome, _Failure):
@@ -98,17 +101,13 @@ class Dispatcher:
         for hook in ("on_event", specific):
             if hook is None:
                 continue
-            for impl in self._impls(hook):
+            for impl in self.impls(hook):
                 name = self.pm.get_name(impl.plugin)
                 if resume is not None and name not in resume:
                     continue
-                ctx = contexts.get(name)
-                if ctx is None:
-                    since = resume.get(name) if resume else None
-                    states = (resume or {}).get(RESUME_STATE)
-                    state = states.get(name) if isinstance(states, dict) else None
-                    ctx = contexts[name] = self.runtime.context(name, event, since, state)
-                status = self._call(impl, name, hook, event, ctx)
+                ctx = contexts.get(name) or self.context_for(name, event, resume)
+                contexts[name] = ctx
+                status = self.call(impl, name, hook, event, ctx)
                 if isinstance(status, Future):
                     pending.append((name, status))
                 else:
@@ -116,11 +115,16 @@ class Dispatcher:
 
         done: Future = Future()
 
-        def finish() -> None:
-            final = [self._deferred(ctx, r) for r in results for ctx in [contexts[r.plugin]]]
+        def settle() -> None:
+            final = [self.deferred_result(ctx, r) if ctx else r for r in results for ctx in [contexts.get(r.plugin)]]
             result = combine(event, final, [a for c in contexts.values() for a in c.actions])
             result.seconds = time.monotonic() - started
             done.set_result(result)
+
+        def finish() -> None:  # a lifecycle hook is completed after its plugins (completion.py)
+            if event.lifecycle is None:
+                return settle()
+            complete_after(self, event, results, contexts, resume, settle, hop=bool(pending))
 
         if not pending:
             finish()
@@ -165,7 +169,7 @@ class Dispatcher:
         each within `call_timeout`): a slow or hung observer never holds the caller
         (the worker's settle thread). Without it they run here, in turn.
         """
-        for impl in self._impls("on_settled"):
+        for impl in self.impls("on_settled"):
             name = self.pm.get_name(impl.plugin)
             kwargs = _args(impl, event=event, result=result, ctx=self.runtime.context(name, event))
             if not self.call_timeout:
@@ -195,8 +199,14 @@ class Dispatcher:
         """Per plugin: (calls running past `call_timeout`, since when all its threads are stuck)."""
         return self._threads.stuck()
 
-    # -- internals ----------------------------------------------------------------
-    def _impls(self, hook: str) -> list:
+    # -- internals (completion.py uses the unprefixed ones) ------------------------------
+    def context_for(self, name: str, event: Event, resume: Mapping[str, Any] | None) -> Context:
+        """The plugin's context for this delivery, with its deferral time and resume state."""
+        states = (resume or {}).get(RESUME_STATE)
+        return self.runtime.context(name, event, resume.get(name) if resume else None,
+                                    states.get(name) if isinstance(states, dict) else None)
+
+    def impls(self, hook: str) -> list:
         caller = getattr(self.pm.hook, hook, None)
         if caller is None:
             return []
@@ -231,8 +241,8 @@ class Dispatcher:
                             timed_out=True)
         return _Failure(one_line(exc), exc) if exc is not None else call.result()
 
-    def _call(self, impl, name: str, hook: str, event: Event, ctx: Context) -> PluginResult | Future:
-        value = self._invoke(impl, name, hook, _args(impl, event=event, ctx=ctx))
+    def call(self, impl, name: str, hook: str, event: Event, ctx: Context, **more: Any) -> PluginResult | Future:
+        value = self._invoke(impl, name, hook, _args(impl, event=event, ctx=ctx, **more))
         if isinstance(value, _Failure) and value.waited:  # the plugin is stuck: wait for it
             log.warning("plugin %s: event %s waits: %s", name, event.id, value.detail,
                         extra={"plugin": name, "event_id": event.id})
@@ -257,7 +267,7 @@ class Dispatcher:
         return status
 
     @staticmethod
-    def _deferred(ctx: Context, r: PluginResult) -> PluginResult:
+    def deferred_result(ctx: Context, r: PluginResult) -> PluginResult:
         """The call's final word: a deferral, or the reason for ignoring (`ctx.skip`)."""
         if r.status == IGNORED and ctx.skipped and ctx.deferral is None:
             r = PluginResult(r.plugin, IGNORED, ctx.skipped)
@@ -266,29 +276,6 @@ class Dispatcher:
         if r.status in (FAILED, DEFERRED) and ctx.saved_state is not None:
             r.state = ctx.saved_state
         return r
-
-
-class _Failure:
-    """What a hook call came to when it did not return: the one-line reason, and the
-    exception (for debug logs) when there was one."""
-
-    __slots__ = ("detail", "exc", "timed_out", "waited")
-
-    def __init__(self, detail: str, exc: BaseException | None, timed_out: bool = False,
-                 waited: bool = False) -> None:
-        self.detail, self.exc, self.timed_out = detail, exc, timed_out
-        self.waited = waited  # never started: the plugin's threads were all busy or stuck
-
-
-def _status(name: str, value: Any) -> PluginResult:
-    if value is None or value is False:
-        return PluginResult(name, IGNORED)
-    return PluginResult(name, HANDLED, one_line(value) if isinstance(value, str) else "")  # its text, cut
-
-
-def _args(impl, **available: Any) -> dict[str, Any]:
-    # pluggy lets an implementation take any subset of the spec's arguments.
-    return {name: available[name] for name in impl.argnames}
 
 
 class PluginStartupError(RuntimeError):

@@ -11,7 +11,8 @@ A plugin is a module (or any object) with functions marked `@hookimpl`:
             return "noted"
 
 How the worker calls event hooks (`on_event`, `on_state_change`,
-`on_preemptible_interruption`, `on_system_event`):
+`on_preemptible_interruption`, `on_system_event`, `on_lifecycle_hook`, and the
+completion step `complete_lifecycle_action`):
 
 - Every implementation runs in its own `try`: one plugin raising never stops another.
   Each call has a time limit (`[plugins] call_timeout`); overrunning counts as a failure.
@@ -145,6 +146,36 @@ def on_system_event(event: Event, ctx: Context) -> Any | Future | None:
     notification per status, all about the same `content.eventId`
     (`event.content["eventId"]`). Scheduled events arrive days ahead: wait with
     `ctx.defer`, never by blocking.
+    """
+
+
+@hookspec
+def on_lifecycle_hook(event: Event, ctx: Context) -> Any | Future | None:
+    """Called for an Auto Scaling (ESS) lifecycle-hook notification, `LifecycleHook:SCALE_IN`
+    or `LifecycleHook:SCALE_OUT`: ESS holds the instances `event.lifecycle.instance_ids` of
+    scaling group `event.lifecycle.scaling_group_id` out of (or not yet in) service until
+    the lifecycle action is completed or its heartbeat timeout passes.
+
+    Do your part (drain, deregister, flush, warm up) and return when it is done; while it
+    is still running, `ctx.defer` (the hook is kept open with heartbeats meanwhile, and you
+    are called again — possibly before your deferral is due, as the hook's timeout needs);
+    raise on failure. Never complete the action yourself: the completion step does, once
+    every plugin taking the hook has answered (`complete_lifecycle_action`). The
+    notification is not proof: read the action back from ESS before touching an instance
+    (`DescribeLifecycleActions`, as the built-in `scaling` plugin does).
+    """
+
+
+@hookspec
+def complete_lifecycle_action(event: Event, result: Result, ctx: Context) -> Any | Future | None:
+    """The completion step of a lifecycle-hook event: called after every `on_lifecycle_hook`
+    implementation called for this delivery has answered (returned futures resolved), before
+    the message is settled, with their combined `result` (`result.outcome`: `handled` or
+    `ignored` when all are done, `deferred` while any is still working, `failed` when any
+    failed; `result.plugins` by name). It may act (`ctx.act`): complete the action, or record
+    a heartbeat and `ctx.defer` to be called again with the plugins still working. Its answer
+    joins the event's outcome like any hook's. On a later delivery it is called only if it
+    deferred or failed (as every hook). The built-in `scaling` plugin implements it.
     """
 
 

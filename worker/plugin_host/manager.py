@@ -31,6 +31,7 @@ DEFAULT_PLUGINS = (
     "ecs_worker.plugins.restart:RestartPlugin",
     "ecs_worker.plugins.slb:SlbPlugin",
     "ecs_worker.plugins.maintenance:MaintenancePlugin",
+    "ecs_worker.plugins.scaling:ScalingPlugin",
     "ecs_worker.plugins.webhook:WebhookPlugin",
 )
 ENTRY_POINT_GROUP = "ecs_worker"

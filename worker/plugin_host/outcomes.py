@@ -30,7 +30,12 @@ class PluginResult:
     state: Any = None  # what the plugin saved for its next call (failed / deferred only)
 
     def merge(self, other: PluginResult) -> PluginResult:
-        return other if _PRECEDENCE[other.status] > _PRECEDENCE[self.status] else self
+        """Two answers of one plugin to one event (two hooks): the worse wins; of two alike,
+        both texts are kept (e.g. a lifecycle hook's work, then its completion)."""
+        if _PRECEDENCE[other.status] != _PRECEDENCE[self.status]:
+            return other if _PRECEDENCE[other.status] > _PRECEDENCE[self.status] else self
+        detail = "; ".join(d for d in (self.detail, other.detail) if d)
+        return PluginResult(self.plugin, self.status, detail, self.defer_seconds, self.state)
 
 
 @dataclass
