@@ -58,7 +58,7 @@ def test_unknown_name_in_the_environment_is_refused_naming_the_known(tmp_path):
     proc = run(env, "plugins", load="hello,nosuch")
     assert proc.returncode == 2
     assert "ECS_WORKER_LOAD_PLUGINS: no plugin named 'nosuch'" in proc.stderr
-    assert "known: log, restart, slb, maintenance, webhook" in proc.stderr and "hello" in proc.stderr
+    assert "known: log, restart, slb, maintenance, scaling, webhook" in proc.stderr and "hello" in proc.stderr
 
 
 def test_unknown_name_in_disabled_is_refused(tmp_path):
