@@ -53,7 +53,7 @@ def test_demo_sets_up_and_shows_cause_and_effect(tmp_path):
     # calls counted per service, each the sum of its actions
     from ecs_worker.demo.summary import render
     text = render(summary)
-    for prefix, label in (("ecs", "ECS"), ("slb", "CLB"), ("alb", "ALB"), ("nlb", "NLB")):
+    for prefix, label in (("ecs", "ECS"), ("slb", "CLB"), ("alb", "ALB"), ("nlb", "NLB"), ("ess", "ESS")):
         total = sum(n for k, n in summary["api_calls"].items() if k.startswith(prefix + ":"))
         assert total > 0 and f"\n{label} calls: {total} (" in text, text
     assert "SLB calls" not in text

@@ -100,7 +100,7 @@ def render(s: dict) -> str:
     return "\n".join(lines)
 
 
-SERVICES = (("ecs", "ECS"), ("slb", "CLB"), ("alb", "ALB"), ("nlb", "NLB"))  # the worker's cloud calls
+SERVICES = (("ecs", "ECS"), ("slb", "CLB"), ("alb", "ALB"), ("nlb", "NLB"), ("ess", "ESS"))  # the worker's cloud calls
 
 
 def calls_by_service(calls: dict[str, int]) -> list[str]:
