@@ -1,13 +1,17 @@
-"""The composition root: builds the runtime for `run` and `replay` (and the worker the
-demo starts, which is `run`), and nothing else does. Reading it top to bottom shows what
-a running worker is made of: config, logging, plugins, their runtime, the dispatcher,
-the store, the queues, the metrics server, the systemd notifier and the runner."""
+"""The composition root: every command that needs config, logging, credentials or plugins
+(`run`, `replay`, `plugins`, `check-config`, `setup`, `doctor`, `demo`) gets them from `load`
+here, and nothing else loads them. Reading `run` top to bottom shows what a running worker is
+made of: config, logging, plugins, their runtime, the dispatcher, the store, the queues, the
+metrics server, the systemd notifier and the runner. The other commands receive what `load`
+built (`setup.Setup`, `doctor.Doctor`, and `connect` for the demo, which cli hands it: only
+cli may load the emulator's side, inside a function)."""
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
 from dataclasses import dataclass
+from typing import Any, Callable
 
 from .config import Config, ConfigError, load_config
 from .plugin_host.context import Runtime
@@ -23,12 +27,28 @@ class App:
     config: Config
     plugins: Plugins
     runtime: Runtime
+    _credentials: Any = None
+
+    def credentials(self) -> Any:
+        """The credentials provider `[credentials]` names, built on first use (an unreadable
+        secret file raises `ConfigError` then); one per command."""
+        if self._credentials is None:
+            from .cloud.credentials import credentials_provider
+
+            self._credentials = credentials_provider(self.config.credentials)
+        return self._credentials
 
 
-def load(args: argparse.Namespace, dry_run: bool | None = None) -> App:
-    """Load config and plugins, configure logging; raises `ConfigError`."""
-    config = load_config(getattr(args, "config", None))
-    configure_logging(config.logging.level, config.logging.format)
+def load(args: argparse.Namespace | None, dry_run: bool | None = None, *, log_level: str | None = None,
+         quiet: bool = False, path: Any = None, require: Callable[[Config], None] | None = None) -> App:
+    """Load config (from `path`, else `args.config`), configure logging (at `log_level`, else
+    the config's; not at all when `quiet`), load the plugins; raises `ConfigError`. `require`
+    checks the config before anything else is done with it."""
+    config = load_config(path if path is not None else getattr(args, "config", None))
+    if require is not None:
+        require(config)
+    if not quiet:
+        configure_logging(log_level or config.logging.level, config.logging.format)
     plugins = load_plugins(config)
     return App(config, plugins, Runtime(config, plugins.configs, dry_run=dry_run or None))
 
@@ -36,7 +56,6 @@ def load(args: argparse.Namespace, dry_run: bool | None = None) -> App:
 def run(args: argparse.Namespace) -> int:
     """`ecs-worker run -c CONFIG [--dry-run]`: 0 after a clean stop, 2 for configuration."""
     from .observability import metrics
-    from .cloud.credentials import credentials_provider
     from .plugin_host.dispatch import Dispatcher, PluginStartupError
     from .observability.notify import SystemdNotifier
     from .consumer.loop import Runner
@@ -49,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         app = load(args, dry_run=getattr(args, "dry_run", False))
         config = app.config
         check_all(config)  # the checks check-config and doctor make, in the same words
-        provider = credentials_provider(config.credentials)
+        provider = app.credentials()
         app.runtime.signer = load_signer(config.worker.signing_key_file)
         store = Store(config.worker.state_dir, config.worker.dedupe_ttl)
     except (ConfigError, StoreError) as exc:
@@ -124,6 +143,56 @@ def replay(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     finally:
         dispatcher.shutdown()
+
+
+def check_config(args: argparse.Namespace) -> int:
+    """`ecs-worker check-config -c CONFIG`: what `run` checks before it starts, without starting."""
+    from .cloud.credentials import resolved_by_systemd_only
+    from .trust.fleet_key import load_signer
+    from .operations.startup_checks import check_all
+
+    app = load(args)
+    config, plugins = app.config, app.plugins
+    for finding in check_all(config):  # what `run` checks before it starts, in the same words
+        if not finding.proven:
+            print(f"note: {finding.text}", file=sys.stderr)
+    key_file = config.worker.signing_key_file
+    if key_file and resolved_by_systemd_only(key_file):
+        print(f"note: {key_file!r} is read from $CREDENTIALS_DIRECTORY when the service starts; "
+              "not set here, so not checked", file=sys.stderr)
+    else:
+        load_signer(key_file)  # as `run` reads it: present, 0600, keys long enough
+    names = ", ".join(name for name, _ in plugins.pm.list_name_plugin())
+    print(f"{config.path}: OK (plugins: {names})")
+    return EXIT_OK
+
+
+def setup(args: argparse.Namespace) -> int:
+    """`ecs-worker setup -c CONFIG [--dry-run]`."""
+    from .operations.setup import Setup, require_endpoint
+
+    app = load(args, log_level="WARNING", require=require_endpoint)
+    # Built first: an unreadable secret file is a config error (exit 2), not a cloud failure.
+    return Setup(app.config, app.plugins, dry_run=args.dry_run, provider=app.credentials()).run()
+
+
+def connect(path: Any, out: Any) -> int:
+    """`ecs-worker setup -c PATH` in-process, its lines to `out`, logging left as it is: the
+    demo's administrator step (the demo writes its config only once its emulator is up)."""
+    from .operations.setup import Setup, require_endpoint
+
+    app = load(None, path=path, quiet=True, require=require_endpoint)
+    return Setup(app.config, app.plugins, dry_run=False, out=out, provider=app.credentials()).run()
+
+
+def doctor(args: argparse.Namespace) -> int:
+    """`ecs-worker doctor -c CONFIG [--probe [--probe-wait S]]`."""
+    from .operations.doctor import Doctor
+
+    app = load(args, log_level="WARNING")
+    probe = getattr(args, "probe_wait", None) if getattr(args, "probe", False) else None
+    # The credentials are built when a check first needs them: a bad secret is a ✗ line there.
+    return Doctor(app.config, app.plugins, probe=probe, credentials=app.credentials).run()
 
 
 def _fail(exc: Exception) -> int:

@@ -140,25 +140,9 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from .app import load
-    from .cloud.credentials import resolved_by_systemd_only
-    from .trust.fleet_key import load_signer
-    from .operations.startup_checks import check_all
+    from .app import check_config
 
-    app = load(args)
-    config, plugins = app.config, app.plugins
-    for finding in check_all(config):  # what `run` checks before it starts, in the same words
-        if not finding.proven:
-            print(f"note: {finding.text}", file=sys.stderr)
-    key_file = config.worker.signing_key_file
-    if key_file and resolved_by_systemd_only(key_file):
-        print(f"note: {key_file!r} is read from $CREDENTIALS_DIRECTORY when the service starts; "
-              "not set here, so not checked", file=sys.stderr)
-    else:
-        load_signer(key_file)  # as `run` reads it: present, 0600, keys long enough
-    names = ", ".join(name for name, _ in plugins.pm.list_name_plugin())
-    print(f"{config.path}: OK (plugins: {names})")
-    return EXIT_OK
+    return check_config(args)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -168,15 +152,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_setup(args: argparse.Namespace) -> int:
-    from .operations.setup import main as setup_main
+    from .app import setup
 
-    return setup_main(args)
+    return setup(args)
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from .operations.doctor import main as doctor_main
+    from .app import doctor
 
-    return doctor_main(args)
+    return doctor(args)
 
 
 def cmd_emulator(argv: list[str]) -> int:
@@ -186,9 +170,12 @@ def cmd_emulator(argv: list[str]) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from .app import connect
     from .demo.run import main as demo_main
 
-    return demo_main(args)
+    # The demo's setup step is loaded by app, the composition root; the demo writes its config
+    # only once its emulator is up, so it gets the loader rather than what was loaded.
+    return demo_main(args, connect=connect)
 
 
 COMMANDS = {"run": cmd_run, "replay": cmd_replay, "plugins": cmd_plugins,

@@ -34,7 +34,9 @@ DRAIN_TIMEOUT = 50.0
 QUIET_SECONDS = 1.0  # the queue must stay empty this long, with no instance mid-transition
 
 
-def main(args) -> int:
+def main(args, connect) -> int:
+    """`connect(config_path, out)`: `ecs-worker setup` in-process, as the composition root
+    (app.connect) loads it; the exit code, its lines written to `out`."""
     from ..testing import run_emulator
 
     # Only the built-ins: a third-party plugin installed next to ours must not change the story.
@@ -50,7 +52,7 @@ def main(args) -> int:
         cfg.write_text(config_text(emulator, tmp_path / "state") + MAINTENANCE_CONFIG + SCALING_CONFIG)
         say(f"emulator listening on {emulator.endpoint}: {len(before['instances'])} instances, "
             f"{len(GROUPS)} vserver groups, ALB and NLB server groups, an Auto Scaling group, no queues")
-        for line in run_setup(cfg):  # as the administrator, once
+        for line in run_setup(connect, cfg):  # as the administrator, once
             say(f"setup: {line[2:]}")
         for what in happenings(emulator) + [scale_in(emulator)]:  # as an operator, and as the cloud itself
             say(f"fleet: {what}")
@@ -115,15 +117,10 @@ def happenings(emulator) -> list[str]:
             f"spot interruption of {SPOTS[0]} and {SPOTS[1]}"]
 
 
-def run_setup(cfg: Path) -> list[str]:
+def run_setup(connect, cfg: Path) -> list[str]:
     """`ecs-worker setup` in-process; the lines it printed about queues and the rule."""
-    from ..config import load_config
-    from ..plugin_host.manager import load_plugins
-    from ..operations.setup import Setup
-
-    config = load_config(cfg)
     out = io.StringIO()
-    if Setup(config, load_plugins(config), dry_run=False, out=out).run() != 0:
+    if connect(cfg, out) != 0:
         raise RuntimeError("setup failed:\n" + out.getvalue())
     return [line for line in out.getvalue().splitlines() if line.startswith(("+ ", "✓ "))]
 

@@ -26,9 +26,12 @@ TIMEOUT = 3.0  # seconds to connect, and to answer: an unreachable endpoint is r
 
 
 class Doctor:
-    def __init__(self, config: Any, plugins: Any, out: TextIO = sys.stdout, probe: float | None = None) -> None:
-        """`probe`: also run `--probe`, watching that many seconds for the test event."""
+    def __init__(self, config: Any, plugins: Any, out: TextIO = sys.stdout, probe: float | None = None,
+                 credentials: Any = None) -> None:
+        """`probe`: also run `--probe`, watching that many seconds for the test event;
+        `credentials`: builds the provider when a check first needs it (app.App.credentials)."""
         self.config, self.plugins, self.out, self.probe = config, plugins, out, probe
+        self._credentials = credentials
         self.results: list[Check] = []
         self.unreachable: dict[str, str] = {}  # "mns" / "cloud" -> the failed check, for the real cause
         self.bad_keys = ""  # the check whose answer said the keys are wrong
@@ -53,9 +56,11 @@ class Doctor:
     @property
     def provider(self):
         if self._provider is None:
-            from ..cloud.credentials import credentials_provider
+            if self._credentials is None:  # a test's Doctor: build them as app would
+                from ..cloud.credentials import credentials_provider
 
-            self._provider = credentials_provider(self.config.credentials)
+                self._credentials = lambda: credentials_provider(self.config.credentials)
+            self._provider = self._credentials()
         return self._provider
 
     @property
@@ -283,14 +288,3 @@ class Doctor:
             return Check(FAIL, f"signing key: {exc}", "run `ecs-worker setup` (it creates the file), "
                                                      "or chmod 600 it")
         return Check(PASS, f"signing key: {signer!r} from {name}")
-
-
-def main(args: Any) -> int:
-    from ..config import load_config
-    from ..observability.logsetup import configure_logging
-    from ..plugin_host.manager import load_plugins
-
-    config = load_config(args.config)
-    configure_logging("WARNING", config.logging.format)
-    probe = getattr(args, "probe_wait", None) if getattr(args, "probe", False) else None
-    return Doctor(config, load_plugins(config), probe=probe).run()

@@ -55,13 +55,12 @@ class Change:
 
 
 class Setup:
-    def __init__(self, config: Any, plugins: Any, *, dry_run: bool, out: TextIO = sys.stdout,
-                 provider: Any = None, queues: Any = None, monitor: Any = None) -> None:
-        from ..cloud.credentials import credentials_provider
-
+    def __init__(self, config: Any, plugins: Any, *, dry_run: bool, provider: Any, out: TextIO = sys.stdout,
+                 queues: Any = None, monitor: Any = None) -> None:
+        """`provider`: the credentials app.load's App built (before this, so that an unreadable
+        secret file is a config error, exit 2, not a cloud failure)."""
         self.config, self.plugins, self.dry_run, self.out = config, plugins, dry_run, out
-        # Built first: an unreadable secret file is a config error (exit 2), not a cloud failure.
-        self.provider = provider or credentials_provider(config.credentials)
+        self.provider = provider
         self.gateway = ActionGateway(dry_run=dry_run)
         self._queues, self._monitor = queues, monitor
 
@@ -221,14 +220,9 @@ def _params(params: dict) -> str:
     return " ".join(f"{k}={v}" for k, v in params.items())
 
 
-def main(args: Any) -> int:
-    from ..config import ConfigError, load_config
-    from ..observability.logsetup import configure_logging
-    from ..plugin_host.manager import load_plugins
+def require_endpoint(config: Any) -> None:
+    """`setup` talks to MNS: its endpoint must be set (app.setup checks this before all else)."""
+    from ..config import ConfigError
 
-    config = load_config(args.config)
     if not config.mns.endpoint:
         raise ConfigError(f"{config.path}: [mns] endpoint: required for `setup`")
-    configure_logging("WARNING", config.logging.format)
-    plugins = load_plugins(config)
-    return Setup(config, plugins, dry_run=args.dry_run).run()
