@@ -13,7 +13,7 @@ import logging
 import time
 
 from ..events.wrapper import unwrap
-from ..events.event import InvalidEvent, parse_event
+from ..events.event import InvalidEvent, parse_unwrapped
 from ..events.keys import event_key, message_key
 from ..plugin_host.outcomes import FAILED, Result, invalid
 from .held import DUPLICATE, EXHAUSTED, REFUSED, RESULT, STATELESS, WAIT, Held
@@ -109,15 +109,15 @@ def _read(held: Held, signer: Signer | None) -> str | None:
     """Parse and key one message; returns why it is not an event, or None."""
     message = held.message
     held.key = message_key(message.id)
-    body = message.body
-    wrapped = unwrap(body)
+    held.body = message.body
+    wrapped = unwrap(held.body)  # the one unwrap of this message: the rest read `held`
     if wrapped is not None:  # a long deferral, re-sent (deferred.py): its own key travels
-        body = wrapped.body
+        held.body = wrapped.body
         wrapped, held.refused = judge(wrapped, signer)  # None: an unsigned one, run as new
         if wrapped is not None:
             held.wrapped, held.key = wrapped, wrapped.key
     try:
-        held.event = parse_event(body)
+        held.event = parse_unwrapped(held.body)
     except InvalidEvent as exc:
         return str(exc)
     except BaseException as exc:  # noqa: B902 - the parser choked on this body: it is poison

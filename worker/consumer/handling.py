@@ -15,6 +15,7 @@ from .crashes import Gate, Journal
 from ..plugin_host.dispatch import Dispatcher
 from ..plugin_host.outcomes import FAILED, Result
 from .held import RELEASE, RESULT, Held
+from .room import Room
 from .settle import Settler
 from ..text import one_line
 
@@ -22,10 +23,14 @@ log = logging.getLogger("ecs_worker.runner")
 
 
 class Handling:
-    def __init__(self, dispatcher: Dispatcher, settler: Settler, stopping: threading.Event) -> None:
+    """What a handler thread of the pool (`pool.py`) runs for each message: `run`. `room` is
+    told when the handler is free again (`Room.handled`), whatever became of the message."""
+
+    def __init__(self, dispatcher: Dispatcher, settler: Settler, stopping: threading.Event, room: Room) -> None:
         self.dispatcher = dispatcher
         self.settler = settler
         self._stopping = stopping
+        self._room = room
         self._gate = Gate()  # crash suspects run alone
         self.journal: Journal | None = None  # opened by `open`, before the first message
 
@@ -37,7 +42,14 @@ class Handling:
             self.journal.close()
 
     def run(self, held: Held) -> None:
-        """Start the message's plugins, or release it when stopping (another worker's)."""
+        """Start the message's plugins, or release it when stopping (another worker's); then
+        the handler is free for the next message."""
+        try:
+            self._start(held)
+        finally:
+            self._room.handled()
+
+    def _start(self, held: Held) -> None:
         entered = attached = False
         try:
             if self._stopping.is_set() or not self._gate.enter(held.suspect, self._stopping):

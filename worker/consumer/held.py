@@ -30,6 +30,7 @@ class Held:
     extend_at: float
     lock: threading.Lock = field(default_factory=threading.Lock)
     closing: bool = False  # being settled: the extender must not touch it any more
+    body: bytes | str | None = None  # the body out of its deferral wrapper (admission unwraps it once)
     event: Event | None = None
     key: str = ""  # the message key (keys.py)
     attempt: int = 0  # this attempt's number, should it fail

@@ -35,7 +35,7 @@ from ..plugin_host.dispatch import Dispatcher
 from .extender import Extender
 from .handling import Handling
 from .pool import Handlers
-from .held import RELEASE, RESULT, Held
+from .held import RELEASE, RESULT
 from .room import Room
 from ..observability.notify import SystemdNotifier, watchdog_interval
 from ..exit_codes import EXIT_FAILURE, EXIT_OK, EXIT_STUCK
@@ -64,11 +64,10 @@ class Runner:
         self.concurrency, self.max_pending = w.concurrency, w.max_pending
         self.queue_visibility = config.mns.visibility_timeout  # replaced by the queue's own at start
         self.signals = Signals()
-        self._pool = Handlers(w.concurrency, self._handle, on_death=self._died)
         self._stopping = threading.Event()  # stop receiving
         self._closing = threading.Event()  # stop extending and settling
-        self.settler = Settler(config, source, store, dispatcher, lambda *done: self._room.finish(*done),
-                               dead_letters)
+        self.settler = Settler(config, source, store, dispatcher.runtime.signer, dispatcher.run_on_settled,
+                               lambda *done: self._room.finish(*done), dead_letters)
         self.counts = self.settler.counts
         self._admission = Admission(store, w.max_attempts, self.settler.signer)
         self._extender = Extender(source, config.mns.visibility_timeout, lambda now: self._room.due(now),
@@ -76,7 +75,9 @@ class Runner:
         self._room = Room(w.concurrency, w.max_pending, self._extender.capacity)
         self._held = self._room.held
         self._threads: list[threading.Thread] = []
-        self._handling = Handling(dispatcher, self.settler, self._stopping)
+        self._handling = Handling(dispatcher, self.settler, self._stopping, self._room)
+        # The pool runs the handling straight; it calls back only when one of its threads dies.
+        self._pool = Handlers(w.concurrency, self._handling.run, on_death=self._died)
         self.fatal: str | None = None  # the internal thread that died, if one did
         p = config.plugins
         self._stuck = StuckWatch(dispatcher.stuck, p.stuck_health_seconds, p.stuck_exit_seconds)
@@ -277,10 +278,3 @@ class Runner:
                 self.settler.put(held, kind, result)
         self._room.started(len(to_run))
         self._pool.submit(to_run)
-
-    # == handle ====================================================================
-    def _handle(self, held: Held) -> None:
-        try:
-            self._handling.run(held)
-        finally:
-            self._room.handled()

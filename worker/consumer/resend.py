@@ -34,7 +34,7 @@ def resend(source: MnsQueue, held: Held, seconds: int, resume: dict, made: int,
     now = time.time()
     since = wrapped.since if wrapped else now
     until = wrapped.until if wrapped and wrapped.until > now else now + seconds
-    body = wrapped.body if wrapped else held.message.body
+    body = held.body if held.body is not None else held.message.body  # never a wrapper in a wrapper
     copy = wrap(body, held.key, resume, made, since, until, now, signer)
     if len(copy.body) > max_size:
         log.warning("message %s: deferred %ds, but its re-sent copy would exceed the queue's %d-byte "

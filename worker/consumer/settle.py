@@ -33,7 +33,6 @@ from ..observability import metrics
 from ..backoff import backoff_delay
 from ..config import Config
 from ..text import one_line
-from ..plugin_host.dispatch import Dispatcher
 from ..plugin_host.outcomes import DEFERRED, FAILED, HANDLED, IGNORED, INVALID, Result
 from ..events.event import Event
 from .held import DUPLICATE, EXHAUSTED, REFUSED, RELEASE, STATELESS, WAIT, Held
@@ -58,15 +57,19 @@ def retry_backoff(attempt: int, base: float, cap: float, rng=None) -> int:
 
 
 class Settler:
-    """Owns the settle thread's work; `finish(*helds)` tells the runner messages are done."""
+    """Owns the settle thread's work; `finish(*helds)` tells the runner messages are done;
+    `on_settled(event, result)` tells the plugins' observers (the dispatcher's, handed in by
+    the loop: settle does not reach up into the plugin host); `signer` signs re-sent
+    deferrals (None: saved states stay in the store)."""
 
-    def __init__(self, config: Config, source: MnsQueue, store: Store, dispatcher: Dispatcher,
+    def __init__(self, config: Config, source: MnsQueue, store: Store, signer: Any,
+                 on_settled: Callable[[Event | None, Result], None],
                  finish: Callable[..., None], dead_letters: MnsQueue | None = None) -> None:
         self.config = config
         self.source = source
         self.store = store
-        self.dispatcher = dispatcher
-        self.signer = dispatcher.runtime.signer  # None: saved states stay in the store
+        self.signer = signer
+        self._on_settled = on_settled
         self.dead_letters = dead_letters
         self.max_attempts = config.worker.max_attempts
         self.resend_after = getattr(config.worker, "resend_deferrals_after", 600.0)
@@ -184,7 +187,7 @@ class Settler:
 
     def _tell_observers(self, event: Event | None, result: Result) -> None:
         try:
-            self.dispatcher.run_on_settled(event, result)
+            self._on_settled(event, result)
         except BaseException as exc:  # noqa: B902 - e.g. sys.exit() in on_settled: changes nothing
             log.error("an on_settled observer failed: %s", one_line(exc))
 

@@ -85,12 +85,23 @@ class Event:
 
 def parse_event(body: bytes | str) -> Event:
     """Parse one queue message body; raise `InvalidEvent` for anything that is not an event.
+    A long deferral's re-sent copy (`wrapper.py`) gives the original event inside it.
 
     Any input at all gives an `Event` or an `InvalidEvent` whose one-line message says
     what is wrong; nothing else escapes (a body is hostile until parsed).
     """
+    return _parse(body, unwrapping=True)
+
+
+def parse_unwrapped(body: bytes | str) -> Event:
+    """`parse_event` for a body already out of its deferral wrapper (the consumer's
+    admission unwraps each message once, and parses what is inside with this)."""
+    return _parse(body, unwrapping=False)
+
+
+def _parse(body: bytes | str, unwrapping: bool) -> Event:
     try:
-        inner = unwrap(body)  # a long deferral re-sent (deferred.py): the original body inside
+        inner = unwrap(body) if unwrapping else None
         if inner is not None:
             body = inner.body
         doc = decode_body(body)
