@@ -138,6 +138,33 @@ def test_act_many_records_a_batched_call_on_each_events_context():
     assert [a.target for a in batch.held[0].actions] == ["t-1"]
 
 
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_dry_run_is_decided_by_ctx_not_by_the_plugin(dry_run):
+    """A plugin whose read fails writes no dry-run branch: `ctx.unverified` re-raises outside a
+    dry run (the call fails) and gives the note in one; `ctx.plan` records, never calls."""
+    class Reader:
+        name = "reader"
+
+        @hookimpl
+        def on_event(self, event, ctx):
+            try:
+                raise ecs_worker.CloudError("DescribeInstances", "Forbidden.RAM", "no keys here")
+            except Exception as exc:
+                note = ctx.unverified(exc, "ECS")
+            ctx.plan("StartInstance", [event.instance_id], note=note)
+            return f"planned ({note})"
+
+    with Harness(Reader(), dry_run=dry_run) as h:
+        result = h.dispatch(state_change("i-1", "Stopped"))
+    if dry_run:
+        assert result.outcome == "handled", result
+        assert [(a.action, a.target, a.dry_run, a.detail) for a in result.actions] == [
+            ("StartInstance", "i-1", True, "unverified: could not read ECS: Forbidden.RAM")]
+    else:
+        assert result.outcome == "failed" and "no keys here" in (result.error or ""), result
+        assert result.actions == []
+
+
 @pytest.mark.parametrize("name", ["Context", "Runtime", "Dispatcher"])
 def test_the_machinery_is_not_exported(name):
     assert name not in ecs_worker.__all__

@@ -14,14 +14,12 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from . import server_groups
+from .actions import CLB_ACTIONS, MAX_BACKENDS_PER_CALL, MAX_SERVERS_PER_CALL, SERVER_GROUP_ACTIONS
 from .clb import BackendIndex, clb_wire
 from .entry import KINDS, Membership
 from .server_groups import server_group_wire
 
-MAX_BACKENDS_PER_CALL = 20  # CLB's limit for BackendServers
-_CLB = {"remove": "RemoveVServerGroupBackendServers", "add": "AddVServerGroupBackendServers",
-        "weight": "SetVServerGroupAttribute"}
-_SERVER_GROUP = {"remove": server_groups.REMOVE, "add": server_groups.ADD, "weight": server_groups.UPDATE}
+_CLB, _SERVER_GROUP = CLB_ACTIONS, SERVER_GROUP_ACTIONS
 
 
 def by_group(memberships: Iterable[Membership]) -> dict[tuple[str, str], list[Membership]]:
@@ -29,11 +27,6 @@ def by_group(memberships: Iterable[Membership]) -> dict[tuple[str, str], list[Me
     for m in memberships:
         out.setdefault((m.kind, m.group), []).append(m)
     return out
-
-
-def action_name(kind: str, change: str) -> str:
-    """The API action of a change ("remove", "add", "weight") for a kind."""
-    return (_CLB if kind == "clb" else _SERVER_GROUP)[change]
 
 
 class LoadBalancers:
@@ -68,7 +61,7 @@ class LoadBalancers:
                 self.cloud.slb(_CLB["remove"], VServerGroupId=group, BackendServers=[clb_wire(m) for m in chunk])
             return "removed"
         done = ""
-        for chunk in _chunks([server_group_wire(m, with_weight=False) for m in members], server_groups.MAX_SERVERS_PER_CALL):
+        for chunk in _chunks([server_group_wire(m, with_weight=False) for m in members], MAX_SERVERS_PER_CALL):
             done = server_groups.remove(kind, self._api(kind), group, chunk, job_timeout=self.job_timeout)
         return done
 
@@ -115,7 +108,7 @@ class LoadBalancers:
 
     def _jobs(self, kind: str, change: str, group: str, servers: list[dict]) -> str:
         done = ""
-        for chunk in _chunks(servers, server_groups.MAX_SERVERS_PER_CALL):
+        for chunk in _chunks(servers, MAX_SERVERS_PER_CALL):
             done = server_groups.change(kind, self._api(kind), _SERVER_GROUP[change], group, chunk,
                                         job_timeout=self.job_timeout)
         return done

@@ -20,11 +20,11 @@ from typing import Any, Callable, Iterable
 
 from ecs_worker import CloudError
 
+from .actions import REMOVE
 from .cache import MembershipCache
 from .entry import Membership
 
 KINDS = ("alb", "nlb")
-MAX_SERVERS_PER_CALL = 200  # both APIs' limit for Servers.N
 PAGE_SIZE = 100             # MaxResults' maximum
 MAX_PAGES = 100
 JOB_TIMEOUT = 60.0          # seconds a change may take before we call it failed
@@ -35,7 +35,6 @@ JOB_POLL = (0.2, 2.0)       # first and longest pause between job reads
 ABSENT_CODES = frozenset({"ResourceNotFound.BackendServer", "ResourceNotFound.Server"})
 BUSY_CODES = frozenset({"IncorrectStatus.ServerGroup", "IncorrectStatus.serverGroup", "Conflict.Lock",
                         "SystemBusy", "IdempotenceProcessing", "OperationFailed.ResourceIsConfiguring"})
-ADD, REMOVE, UPDATE = "AddServersToServerGroup", "RemoveServersFromServerGroup", "UpdateServerGroupServersAttribute"
 _WIRE_TYPES = {"ecs": "Ecs", "eni": "Eni", "eci": "Eci", "ip": "Ip"}
 
 Call = Callable[..., dict]  # Cloud.alb / Cloud.nlb: call(action, **params) -> JSON

@@ -7,7 +7,8 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-from ..lb.membership import LoadBalancers, Membership, action_name, by_group
+from ..lb.actions import action_name
+from ..lb.membership import LoadBalancers, Membership, by_group
 from .window import plan_time, zone as _zone
 
 # O&M event type -> what the owner may do before notBefore to settle it (the event becomes
@@ -193,10 +194,10 @@ class Sequence:
         group unknown (`?`), marked as unchecked."""
         unknown = [(kind, "?/" + self.iid if kind == "clb" else f"{kind}:?/{self.iid}") for kind in self.cfg.kinds]
         for kind, target in unknown:
-            self.ctx.act_many(action_name(kind, "remove"), [target], _never, note=note)
-        self.ctx.act_many(self.remedy, [self.iid], _never, note=note)
+            self.ctx.plan(action_name(kind, "remove"), [target], note=note)
+        self.ctx.plan(self.remedy, [self.iid], note=note)
         for kind, target in unknown:
-            self.ctx.act_many(action_name(kind, "add"), [target], _never, note=note)
+            self.ctx.plan(action_name(kind, "add"), [target], note=note)
         return f"planned {self.remedy} ({note})"
 
     # -- helpers ----------------------------------------------------------------------
@@ -284,7 +285,3 @@ def _code(exc: BaseException | None) -> str:
 def _line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return (text[0] if text else type(exc).__name__)[:200]
-
-
-def _never(*args: Any, **kwargs: Any) -> None:  # pragma: no cover - dry-run never calls
-    raise AssertionError("dry-run must not call the cloud")

@@ -90,10 +90,8 @@ def _restart(event, ctx, budget: RestartBudget) -> Any:
     try:
         instance = describe_instance(ctx.cloud, iid)
         unverified = None
-    except Exception as exc:
-        if not ctx.dry_run:
-            raise  # a failed read is a failure: the message comes back
-        instance, unverified = None, f"unverified: could not read ECS: {getattr(exc, 'code', type(exc).__name__)}"
+    except Exception as exc:  # a failure (the message comes back), or in a dry run an unchecked plan
+        instance, unverified = None, ctx.unverified(exc, "ECS")
 
     if unverified is None:
         if instance is None:
@@ -107,7 +105,7 @@ def _restart(event, ctx, budget: RestartBudget) -> Any:
         ctx.defer(max(cfg.grace_seconds, 1.0), f"grace period before restarting {iid}")
         return "waiting out the grace period"
     if unverified is not None:
-        ctx.act_many("StartInstance", [iid], _never, note=unverified)
+        ctx.plan("StartInstance", [iid], note=unverified)
         return f"planned StartInstance ({unverified})"
 
     reason = skip_reason(instance, budget)
@@ -147,7 +145,3 @@ def _in_our_region(event, ctx) -> bool:
                         event.instance_id, event.region, ctx.region)
         return False
     return True
-
-
-def _never(*args: Any, **kwargs: Any) -> None:  # pragma: no cover - dry-run never calls
-    raise AssertionError("dry-run must not call the cloud")

@@ -82,9 +82,8 @@ def _hold(ctx, lc, cfg, state: dict, who: list[str], result, why: str, give_up: 
 def _hook_timeout(ctx, lc) -> int | None:
     try:
         return ess.hook_timeout(ctx, lc.hook_id)
-    except Exception:  # unreadable (a dry run without credentials): the documented default
-        if not ctx.dry_run:
-            raise
+    except Exception as exc:  # unreadable (a dry run without credentials): the documented default
+        ctx.unverified(exc, "ESS")  # outside a dry run, raised again
         return None
 
 

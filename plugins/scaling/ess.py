@@ -52,9 +52,8 @@ def read_or_plan(ctx, lc) -> ActionState | None:
     action as the notification describes it, so the plan is still shown (marked unverified)."""
     try:
         return read_back(ctx, lc)
-    except Exception as exc:
-        if not ctx.dry_run:
-            raise  # nothing changed yet: the message comes back and we look again
+    except Exception as exc:  # nothing changed yet: the message comes back and we look again
+        ctx.unverified(exc, "ESS")  # ... unless this is a dry run: then the plan goes on
         ctx.log.warning("dry run: could not read ESS (%s); planning from the notification, unverified",
                         getattr(exc, "code", type(exc).__name__))
         return ActionState(PENDING, "", tuple(lc.instance_ids))

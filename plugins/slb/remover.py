@@ -9,17 +9,17 @@ from concurrent.futures import Future
 from functools import partial
 from typing import Any
 
+from ..lb.actions import (CLB_REMOVE, CLB_WEIGHT, MAX_BACKENDS_PER_CALL, MAX_SERVERS_PER_CALL,
+                          REMOVE as SG_REMOVE, UPDATE as SG_UPDATE)
 from ..lb.batch import KeyedBatcher
 from ..lb.clb import BackendIndex, clb_wire
 from ..lb.server_groups import ServerGroupIndex, change, remove, server_group_wire
 from .spot import read_spot
 
-MAX_BACKENDS_PER_CALL = 20  # the SLB API's limit for BackendServers
-MAX_SERVERS_PER_CALL = 200  # ALB/NLB's limit for Servers.N
 JOB_SENDERS_PER_WORKER = 4
-REMOVE, DRAIN = "RemoveVServerGroupBackendServers", "SetVServerGroupAttribute"
+REMOVE, DRAIN = CLB_REMOVE, CLB_WEIGHT  # a job's kind, named by its CLB action
 # The ALB/NLB action for each CLB one (drain = weight 0 through the servers' attributes).
-_SERVER_GROUP_ACTIONS = {REMOVE: "RemoveServersFromServerGroup", DRAIN: "UpdateServerGroupServersAttribute"}
+_SERVER_GROUP_ACTIONS = {REMOVE: SG_REMOVE, DRAIN: SG_UPDATE}
 
 
 class _Job:
@@ -192,12 +192,12 @@ class Remover:
         return kept
 
     def _unlocated(self, job: _Job, exc: Exception) -> None:
-        if not job.ctx.dry_run:
+        try:  # a dry run on a laptop has no credentials: the plan, marked as unchecked
+            note = job.ctx.unverified(exc, "SLB")
+        except Exception:
             job.fail(exc)  # the message comes back and we try again
             return
-        # Dry-run on a laptop has no credentials: report the plan, marked as unchecked.
-        note = f"unverified: could not read SLB: {getattr(exc, 'code', type(exc).__name__)}"
-        job.ctx.act_many(job.kind, [f"?/{job.instance_id}"], _never, note=note)
+        job.ctx.plan(job.kind, [f"?/{job.instance_id}"], note=note)
         job.future.set_result(f"planned ({note})")
 
     # -- one batched call (a KeyedBatcher worker thread) ------------------------------
@@ -205,7 +205,7 @@ class Remover:
         if key[0] != "clb":
             return self._send_server_group(key, kind, items)
         group = key[1]
-        if kind == REMOVE and not self.dry_run:
+        if kind == REMOVE:  # (a dry run removed nothing: nothing is removed lately)
             # A duplicate event queued behind the call that removed its entry: done already.
             done = [(job.ctx, b.target) for b, job in items if self.index.removed_lately(b)]
             if done:
@@ -217,9 +217,8 @@ class Remover:
         unique = list({(b.server_id, b.port): b for b in backends}.values())  # one per entry, even for duplicate events
         wire = [clb_wire(b, weight=0 if kind == DRAIN else None) for b in unique]
         targets = [(job.ctx, b.target) for b, job in items]
-        cloud_call = self.cloud.slb if not self.dry_run else _never
-        targets[0][0].act_many(kind, targets, cloud_call, kind, VServerGroupId=group, BackendServers=wire)
-        if kind == REMOVE and not self.dry_run:
+        targets[0][0].act_many(kind, targets, self.cloud.slb, kind, VServerGroupId=group, BackendServers=wire)
+        if kind == REMOVE and not self.dry_run:  # the cache learns only of changes made
             self.index.forget(unique)
 
     def _send_server_group(self, key: tuple[str, str], kind: str, items: list[tuple[Any, _Job]]) -> None:
@@ -227,7 +226,7 @@ class Remover:
         lb, group = key
         index = self.group_indexes[lb]
         action = _SERVER_GROUP_ACTIONS[kind]
-        if kind == REMOVE and not self.dry_run:
+        if kind == REMOVE:
             done = [(job.ctx, m.target) for m, job in items if index.removed_lately(m)]
             if done:
                 done[0][0].act_many(action, done, _already_removed)
@@ -239,14 +238,12 @@ class Remover:
                    for m in unique]
         targets = [(job.ctx, m.target) for m, job in items]
         api = partial(_api_call, self.cloud, lb)
-        if self.dry_run:
-            call = _never
-        elif kind == REMOVE:  # servers gone meanwhile (a stale cache) are dropped, not an error
+        if kind == REMOVE:  # servers gone meanwhile (a stale cache) are dropped, not an error
             call = partial(remove, lb, api, group, servers, job_timeout=self.job_timeout)
         else:
             call = partial(change, lb, api, action, group, servers, job_timeout=self.job_timeout)
-        targets[0][0].act_many(action, targets, call)
-        if kind == REMOVE and not self.dry_run:
+        targets[0][0].act_many(action, targets, call)  # in a dry run, ctx plans it: nothing is called
+        if kind == REMOVE and not self.dry_run:  # the cache learns only of changes made
             index.forget(unique)
 
 
@@ -266,7 +263,3 @@ def _describe(groups: set[tuple[str, str]]) -> str:
 
 def _already_removed(*args: Any, **kwargs: Any) -> str:
     return "already removed by an earlier call"
-
-
-def _never(*args: Any, **kwargs: Any) -> None:  # pragma: no cover - dry-run never calls
-    raise AssertionError("dry-run must not call the cloud")

@@ -146,6 +146,22 @@ class Context:
         return self._runtime.gateway.perform_many(self.plugin, action, sinks, call, *args,
                                                   note=note, **kwargs)
 
+    def unverified(self, exc: BaseException, source: str) -> str:
+        """A read that a change depends on failed (call it in the `except`). Outside a dry run
+        that is this call's failure: `exc` is raised again. In a dry run (a laptop without
+        credentials, say) the plan goes on: the note to mark it with, for `plan`."""
+        if not self.dry_run:
+            raise exc
+        return f"unverified: could not read {source}: {getattr(exc, 'code', None) or type(exc).__name__}"
+
+    def plan(self, action: str, targets: list[Union[str, tuple["Context", str]]], note: str) -> None:
+        """Record a change a dry run would make but could not check against the cloud (after
+        `unverified`): planned, never made. Outside a dry run this is a bug: a change is
+        made with `act` / `act_many`."""
+        if not self.dry_run:
+            raise RuntimeError(f"ctx.plan({action!r}) outside a dry run: make the change with ctx.act")
+        self.act_many(action, targets, _never, note=note)
+
     def defer(self, seconds: float, reason: str = "", state: Any = None) -> None:
         """Ask for this event again in `seconds` (at most 30 days); not a failure.
 
@@ -182,3 +198,7 @@ class Context:
         if len(text.encode("utf-8")) > MAX_STATE_BYTES:
             raise ValueError(f"state is {len(text)} bytes of JSON, over {MAX_STATE_BYTES}")
         self.saved_state = json.loads(text)  # a copy: later changes to `state` do not leak in
+
+
+def _never(*args: Any, **kwargs: Any) -> None:  # pragma: no cover - `plan` runs only in a dry run
+    raise AssertionError("a planned change was about to be made")
