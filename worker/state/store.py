@@ -18,11 +18,7 @@ memory costs at most a repeated idempotent action; refusing to start costs every
 Several processes may share one store (WAL, busy timeout). Files are created 0600 and
 the directory 0700, with or without systemd's `UMask=`.
 
-Schema version 2 (issue 10) keys rows by the message key instead of the bare event id.
-Older databases are migrated in place: the new columns and table are added; rows keyed
-by a bare id are kept and simply expire (`dedupe_ttl`, `ATTEMPTS_TTL`). A message whose
-delete was lost just before the upgrade may therefore be handled once more — what
-at-least-once allows anyway.
+The SQLite file's schema, and how an older one is migrated, are in `schema.py`.
 
 The consumer's hot path uses one read per received batch (`take`) and one transaction
 per burst of settled outcomes (`mark_settled_many`): per-message transactions,
@@ -42,6 +38,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from .dead_letter_file import append_durably, holds_record
+from .schema import connect
 from ..events.keys import safe_key
 
 log = logging.getLogger("ecs_worker.store")
@@ -50,16 +47,6 @@ DB_NAME = "state.sqlite3"
 DEAD_LETTER_NAME = "dead-letter.jsonl"
 ATTEMPTS_TTL = 8 * 86400  # longer than MNS's longest retention (7 days)
 MAX_KEYS = 400  # per statement: two parameters a key stays within SQLite's oldest limit (999)
-SCHEMA_VERSION = 2
-_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS settled (key TEXT PRIMARY KEY, expires REAL NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS attempts (key TEXT PRIMARY KEY, attempts INTEGER NOT NULL DEFAULT 0, "
-    "resume TEXT, updated REAL NOT NULL, suspect INTEGER NOT NULL DEFAULT 0)",
-    "CREATE TABLE IF NOT EXISTS dead_letters (message_id TEXT PRIMARY KEY, recorded REAL NOT NULL, "
-    "written INTEGER NOT NULL DEFAULT 0)",
-)
-
-
 class StoreError(RuntimeError):
     pass
 
@@ -96,7 +83,7 @@ class Store:
     # -- opening ------------------------------------------------------------------
     def _open(self) -> sqlite3.Connection:
         try:
-            return self._connect()
+            return connect(self.path)
         except sqlite3.OperationalError as exc:  # permissions, locks: not corruption
             raise StoreError(f"{self.path}: cannot open: {exc}") from None
         except sqlite3.DatabaseError as exc:
@@ -110,47 +97,9 @@ class Store:
                 if src.exists():
                     os.replace(src, Path(str(aside) + suffix))
             try:
-                return self._connect()
+                return connect(self.path)
             except sqlite3.DatabaseError as exc2:
                 raise StoreError(f"{self.path}: cannot open: {exc2}") from None
-
-    def _connect(self) -> sqlite3.Connection:
-        try:  # 0600 before SQLite opens it: its -wal and -shm files take the same mode
-            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
-        except OSError as exc:
-            raise sqlite3.OperationalError(exc.strerror) from None
-        db = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
-        try:
-            db.execute("PRAGMA busy_timeout = 10000")
-            if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
-                raise sqlite3.DatabaseError("integrity check failed")
-            db.execute("PRAGMA journal_mode = WAL")
-            db.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across a process crash
-            self._migrate(db)
-        except sqlite3.DatabaseError:
-            db.close()
-            raise
-        return db
-
-    @staticmethod
-    def _migrate(db: sqlite3.Connection) -> None:
-        """Create or upgrade the schema (see the module doc), in one transaction."""
-        if db.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
-            return
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            # Another process may have migrated it meanwhile.
-            if db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
-                for statement in _SCHEMA:
-                    db.execute(statement)
-                columns = {row[1] for row in db.execute("PRAGMA table_info(attempts)")}
-                if "suspect" not in columns:  # a version 1 database
-                    db.execute("ALTER TABLE attempts ADD COLUMN suspect INTEGER NOT NULL DEFAULT 0")
-                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
     def close(self) -> None:
         with self._lock:
