@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from urllib.parse import unquote
 
-from .mns_queue import (MAX_BATCH, MAX_VISIBILITY, MAX_WAIT_SECONDS, MIN_VISIBILITY, MnsErrorResponse, Queue,
-                        int_arg, message_not_exist)
+from .mns_errors import MnsErrorResponse, int_arg, message_not_exist
+from .mns_queue import MAX_BATCH, MAX_VISIBILITY, MAX_WAIT_SECONDS, MIN_VISIBILITY, Queue
 from .mns_xml import (parse_queue_attributes, parse_receipt_handles, parse_send_body, xml_attributes,
                       xml_batch_sent, xml_change_visibility, xml_delete_errors, xml_message, xml_messages,
                       xml_sent)

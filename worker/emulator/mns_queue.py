@@ -1,5 +1,5 @@
-"""MNS queues: the message model (send, receive, hide, delete, change visibility) and its error replies.
-The XML wire format is in mns_xml.py, the request router in mns.py.
+"""MNS queues: the message model (send, receive, hide, delete, change visibility).
+Its error replies are in mns_errors.py, the XML wire format in mns_xml.py, the request router in mns.py.
 
 Semantics kept faithful because the worker's correctness depends on them:
 - receive hides a message for the queue's VisibilityTimeout and issues a fresh receipt handle;
@@ -30,6 +30,8 @@ import struct
 import threading
 import time
 
+from .mns_errors import MnsErrorResponse, invalid_argument, message_not_exist, receipt_handle_error
+
 MAX_BATCH = 16
 MAX_WAIT_SECONDS = 30
 MIN_VISIBILITY, MAX_VISIBILITY = 1, 43200  # ChangeMessageVisibility's documented range (seconds)
@@ -47,41 +49,6 @@ ATTRIBUTES = {
     "PollingWaitSeconds": ("polling_wait_seconds", 0, 30),
     "LoggingEnabled": ("logging_enabled", 0, 0),
 }
-
-
-class MnsErrorResponse(Exception):
-    """An MNS error response: HTTP status, `<Code>`, `<Message>`."""
-
-    def __init__(self, status: int, code: str, message: str):
-        super().__init__(f"{code}: {message}")
-        self.status, self.code, self.message = status, code, message
-
-
-def queue_not_exist(name: str) -> MnsErrorResponse:
-    return MnsErrorResponse(404, "QueueNotExist", f"The queue name you provided is not exist: {name}.")
-
-
-def message_not_exist() -> MnsErrorResponse:
-    return MnsErrorResponse(404, "MessageNotExist", "Message not exist.")
-
-
-def receipt_handle_error() -> MnsErrorResponse:
-    return MnsErrorResponse(400, "ReceiptHandleError", "The receipt handle you provided is not valid.")
-
-
-def invalid_argument(message: str) -> MnsErrorResponse:
-    return MnsErrorResponse(400, "InvalidArgument", message)
-
-
-def int_arg(value: str | None, name: str, lo: int, hi: int) -> int:
-    """An integer request argument in lo..hi, else 400 InvalidArgument with MNS's wording."""
-    try:
-        n = int(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise invalid_argument(f"The value of {name} should be an integer.") from None
-    if not lo <= n <= hi:
-        raise invalid_argument(f"The value of {name} should between {lo} and {hi}.")
-    return n
 
 
 def now_ms(t: float | None = None) -> int:

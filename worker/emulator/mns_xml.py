@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 from xml.etree import ElementTree
 
-from .mns_queue import ATTRIBUTES, MAX_BATCH, Message, MnsErrorResponse, Queue, int_arg, invalid_argument, now_ms
+from .mns_errors import MnsErrorResponse, int_arg, invalid_argument
+from .mns_queue import ATTRIBUTES, MAX_BATCH, Message, Queue, now_ms
 
 XMLNS = "http://mns.aliyuncs.com/doc/v1/"
 XML_HEAD = '<?xml version="1.0" encoding="UTF-8"?>\n'

@@ -20,7 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, unquote
 
 from . import mns
-from .mns_queue import MnsErrorResponse, message_not_exist, queue_not_exist
+from .mns_errors import MnsErrorResponse, message_not_exist, queue_not_exist
 from .mns_xml import xml_error
 from .auth import AuthError, check_mns, check_rpc
 from .ram import MNS_DENIED, RPC_DENIED, mns_resource, rpc_resource

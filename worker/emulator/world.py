@@ -9,7 +9,8 @@ from .auth import AccessKeys
 from .cms import Monitor
 from .cms_dry_run import DryRunEvents
 from .faults import Faults, validate_faults
-from .mns_queue import MnsErrorResponse, Queue
+from .mns_errors import MnsErrorResponse
+from .mns_queue import Queue
 from .mns_xml import check_queue_name, parse_queue_attributes
 from .ram import Policy, validate_policy
 from .rpc import RpcServices
