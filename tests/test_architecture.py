@@ -311,6 +311,32 @@ def test_the_code_follows_the_documented_diagram(graph):
     assert diagram_problems(graph, parts, arrows) == []
 
 
+MAX_MODULE_LINES = 300  # a module longer than this does more than one job: split it by job
+
+
+def long_modules(*roots: Path) -> list[str]:
+    """Every module under `roots` over MAX_MODULE_LINES lines, with its length."""
+    found = []
+    for root in roots:
+        for path in sorted(root.rglob("*.py")):
+            lines = len(path.read_text(encoding="utf-8").splitlines())
+            if lines > MAX_MODULE_LINES:
+                found.append(f"{path.relative_to(ROOT)}: {lines} lines")
+    return found
+
+
+def test_no_module_of_the_worker_or_the_plugins_is_over_300_lines():
+    assert long_modules(ROOT / "worker", ROOT / "plugins") == []
+
+
+def test_a_long_module_is_noticed(tmp_path, monkeypatch):
+    monkeypatch.setitem(globals(), "ROOT", tmp_path)  # long_modules names paths from ROOT
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "short.py").write_text("x = 1\n" * MAX_MODULE_LINES)
+    (tmp_path / "pkg" / "long.py").write_text("x = 1\n" * (MAX_MODULE_LINES + 1))
+    assert long_modules(tmp_path / "pkg") == [f"pkg/long.py: {MAX_MODULE_LINES + 1} lines"]
+
+
 def test_the_top_of_the_package_is_only_its_face():
     top = sorted(p.name for p in (ROOT / "worker").glob("*.py"))
     assert len(top) <= 10, top

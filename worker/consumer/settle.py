@@ -12,11 +12,9 @@ invalid / refused -> dead-lettered at once (refused: a re-sent deferral not trus
 stateless         -> hidden `STATE_WAIT_SECONDS`, nothing run (`trust.py`).
 A re-sent message is remembered as settled by its MNS message id: back after a lost
 delete, it is deleted, not re-sent again.
-Dead-lettering writes `state_dir/dead-letter.jsonl` once per message, then sends to the
-dead-letter queue (when configured) a body that fits its maximum message size, then deletes.
-A transient failure keeps the message (it comes back); a permanent refusal by the dead-letter
-queue (AccessDenied, no such queue, refused body) leaves the local record alone to settle
-it, logged as an error and counted. Every outcome reaches the `on_settled` observers;
+Dead-lettering (`dead_lettering.py`) writes `state_dir/dead-letter.jsonl` once per message,
+then sends to the dead-letter queue (when configured), then the message is deleted; a
+transient failure keeps it (it comes back). Every outcome reaches the `on_settled` observers;
 nothing they raise (`SystemExit` included) stops this thread.
 """
 from __future__ import annotations
@@ -26,7 +24,6 @@ import math
 import queue as queues
 import threading
 import time
-from datetime import datetime, timezone
 from typing import Any, Callable
 
 from ..observability import metrics
@@ -35,13 +32,13 @@ from ..config import Config
 from ..text import one_line
 from ..plugin_host.outcomes import DEFERRED, FAILED, HANDLED, IGNORED, INVALID, Result
 from ..events.event import Event
+from .dead_lettering import dead_letter
 from .held import DUPLICATE, EXHAUSTED, REFUSED, RELEASE, STATELESS, WAIT, Held
 from ..events.keys import message_key
 from .resend import must_resend, resend
 from ..trust.judge import STATE_WAIT_SECONDS, stateless_reason
-from ..queue.dead_letters import dead_letter_body
-from ..queue.source import MAX_BATCH, MAX_MESSAGE_BYTES, MnsError, MnsQueue, fault_delay, refused_for_good
-from ..state.store import Store, StoreError
+from ..queue.source import MAX_BATCH, MAX_MESSAGE_BYTES, MnsError, MnsQueue, fault_delay
+from ..state.store import Store
 
 log = logging.getLogger("ecs_worker.settle")
 
@@ -213,31 +210,12 @@ class Settler:
         return True
 
     def _dead_letter(self, held: Held, handle: str, reason: str, error: str | None, deletes: list) -> None:
-        m = held.message
-        record = {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                  "queue": self.source.name, "message_id": m.id, "reason": reason, "error": error,
-                  "attempts": held.attempt or m.dequeue_count, "dequeue_count": m.dequeue_count,
-                  "event_id": held.event.id if held.event else None, "key": held.key,
-                  "body": m.body.decode("utf-8", "replace")}
-        try:
-            self.store.record_dead_letter(record)  # once per message: a retry writes nothing
-        except StoreError as exc:
-            self._keep(held, handle, f"cannot record it: {exc}")
+        why = dead_letter(held, reason, error, self.source.name, self.store, self.dead_letters,
+                          self.dead_letter_max_size)
+        if why is not None:
+            self._keep(held, handle, why)
             return
-        if self.dead_letters is not None:
-            try:
-                self.dead_letters.send(dead_letter_body(record, self.dead_letter_max_size))
-            except MnsError as exc:
-                if not refused_for_good(exc):
-                    self._keep(held, handle, str(exc))
-                    return
-                metrics.DEAD_LETTER_QUEUE_FAILURES.inc()
-                log.error("message %s: the dead-letter queue refuses it (%s); %s alone keeps it",
-                          m.id, exc, self.store.dead_letter_path, extra={"message_id": m.id})
-        metrics.DEAD_LETTERS.labels(reason).inc()
         self.counts["dead-lettered"] += 1
-        log.warning("message %s dead-lettered (%s): %s", m.id, reason, one_line(error or ""),
-                    extra={"message_id": m.id, "event_id": record["event_id"]})
         self._unmarked.append(held.key)
         deletes.append((held, handle))
 
