@@ -96,7 +96,7 @@ class MaintenancePlugin:
         bad = sorted(set(cfg.kinds) - set(LB_KINDS))
         if bad:
             raise ValueError(f"[plugins.maintenance] kinds: {bad[0]}: choose from {', '.join(LB_KINDS)}")
-        ctx.cloud  # builds the gateway now, so a bad [credentials] section fails at start-up
+        ctx.cloud  # builds the cloud client now, so a bad [credentials] section fails at start-up
         self.budget = RebootBudget(cfg.max_reboots_per_minute)
 
     @hookimpl

@@ -50,7 +50,7 @@ class RestartPlugin:
         cfg: Config = ctx.config
         if not cfg.require_tag.strip():
             ctx.log.warning("restart: require_tag is empty: EVERY instance that stops will be restarted")
-        ctx.cloud  # builds the gateway now, so a bad [credentials] section fails at start-up
+        ctx.cloud  # builds the cloud client now, so a bad [credentials] section fails at start-up
         path = None
         if not ctx.dry_run:
             try:

@@ -59,7 +59,7 @@ class SlbPlugin:
         if unknown or not cfg.kinds:
             raise ValueError(f"[plugins.slb] kinds: {unknown[0] if unknown else 'empty'}: "
                              f"choose from {', '.join(LB_KINDS)}")
-        ctx.cloud  # builds the gateway now, so a bad [credentials] section fails at start-up
+        ctx.cloud  # builds the cloud client now, so a bad [credentials] section fails at start-up
         with self._lock:
             if self.remover is not None:
                 self.remover.close()

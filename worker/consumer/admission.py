@@ -16,7 +16,8 @@ from ..events.wrapper import unwrap
 from ..events.event import InvalidEvent, parse_unwrapped
 from ..events.keys import event_key, message_key
 from ..plugin_host.outcomes import FAILED, Result, invalid
-from .held import DUPLICATE, EXHAUSTED, REFUSED, RESULT, STATELESS, WAIT, Held
+from .held import Held
+from .settle_commands import DUPLICATE, EXHAUSTED, REFUSED, RESULT, STATELESS, WAIT
 from ..trust.fleet_key import Signer
 from ..state.store import Attempt, Store
 from ..text import one_line

@@ -220,3 +220,13 @@ class Gate:
     @property
     def running(self) -> int:
         return self._running
+
+
+RECOVER_EVERY = 30.0  # seconds between looks for the journals of dead workers sharing state_dir
+
+
+def keep_recovering(recover: Callable[[], None], closing: threading.Event, every: float = RECOVER_EVERY) -> None:
+    """The recover thread: every `every` seconds until `closing`, `recover()` — a sibling
+    worker sharing this host's state_dir may have died meanwhile (the start recovers once)."""
+    while not closing.wait(every):
+        recover()

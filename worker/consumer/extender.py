@@ -1,6 +1,5 @@
 """The visibility extender: keeps every held message invisible while it is being handled
-or awaits a plugin's future, and keeps the newest receipt handle. Its loop also looks,
-now and then, for the crash journals of dead sibling workers (`crashes.py`).
+or awaits a plugin's future, and keeps the newest receipt handle.
 
 Renewals run side by side on `RENEWERS` threads (each with its own MNS client), and
 each starts early enough for the measured MNS round trip (`lead`): one slow call must
@@ -23,7 +22,6 @@ from ..text import one_line
 log = logging.getLogger("ecs_worker.runner")
 
 EXTEND_EVERY = 0.1  # seconds between sweeps for due messages
-RECOVER_EVERY = 30.0  # seconds between looks for the journals of dead workers sharing state_dir
 RENEWERS = 8  # renewal threads
 FIRST_RTT = 0.05  # seconds: the round-trip estimate until one is measured
 SAFETY = 2.0  # capacity keeps renewers at most half busy
@@ -31,13 +29,12 @@ SAFETY = 2.0  # capacity keeps renewers at most half busy
 
 class Extender:
     def __init__(self, source: MnsQueue, seconds: float, due: Callable[[float], list[Held]],
-                 closing: threading.Event, recover: Callable[[], None]) -> None:
+                 closing: threading.Event) -> None:
         self.source = source
         self.seconds = seconds  # each extension's visibility timeout
         self.queue_visibility = seconds  # the queue's own timeout (a fresh message's window)
         self._due = due  # held messages whose extend_at has come, at a monotonic time
         self._closing = closing
-        self._recover = recover
         self._work: queue.SimpleQueue = queue.SimpleQueue()
         self.rtt = FIRST_RTT
         self._died: BaseException | None = None  # what ended a renewal thread
@@ -65,12 +62,8 @@ class Extender:
                     for i in range(RENEWERS)]
         for t in renewers:
             t.start()
-        next_recover = time.monotonic() + RECOVER_EVERY
         while not self._closing.wait(EXTEND_EVERY):
             now = time.monotonic()
-            if now >= next_recover:  # a sibling worker on this host may have died
-                self._recover()
-                next_recover = now + RECOVER_EVERY
             for held in self._due(now):
                 held.extend_at = math.inf  # queued: not due again until renewed
                 self._work.put(held)

@@ -14,7 +14,8 @@ from . import quarantine
 from .crashes import Gate, Journal
 from ..plugin_host.dispatch import Dispatcher
 from ..plugin_host.outcomes import FAILED, Result
-from .held import RELEASE, RESULT, Held
+from .held import Held
+from .settle_commands import RELEASE, RESULT
 from .room import Room
 from .settle import Settler
 from ..text import one_line

@@ -1,7 +1,6 @@
-"""A received message while the worker holds it (`Held`), and the kinds of what the
-settler is told to do with one: carry out its result, drop a duplicate, release it
-unstarted, give up on it (attempts exhausted) or let it wait on (a re-sent deferral
-that came back early)."""
+"""A received message while the worker holds it (`Held`): the in-flight record, and
+`hold`, which registers a received batch. What the settler is told to do with one is in
+`settle_commands.py`."""
 from __future__ import annotations
 
 import threading
@@ -13,10 +12,6 @@ from ..events.wrapper import Deferred
 from ..events.event import Event
 from ..queue.source import Message
 
-RESULT, DUPLICATE, RELEASE, EXHAUSTED = "result", "duplicate", "release", "exhausted"
-WAIT = "wait"  # a re-sent deferral that arrived before it is due: wait on, run nothing
-REFUSED = "refused"  # a re-sent deferral not to be trusted or too old: dead-lettered (`refused`)
-STATELESS = "stateless"  # a re-sent deferral whose plugins' states are not here: wait, run nothing
 REPR_KEY_CHARS = 120  # the repr (log lines) shows at most this much of a key
 
 

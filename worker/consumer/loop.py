@@ -5,7 +5,8 @@ watchdog's heartbeat) long-polls a batch only while there is room — fewer than
 `concurrency` handlers busy and fewer than `max_pending` messages held (fewer still
 when MNS is slow: no more than renewals can keep hidden) — decides on each
 message (`admission.py`) and hands it to the handler pool; extend (`extender.py`) keeps
-held messages invisible; settle (`settle.py`) carries out each outcome in MNS.
+held messages invisible; settle (`settle.py`) carries out each outcome in MNS. A fourth
+thread, recover (`crashes.py`), looks every 30 s for the crash journals of dead sibling workers.
 The runtime is built in `app.py`; signals in `signals.py`; the archive in `archive.py`.
 
 The main thread only waits for signals (`signals.py`: SIGHUP reloads). First SIGTERM/SIGINT: stop receiving, release
@@ -30,12 +31,12 @@ from . import archive, preflight
 from ..observability import health, metrics
 from .admission import Admission
 from ..config import Config
-from .crashes import recover
+from .crashes import keep_recovering, recover
 from ..plugin_host.dispatch import Dispatcher
 from .extender import Extender
 from .handling import Handling
 from .pool import Handlers
-from .held import RELEASE, RESULT
+from .settle_commands import RELEASE, RESULT
 from .room import Room
 from ..observability.notify import SystemdNotifier, watchdog_interval
 from ..exit_codes import EXIT_FAILURE, EXIT_OK, EXIT_STUCK
@@ -71,7 +72,7 @@ class Runner:
         self.counts = self.settler.counts
         self._admission = Admission(store, w.max_attempts, self.settler.signer)
         self._extender = Extender(source, config.mns.visibility_timeout, lambda now: self._room.due(now),
-                                  self._closing, self._recover)
+                                  self._closing)
         self._room = Room(w.concurrency, w.max_pending, self._extender.capacity)
         self._held = self._room.held
         self._threads: list[threading.Thread] = []
@@ -99,13 +100,14 @@ class Runner:
             self.settler.dead_letter_max_size = until_ok(self.dead_letters.maximum_message_size)
 
     def start(self) -> None:
-        """Recover the journals of dead workers, then start the receive, extend and
-        settle loops and the handlers."""
+        """Recover the journals of dead workers, then start the receive, extend, settle
+        and recover loops and the handlers."""
         self._handling.open(self.config.worker.state_dir)
         self._recover()
         self._pool.start()
         for name, target in (("receive", self._receive_loop), ("extend", self._extender.loop),
-                             ("settle", self.settler.loop)):
+                             ("settle", self.settler.loop),
+                             ("recover", lambda: keep_recovering(self._recover, self._closing))):
             t = threading.Thread(target=self._guarded(name, target), name=name, daemon=True)
             t.start()
             self._threads.append(t)

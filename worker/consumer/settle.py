@@ -33,7 +33,8 @@ from ..text import one_line
 from ..plugin_host.outcomes import DEFERRED, FAILED, HANDLED, IGNORED, INVALID, Result
 from ..events.event import Event
 from .dead_lettering import dead_letter
-from .held import DUPLICATE, EXHAUSTED, REFUSED, RELEASE, STATELESS, WAIT, Held
+from .held import Held
+from .settle_commands import DUPLICATE, EXHAUSTED, REFUSED, RELEASE, STATELESS, WAIT
 from ..events.keys import message_key
 from .resend import must_resend, resend
 from ..trust.judge import STATE_WAIT_SECONDS, stateless_reason

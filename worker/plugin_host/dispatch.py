@@ -1,7 +1,8 @@
 """Dispatch: hand one event to every plugin, each in its own try, and decide one outcome.
 
-Knows nothing of queues: sources turn the outcome into delete / defer / retry /
-dead-letter. One plugin's crash, hang or slow cloud call never stops another:
+Knows nothing of queues: whoever called it turns the outcome into what happens to the
+message (the consumer's settle step, `consumer/settle.py`: delete / defer / retry /
+dead-letter; `replay` reports it). One plugin's crash, hang or slow cloud call never stops another:
 
 - anything a hook raises, `BaseException` included (`SystemExit`, `KeyboardInterrupt`),
   is that plugin's failure for that event and goes no further;
