@@ -14,7 +14,7 @@ from ecs_worker import parse_event
 from ecs_worker.config import ConfigError, parse_config
 from ecs_worker.plugin_host.context import Runtime
 from ecs_worker.plugin_host.dispatch import Dispatcher, PluginStartupError
-from ecs_worker.plugin_host.manager import DEFAULT_PLUGINS, PluginError, builtin_name, load_plugins
+from ecs_worker.plugin_host.manager import DEFAULT_PLUGINS, HELPER_PACKAGES, PluginError, builtin_name, load_plugins
 
 STOPPED = parse_event('{"id": "e1", "name": "Instance:StateChange", '
                       '"content": {"resourceId": "i-1", "state": "Stopped"}}')
@@ -47,6 +47,34 @@ def test_builtins_are_registered_like_any_plugin():
         name = builtin_name(spec)
         assert names[name].origin == "builtin"
     assert "on_settled" in names["log"].hooks
+
+
+PLUGINS_DIR = Path(__file__).resolve().parent.parent / "plugins"
+
+
+def unlisted(plugins_dir: Path) -> list[str]:
+    """What sits directly under `plugins_dir` (a package, or a module) that is neither a
+    built-in in DEFAULT_PLUGINS nor named in HELPER_PACKAGES: a plugin added in one place only."""
+    listed = {builtin_name(spec) for spec in DEFAULT_PLUGINS} | set(HELPER_PACKAGES)
+    found = {p.parent.name for p in plugins_dir.glob("*/__init__.py")}
+    found |= {p.stem for p in plugins_dir.glob("*.py") if p.name != "__init__.py"}
+    return sorted(found - listed)
+
+
+def test_every_folder_under_plugins_is_a_listed_builtin_or_a_named_helper():
+    assert unlisted(PLUGINS_DIR) == [], "add it to DEFAULT_PLUGINS (or, shared code, to HELPER_PACKAGES)"
+    helpers = {p.parent.name for p in PLUGINS_DIR.glob("*/__init__.py")}
+    assert set(HELPER_PACKAGES) <= helpers, "a helper named that is not there"
+    assert not set(HELPER_PACKAGES) & {builtin_name(spec) for spec in DEFAULT_PLUGINS}
+
+
+def test_a_plugin_folder_dropped_into_plugins_unlisted_is_noticed(tmp_path):
+    for name in [builtin_name(spec) for spec in DEFAULT_PLUGINS] + list(HELPER_PACKAGES) + ["newcomer"]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text("")
+    (tmp_path / "__init__.py").write_text("")
+    (tmp_path / "stray.py").write_text("")
+    assert unlisted(tmp_path) == ["newcomer", "stray"]
 
 
 def test_entry_point_plugin_from_installed_example_package():
