@@ -110,7 +110,9 @@ def test_empty_account_to_events_flowing(emulator, config):
     assert "done: 4 change(s) made" in done.stdout
     assert set(emulator.state()["queues"]) == {"fleet-events", "fleet-events-dlq"}
     (rule,) = emulator.state()["event_rules"]
-    assert rule["patterns"] == [{"product": "ecs", "names": ["Instance:StateChange"]}]
+    # the recorder's on_state_change and the built-in maintenance plugin's declared notification
+    assert rule["patterns"] == [{"product": "ecs", "names": ["Instance:StateChange",
+                                                             "Instance:SystemMaintenance.Reboot:Scheduled"]}]
     assert [t["queue"] for t in rule["targets"]] == ["fleet-events"]
 
     again = cli("setup", "-c", str(config))

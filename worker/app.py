@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, StoreError) as exc:
         return _fail(exc)
     metrics.watch_gateway(app.runtime.gateway)
-    metrics.known_labels([name for name, _ in app.plugins.pm.list_name_plugin()])
+    metrics.known_labels([name for name, _ in app.plugins.pm.list_name_plugin()], app.plugins.event_names())
     if config.metrics.listen:
         from .health import serve as serve_metrics
 

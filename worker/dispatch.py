@@ -26,12 +26,12 @@ from .text import one_line
 from .context import Context, Runtime
 from .deferred import RESUME_STATE
 from .outcomes import combine, DEFERRED, FAILED, HANDLED, IGNORED, PluginResult, Result
-from .events import PREEMPTIBLE_INTERRUPTION, STATE_CHANGE, Event
+from .events import Event
+from .hook_events import HOOK_OF_NAME
 from .lanes import Lane, LaneStuck, Observer
 
 log = logging.getLogger("ecs_worker.dispatch")
 
-SPECIFIC_HOOKS = {STATE_CHANGE: "on_state_change", PREEMPTIBLE_INTERRUPTION: "on_preemptible_interruption"}
 
 
 class Dispatcher:
@@ -96,7 +96,7 @@ class Dispatcher:
         contexts: dict[str, Context] = {}
         results: list[PluginResult] = []
         pending: list[tuple[str, Future]] = []
-        specific = SPECIFIC_HOOKS.get(event.name) or ("on_system_event" if event.is_system_event else None)
+        specific = HOOK_OF_NAME.get(event.name) or ("on_system_event" if event.is_system_event else None)
         for hook in ("on_event", specific):
             if hook is None:
                 continue

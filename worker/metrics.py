@@ -50,8 +50,8 @@ INFLIGHT = Gauge("ecs_worker_inflight", "Messages held: being handled or awaitin
                  registry=REGISTRY)
 BUILD_INFO = Info("ecs_worker_build", "Version of ecs-worker and of Python", registry=REGISTRY)
 
-# Labels known before anything happens (issue 13: counters start at 0).
-KNOWN_EVENT_NAMES = ("Instance:StateChange", "Instance:PreemptibleInstanceInterruption")
+# Labels known before anything happens (issue 13: counters start at 0). Event names: the fixed
+# ones of hook_events.HOOK_EVENTS and those the loaded plugins declare.
 OUTCOMES = ("handled", "failed", "ignored", "invalid", "deferred", "duplicate")
 DEAD_LETTER_REASONS = ("invalid", "max_attempts")
 KNOWN_ACTIONS = {"restart": ("StartInstance",),
@@ -59,12 +59,15 @@ KNOWN_ACTIONS = {"restart": ("StartInstance",),
 ACTION_RESULTS = ("ok", "planned", "error")
 
 
-def known_labels(plugins: list[str] = ()) -> None:
-    """Create every known label set at 0 (and the build info); `plugins`: the loaded plugin names."""
+def known_labels(plugins: list[str] = (), event_names: tuple[str, ...] | str = ()) -> None:
+    """Create every known label set at 0 (and the build info); `plugins`: the loaded plugin names,
+    `event_names`: what they declared (`Plugins.event_names()`; EVERY_EVENT adds none)."""
+    from .hook_events import EVERY_EVENT, FIXED_NAMES
     from .version import __version__
 
     BUILD_INFO.info({"version": __version__, "python": platform.python_version()})
-    for name in KNOWN_EVENT_NAMES:
+    declared = () if event_names == EVERY_EVENT else tuple(event_names)
+    for name in dict.fromkeys(FIXED_NAMES + declared):
         for outcome in OUTCOMES:
             EVENTS.labels(name, outcome)
     for reason in DEAD_LETTER_REASONS:

@@ -21,10 +21,6 @@ from .outcomes import EXIT_FAILURE, EXIT_OK
 from .actions import ActionGateway
 from .ram_policy import mns_location, setup_policy, worker_policy
 
-# Which CloudMonitor event each specific hook receives; on_event / on_settled take every event.
-HOOK_EVENTS = {"on_state_change": "Instance:StateChange",
-               "on_preemptible_interruption": "Instance:PreemptibleInstanceInterruption"}
-ALL_EVENT_HOOKS = {"on_event", "on_settled"}
 PRODUCT = "ecs"
 
 
@@ -33,11 +29,11 @@ def rule_name(queue: str) -> str:
 
 
 def event_names(plugins: Any) -> tuple[str, ...]:
-    """The event names the loaded plugins need; () means every ECS event."""
-    hooks = {h for info in plugins.info() for h in info.hooks}
-    if hooks & ALL_EVENT_HOOKS:
-        return ()
-    return tuple(sorted({HOOK_EVENTS[h] for h in hooks if h in HOOK_EVENTS}))
+    """The event names the loaded plugins need (`hook_events.py`); () means every ECS event."""
+    from .hook_events import EVERY_EVENT
+
+    names = plugins.event_names()
+    return () if names == EVERY_EVENT else names
 
 
 def target_region(config: Any) -> str:

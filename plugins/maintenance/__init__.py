@@ -83,6 +83,11 @@ class MaintenancePlugin:
     def __init__(self) -> None:
         self.budget: RebootBudget | None = None
 
+    @staticmethod
+    def system_events(cfg: Config) -> list[str]:
+        """The O&M notifications to deliver (the rule `setup` writes): each acted-on type, Scheduled."""
+        return [f"Instance:{event_type}:Scheduled" for event_type in cfg.event_types]
+
     @hookimpl
     def on_startup(self, ctx):
         cfg: Config = ctx.config

@@ -183,13 +183,14 @@ class Monitor:
 def _matches(pattern: dict, envelope: dict) -> bool:
     """Product (any case), name, level and event type; an empty list or "*" means any.
 
-    A listed name also matches the same name with a status suffix (`Instance:SystemMaintenance.Reboot`
-    matches `Instance:SystemMaintenance.Reboot:Scheduled`)."""
+    A listed name matches only that exact name. CloudMonitor's O&M event names carry their status
+    (`Instance:SystemMaintenance.Reboot:Scheduled`, ECS "Summary of system events") and nothing
+    documents prefix matching, so `Instance:SystemMaintenance.Reboot` delivers none of them."""
     if pattern["product"].lower() != str(envelope.get("product", "")).lower():
         return False
     name = str(envelope.get("name", ""))
     names = [n for n in pattern["names"] if n != "*"]
-    if names and not any(name == n or name.startswith(n + ":") for n in names):
+    if names and name not in names:
         return False
     levels = [lv.upper() for lv in pattern["levels"] if lv != "*"]
     if levels and str(envelope.get("level", "")).upper() not in levels:
