@@ -129,8 +129,11 @@ def test_empty_account_to_events_flowing(emulator, config):
     assert doctor.returncode == 0, doctor.stdout + doctor.stderr
     marks = [line[0] for line in doctor.stdout.splitlines() if line and line[0] in "✓✗–"]
     assert marks.count("✗") == 0 and marks.count("✓") >= 8, doctor.stdout
-    assert "ecs:StartInstance: permitted" in doctor.stdout and "DryRunOperation" in doctor.stdout
-    assert "SLB writes" in doctor.stdout and "not provable" in doctor.stdout
+    # the maintenance plugin is enabled: its reboot is proven with DryRun, never made
+    assert "✓ ecs:RebootInstance: permitted (DryRun on" in doctor.stdout
+    assert "ecs:StartInstance" not in doctor.stdout  # restart is disabled: not needed, not checked
+    assert "– slb:RemoveVServerGroupBackendServers, slb:SetVServerGroupAttribute" in doctor.stdout \
+        and "not provable without a change (the API has no DryRun)" in doctor.stdout
 
     # The loop: the worker runs, an operator stops an instance, the event reaches the plugin.
     worker = Worker(config)
@@ -211,7 +214,7 @@ def test_doctor_names_a_denied_permission(emulator, config):
     proc = cli("doctor", "-c", str(config))
     assert proc.returncode == 1
     assert "✗ ECS DescribeInstances: Forbidden.RAM" in proc.stdout and "fix: grant ecs:DescribeInstances" in proc.stdout
-    assert "✓ SLB reads" in proc.stdout and "✓ event rule" in proc.stdout  # the rest still checked
+    assert "✓ slb:DescribeLoadBalancers: permitted" in proc.stdout and "✓ event rule" in proc.stdout  # the rest
 
 
 def test_doctor_start_instance_denied(emulator, config, monkeypatch):
@@ -260,24 +263,24 @@ def test_an_unreadable_secret_file_is_a_config_error(tmp_path, emulator):
         assert proc.returncode == 2 and "access_key_secret_file: cannot read" in proc.stderr, proc.stderr
 
 
-def test_a_shipped_policy_file_is_filled_in(tmp_path):
-    shipped = tmp_path / "ram-policy.json"
-    shipped.write_text(json.dumps({"Version": "1", "Statement": [
-        {"Effect": "Allow", "Action": ["mns:BatchReceiveMessage"],
-         "Resource": ["acs:mns:*:*:/queues/ecs-events/messages", "acs:mns:*:*:/queues/ecs-events-dlq/messages"]},
-        {"Effect": "Allow", "Action": "ecs:StartInstance", "Resource": "*"}]}))
-    doc = worker_policy("fleet", "fleet-dlq", "cn-beijing", "42", shipped=shipped)
-    assert doc["Statement"][0]["Resource"] == ["acs:mns:cn-beijing:42:/queues/fleet/messages",
-                                               "acs:mns:cn-beijing:42:/queues/fleet-dlq/messages"]
-    assert doc["Statement"][1] == {"Effect": "Allow", "Action": "ecs:StartInstance", "Resource": "*"}
-    assert json.loads(shipped.read_text())["Statement"][0]["Resource"][0].endswith("/ecs-events/messages")
+def test_the_shipped_policy_file_is_what_the_registry_generates():
+    """deploy/ram-policy.json is generated (python -m ecs_worker.ram_policy --write), never hand-edited."""
+    from ecs_worker.ram_policy import SHIPPED, main, shipped_text
+
+    assert SHIPPED.read_text(encoding="utf-8") == shipped_text()
+    assert main(["--check"]) == 0
 
 
-def test_builtin_policy_is_the_shipped_one():
-    """An installed package has no deploy/ directory: its built-in copy must say the same."""
-    from ecs_worker.ram_policy import SHIPPED, WORKER_POLICY
+def test_the_policy_grants_every_reading_of_every_api_and_only_those(emulator):
+    """Every RAM action of every non-admin, non-opt-in registry entry, and nothing else."""
+    from ecs_worker.cloud.apis import APIS, SETUP
 
-    assert json.loads(SHIPPED.read_text()) == WORKER_POLICY
+    doc = worker_policy()
+    granted = [a for s in doc["Statement"] for a in s["Action"]]
+    wanted = {r for a in APIS if set(a.users) - {SETUP} and not a.opt_in for r in a.ram}
+    assert set(granted) == wanted and len(granted) == len(set(granted))  # each once
+    assert {"mns:ReceiveMessage", "mns:BatchReceiveMessage", "mns:DeleteMessage", "mns:BatchDeleteMessage"} <= wanted
+    assert "ecs:RedeployInstance" not in wanted  # opt-in: README says when to add it
 
 
 def test_doctor_with_exactly_the_printed_policy(emulator, config):
@@ -290,17 +293,18 @@ def test_doctor_with_exactly_the_printed_policy(emulator, config):
     assert proc.returncode == 0, proc.stdout
     assert "– event rule ecs-worker-fleet-events: not readable with these credentials (Forbidden.RAM)" \
         in proc.stdout
-    assert "✓ ecs:StartInstance: permitted" in proc.stdout and "✗" not in proc.stdout
+    assert "✓ ecs:RebootInstance: permitted" in proc.stdout and "✗" not in proc.stdout
 
-    # Without StartInstance, the dry run is refused and doctor names the grant.
+    # Without RebootInstance, the dry run is refused and doctor names the grant.
     for statement in policy["Statement"]:
-        if "ecs:StartInstance" in statement["Action"]:
-            statement["Action"].remove("ecs:StartInstance")
+        if "ecs:RebootInstance" in statement["Action"]:
+            statement["Action"].remove("ecs:RebootInstance")
     emulator.set_ram_policy(policy)
     proc = cli("doctor", "-c", str(config))
     assert proc.returncode == 1
-    assert "✗ ecs:StartInstance: Forbidden.RAM" in proc.stdout and "fix: grant ecs:StartInstance" in proc.stdout
-    assert emulator.state()["instances"][1]["status"] == "Stopped"  # a dry run only: nothing started
+    assert "✗ ecs:RebootInstance: Forbidden.RAM" in proc.stdout and "fix: grant ecs:RebootInstance" in proc.stdout
+    assert emulator.state()["calls"].get("ecs:RebootInstance") and \
+        all(i["status"] in ("Running", "Stopped") for i in emulator.state()["instances"])  # a dry run only
 
 
 def test_doctor_on_a_live_host_recognises_the_running_worker(emulator, config):

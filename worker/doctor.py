@@ -4,10 +4,13 @@
 configured (not a failure).
 Exit 0 only when every check passes, 1 otherwise (2 for a bad config, from the CLI).
 
-StartInstance is proven with ECS's `DryRun=true`: RAM is checked before the instance's
-status, so any answer but `Forbidden.RAM` (e.g. `DryRunOperation`, `IncorrectInstanceStatus`)
-proves the permission (help/en/ecs/developer-reference/api-ecs-2014-05-26-startinstance).
-CLB has no dry run, so SLB writes cannot be proven without a change.
+Which permissions are checked comes from the API registry (`cloud/apis.py`): every API the
+worker and its enabled plugins call. Reads are called; changes are proven with `DryRun=true`
+where the API has it (ECS StartInstance/RebootInstance, ALB/NLB server-group changes): RAM is
+checked before the resource's state, so any answer but a denial (e.g. `DryRunOperation`,
+`IncorrectInstanceStatus`) proves the permission
+(help/en/ecs/developer-reference/api-ecs-2014-05-26-startinstance). What cannot be proven
+without a change (CLB writes, MNS receive/delete) is a `–` line saying so.
 """
 from __future__ import annotations
 
@@ -20,7 +23,8 @@ from .outcomes import EXIT_FAILURE, EXIT_OK
 from .setup import PRODUCT, event_names, rule_name, target_region
 
 PASS, FAIL, UNPROVEN = "✓", "✗", "–"
-DENIED = ("Forbidden.RAM", "Forbidden", "AccessDenied", "NoPermission", "403")
+DENIED = ("Forbidden.RAM", "Forbidden", "Forbidden.NoPermission", "AccessDenied", "NoPermission", "403")
+DRY_RUN_SERVER = "i-ecs-worker-doctor-dry-run"  # no instance has this id: a DryRun ignored changes nothing
 
 
 def denied(code: str) -> bool:
@@ -62,14 +66,15 @@ class Doctor:
         return self._cloud
 
     def run(self) -> int:
-        checks: list[Callable[[], Check]] = [self.credentials, self.queue, self.dead_letter_queue, self.rule,
-                                             self.ecs_read, self.slb_read, self.start_instance, self.slb_write,
-                                             self.metrics]
+        checks: list[Callable[[], Check | list[Check]]] = [self.credentials, self.queue, self.dead_letter_queue,
+                                                           self.rule, self.permissions, self.metrics]
         for check in checks:
             try:
-                self.say(check())
+                found = check()
             except Exception as exc:  # a check that crashed is a failed check, not a traceback
-                self.say(Check(FAIL, f"{check.__name__}: {type(exc).__name__}: {exc}"))
+                found = Check(FAIL, f"{check.__name__}: {type(exc).__name__}: {exc}")
+            for one in found if isinstance(found, list) else [found]:
+                self.say(one)
         failed = [c for c in self.results if c.mark == FAIL]
         print(f"\n{len(failed)} check(s) failed" if failed else "\nall checks passed", file=self.out)
         return EXIT_FAILURE if failed else EXIT_OK
@@ -141,23 +146,46 @@ class Doctor:
 
     def _read(self, api: str, action: str, **params: Any) -> tuple[dict | None, Check | None]:
         from .cloud import CloudError
+        from .cloud.apis import ram_text
 
         try:
             return self.cloud.call(api, action, params), None
         except CloudError as exc:
-            fix = f"grant {api}:{action}" if denied(exc.code) else \
+            fix = f"grant {ram_text(api, action)}" if denied(exc.code) else \
                 "check [cloud] region/endpoint and the network"
             return None, Check(FAIL, f"{api.upper()} {action}: {exc.code}: {exc.message}", fix)
 
-    def ecs_read(self) -> Check:
-        body, failed = self._read("ecs", "DescribeInstances", PageSize=1)
-        return failed or Check(PASS, f"ECS reads: DescribeInstances answers ({body.get('TotalCount', '?')} "
-                                     f"instances in {self.config.cloud.region})")
+    def needed(self) -> list:
+        """The APIs the worker and its enabled plugins call (the registry), `setup`'s excluded."""
+        from .cloud.apis import WORKER, used_by
 
-    def slb_read(self) -> Check:
-        body, failed = self._read("slb", "DescribeLoadBalancers", PageSize=1)
-        return failed or Check(PASS, f"SLB reads: DescribeLoadBalancers answers ({body.get('TotalCount', '?')} "
-                                     "load balancers)")
+        return used_by({WORKER, *(name for name, _ in self.plugins.pm.list_name_plugin())})
+
+    def permissions(self) -> list[Check]:
+        """One line per API that can be proven without a change (reads are called, changes with
+        DryRun where the API has it); a `–` line names what cannot be, and why."""
+        apis = [a for a in self.needed() if a.service != "mns"]
+        out = [self._prove_read(a) for a in apis if not a.change and a.probe]
+        out += [self._prove_change(a) for a in apis if a.change and a.dry_run]
+        for why, group in (("not tried: each reads one existing resource by its id",
+                            [a for a in apis if not a.change and not a.probe]),
+                           ("not provable without a change (the API has no DryRun)",
+                            [a for a in apis if a.change and not a.dry_run])):
+            if group:
+                out.append(Check(UNPROVEN, f"{', '.join(r for a in group for r in a.ram)}: {why}; "
+                                           "the printed policy grants them"))
+        mns = [a for a in self.needed() if a.service == "mns" and a.change]
+        out.append(Check(UNPROVEN, f"{', '.join(r for a in mns for r in a.ram)}: not provable without taking "
+                                   "or sending messages; `run` exits 2 naming any the policy refuses"))
+        return out
+
+    def _prove_read(self, api) -> Check:
+        body, failed = self._read(api.service, api.action, **api.probe)
+        if failed:
+            return failed
+        count = body.get("TotalCount")
+        return Check(PASS, f"{' and '.join(api.ram)}: permitted ({api.service.upper()} {api.action} answers"
+                           + (f", {count} in {self.config.cloud.region})" if count is not None else ")"))
 
     def _candidate(self) -> tuple[str | None, str]:
         """An instance the restart plugin may act on (its tag), else any."""
@@ -172,25 +200,40 @@ class Doctor:
                 return found[0]["InstanceId"], why
         return None, ""
 
-    def start_instance(self) -> Check:
+    def _dry_run_params(self, api) -> tuple[dict | None, str]:
+        """What a DryRun of this API acts on, and how it was chosen; None: nothing to try it on."""
+        if api.service == "ecs":
+            instance, why = self._candidate()
+            return ({"InstanceId": instance}, f"{instance}, {why}") if instance else (None, "no instance in the region")
+        body, _ = self._read(api.service, "ListServerGroups", MaxResults=1)
+        groups = (body or {}).get("ServerGroups") or []
+        if not groups:
+            return None, f"no {api.service.upper()} server group in the region"
+        group = groups[0]["ServerGroupId"]  # a server that is no instance: never a real change
+        return {"ServerGroupId": group, "Servers": [{"ServerId": DRY_RUN_SERVER, "ServerType": "Ecs", "Port": 80,
+                                                      "Weight": 100}]}, f"group {group}"
+
+    def _prove_change(self, api) -> Check:
         from .cloud import CloudError
 
-        instance, why = self._candidate()
-        if instance is None:
-            return Check(UNPROVEN, "ecs:StartInstance: no instance in the region to try DryRun on")
+        ram = " and ".join(api.ram)
+        params, where = self._dry_run_params(api)
+        if params is None:
+            return Check(UNPROVEN, f"{ram}: {where} to try DryRun on")
         try:
-            self.cloud.ecs("StartInstance", InstanceId=instance, DryRun=True)
-            answer = "accepted"  # a service that ignores DryRun would have started it: it was Stopped
+            getattr(self.cloud, api.service)(api.action, **params, DryRun=True)
+            answer = "accepted"
         except CloudError as exc:
             if denied(exc.code):
-                return Check(FAIL, f"ecs:StartInstance: {exc.code} (DryRun on {instance})",
-                             "grant ecs:StartInstance to the worker (`setup` prints the policy)")
-            answer = exc.code
-        return Check(PASS, f"ecs:StartInstance: permitted (DryRun on {instance}, {why}: {answer})")
+                return Check(FAIL, f"{ram}: {exc.code} (DryRun on {where})",
+                             f"grant {ram} to the worker (`setup` prints the policy)")
+            answer = exc.code  # RAM is checked first: any other answer proves the permission
+        return Check(PASS, f"{ram}: permitted (DryRun on {where}: {answer})")
 
-    def slb_write(self) -> Check:
-        return Check(UNPROVEN, "SLB writes (RemoveVServerGroupBackendServers, SetVServerGroupAttribute): "
-                               "not provable without a change (CLB has no dry run); the printed policy grants them")
+    def start_instance(self) -> Check:
+        from .cloud.apis import api
+
+        return self._prove_change(api("ecs", "StartInstance"))
 
     def metrics(self) -> Check:
         from .health import parse_listen

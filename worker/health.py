@@ -3,7 +3,8 @@
 `/healthz` reflects the consume loop, not the process: 200 while receive calls keep
 completing, 503 once none has completed for longer than twice the long-poll wait plus
 5 s — a wedged loop, a dead network or lost credentials all show up there — and 503 at
-once when an internal thread of the worker died (`thread_died`).
+once when an internal thread of the worker died (`thread_died`) or RAM refuses receiving or
+deleting (`call_refused`, status "denied", naming the RAM action(s) under both readings).
 """
 from __future__ import annotations
 
@@ -17,11 +18,21 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from . import metrics
 
 dead_threads: list[str] = []  # internal threads that died: the worker is failing
+refused: dict[str, str] = {}  # call ("receive", "delete") -> the RAM refusal, naming the action(s)
 
 
 def thread_died(name: str) -> None:
     if name not in dead_threads:
         dead_threads.append(name)
+
+
+def call_refused(call: str, error: str) -> None:
+    """RAM refuses `call` (the worker backs off and tries again): unhealthy until it passes."""
+    refused[call] = error
+
+
+def call_allowed(call: str) -> None:
+    refused.pop(call, None)
 
 
 class Health:
@@ -32,12 +43,15 @@ class Health:
     def check(self) -> tuple[bool, dict]:
         last = metrics.last_poll_completed
         since = time.monotonic() - (last or self.started)  # before the first poll: since start-up
-        ok = since <= self.limit and not dead_threads
-        status = "failed" if dead_threads else "ok" if ok else "stalled"
+        denials = dict(refused)
+        ok = since <= self.limit and not dead_threads and not denials
+        status = "failed" if dead_threads else "denied" if denials else "ok" if ok else "stalled"
         detail = {"status": status, "seconds_since_poll": round(since, 1),
                   "limit_seconds": self.limit, "polled": bool(last)}
         if dead_threads:
             detail["dead_threads"] = list(dead_threads)
+        if denials:
+            detail["denied"] = denials
         return ok, detail
 
 

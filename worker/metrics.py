@@ -18,6 +18,7 @@ from prometheus_client import (GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECT
                                Gauge, Histogram, Info)
 
 from .actions import Action, ActionGateway
+from .cloud.apis import changes_of
 from .outcomes import FAILED, HANDLED, IGNORED, INVALID, Result
 
 REGISTRY = CollectorRegistry()
@@ -54,8 +55,6 @@ BUILD_INFO = Info("ecs_worker_build", "Version of ecs-worker and of Python", reg
 # ones of hook_events.HOOK_EVENTS and those the loaded plugins declare.
 OUTCOMES = ("handled", "failed", "ignored", "invalid", "deferred", "duplicate")
 DEAD_LETTER_REASONS = ("invalid", "max_attempts")
-KNOWN_ACTIONS = {"restart": ("StartInstance",),
-                 "slb": ("RemoveVServerGroupBackendServers", "SetVServerGroupAttribute")}
 ACTION_RESULTS = ("ok", "planned", "error")
 
 
@@ -74,7 +73,7 @@ def known_labels(plugins: list[str] = (), event_names: tuple[str, ...] | str = (
         DEAD_LETTERS.labels(reason)
     for plugin in plugins:
         PLUGIN_ERRORS.labels(plugin)
-        for action in KNOWN_ACTIONS.get(plugin, ()):
+        for action in changes_of(plugin):  # the API registry: what the plugin may change
             for result in ACTION_RESULTS:
                 ACTIONS.labels(plugin, action, result)
 

@@ -63,9 +63,9 @@ class QueueAdmin:
         except MNSServerException as exc:
             if exc.type == "QueueNotExist":
                 return None
-            raise classify(exc, f"queue {name!r}", self.endpoint) from None
+            raise classify(exc, f"queue {name!r}", _ram("GetQueueAttributes", name), self.endpoint) from None
         except Exception as exc:
-            raise classify(exc, f"queue {name!r}", self.endpoint) from None
+            raise classify(exc, f"queue {name!r}", _ram("GetQueueAttributes", name), self.endpoint) from None
         return {k: int(getattr(meta, k)) for k in LABELS}
 
     def create(self, name: str, attrs: dict[str, int]) -> None:
@@ -84,4 +84,12 @@ class QueueAdmin:
         try:
             getattr(self._queue(name), method)(meta)
         except Exception as exc:
-            raise classify(exc, f"queue {name!r}", self.endpoint) from None
+            action = {"create": "CreateQueue", "set_attributes": "SetQueueAttributes"}[method]
+            raise classify(exc, f"queue {name!r}", _ram(action, name), self.endpoint) from None
+
+
+def _ram(action: str, queue: str) -> str:
+    """What an AccessDenied answer needs granted (the API registry's RAM action, on the queue)."""
+    from .cloud.apis import ram_text
+
+    return f"{ram_text('mns', action)} on acs:mns:*:*:/queues/{queue}"

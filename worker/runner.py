@@ -35,7 +35,7 @@ from .handling import Handling
 from .handlers import Handlers
 from .held import RELEASE, RESULT, Held, hold
 from .notify import SystemdNotifier, watchdog_interval
-from .outcomes import EXIT_FAILURE, EXIT_OK
+from .outcomes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from .settle import Settler
 from .signals import Signals
 from .sources.mns import SOCKET_SLACK, MnsError, MnsQueue, Message, fault_delay
@@ -74,6 +74,7 @@ class Runner:
         self._threads: list[threading.Thread] = []
         self._handling = Handling(dispatcher, self.settler, self._stopping)
         self.fatal: str | None = None  # the internal thread that died, if one did
+        self.refused: MnsError | None = None  # RAM refused the first receive: exit 2
 
     # == life cycle ================================================================
     def check(self) -> None:
@@ -83,6 +84,7 @@ class Runner:
             return preflight.until_ok(call, self.notifier, lambda: bool(self.signals.count))
 
         self.queue_visibility = until_ok(self.source.visibility_timeout)
+        until_ok(self.source.prove_delete)  # a delete RAM refuses stops us now (exit 2), not after work
         self.settler.source_max_size = until_ok(self.source.maximum_message_size)
         if self.dead_letters is not None:
             self.settler.dead_letter_max_size = until_ok(self.dead_letters.maximum_message_size)
@@ -182,7 +184,7 @@ class Runner:
 
     def serve(self) -> int:
         """After `start`: run until a signal; the main thread only watches the signal flag."""
-        while not self.signals.count:
+        while not self.signals.count and self.refused is None:
             dead = self._dead_thread()
             if dead:
                 health.thread_died(dead)
@@ -193,6 +195,9 @@ class Runner:
             time.sleep(0.1)
         self.request_stop()
         ok = self.drain(self.config.worker.shutdown_timeout)
+        if self.refused is not None:
+            log.error("%s", self.refused)
+            return EXIT_USAGE
         log.info("stopped (%s)%s", self.status_line(), "" if ok else "; some messages left in flight")
         return EXIT_OK
 
@@ -228,11 +233,18 @@ class Runner:
             except MnsError as exc:
                 failures += 1
                 metrics.RECEIVE_ERRORS.inc()
+                if exc.denied and not ready:  # never received: a policy problem, not an outage
+                    self.refused = exc
+                    self.request_stop()
+                    return
+                if exc.denied:
+                    health.call_refused("receive", str(exc))
                 delay = fault_delay(failures)
                 log.warning("%s; retrying in %.1fs", exc, delay)
                 self._stopping.wait(delay)
                 continue
             failures = 0
+            health.call_allowed("receive")
             metrics.poll_completed()
             if not ready:
                 ready = True

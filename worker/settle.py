@@ -27,7 +27,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from . import metrics
+from . import health, metrics
 from .backoff import backoff_delay
 from .config import Config
 from .text import one_line
@@ -269,8 +269,11 @@ class Settler:
         for attempt in range(1, 4):
             try:
                 failed = self.source.delete_batch([handle for _, handle in batch])
+                health.call_allowed("delete")
                 break
             except MnsError as exc:
+                if exc.denied:  # the worker keeps going (and backing off); /healthz names the grant
+                    health.call_refused("delete", str(exc))
                 if exc.permanent or attempt == 3:
                     # Undeleted messages come back; the store knows them as settled.
                     log.warning("%s; %d message(s) will be redelivered and skipped", exc, len(batch))

@@ -174,6 +174,10 @@ class Emulator:
         """Enforce a RAM policy document (as the state key `ram_policy`); None lifts it."""
         self.world.set_ram_policy(policy)
 
+    def set_mns_ram_reading(self, reading: str) -> None:
+        """Which RAM action MNS batch calls need (the state key `mns_ram_reading`: "api" or "table")."""
+        self.world.set_mns_ram_reading(reading)
+
     def send(self, queue: str, body: str | bytes, delay_seconds: int | None = None,
              priority: int | None = None) -> str:
         """Enqueue a message body as-is (no signature, not counted in `calls`); returns its MessageId."""

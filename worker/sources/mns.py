@@ -32,6 +32,10 @@ PERMANENT_CODES = frozenset({
 # A receipt handle that is stale: the message became visible again or was deleted.
 STALE_HANDLE_CODES = frozenset({"MessageNotExist", "ReceiptHandleError"})
 EMPTY_POLL = "MessageNotExist"
+RAM_DENIED = "AccessDenied"  # MNS's answer when the RAM policy refuses a call (MNS error codes)
+# A receipt handle of no message: deleting it changes nothing, and RAM is checked before the
+# handle, so the answer proves (or refuses) the delete permission at start-up.
+PROBE_HANDLE = "1-AAAAAAAAAAEAAAAAAAAAAA=="
 MAX_BATCH = 16  # MNS's limit for batch receive and batch delete
 MAX_MESSAGE_BYTES = 65536  # MNS's default (and largest) MaximumMessageSize
 # A send the dead-letter queue will never take, however often it is tried: the
@@ -59,6 +63,11 @@ class MnsError(Exception):
     @property
     def stale_handle(self) -> bool:
         return self.code in STALE_HANDLE_CODES
+
+    @property
+    def denied(self) -> bool:
+        """Refused by RAM: no retry helps until the policy changes."""
+        return self.code == RAM_DENIED
 
 
 @dataclass(frozen=True)
@@ -130,8 +139,11 @@ class MnsQueue:
         return queue
 
     def _ram(self, action: str, messages: bool = True) -> str:
-        """The RAM action and resource a call needs (MNS API reference, "Authorization")."""
-        return f"mns:{action} on acs:mns:*:*:/queues/{self.name}" + ("/messages" if messages else "")
+        """The RAM action(s) and resource a call needs (the API registry: both readings where
+        Alibaba's pages disagree, `mns:ReceiveMessage and mns:BatchReceiveMessage`)."""
+        from ..cloud.apis import ram_text
+
+        return f"{ram_text('mns', action)} on acs:mns:*:*:/queues/{self.name}" + ("/messages" if messages else "")
 
     def visibility_timeout(self) -> int:
         """The queue's own VisibilityTimeout; also proves the queue exists and the keys work."""
@@ -213,6 +225,15 @@ class MnsQueue:
             raise classify(exc, f"delete from {self.name!r}",
                            self._ram("BatchDeleteMessage"), self.endpoint) from None
         return {}
+
+    def prove_delete(self) -> None:
+        """Raise the `MnsError` of a refused delete (permanent when RAM refuses it); a delete of
+        `PROBE_HANDLE` answered about the handle itself proves the permission."""
+        try:
+            self.delete_batch([PROBE_HANDLE])
+        except MnsError as exc:
+            if not exc.stale_handle:
+                raise
 
     def change_visibility(self, handle: str, seconds: int) -> str:
         """Hide the message for `seconds` from now; return its new receipt handle."""
