@@ -271,7 +271,16 @@ def test_the_shipped_policy_file_is_what_the_registry_generates():
     assert main(["--check"]) == 0
 
 
-def test_the_policy_grants_every_reading_of_every_api_and_only_those(emulator):
+def test_connect_docs_permissions_table_is_the_registry():
+    from pathlib import Path
+
+    from ecs_worker.ram_policy import policy_table
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "connect.md").read_text(encoding="utf-8")
+    assert policy_table() in doc, "regenerate it: python -m ecs_worker.ram_policy --table"
+
+
+def test_the_policy_grants_every_reading_of_every_api_and_only_those():
     """Every RAM action of every non-admin, non-opt-in registry entry, and nothing else."""
     from ecs_worker.cloud.apis import APIS, SETUP
 

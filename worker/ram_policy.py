@@ -59,6 +59,16 @@ def setup_policy(queue: str, dlq: str, region: str = "*", account: str = "*") ->
     return _document(used_by({SETUP}), queue, dlq, region, account)
 
 
+def policy_table() -> str:
+    """The worker's permissions as docs/connect.md shows them (a test keeps the doc equal)."""
+    rows = ["| Action | Who | What the worker does with it |", "| --- | --- | --- |"]
+    for a in used_by(_worker_users(), shipped_only=False):
+        who = ", ".join(u for u in a.users if u != SETUP)
+        note = f" (only with {a.opt_in})" if a.opt_in else ""
+        rows.append(f"| {', '.join(f'`{r}`' for r in a.ram)} | {who} | {a.why}{note} |")
+    return "\n".join(rows) + "\n"
+
+
 def shipped_text() -> str:
     return json.dumps(worker_policy(), indent=2) + "\n"
 
@@ -77,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--write", action="store_true", help=f"write {SHIPPED}")
     group.add_argument("--check", action="store_true", help="exit 1 when the file differs from the registry")
+    group.add_argument("--table", action="store_true", help="print the permissions table of docs/connect.md")
     args = parser.parse_args(argv)
     text = shipped_text()
     if args.write:
@@ -86,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         same = SHIPPED.is_file() and SHIPPED.read_text(encoding="utf-8") == text
         print(f"{SHIPPED}: {'up to date' if same else 'differs from the registry: run with --write'}")
         return 0 if same else 1
+    elif args.table:
+        sys.stdout.write(policy_table())
     else:
         sys.stdout.write(text)
     return 0

@@ -76,7 +76,7 @@ APIS: tuple[Api, ...] = (
     _mns("CreateQueue", ("mns:CreateQueue",), True, (SETUP,), QUEUES, "create the queues"),
     _mns("SetQueueAttributes", ("mns:SetQueueAttributes",), True, (SETUP,), QUEUES, "adjust their attributes"),
     # ECS
-    _rpc("ecs", "DescribeInstances", False, (WORKER, "restart", "maintenance"),
+    _rpc("ecs", "DescribeInstances", False, ("restart", "maintenance"),
          "read an instance's tags, status and locks before acting", probe={"PageSize": 1}),
     _rpc("ecs", "StartInstance", True, ("restart",), "start an opted-in instance that stopped unexpectedly",
          dry_run=True),
