@@ -161,6 +161,7 @@ def test_the_demo_runs_under_the_shipped_policy_in_both_readings(demo_runs, read
     code, summary, captured = demo_runs[reading]
     assert code == 0 and summary["drained"] and summary["worker_exit_code"] == 0, summary
     assert "failed" not in summary["events_by_outcome"], summary["events_by_outcome"]
+    assert summary["restarted"] == ["i-demoauto0000000001"] and len(summary["removed_from_groups"]) == 2
     assert captured["calls"].get("mns:BatchReceiveMessage") and captured["calls"].get("mns:BatchDeleteMessage")
 
 
