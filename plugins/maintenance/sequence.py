@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..lb.membership import LoadBalancers, Membership, action_name, by_group
+from .outcome import STEPS as OUTCOME_STEPS, Outcome, record_reboot, recently_rebooted
 from .window import plan_time, zone as _zone
 
 # O&M event type -> what the owner may do before notBefore to settle it (the event becomes
@@ -41,7 +42,9 @@ class Sequence:
         if step == REBOOTING:
             return self.await_running(members)
         if step == RESTORE:
-            return self.restore(members, "after an earlier failure")
+            return self._verified(self.restore(members, "after an earlier failure"), members)
+        if step in OUTCOME_STEPS:
+            return Outcome(self).run(step, members)
         raise RuntimeError(f"maintenance: unknown step {step!r} in the resume state")
 
     # -- 1. when ------------------------------------------------------------------
@@ -86,6 +89,9 @@ class Sequence:
             ctx.log.info("maintenance of %s: it is %s, not Running; the platform's reboot is left to it",
                          self.iid, instance.get("Status"))
             return None
+        if recently_rebooted(ctx.state_dir, self.event.content.get("eventId")):  # Alibaba: 12 h apart
+            ctx.log.warning("maintenance of %s: rebooted for this event less than 12 h ago; not again", self.iid)
+            return Outcome(self).guard([])
         wait = self.budget.reserve()
         if wait:
             ctx.defer(max(wait, 1.0), "max_reboots_per_minute reached", state={"step": WAIT})
@@ -127,6 +133,7 @@ class Sequence:
 
     def _reboot(self) -> str:
         self.ctx.cloud.ecs(self.remedy, InstanceId=self.iid)
+        record_reboot(self.ctx.state_dir, self.event.content.get("eventId"))
         return "under way"
 
     # -- 4./5. wait, then restore ----------------------------------------------------
@@ -143,7 +150,11 @@ class Sequence:
                 ctx.defer(self.cfg.poll_seconds, f"waiting for {self.iid} to be Running again (it is {status})",
                           state=self._state(REBOOTING, members))
                 return f"{self.iid} is {status}"
-        return self.restore(members, "after the reboot")
+        return self._verified(self.restore(members, "after the reboot"), members)
+
+    def _verified(self, done: str, members: list) -> Any:
+        """Back in after our reboot: success only once the event is seen to change (outcome.py)."""
+        return done if self.ctx.dry_run or not self.state.get("rebooted_at") else Outcome(self).verify(members)
 
     def restore(self, members: list, when: str) -> Any:
         self._save(RESTORE, members)

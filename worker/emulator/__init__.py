@@ -159,15 +159,19 @@ class Emulator:
     def inject_event(self, request: dict) -> dict:
         """As `POST /_emulator/events`: a spot interruption or a named event (see fleet_events.inject)."""
         return self.world.inject_event(request)
+
     def schedule_event(self, instance_id: str, event_type: str = "SystemMaintenance.Reboot",
-                       not_before: float | None = None, event_id: str | None = None) -> str:
+                       not_before: float | None = None, event_id: str | None = None,
+                       avoidable: bool = True) -> str:
         """Announce an O&M event for an instance (its `Scheduled` notification is published
-        now); `not_before` in epoch seconds, default a day ahead. Returns the event id."""
+        now); `not_before` in epoch seconds, default a day ahead; `avoidable=False`: the owner's
+        reboot leaves it Scheduled (Alibaba: the handling failed). Returns the event id."""
         with self.world.lock:
             if instance_id not in self.world.cloud.instances:
                 raise KeyError(f"no instance {instance_id!r}")
             event = self.world.cloud.system_events.schedule(
-                instance_id, event_type, time.time() + 86400 if not_before is None else not_before, event_id)
+                instance_id, event_type, time.time() + 86400 if not_before is None else not_before, event_id,
+                avoidable)
             return event["event_id"]
 
     def set_ram_policy(self, policy: dict | None) -> None:

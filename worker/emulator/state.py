@@ -33,6 +33,7 @@ Schema (JSON object; keys marked * are required, the rest have defaults):
             not_before*     str            ISO 8601, e.g. "2026-11-29T18:00:00Z"
             status          Scheduled | Executing | Inquiring | Executed | Avoided | Canceled | Failed
                                            default "Scheduled"
+            avoidable       bool           default true; false: the owner's reboot leaves it Scheduled
     load_balancers   list of
         id*                 str            unique
         name                str            default: the id
@@ -206,11 +207,14 @@ EVENT_STATUSES = ("Scheduled", "Executing", "Inquiring", "Executed", "Avoided", 
 
 
 def _scheduled_event(v: SchemaChecker, e: Any, p: str) -> dict:
-    v.obj(e, p, ("event_id", "event_type", "not_before"), ("status",))
+    v.obj(e, p, ("event_id", "event_type", "not_before"), ("status", "avoidable"))
     out = {"event_id": v.string(e["event_id"], p + ".event_id"),
            "event_type": v.string(e["event_type"], p + ".event_type"),
            "not_before": v.string(e["not_before"], p + ".not_before"),
-           "status": v.choice(e.get("status", "Scheduled"), p + ".status", EVENT_STATUSES)}
+           "status": v.choice(e.get("status", "Scheduled"), p + ".status", EVENT_STATUSES),
+           "avoidable": e.get("avoidable", True)}
+    if not isinstance(out["avoidable"], bool):
+        v.fail(p + ".avoidable", "must be true or false")
     try:
         parse_time(out["not_before"])
     except ValueError:
