@@ -101,9 +101,7 @@ class Outcome:
         wait = self._takeout_at() - time.time()
         if wait <= 0:
             return self.guard([])
-        from .sequence import MAX_DEFER
-
-        s.ctx.defer(min(wait, MAX_DEFER), f"event of {s.iid} still {status}: out of service at notBefore",
+        s.ctx.defer(min(wait, s.max_defer), f"event of {s.iid} still {status}: out of service at notBefore",
                     state=s._state(GUARD, []))
         return f"the reboot did not avoid the event of {s.iid} ({status}); it will be out of service at notBefore"
 

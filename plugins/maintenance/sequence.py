@@ -25,6 +25,8 @@ WAIT, DRAINED, REBOOTING, RESTORE = "wait", "drained", "rebooting", "restore"
 class Sequence:
     """One event's sequence, resumed at the step its state names."""
 
+    max_defer = MAX_DEFER
+
     def __init__(self, event, ctx, cfg, state: dict, budget) -> None:
         self.event, self.ctx, self.cfg, self.state = event, ctx, cfg, dict(state)
         self.budget = budget  # the plugin's RebootBudget
