@@ -22,6 +22,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from ecs_worker.cloud.apis import APIS, BY_KEY
 from ecs_worker.cloud.client import _REQUESTS
@@ -95,6 +96,43 @@ def test_the_flat_to_nested_rule():
     assert nested({"EventId.1": "e-1", "EventId.2": "e-2"}) == {"EventId": ["e-1", "e-2"]}
     assert nested({"EventPattern.1.NameList.1": "a", "EventPattern.1.Product": "ecs"}) == \
         {"EventPattern": [{"NameList": ["a"], "Product": "ecs"}]}
+
+
+def flat(doc, prefix: str = "") -> dict[str, str]:
+    """The inverse of `nested`: a nested map back to wire names (1-based list indexes)."""
+    if isinstance(doc, dict):
+        return {k: v for key, value in doc.items() for k, v in flat(value, f"{prefix}{key}.").items()}
+    if isinstance(doc, list):
+        return {k: v for i, value in enumerate(doc, 1) for k, v in flat(value, f"{prefix}{i}.").items()}
+    return {prefix[:-1]: doc}
+
+
+_name = st.from_regex(r"[A-Z][A-Za-z]{0,7}", fullmatch=True)
+_path = st.lists(st.one_of(_name, st.integers(1, 3).map(str)), min_size=0, max_size=3).map(
+    lambda parts: [p for i, p in enumerate(parts) if not (p.isdigit() and i and parts[i - 1].isdigit())])
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.dictionaries(st.tuples(_name, _path).map(lambda t: ".".join([t[0], *t[1]])), st.text(max_size=5),
+                       max_size=6))
+def test_the_rule_is_one_to_one_on_consistent_wire_names(params):
+    """flat(nested(p)) == p whenever no name is both a leaf and a parent, and lists have no holes."""
+    names = set(params)
+    if any(n.startswith(m + ".") for n in names for m in names):
+        return  # `A` and `A.B` together: not a shape any API has
+    try:
+        doc = nested(params)
+    except (TypeError, AttributeError, IndexError, KeyError):
+        return  # a key and an index at the same place (`A.B` and `A.1`): likewise
+    if _holes(doc):
+        return
+    assert flat(doc) == params
+
+
+def _holes(doc) -> bool:
+    if isinstance(doc, list):
+        return any(x == {} for x in doc) or any(_holes(x) for x in doc)
+    return isinstance(doc, dict) and any(_holes(v) for v in doc.values())
 
 
 def test_a_misspelt_parameter_or_field_fails_the_check():
