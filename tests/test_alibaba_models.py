@@ -238,3 +238,35 @@ def test_every_rpc_api_in_the_registry_is_in_alibabas_models():
         if a.service != "mns":
             model(a.service, a.action, "Request")
             model(a.service, a.action, "ResponseBody")
+
+
+def shapes(parts: list[str]):
+    """Every way a dotted path can nest: each key's value an object or a list of them; the leaf a
+    value or a list of values."""
+    if len(parts) == 1:
+        yield {parts[0]: "x"}
+        yield {parts[0]: ["x"]}
+        return
+    for inner in shapes(parts[1:]):
+        yield {parts[0]: inner}
+        yield {parts[0]: [inner]}
+
+
+def in_model(cls, path: str) -> bool:
+    """The response model carries `path` (some nesting of it survives from_map/to_map)."""
+    for doc in shapes(path.split(".")):
+        try:
+            kept = cls().from_map(doc).to_map()
+        except Exception:  # that nesting is not the model's (a list where it wants an object)
+            continue
+        if not lost(doc, kept):
+            return True
+    return False
+
+
+def test_every_field_the_worker_reads_is_a_field_of_the_response_model():
+    assert any(a.reads for a in APIS)
+    missing = [f"{a.service} {a.action}: {path}" for a in APIS if a.service != "mns"
+               for path in a.reads if not in_model(model(a.service, a.action, "ResponseBody"), path)]
+    assert not missing, missing
+    assert not in_model(model("ecs", "DescribeInstances", "ResponseBody"), "Instances.Instance.Statuss")

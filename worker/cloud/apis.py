@@ -47,6 +47,8 @@ class Api:
     probe: dict = field(default_factory=dict, compare=False)  # doctor's read: params that need no ids
     opt_in: str = ""            # needed only when this setting asks; not in the shipped policy
     why: str = ""
+    reads: tuple[str, ...] = ()  # answer fields the worker reads (dotted, lists implicit): checked
+                                 # against Alibaba's response model (tests/test_alibaba_models.py)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -77,7 +79,10 @@ APIS: tuple[Api, ...] = (
     _mns("SetQueueAttributes", ("mns:SetQueueAttributes",), True, (SETUP,), QUEUES, "adjust their attributes"),
     # ECS
     _rpc("ecs", "DescribeInstances", False, ("restart", "maintenance"),
-         "read an instance's tags, status and locks before acting", probe={"PageSize": 1}),
+         "read an instance's tags, status and locks before acting", probe={"PageSize": 1},
+         reads=("TotalCount", *(f"Instances.Instance.{f}" for f in (
+             "InstanceId", "Status", "SpotStrategy", "Tags.Tag.TagKey", "Tags.Tag.TagValue",
+             "OperationLocks.LockReason.LockReason")))),
     _rpc("ecs", "StartInstance", True, ("restart",), "start an opted-in instance that stopped unexpectedly",
          dry_run=True),
     _rpc("ecs", "RebootInstance", True, ("maintenance",), "reboot before a scheduled O&M reboot",
@@ -85,29 +90,45 @@ APIS: tuple[Api, ...] = (
     _rpc("ecs", "RedeployInstance", True, ("maintenance",), "redeploy before a scheduled O&M redeploy",
          retry=REFUSED_ONLY, opt_in="[plugins.maintenance] event_types with SystemMaintenance.Redeploy"),
     _rpc("ecs", "DescribeInstanceHistoryEvents", False, ("maintenance",), "is the O&M event still scheduled?",
-         probe={"PageSize": 1}),
+         probe={"PageSize": 1}, reads=("TotalCount", "InstanceSystemEventSet.InstanceSystemEventType.EventId",
+                                       "InstanceSystemEventSet.InstanceSystemEventType.EventCycleStatus.Name")),
     # CLB (SLB) vserver groups
     _rpc("slb", "DescribeLoadBalancers", False, LB_USERS, "find the load balancers that hold an instance",
-         probe={"PageSize": 1}),
-    _rpc("slb", "DescribeVServerGroups", False, LB_USERS, "their vserver groups"),
-    _rpc("slb", "DescribeVServerGroupAttribute", False, LB_USERS, "a group's backend servers"),
+         probe={"PageSize": 1}, reads=("TotalCount", "LoadBalancers.LoadBalancer.LoadBalancerId")),
+    _rpc("slb", "DescribeVServerGroups", False, LB_USERS, "their vserver groups",
+         reads=("VServerGroups.VServerGroup.VServerGroupId",)),
+    _rpc("slb", "DescribeVServerGroupAttribute", False, LB_USERS, "a group's backend servers",
+         reads=tuple(f"BackendServers.BackendServer.{f}" for f in ("ServerId", "Port", "Weight", "Type"))),
     _rpc("slb", "RemoveVServerGroupBackendServers", True, LB_USERS, "take an instance out"),
     _rpc("slb", "SetVServerGroupAttribute", True, LB_USERS, "drain it (weight 0), restore its weight"),
     _rpc("slb", "AddVServerGroupBackendServers", True, ("maintenance",), "put it back"),
     # ALB and NLB server groups (asynchronous changes, followed to their end)
     *(api for service, job in (("alb", "ListAsynJobs"), ("nlb", "GetJobStatus")) for api in (
-        _rpc(service, "ListServerGroups", False, LB_USERS, "the server groups", probe={"MaxResults": 1}),
-        _rpc(service, "ListServerGroupServers", False, LB_USERS, "a group's servers"),
-        _rpc(service, "RemoveServersFromServerGroup", True, LB_USERS, "take an instance out", dry_run=True),
-        _rpc(service, "AddServersToServerGroup", True, ("maintenance",), "put it back", dry_run=True),
+        _rpc(service, "ListServerGroups", False, LB_USERS, "the server groups", probe={"MaxResults": 1},
+             reads=("TotalCount", "NextToken", "ServerGroups.ServerGroupId")),
+        _rpc(service, "ListServerGroupServers", False, LB_USERS, "a group's servers",
+             reads=("NextToken", *(f"Servers.{f}" for f in ("ServerId", "Port", "Weight", "ServerType", "Status")))),
+        _rpc(service, "RemoveServersFromServerGroup", True, LB_USERS, "take an instance out", dry_run=True,
+             reads=("JobId",)),
+        _rpc(service, "AddServersToServerGroup", True, ("maintenance",), "put it back", dry_run=True,
+             reads=("JobId",)),
         _rpc(service, "UpdateServerGroupServersAttribute", True, LB_USERS, "drain it, restore its weight",
-             dry_run=True),
+             dry_run=True, reads=("JobId",)),
         _rpc(service, job, False, LB_USERS, "follow a change job to its end",
-             probe={"MaxResults": 1} if job == "ListAsynJobs" else {}))),
+             probe={"MaxResults": 1} if job == "ListAsynJobs" else {},
+             reads=("Jobs.Id", "Jobs.Status", "Jobs.ErrorCode") if job == "ListAsynJobs" else ("Status",)))),
     # CloudMonitor: `setup` writes the rule, `doctor` reads it
-    *(_rpc("cms", action, action.startswith("Put"), (SETUP,), why) for action, why in (
-        ("PutEventRule", "the system-event rule"), ("PutEventRuleTargets", "its MNS target"),
-        ("DescribeEventRuleList", "read the rule"), ("DescribeEventRuleTargetList", "read its targets"))),
+    *(_rpc("cms", action, action.startswith("Put"), (SETUP,), why, reads=("Code", "Message", *reads))
+      for action, why, reads in (
+        ("PutEventRule", "the system-event rule", ("Success",)),
+        ("PutEventRuleTargets", "its MNS target", ("Success", "FailedParameterCount",
+                                                   "FailedMnsParameters.MnsParameter.Queue",
+                                                   "FailedMnsParameters.MnsParameter.Region")),
+        ("DescribeEventRuleList", "read the rule", ("Success", *(f"EventRules.EventRule.{f}" for f in (
+            "Name", "State", "Description", "EventPattern.EventPattern.Product",
+            "EventPattern.EventPattern.NameList.NameList")))),
+        ("DescribeEventRuleTargetList", "read its targets",
+         tuple(f"MnsParameters.MnsParameter.{f}" for f in ("Id", "Region", "Queue", "Arn"))))),
 )
 
 BY_KEY: dict[tuple[str, str], Api] = {a.key: a for a in APIS}
