@@ -224,3 +224,16 @@ def test_hookspecs_prose_names_the_table_fixed_events():
         doc = getattr(hookspecs, hook).__doc__
         for name in names if isinstance(names, tuple) else ():
             assert f"`{name}`" in doc, (hook, name)
+
+
+def test_metrics_start_every_name_the_loaded_plugins_take_at_zero():
+    from ecs_worker import metrics
+
+    config = parse_config({"plugins": {"disabled": ["log", "webhook", "hello"]}})
+    plugins = load_plugins(config, entry_points_too=False)
+    metrics.known_labels([n for n, _ in plugins.pm.list_name_plugin()], plugins.event_names())
+    for name in (STATE, SPOT_NOTICE, REBOOT_SCHEDULED):  # the table's, and maintenance's declaration
+        assert metrics.REGISTRY.get_sample_value("ecs_worker_events_total",
+                                                 {"name": name, "outcome": "handled"}) is not None, name
+    assert metrics.REGISTRY.get_sample_value("ecs_worker_actions_total", {
+        "plugin": "maintenance", "action": "RebootInstance", "result": "ok"}) is not None  # the registry's
