@@ -40,14 +40,14 @@ from .settle import Settler
 from .signals import Signals
 from .sources.mns import SOCKET_SLACK, MnsError, MnsQueue, Message, fault_delay
 from .store import Store, StoreError
-from .text import one_line
+from .thread_watch import ThreadWatch
 
 log = logging.getLogger("ecs_worker.runner")
 
 STATUS_EVERY = 1.0  # seconds between status lines to systemd (only when they change)
 
 
-class Runner:
+class Runner(ThreadWatch):
     def __init__(self, config: Config, dispatcher: Dispatcher, source: MnsQueue, store: Store,
                  dead_letters: MnsQueue | None = None, notifier: SystemdNotifier | None = None) -> None:
         self.config = config
@@ -100,38 +100,6 @@ class Runner:
             t = threading.Thread(target=self._guarded(name, target), name=name, daemon=True)
             t.start()
             self._threads.append(t)
-
-    def _guarded(self, name: str, target):
-        def run() -> None:
-            try:
-                target()
-            except BaseException as exc:  # noqa: B902 - a dead loop must never be silent
-                self._died(name, exc)
-        return run
-
-    def _died(self, name: str, exc: BaseException) -> None:
-        """An internal thread died: fail loudly so that the service manager restarts us."""
-        if self.fatal is None:
-            self.fatal = name
-        health.thread_died(name)
-        log.critical("internal thread %r died (%s); stopping with exit code 1 so that the service "
-                     "manager restarts the worker", name, one_line(exc), exc_info=exc)
-        self._stopping.set()
-        with self._room:
-            self._room.notify_all()
-
-    def _dead_thread(self) -> str | None:
-        """The name of an internal thread that is no longer running although it should."""
-        if self.fatal:
-            return self.fatal
-        for t in self._threads:
-            if not t.is_alive() and not (t.name == "receive" and self._stopping.is_set()):
-                return t.name
-        if not self._pool.alive():
-            return "handler"
-        if not self.dispatcher.deadlines.alive():
-            return "deadlines"
-        return None
 
     def _recover(self) -> None:
         """Suspects and charges from the journals of workers that died (`crashes.py`)."""
