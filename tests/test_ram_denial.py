@@ -66,3 +66,29 @@ def test_a_refused_receive_after_ready_turns_healthz_503_naming_it_then_recovers
         assert worker.wait(20) == 0
     finally:
         worker.stop()
+
+
+@pytest.mark.parametrize("reading", ["api", "table"])
+def test_doctor_proves_the_delete_permission_and_names_a_refusal_under_either_reading(emulator, tmp_path, reading):
+    import io
+
+    from ecs_worker.config import parse_config
+    from ecs_worker.doctor import Doctor
+    from ecs_worker.manager import load_plugins
+
+    config = parse_config({
+        "mns": {"endpoint": emulator.mns_endpoint, "queue": QUEUE, "dead_letter_queue": ""},
+        "cloud": {"region": emulator.region, "endpoint": emulator.endpoint, "protocol": "http"},
+        "credentials": {"access_key_id": emulator.access_key_id, "access_key_secret": emulator.access_key_secret},
+        "worker": {"state_dir": str(tmp_path)}, "plugins": {"disabled": ["hello"]}})
+    plugins = load_plugins(config, entry_points_too=False)
+    emulator.set_mns_ram_reading(reading)
+    emulator.set_ram_policy(worker_policy(QUEUE, "", emulator.region))
+    passed = [c.text for c in Doctor(config, plugins).permissions() if c.mark == "✓"]
+    assert any(t.startswith("mns:DeleteMessage and mns:BatchDeleteMessage: permitted (a receipt handle of no "
+                            "message") for t in passed), passed
+    emulator.set_ram_policy(_denying("mns:" + MNS_READINGS[reading].get("BatchDeleteMessage", "BatchDeleteMessage")))
+    out = io.StringIO()
+    assert Doctor(config, plugins, out=out).run() == 1
+    assert "✗ mns:DeleteMessage and mns:BatchDeleteMessage: AccessDenied" in out.getvalue()
+    assert "fix: grant mns:DeleteMessage and mns:BatchDeleteMessage" in out.getvalue()

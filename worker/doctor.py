@@ -10,33 +10,21 @@ where the API has it (ECS StartInstance/RebootInstance, ALB/NLB server-group cha
 checked before the resource's state, so any answer but a denial (e.g. `DryRunOperation`,
 `IncorrectInstanceStatus`) proves the permission
 (help/en/ecs/developer-reference/api-ecs-2014-05-26-startinstance). What cannot be proven
-without a change (CLB writes, MNS receive/delete) is a `–` line saying so.
+without a change (CLB writes, MNS receive and send) is a `–` line saying so
+(`doctor_permissions.py`).
 """
 from __future__ import annotations
 
 import socket
 import sys
-from dataclasses import dataclass
 from typing import Any, Callable, TextIO
 
+from .checks import FAIL, PASS, UNPROVEN, Check, denied
+from .doctor_permissions import Permissions
 from .outcomes import EXIT_FAILURE, EXIT_OK
 from .setup import PRODUCT, event_names, rule_name, target_region
 
-PASS, FAIL, UNPROVEN = "✓", "✗", "–"
-DENIED = ("Forbidden.RAM", "Forbidden", "Forbidden.NoPermission", "AccessDenied", "NoPermission", "403")
-DRY_RUN_SERVER = "i-ecs-worker-doctor-dry-run"  # no instance has this id: a DryRun ignored changes nothing
-
-
-def denied(code: str) -> bool:
-    return code in DENIED or code.startswith(("Forbidden", "NoPermission"))
-
-
-@dataclass
-class Check:
-    mark: str
-    text: str
-    fix: str = ""
-
+__all__ = ["Check", "Doctor", "FAIL", "PASS", "UNPROVEN", "denied", "main"]
 
 class Doctor:
     def __init__(self, config: Any, plugins: Any, out: TextIO = sys.stdout) -> None:
@@ -155,85 +143,13 @@ class Doctor:
                 "check [cloud] region/endpoint and the network"
             return None, Check(FAIL, f"{api.upper()} {action}: {exc.code}: {exc.message}", fix)
 
-    def needed(self) -> list:
-        """The APIs the worker and its enabled plugins call (the registry), `setup`'s excluded."""
-        from .cloud.apis import WORKER, used_by
-
-        return used_by({WORKER, *(name for name, _ in self.plugins.pm.list_name_plugin())})
-
     def permissions(self) -> list[Check]:
-        """One line per API that can be proven without a change (reads are called, changes with
-        DryRun where the API has it); a `–` line names what cannot be, and why."""
-        apis = [a for a in self.needed() if a.service != "mns"]
-        out = [self._prove_read(a) for a in apis if not a.change and a.probe]
-        out += [self._prove_change(a) for a in apis if a.change and a.dry_run]
-        for why, group in (("not tried: each reads one existing resource by its id",
-                            [a for a in apis if not a.change and not a.probe]),
-                           ("not provable without a change (the API has no DryRun)",
-                            [a for a in apis if a.change and not a.dry_run])):
-            if group:
-                out.append(Check(UNPROVEN, f"{', '.join(r for a in group for r in a.ram)}: {why}; "
-                                           "the printed policy grants them"))
-        mns = [a for a in self.needed() if a.service == "mns" and a.change]
-        out.append(Check(UNPROVEN, f"{', '.join(r for a in mns for r in a.ram)}: not provable without taking "
-                                   "or sending messages; `run` exits 2 naming any the policy refuses"))
-        return out
-
-    def _prove_read(self, api) -> Check:
-        body, failed = self._read(api.service, api.action, **api.probe)
-        if failed:
-            return failed
-        count = body.get("TotalCount")
-        return Check(PASS, f"{' and '.join(api.ram)}: permitted ({api.service.upper()} {api.action} answers"
-                           + (f", {count} in {self.config.cloud.region})" if count is not None else ")"))
-
-    def _candidate(self) -> tuple[str | None, str]:
-        """An instance the restart plugin may act on (its tag), else any."""
-        tag = str(self.config.plugin_sections.get("restart", {}).get("require_tag",
-                                                                     "ecs-worker:auto-restart=true"))
-        key, _, value = tag.partition("=")
-        for params, why in (({"Tag.1.Key": key, "Tag.1.Value": value, "PageSize": 1}, f"tagged {tag}"),
-                            ({"PageSize": 1}, "any instance: none carries the restart tag")):
-            body, _ = self._read("ecs", "DescribeInstances", **params)
-            found = ((body or {}).get("Instances") or {}).get("Instance") or []
-            if found:
-                return found[0]["InstanceId"], why
-        return None, ""
-
-    def _dry_run_params(self, api) -> tuple[dict | None, str]:
-        """What a DryRun of this API acts on, and how it was chosen; None: nothing to try it on."""
-        if api.service == "ecs":
-            instance, why = self._candidate()
-            return ({"InstanceId": instance}, f"{instance}, {why}") if instance else (None, "no instance in the region")
-        body, _ = self._read(api.service, "ListServerGroups", MaxResults=1)
-        groups = (body or {}).get("ServerGroups") or []
-        if not groups:
-            return None, f"no {api.service.upper()} server group in the region"
-        group = groups[0]["ServerGroupId"]  # a server that is no instance: never a real change
-        return {"ServerGroupId": group, "Servers": [{"ServerId": DRY_RUN_SERVER, "ServerType": "Ecs", "Port": 80,
-                                                      "Weight": 100}]}, f"group {group}"
-
-    def _prove_change(self, api) -> Check:
-        from .cloud import CloudError
-
-        ram = " and ".join(api.ram)
-        params, where = self._dry_run_params(api)
-        if params is None:
-            return Check(UNPROVEN, f"{ram}: {where} to try DryRun on")
-        try:
-            getattr(self.cloud, api.service)(api.action, **params, DryRun=True)
-            answer = "accepted"
-        except CloudError as exc:
-            if denied(exc.code):
-                return Check(FAIL, f"{ram}: {exc.code} (DryRun on {where})",
-                             f"grant {ram} to the worker (`setup` prints the policy)")
-            answer = exc.code  # RAM is checked first: any other answer proves the permission
-        return Check(PASS, f"{ram}: permitted (DryRun on {where}: {answer})")
+        return Permissions(self).checks()
 
     def start_instance(self) -> Check:
         from .cloud.apis import api
 
-        return self._prove_change(api("ecs", "StartInstance"))
+        return Permissions(self).prove_change(api("ecs", "StartInstance"))
 
     def metrics(self) -> Check:
         from .health import parse_listen
