@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from ecs_worker.cloud.apis import mns_ram
 from ecs_worker.credentials import Credentials, StaticProvider
 from ecs_worker.sources.mns import EARLY_EMPTY_JITTER, PERMANENT_CODES, MnsError, MnsQueue, early_empty_delay
 from runner_kit import QUEUE, Setup, Worker, event_body, wait_until
@@ -19,7 +20,7 @@ from runner_kit import QUEUE, Setup, Worker, event_body, wait_until
 
 def _queue(emulator, wait=2) -> MnsQueue:
     creds = Credentials(emulator.access_key_id, emulator.access_key_secret)
-    return MnsQueue(emulator.mns_endpoint, QUEUE, StaticProvider(creds), wait_seconds=wait)
+    return MnsQueue(emulator.mns_endpoint, QUEUE, StaticProvider(creds), wait_seconds=wait, ram=mns_ram)
 
 
 def test_early_empty_backoff_grows_is_capped_at_the_wait_and_jitters_only_upwards():

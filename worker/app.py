@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from .dispatch import Dispatcher, PluginStartupError
     from .notify import SystemdNotifier
     from .runner import Runner
+    from .cloud.apis import mns_ram
     from .sources.mns import MnsError, MnsQueue
     from .store import Store, StoreError
 
@@ -63,8 +64,8 @@ def run(args: argparse.Namespace) -> int:
             return _fail(ConfigError(f"{config.path}: [metrics] listen {config.metrics.listen!r}: {exc}"))
     dispatcher = Dispatcher(app.plugins.pm, app.runtime, config.plugins.call_timeout)
     try:
-        source = MnsQueue(config.mns.endpoint, config.mns.queue, provider, config.mns.wait_seconds)
-        dlq = (MnsQueue(config.mns.endpoint, config.mns.dead_letter_queue, provider, 0)
+        source = MnsQueue(config.mns.endpoint, config.mns.queue, provider, config.mns.wait_seconds, ram=mns_ram)
+        dlq = (MnsQueue(config.mns.endpoint, config.mns.dead_letter_queue, provider, 0, ram=mns_ram)
                if config.mns.dead_letter_queue else None)
         runner = Runner(config, dispatcher, source, store, dlq, SystemdNotifier())
         runner.signals.install()

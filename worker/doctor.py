@@ -80,10 +80,11 @@ class Doctor:
         return Check(PASS, f"credentials: {describe()}")
 
     def _queue(self, name: str, role: str) -> Check:
+        from .cloud.apis import mns_ram
         from .sources.mns import MnsError, MnsQueue
 
         try:
-            visibility = MnsQueue(self.config.mns.endpoint, name, self.provider, 0).visibility_timeout()
+            visibility = MnsQueue(self.config.mns.endpoint, name, self.provider, 0, ram=mns_ram).visibility_timeout()
         except MnsError as exc:
             fix = {"QueueNotExist": f"run `ecs-worker setup -c {self.config.path}` (it creates the queue)",
                    "AccessDenied": f"grant mns:GetQueueAttributes on {name} (`setup` prints the policy)"}

@@ -51,10 +51,11 @@ class Permissions:
     def _prove_mns(self, api) -> Check:
         """A delete or visibility change of a receipt handle of no message: nothing changes, and the
         answer is about the handle unless RAM refuses the call."""
+        from .cloud.apis import mns_ram
         from .sources.mns import PROBE_HANDLE, MnsError, MnsQueue
 
         cfg, ram = self.doctor.config.mns, " and ".join(api.ram)
-        queue = MnsQueue(cfg.endpoint, cfg.queue, self.doctor.provider, 0)
+        queue = MnsQueue(cfg.endpoint, cfg.queue, self.doctor.provider, 0, ram=mns_ram)
         try:
             result = MNS_PROBES[api.action](queue, PROBE_HANDLE)  # a batch delete answers per handle
             answer = result.code if isinstance(result, MnsError) else "accepted"

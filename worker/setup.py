@@ -63,9 +63,10 @@ class Setup:
     @property
     def queues(self):
         if self._queues is None:
+            from .cloud.apis import mns_ram
             from .queue_admin import QueueAdmin
 
-            self._queues = QueueAdmin(self.config.mns.endpoint, self.provider)
+            self._queues = QueueAdmin(self.config.mns.endpoint, self.provider, ram=mns_ram)
         return self._queues
 
     @property

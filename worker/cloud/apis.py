@@ -148,6 +148,12 @@ def ram_text(service: str, action: str) -> str:
     return " and ".join(api(service, action).ram)
 
 
+def mns_ram(action: str) -> str:
+    """`ram_text` for an MNS API: what the MNS queue clients are handed to name refusals with
+    (the queue code itself knows no registry)."""
+    return ram_text("mns", action)
+
+
 def used_by(names: set[str] | frozenset[str], *, shipped_only: bool = True) -> list[Api]:
     """The APIs the named users need (WORKER, SETUP, plugin names), in registry order."""
     return [a for a in APIS if set(a.users) & set(names) and not (shipped_only and a.opt_in)]

@@ -13,6 +13,7 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass
+from typing import Callable
 
 from ..backoff import backoff_delay
 from ..text import one_line
@@ -107,10 +108,18 @@ def classify(exc: BaseException, what: str, ram: str = "", endpoint: str = "") -
     return MnsError(f"{what}: {one_line(exc)}", type(exc).__name__)
 
 
-class MnsQueue:
-    """One MNS queue; every method is safe to call from any thread."""
+def own_action(action: str) -> str:
+    """The RAM action an MNS API's own page names (`mns:BatchReceiveMessage`). The worker passes
+    the API registry's answer instead (`cloud.apis.mns_ram`), which names every reading."""
+    return f"mns:{action}"
 
-    def __init__(self, endpoint: str, name: str, credentials_provider, wait_seconds: int = 20) -> None:
+
+class MnsQueue:
+    """One MNS queue; every method is safe to call from any thread. `ram(action)` names the RAM
+    action(s) an API needs, for the message of a refused call."""
+
+    def __init__(self, endpoint: str, name: str, credentials_provider, wait_seconds: int = 20,
+                 ram: Callable[[str], str] = own_action) -> None:
         if not endpoint.startswith(("http://", "https://")):
             raise MnsError(f"[mns] endpoint {endpoint!r}: must start with https:// (or http:// "
                            "for a local emulator)", permanent=True)
@@ -120,6 +129,7 @@ class MnsQueue:
         self._timeout = wait_seconds + SOCKET_SLACK
         self._local = threading.local()
         self.early_empties = 0  # consecutive long polls answered empty before half their wait
+        self.ram_names = ram
 
     def __repr__(self) -> str:
         return f"MnsQueue({self.endpoint!r}, {self.name!r})"
@@ -139,11 +149,8 @@ class MnsQueue:
         return queue
 
     def _ram(self, action: str, messages: bool = True) -> str:
-        """The RAM action(s) and resource a call needs (the API registry: both readings where
-        Alibaba's pages disagree, `mns:ReceiveMessage and mns:BatchReceiveMessage`)."""
-        from ..cloud.apis import ram_text
-
-        return f"{ram_text('mns', action)} on acs:mns:*:*:/queues/{self.name}" + ("/messages" if messages else "")
+        """The RAM action(s) and resource a call needs (MNS API reference, "Authorization")."""
+        return f"{self.ram_names(action)} on acs:mns:*:*:/queues/{self.name}" + ("/messages" if messages else "")
 
     def visibility_timeout(self) -> int:
         """The queue's own VisibilityTimeout; also proves the queue exists and the keys work."""
