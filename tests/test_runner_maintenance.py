@@ -145,7 +145,7 @@ def test_a_reboot_that_does_not_avoid_survives_kill_9_and_guards_notbefore(tmp_p
                        message="out of every group before notBefore")
             assert time.time() < int(nb) + 1 and emu.state()["instances"][0]["scheduled_events"][0]["status"] \
                 == "Scheduled"
-            wait_until(lambda: groups(emu) == IN and sum(depth(emu).values()) == 0, timeout=40,
+            wait_until(lambda: groups(emu) == IN and sum(depth(emu).values()) == 0, timeout=60,
                        message="back in after the platform's reboot, the message settled")
         finally:
             second.signal(signal.SIGTERM)
@@ -155,6 +155,9 @@ def test_a_reboot_that_does_not_avoid_survives_kill_9_and_guards_notbefore(tmp_p
         assert state["calls"].get("ecs:RebootInstance") == 1  # ours once; the platform's at notBefore
         assert state["instances"][0]["scheduled_events"][0]["status"] == "Executed"
         out = second.output()
-        assert "action maintenance RebootInstance" not in out and "handled 1" in out
-        assert out.index("RemoveVServerGroupBackendServers") < out.index("AddVServerGroupBackendServers") \
-            < out.index("-> handled")  # out before notBefore, back after, and only then handled
+        assert "action maintenance RebootInstance" not in out
+        # A kill between re-sending a deferral and deleting the original leaves two copies (at least
+        # once): each may settle, but none before notBefore has passed and the event is over.
+        handled = [datetime.strptime(line[:19], "%Y-%m-%d %H:%M:%S") for line in out.splitlines()
+                   if "-> handled" in line]
+        assert handled and min(handled) >= datetime.fromtimestamp(int(nb)), (handled, nb)

@@ -19,10 +19,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from .records import EventRecords
+
 VERIFY, GUARD, OUT = "verify", "guard", "out"
 STEPS = (VERIFY, GUARD, OUT)
 ACTIVE = ("Scheduled", "Executing", "Inquiring")  # the event still stands
-RETRY_SECONDS = 12 * 3600  # Alibaba: retry a failed handling no sooner than 12 h later
 
 
 class Outcome:
@@ -70,6 +71,9 @@ class Outcome:
             return self._until_takeout(status)
         members = s.lbs.memberships(s.iid)
         s._save(OUT, members)  # recorded before the change: a kill -9 now still knows what to put back
+        taken = self._taken_out()  # and on this host, for whichever copy of the message settles first
+        EventRecords(s.ctx.state_dir).update(s.event.content.get("eventId"),
+                                             out=[m.to_json() for m in _union(taken, members)])
         try:
             s._each_group(members, "remove", s.lbs.remove)
         except Exception as exc:
@@ -89,9 +93,17 @@ class Outcome:
             s.ctx.defer(s.cfg.poll_seconds, f"waiting for the platform's reboot of {s.iid} ({status})",
                         state=s._state(OUT, members))
             return f"{s.iid} out of service; the event is {status}"
+        members = _union(members, self._taken_out())
         s.restore(members, f"after the platform's reboot (event {status})")
+        EventRecords(s.ctx.state_dir).update(s.event.content.get("eventId"), out=None)
         return f"the platform rebooted {s.iid} (event {status}); back in {len({(m.kind, m.group) for m in members})} " \
                "group(s)"
+
+    def _taken_out(self) -> list:
+        from ..lb.membership import Membership
+
+        record = EventRecords(self.seq.ctx.state_dir).get(self.seq.event.content.get("eventId"))
+        return [Membership.from_json(m) for m in record.get("out") or []]
 
     def _takeout_at(self) -> float:
         return self.seq.event.not_before.timestamp() - self.seq.cfg.takeout_seconds
@@ -106,34 +118,10 @@ class Outcome:
         return f"the reboot did not avoid the event of {s.iid} ({status}); it will be out of service at notBefore"
 
 
-def recently_rebooted(state_dir, event_id: str | None) -> float | None:
-    """When this worker last rebooted for `event_id`, if less than RETRY_SECONDS ago."""
-    import json
-
-    if not event_id or state_dir is None:
-        return None
-    try:
-        when = json.loads((state_dir / "reboots.json").read_text(encoding="utf-8")).get(event_id)
-    except (OSError, ValueError, AttributeError):
-        return None
-    return when if isinstance(when, (int, float)) and time.time() - when < RETRY_SECONDS else None
-
-
-def record_reboot(state_dir, event_id: str | None) -> None:
-    """Remember the reboot for `event_id` (entries older than RETRY_SECONDS are dropped)."""
-    import json
-
-    if not event_id or state_dir is None:
-        return
-    path = state_dir / "reboots.json"
-    try:
-        known = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        known = {}
-    now = time.time()
-    known = {k: v for k, v in (known if isinstance(known, dict) else {}).items()
-             if isinstance(v, (int, float)) and now - v < RETRY_SECONDS}
-    known[event_id] = now
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(known), encoding="utf-8")
-    tmp.replace(path)
+def _union(*groups: list) -> list:
+    """Memberships once each (kind, group, server, port), the first record of each kept."""
+    seen: dict = {}
+    for members in groups:
+        for m in members:
+            seen.setdefault((m.kind, m.group, m.server_id, m.port), m)
+    return list(seen.values())

@@ -8,7 +8,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..lb.membership import LoadBalancers, Membership, action_name, by_group
-from .outcome import STEPS as OUTCOME_STEPS, Outcome, record_reboot, recently_rebooted
+from .outcome import STEPS as OUTCOME_STEPS, Outcome
+from .records import EventRecords
 from .window import plan_time, zone as _zone
 
 # O&M event type -> what the owner may do before notBefore to settle it (the event becomes
@@ -91,7 +92,7 @@ class Sequence:
             ctx.log.info("maintenance of %s: it is %s, not Running; the platform's reboot is left to it",
                          self.iid, instance.get("Status"))
             return None
-        if recently_rebooted(ctx.state_dir, self.event.content.get("eventId")):  # Alibaba: 12 h apart
+        if EventRecords(ctx.state_dir).recently_rebooted(self.event.content.get("eventId")):  # Alibaba: 12 h
             ctx.log.warning("maintenance of %s: rebooted for this event less than 12 h ago; not again", self.iid)
             return Outcome(self).guard([])
         wait = self.budget.reserve()
@@ -135,7 +136,7 @@ class Sequence:
 
     def _reboot(self) -> str:
         self.ctx.cloud.ecs(self.remedy, InstanceId=self.iid)
-        record_reboot(self.ctx.state_dir, self.event.content.get("eventId"))
+        EventRecords(self.ctx.state_dir).update(self.event.content.get("eventId"), rebooted_at=time.time())
         return "under way"
 
     # -- 4./5. wait, then restore ----------------------------------------------------
