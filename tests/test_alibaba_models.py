@@ -149,7 +149,7 @@ def demo_runs(tmp_path_factory):
     """The demo under the shipped policy, once per reading of MNS's RAM action names: its summary
     and the emulator's record of the worker's requests (captured in-process)."""
     import ecs_worker.testing as kit
-    from ecs_worker import demo
+    from ecs_worker.demo.run import run as demo
 
     runs = {}
     mp = pytest.MonkeyPatch()
@@ -216,9 +216,9 @@ def test_every_call_the_worker_made_is_registered_and_fits_alibabas_models(demo_
 
 def test_setup_and_doctor_requests_fit_alibabas_models(emulator, tmp_path):
     from ecs_worker.config import parse_config
-    from ecs_worker.doctor import Doctor
-    from ecs_worker.manager import load_plugins
-    from ecs_worker.setup import Setup
+    from ecs_worker.operations.doctor import Doctor
+    from ecs_worker.plugin_host.manager import load_plugins
+    from ecs_worker.operations.setup import Setup
 
     config = parse_config({
         "mns": {"endpoint": emulator.mns_endpoint, "queue": "ecs-events", "dead_letter_queue": "ecs-events-dlq"},

@@ -10,7 +10,7 @@ import pytest
 from ecs_worker.cloud import CloudClient, CloudError
 from ecs_worker.cloud.cms import CloudMonitor, MnsTarget, Rule
 from ecs_worker.config import CloudConfig
-from ecs_worker.credentials import Credentials, StaticProvider
+from ecs_worker.cloud.credentials import Credentials, StaticProvider
 from ecs_worker.emulator.state import StateError, validate
 
 SPOT = "i-bp1spot00000000001"
@@ -74,8 +74,8 @@ def test_the_slb_plugin_takes_an_instance_out_of_an_nlb_all_port_group(emulator,
 
 
 def test_a_refused_queue_change_names_the_ram_action_not_the_endpoint(emulator):
-    from ecs_worker.queue_admin import QueueAdmin
-    from ecs_worker.sources.mns import MnsError
+    from ecs_worker.queue.admin import QueueAdmin
+    from ecs_worker.queue.source import MnsError
 
     emulator.set_ram_policy({"Version": "1", "Statement": [
         {"Effect": "Allow", "Action": "mns:GetQueueAttributes", "Resource": "*"}]})

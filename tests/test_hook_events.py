@@ -19,9 +19,9 @@ import pytest
 
 from ecs_worker import hookimpl, parse_event
 from ecs_worker.config import parse_config
-from ecs_worker.hook_events import EVERY_EVENT, FIXED_NAMES, HOOK_EVENTS, HOOK_OF_NAME
-from ecs_worker.manager import DEFAULT_PLUGINS, PluginError, builtin_name, load_plugins
-from ecs_worker.setup import Setup, event_names
+from ecs_worker.plugin_host.hook_events import EVERY_EVENT, FIXED_NAMES, HOOK_EVENTS, HOOK_OF_NAME
+from ecs_worker.plugin_host.manager import DEFAULT_PLUGINS, PluginError, builtin_name, load_plugins
+from ecs_worker.operations.setup import Setup, event_names
 from ecs_worker.testing import Harness, maintenance, state_change, interruption
 
 from ecs_worker.testing import mns_queue
@@ -137,7 +137,7 @@ def test_a_rule_name_without_the_status_delivers_no_notification(emulator):
     """CloudMonitor matches `NameList` entries as whole names (item 2): no prefix matching."""
     from ecs_worker.cloud import CloudClient
     from ecs_worker.cloud.cms import CloudMonitor, MnsTarget, Rule
-    from ecs_worker.credentials import credentials_provider
+    from ecs_worker.cloud.credentials import credentials_provider
 
     config = _config(emulator, "ecs-events", (), Path("/nonexistent"))
     monitor = CloudMonitor(CloudClient(config.cloud, credentials_provider(config.credentials)))
@@ -218,7 +218,7 @@ def test_connect_docs_list_the_names_the_builtins_need():
 
 
 def test_hookspecs_prose_names_the_table_fixed_events():
-    from ecs_worker import hookspecs
+    from ecs_worker.plugin_host import hookspecs
 
     for hook, names in HOOK_EVENTS.items():
         doc = getattr(hookspecs, hook).__doc__
@@ -227,7 +227,7 @@ def test_hookspecs_prose_names_the_table_fixed_events():
 
 
 def test_metrics_start_every_name_the_loaded_plugins_take_at_zero():
-    from ecs_worker import metrics
+    from ecs_worker.observability import metrics
 
     config = parse_config({"plugins": {"disabled": ["log", "webhook", "hello"]}})
     plugins = load_plugins(config, entry_points_too=False)

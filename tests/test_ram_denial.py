@@ -11,7 +11,7 @@ import pytest
 
 from ecs_worker.cloud.apis import ram_text
 from ecs_worker.emulator.ram import MNS_READINGS
-from ecs_worker.ram_policy import worker_policy
+from ecs_worker.operations.ram_policy import worker_policy
 from runner_kit import QUEUE, Setup, Worker, emulator_state as kit_state, event_body, wait_until
 from test_health import free_port, get
 
@@ -73,8 +73,8 @@ def test_doctor_proves_the_delete_permission_and_names_a_refusal_under_either_re
     import io
 
     from ecs_worker.config import parse_config
-    from ecs_worker.doctor import Doctor
-    from ecs_worker.manager import load_plugins
+    from ecs_worker.operations.doctor import Doctor
+    from ecs_worker.plugin_host.manager import load_plugins
 
     config = parse_config({
         "mns": {"endpoint": emulator.mns_endpoint, "queue": QUEUE, "dead_letter_queue": ""},

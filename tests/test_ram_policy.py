@@ -2,12 +2,12 @@
 in docs/connect.md and the grants themselves, under both readings of MNS's RAM action names."""
 from __future__ import annotations
 
-from ecs_worker.ram_policy import worker_policy
+from ecs_worker.operations.ram_policy import worker_policy
 
 
 def test_the_shipped_policy_file_is_what_the_registry_generates():
     """deploy/ram-policy.json is generated (python -m ecs_worker.ram_policy --write), never hand-edited."""
-    from ecs_worker.ram_policy import SHIPPED, main, shipped_text
+    from ecs_worker.operations.ram_policy import SHIPPED, main, shipped_text
 
     assert SHIPPED.read_text(encoding="utf-8") == shipped_text()
     assert main(["--check"]) == 0
@@ -16,7 +16,7 @@ def test_the_shipped_policy_file_is_what_the_registry_generates():
 def test_connect_docs_permissions_table_is_the_registry():
     from pathlib import Path
 
-    from ecs_worker.ram_policy import policy_table
+    from ecs_worker.operations.ram_policy import policy_table
 
     doc = (Path(__file__).resolve().parents[1] / "docs" / "connect.md").read_text(encoding="utf-8")
     assert policy_table() in doc, "regenerate it: python -m ecs_worker.ram_policy --table"
