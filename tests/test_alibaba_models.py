@@ -149,7 +149,7 @@ def demo_runs(tmp_path_factory):
     """The demo under the shipped policy, once per reading of MNS's RAM action names: its summary
     and the emulator's record of the worker's requests (captured in-process)."""
     import ecs_worker.testing as kit
-    from ecs_worker.demo.run import run as demo
+    from ecs_worker.demo import run as demo
 
     runs = {}
     mp = pytest.MonkeyPatch()

@@ -215,8 +215,9 @@ def test_doctor_names_a_denied_permission(emulator, config):
     assert proc.returncode == 1
     assert "✗ ECS DescribeInstances: Forbidden.RAM" in proc.stdout and "fix: grant ecs:DescribeInstances" in proc.stdout
     assert "✓ slb:DescribeLoadBalancers: permitted" in proc.stdout and "✓ event rule" in proc.stdout  # the rest
-    # the real cause first: StartInstance was not tried because the read failed, not "no instance"
-    assert "ecs:StartInstance: not tried: DescribeInstances failed (Forbidden.RAM, above)" in proc.stdout
+    # the real cause first: RebootInstance (maintenance's DryRun-proven change; restart, and with it
+    # StartInstance, is disabled here) was not tried because the read failed, not "no instance"
+    assert "ecs:RebootInstance: not tried: DescribeInstances failed (Forbidden.RAM, above)" in proc.stdout
     assert "no instance in the region" not in proc.stdout
 
 

@@ -66,7 +66,7 @@ class Permissions:
         except MnsError as exc:
             if exc.denied or not exc.stale_handle:
                 message = str(exc).split(f"{exc.code}: ", 1)[-1] if exc.code else str(exc)
-                return self.doctor.failed(f"{ram} on queue {cfg.queue}", exc.code or "Unknown", message,
+                return self.doctor.failed(ram, exc.code or "Unknown", f"on queue {cfg.queue}: {message}",
                                           action=ram, service="mns")
             answer = exc.code
         return Check(PASS, f"{ram}: permitted (a receipt handle of no message on {cfg.queue}: {answer})")

@@ -234,12 +234,12 @@ class MnsQueue:
         return {}
 
     def prove_delete(self) -> None:
-        """Raise the `MnsError` of a refused delete (permanent when RAM refuses it); a delete of
-        `PROBE_HANDLE` answered about the handle itself proves the permission."""
+        """Raise the `MnsError` of a delete refused for good (RAM, permanent codes). An answer about
+        `PROBE_HANDLE` proves the permission; a transient failure proves nothing: start-up goes on."""
         try:
             self.delete_batch([PROBE_HANDLE])
         except MnsError as exc:
-            if not exc.stale_handle:
+            if exc.denied or (exc.permanent and not exc.stale_handle):
                 raise
 
     def change_visibility(self, handle: str, seconds: int) -> str:
