@@ -123,6 +123,26 @@ def test_non_retryable_errors_are_not_retried():
         assert emu.state()["calls"]["ecs:StartInstance"] == 1
 
 
+def test_a_reboot_is_retried_only_when_throttled():
+    """RebootInstance is not idempotent (apis.py: REFUSED_ONLY): a 500 may have rebooted already."""
+    with run_emulator(fleet(faults={"ecs": {"error_rate": 1.0}})) as emu:
+        cloud = cloud_for(emu, max_retries=3)
+        with pytest.raises(CloudError) as caught:
+            cloud.ecs("RebootInstance", InstanceId="i-one")
+        assert caught.value.code == "InternalError" and emu.state()["calls"]["ecs:RebootInstance"] == 1
+        emu.set_faults({"ecs": {"error_rate": 1.0, "error_code": "Throttling.User"}})
+        with pytest.raises(CloudError):
+            cloud.ecs("RebootInstance", InstanceId="i-one")
+        assert emu.state()["calls"]["ecs:RebootInstance"] == 1 + 4  # throttled: refused, so retried
+
+
+def test_a_call_outside_the_registry_is_refused_before_it_is_sent():
+    with run_emulator(fleet()) as emu:
+        with pytest.raises(ValueError, match="not in the API registry"):
+            cloud_for(emu).ecs("DeleteInstance", InstanceId="i-one")
+        assert "ecs:DeleteInstance" not in emu.state()["calls"]
+
+
 @pytest.mark.parametrize("code", ["OperationBusy", "VServerGroupProcessing", "ServiceIsConfiguring",
                                   "Throttling", "ServiceUnavailable"])
 def test_slb_busy_codes_are_retried_until_they_clear(code):

@@ -92,6 +92,7 @@ def test_create_queue_is_idempotent_and_conflicts_on_different_attributes(emulat
 
 
 def test_rules_read_back_in_the_documented_shapes(emulator):
+    _create(emulator)  # a target must name an existing queue (PutEventRuleTargets' FailedMnsParameters)
     _rule(emulator, names=("Instance:StateChange", "Instance:PreemptibleInstanceInterruption"))
     r = DescribeEventRuleListRequest()
     r.set_NamePrefix("ecs-worker")

@@ -152,8 +152,17 @@ def test_spot_instance_with_an_interruption_notice_is_not_started(tmp_path):
         assert status(emu, "i-spot") == "Stopped"
 
 
-def stop(w, iid):
-    w.runtime.cloud.ecs("StopInstance", InstanceId=iid)
+def stop(emu, iid):
+    """An operator's stop, through the real SDK (the worker itself never stops an instance)."""
+    from aliyunsdkecs.request.v20140526.StopInstanceRequest import StopInstanceRequest
+
+    from ecs_worker.testing import acs_client
+
+    request = StopInstanceRequest()
+    request.set_InstanceId(iid)
+    request.set_endpoint(emu.endpoint)
+    request.set_protocol_type("http")
+    acs_client(emu, auto_retry=False).do_action_with_exception(request)
 
 
 def test_budget_stops_the_fourth_restart_within_the_hour_and_survives_a_worker_restart(tmp_path, caplog):
@@ -163,7 +172,7 @@ def test_budget_stops_the_fourth_restart_within_the_hour_and_survives_a_worker_r
             for n in range(4):
                 outcomes.append(w.handle(stopped("i-flappy", n)).outcome)
                 if n < 3:
-                    stop(w, "i-flappy")  # it crashes again
+                    stop(emu, "i-flappy")  # it crashes again
             assert outcomes == ["handled", "handled", "handled", "ignored"]
             assert starts(emu) == 3
             assert any(r.levelno == logging.ERROR and "i-flappy" in r.getMessage() for r in caplog.records)

@@ -113,3 +113,51 @@ def test_worker_killed_between_removal_and_restore_the_restarted_worker_puts_it_
         assert "action maintenance AddVServerGroupBackendServers on rsp-web80/i-maint1:80: ok" in out
         assert "action maintenance RebootInstance" not in out
         assert "handled 1" in out
+
+
+def test_a_reboot_that_does_not_avoid_survives_kill_9_and_guards_notbefore(tmp_path):
+    """The event stays Scheduled after our reboot: the first worker is killed (SIGKILL) while the
+    instance is back in service waiting for notBefore; the restarted worker takes it out just
+    before notBefore, puts it back after the platform's reboot, never reboots it itself again,
+    and reports success only then."""
+    nb = time.time() + 22
+    state = world(nb)
+    state["instances"][0]["scheduled_events"][0]["avoidable"] = False
+    state["start_delay_seconds"] = state["stop_delay_seconds"] = 1
+    with run_emulator(state) as emu:
+        emu.send(QUEUE, body(nb))
+        path = config(tmp_path, emu, "host-a")
+        path.write_text(path.read_text() + "margin_minutes = 0\noutcome_seconds = 1\ntakeout_seconds = 8\n")
+        first = Worker(path)
+        try:
+            wait_until(lambda: "the reboot did not avoid the event" in first.output(), timeout=40,
+                       message="the warning that the reboot did not avoid the event")
+            assert groups(emu) == IN  # healthy: back in service meanwhile
+            first.signal(signal.SIGKILL)
+            first.wait(10)
+        finally:
+            first.stop()
+        assert "handled 1" not in first.output()
+
+        second = Worker(path)
+        try:
+            wait_until(lambda: groups(emu) == (set(), set(), set()), timeout=40,
+                       message="out of every group before notBefore")
+            assert time.time() < int(nb) + 1 and emu.state()["instances"][0]["scheduled_events"][0]["status"] \
+                == "Scheduled"
+            wait_until(lambda: groups(emu) == IN and sum(depth(emu).values()) == 0, timeout=60,
+                       message="back in after the platform's reboot, the message settled")
+        finally:
+            second.signal(signal.SIGTERM)
+            second.wait(30)
+            second.stop()
+        state = emu.state()
+        assert state["calls"].get("ecs:RebootInstance") == 1  # ours once; the platform's at notBefore
+        assert state["instances"][0]["scheduled_events"][0]["status"] == "Executed"
+        out = second.output()
+        assert "action maintenance RebootInstance" not in out
+        # A kill between re-sending a deferral and deleting the original leaves two copies (at least
+        # once): each may settle, but none before notBefore has passed and the event is over.
+        handled = [datetime.strptime(line[:19], "%Y-%m-%d %H:%M:%S") for line in out.splitlines()
+                   if "-> handled" in line]
+        assert handled and min(handled) >= datetime.fromtimestamp(int(nb)), (handled, nb)

@@ -110,7 +110,9 @@ def test_empty_account_to_events_flowing(emulator, config):
     assert "done: 4 change(s) made" in done.stdout
     assert set(emulator.state()["queues"]) == {"fleet-events", "fleet-events-dlq"}
     (rule,) = emulator.state()["event_rules"]
-    assert rule["patterns"] == [{"product": "ecs", "names": ["Instance:StateChange"]}]
+    # the recorder's on_state_change and the built-in maintenance plugin's declared notification
+    assert rule["patterns"] == [{"product": "ecs", "names": ["Instance:StateChange",
+                                                             "Instance:SystemMaintenance.Reboot:Scheduled"]}]
     assert [t["queue"] for t in rule["targets"]] == ["fleet-events"]
 
     again = cli("setup", "-c", str(config))
@@ -127,8 +129,11 @@ def test_empty_account_to_events_flowing(emulator, config):
     assert doctor.returncode == 0, doctor.stdout + doctor.stderr
     marks = [line[0] for line in doctor.stdout.splitlines() if line and line[0] in "✓✗–"]
     assert marks.count("✗") == 0 and marks.count("✓") >= 8, doctor.stdout
-    assert "ecs:StartInstance: permitted" in doctor.stdout and "DryRunOperation" in doctor.stdout
-    assert "SLB writes" in doctor.stdout and "not provable" in doctor.stdout
+    # the maintenance plugin is enabled: its reboot is proven with DryRun, never made
+    assert "✓ ecs:RebootInstance: permitted (DryRun on" in doctor.stdout
+    assert "ecs:StartInstance" not in doctor.stdout  # restart is disabled: not needed, not checked
+    assert "– slb:RemoveVServerGroupBackendServers, slb:SetVServerGroupAttribute" in doctor.stdout \
+        and "not provable without a change (the API has no DryRun)" in doctor.stdout
 
     # The loop: the worker runs, an operator stops an instance, the event reaches the plugin.
     worker = Worker(config)
@@ -209,9 +214,10 @@ def test_doctor_names_a_denied_permission(emulator, config):
     proc = cli("doctor", "-c", str(config))
     assert proc.returncode == 1
     assert "✗ ECS DescribeInstances: Forbidden.RAM" in proc.stdout and "fix: grant ecs:DescribeInstances" in proc.stdout
-    assert "✓ SLB reads" in proc.stdout and "✓ event rule" in proc.stdout  # the rest still checked
-    # the real cause first: StartInstance was not tried because the read failed, not "no instance"
-    assert "ecs:StartInstance: not tried: DescribeInstances failed (Forbidden.RAM, above)" in proc.stdout
+    assert "✓ slb:DescribeLoadBalancers: permitted" in proc.stdout and "✓ event rule" in proc.stdout  # the rest
+    # the real cause first: RebootInstance (maintenance's DryRun-proven change; restart, and with it
+    # StartInstance, is disabled here) was not tried because the read failed, not "no instance"
+    assert "ecs:RebootInstance: not tried: DescribeInstances failed (Forbidden.RAM, above)" in proc.stdout
     assert "no instance in the region" not in proc.stdout
 
 
@@ -261,26 +267,6 @@ def test_an_unreadable_secret_file_is_a_config_error(tmp_path, emulator):
         assert proc.returncode == 2 and "access_key_secret_file: cannot read" in proc.stderr, proc.stderr
 
 
-def test_a_shipped_policy_file_is_filled_in(tmp_path):
-    shipped = tmp_path / "ram-policy.json"
-    shipped.write_text(json.dumps({"Version": "1", "Statement": [
-        {"Effect": "Allow", "Action": ["mns:BatchReceiveMessage"],
-         "Resource": ["acs:mns:*:*:/queues/ecs-events/messages", "acs:mns:*:*:/queues/ecs-events-dlq/messages"]},
-        {"Effect": "Allow", "Action": "ecs:StartInstance", "Resource": "*"}]}))
-    doc = worker_policy("fleet", "fleet-dlq", "cn-beijing", "42", shipped=shipped)
-    assert doc["Statement"][0]["Resource"] == ["acs:mns:cn-beijing:42:/queues/fleet/messages",
-                                               "acs:mns:cn-beijing:42:/queues/fleet-dlq/messages"]
-    assert doc["Statement"][1] == {"Effect": "Allow", "Action": "ecs:StartInstance", "Resource": "*"}
-    assert json.loads(shipped.read_text())["Statement"][0]["Resource"][0].endswith("/ecs-events/messages")
-
-
-def test_builtin_policy_is_the_shipped_one():
-    """An installed package has no deploy/ directory: its built-in copy must say the same."""
-    from ecs_worker.operations.ram_policy import SHIPPED, WORKER_POLICY
-
-    assert json.loads(SHIPPED.read_text()) == WORKER_POLICY
-
-
 def test_doctor_with_exactly_the_printed_policy(emulator, config):
     """The worker's keys under the policy setup printed: every check the worker's permissions can
     prove passes; the rule (CloudMonitor, which the worker never calls) is left to the admin."""
@@ -291,17 +277,18 @@ def test_doctor_with_exactly_the_printed_policy(emulator, config):
     assert proc.returncode == 0, proc.stdout
     assert "– event rule ecs-worker-fleet-events: not readable with these credentials (Forbidden.RAM)" \
         in proc.stdout
-    assert "✓ ecs:StartInstance: permitted" in proc.stdout and "✗" not in proc.stdout
+    assert "✓ ecs:RebootInstance: permitted" in proc.stdout and "✗" not in proc.stdout
 
-    # Without StartInstance, the dry run is refused and doctor names the grant.
+    # Without RebootInstance, the dry run is refused and doctor names the grant.
     for statement in policy["Statement"]:
-        if "ecs:StartInstance" in statement["Action"]:
-            statement["Action"].remove("ecs:StartInstance")
+        if "ecs:RebootInstance" in statement["Action"]:
+            statement["Action"].remove("ecs:RebootInstance")
     emulator.set_ram_policy(policy)
     proc = cli("doctor", "-c", str(config))
     assert proc.returncode == 1
-    assert "✗ ecs:StartInstance: Forbidden.RAM" in proc.stdout and "fix: grant ecs:StartInstance" in proc.stdout
-    assert emulator.state()["instances"][1]["status"] == "Stopped"  # a dry run only: nothing started
+    assert "✗ ecs:RebootInstance: Forbidden.RAM" in proc.stdout and "fix: grant ecs:RebootInstance" in proc.stdout
+    assert emulator.state()["calls"].get("ecs:RebootInstance") and \
+        all(i["status"] in ("Running", "Stopped") for i in emulator.state()["instances"])  # a dry run only
 
 
 def test_doctor_on_a_live_host_recognises_the_running_worker(emulator, config):

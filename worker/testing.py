@@ -209,7 +209,8 @@ class Harness:
     attribute `name`, else the module's last part (a `[plugins] load` module or file's).
 
     `config` is the plugin's `[plugins.<name>]` section; `emulator` points `ctx.cloud` at a
-    running emulator; `settings` adds other config sections (`{"worker": {"state_dir": …}}`);
+    running emulator; `settings` adds other config sections (`{"worker": {"state_dir": …}}`;
+    without a `state_dir`, each harness gets a fresh temporary one);
     `dry_run` defaults to True so nothing changes by accident.
     """
 
@@ -231,6 +232,11 @@ class Harness:
                                    "access_key_secret": emulator.access_key_secret}
         for section, values in (settings or {}).items():  # other sections, e.g. {"worker": {...}}
             data[section] = {**data.get(section, {}), **values}
+        if "state_dir" not in data.get("worker", {}):  # each harness its own: nothing shared between tests
+            import tempfile
+
+            self._state_dir = tempfile.TemporaryDirectory(prefix="ecs-worker-harness-")
+            data.setdefault("worker", {})["state_dir"] = self._state_dir.name
         self.config = parse_config(data, f"<harness {self.name}>")
         self.plugins = Plugins()
         self.plugins.register(plugin, self.name, "harness")

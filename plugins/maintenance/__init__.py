@@ -16,7 +16,11 @@ For instances carrying the opt-in tag (default `ecs-worker:maintenance=auto`):
 4. `RebootInstance` (`RedeployInstance` for `SystemMaintenance.Redeploy`, when listed in
    `event_types`), then defer until the instance is `Running` again (re-read every
    `poll_seconds`, for at most `reboot_timeout`);
-5. put every membership back exactly as recorded, and settle.
+5. put every membership back exactly as recorded;
+6. read the event by its id until it changes (`outcome_seconds`): `Avoided` settles it; still
+   `Scheduled` (Alibaba: the handling failed) leaves the instance in service, says so at WARNING,
+   takes it out again `takeout_seconds` before `notBefore` and back after the platform's reboot
+   (`Executed`); never a second reboot for the same event within 12 h (`outcome.py`).
 
 The step reached and the memberships travel with the message (`ctx.defer(state=...)`),
 so any worker continues the sequence. Whatever fails after the removal, the instance is
@@ -53,6 +57,10 @@ class Config:
     kinds: list[str] = setting(list(LB_KINDS), doc='load balancers to take it out of: "clb", "alb", "nlb"')
     job_timeout: float = setting(60.0, min=1, max=600, doc="seconds an ALB/NLB change job may take")
     max_reboots_per_minute: int = setting(5, min=1, max=1000, doc="all instances together, this worker")
+    outcome_seconds: float = setting(600.0, min=0, max=86400,
+                                     doc="after the reboot, read the event this long for it to become Avoided")
+    takeout_seconds: float = setting(300.0, min=0, max=86400,
+                                     doc="not avoided: out of its groups this long before notBefore")
 
 
 class RebootBudget:
@@ -82,6 +90,11 @@ class MaintenancePlugin:
 
     def __init__(self) -> None:
         self.budget: RebootBudget | None = None
+
+    @staticmethod
+    def system_events(cfg: Config) -> list[str]:
+        """The O&M notifications to deliver (the rule `setup` writes): each acted-on type, Scheduled."""
+        return [f"Instance:{event_type}:Scheduled" for event_type in cfg.event_types]
 
     @hookimpl
     def on_startup(self, ctx):

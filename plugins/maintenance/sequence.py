@@ -9,6 +9,9 @@ from typing import Any
 
 from ..lb.actions import action_name
 from ..lb.membership import LoadBalancers, Membership, by_group
+from .outcome import STEPS as OUTCOME_STEPS, Outcome
+from .records import EventRecords
+from .verify import has_tag as _has_tag, resumed_claim
 from .window import plan_time, zone as _zone
 
 # O&M event type -> what the owner may do before notBefore to settle it (the event becomes
@@ -28,6 +31,8 @@ DONE_BY_REBOOT = ("Avoided", "Executing", "Executed")
 class Sequence:
     """One event's sequence, resumed at the step its state names."""
 
+    max_defer = MAX_DEFER
+
     def __init__(self, event, ctx, cfg, state: dict, budget) -> None:
         self.event, self.ctx, self.cfg, self.state = event, ctx, cfg, dict(state)
         self.budget = budget  # the plugin's RebootBudget
@@ -43,7 +48,7 @@ class Sequence:
         if self.ctx.dry_run:
             status = "Scheduled"
         else:  # what the state claims, checked against the cloud before anything is changed
-            why, status = self._verify(members)
+            why, status = resumed_claim(self, members)
             if why:
                 out = f"; {_groups(members)} group(s) it names stay as they are" if members else ""
                 self.ctx.log.error("maintenance of %s: not acting on the resumed %r step: %s%s",
@@ -59,7 +64,9 @@ class Sequence:
         if step == REBOOTING:
             return self.await_running(members)
         if step == RESTORE:
-            return self.restore(members, "after an earlier failure")
+            return self._verified(self.restore(members, "after an earlier failure"), members)
+        if step in OUTCOME_STEPS:
+            return Outcome(self).run(step, members)
         raise RuntimeError(f"maintenance: unknown step {step!r} in the resume state")
 
     # -- 1. when ------------------------------------------------------------------
@@ -101,6 +108,9 @@ class Sequence:
         if instance.get("Status") != "Running":
             return ctx.skip(f"maintenance of {self.iid}: it is {instance.get('Status')}, not Running; "
                             "the platform's reboot is left to it")
+        if EventRecords(ctx.state_dir).recently_rebooted(self.event.content.get("eventId")):  # Alibaba: 12 h
+            ctx.log.warning("maintenance of %s: rebooted for this event less than 12 h ago; not again", self.iid)
+            return Outcome(self).guard([])
         wait = self.budget.reserve()
         if wait:
             ctx.defer(max(wait, 1.0), "max_reboots_per_minute reached", state={"step": WAIT})
@@ -142,6 +152,7 @@ class Sequence:
 
     def _reboot(self) -> str:
         self.ctx.cloud.ecs(self.remedy, InstanceId=self.iid)
+        EventRecords(self.ctx.state_dir).update(self.event.content.get("eventId"), rebooted_at=time.time())
         return "under way"
 
     # -- 4./5. wait, then restore ----------------------------------------------------
@@ -158,7 +169,11 @@ class Sequence:
                 ctx.defer(self.cfg.poll_seconds, f"waiting for {self.iid} to be Running again (it is {status})",
                           state=self._state(REBOOTING, members))
                 return f"{self.iid} is {status}"
-        return self.restore(members, "after the reboot")
+        return self._verified(self.restore(members, "after the reboot"), members)
+
+    def _verified(self, done: str, members: list) -> Any:
+        """Back in after our reboot: success only once the event is seen to change (outcome.py)."""
+        return done if self.ctx.dry_run or not self.state.get("rebooted_at") else Outcome(self).verify(members)
 
     def restore(self, members: list, when: str) -> Any:
         self._save(RESTORE, members)
@@ -201,22 +216,6 @@ class Sequence:
         return f"planned {self.remedy} ({note})"
 
     # -- helpers ----------------------------------------------------------------------
-    def _verify(self, members: list) -> tuple[str, str | None]:
-        """(why not to act on a resumed step, or ""; the event's status now). The state was
-        recorded by this fleet (signed, or from the store); the cloud must still agree."""
-        strangers = sorted({m.server_id for m in members if m.server_id != self.iid})
-        if strangers:
-            return f"its memberships name {', '.join(strangers)}, not the event's instance", None
-        instance = self._instance()
-        if instance is None:
-            return "no such instance (released?)", None
-        if not _has_tag(instance, self.cfg.require_tag):
-            return f"it does not carry the opt-in tag {self.cfg.require_tag!r}", None
-        status = self._event_status()
-        if status is None:
-            return "its O&M event is not found by its id (DescribeInstanceHistoryEvents)", None
-        return "", status
-
     def _restore_all(self, members: list) -> tuple[list, Exception | None]:
         """Put every group back, each on its own (one failing group does not stop the
         others); return the memberships still out and the first error."""
@@ -260,14 +259,6 @@ class Sequence:
 
     def _save(self, step: str, members: list) -> None:
         self.ctx.save_state(self._state(step, members))
-
-
-def _has_tag(instance: dict, require_tag: str) -> bool:
-    if not require_tag.strip():
-        return True
-    key, sep, value = require_tag.partition("=")
-    tags = {t.get("TagKey"): t.get("TagValue", "") for t in (instance.get("Tags") or {}).get("Tag") or []}
-    return key in tags and (not sep or tags[key] == value)
 
 
 def _groups(members: list) -> int:

@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Callable
 
+from .apis import BY_KEY
 from .errors import CloudError, from_sdk
 from .ratelimit import TokenBucket
 from .retry import call_with_retry
@@ -88,6 +89,9 @@ class CloudClient:
         """One API call with rate limiting and retries; the decoded JSON response."""
         if api not in _REQUESTS:
             raise ValueError(f"unknown api {api!r} (known: {', '.join(_REQUESTS)})")
+        entry = BY_KEY.get((api, action))
+        if entry is None:  # every call the worker makes is in the registry: its RAM grant, its retries
+            raise ValueError(f"{api} {action} is not in the API registry (worker/cloud/apis.py)")
 
         def on_retry(exc: Exception, n: int, delay: float) -> None:
             code = getattr(exc, "code", type(exc).__name__)
@@ -97,7 +101,7 @@ class CloudClient:
                       self.settings.max_retries, delay)
 
         return call_with_retry(lambda: self._attempt(api, action, params),
-                               retryable=lambda e: isinstance(e, CloudError) and e.retryable,
+                               retryable=lambda e: isinstance(e, CloudError) and e.retryable_for(entry.retry),
                                max_retries=self.settings.max_retries, base=self._backoff[0],
                                cap=self._backoff[1], sleep=self._sleep, on_retry=on_retry)
 

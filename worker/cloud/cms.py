@@ -110,4 +110,11 @@ class CloudMonitor:
         return self._call("PutEventRule", self.put_rule_params(rule))
 
     def put_target(self, rule: str, target: MnsTarget) -> dict:
-        return self._call("PutEventRuleTargets", self.put_target_params(rule, target))
+        """Add the target; a target CloudMonitor answered 200 for but did not create is an error."""
+        body = self._call("PutEventRuleTargets", self.put_target_params(rule, target))
+        failed = _items(body.get("FailedMnsParameters"), "MnsParameter")
+        if failed or str(body.get("FailedParameterCount") or "0") != "0":
+            names = ", ".join(f"{t.get('Queue', '?')} ({t.get('Region', '?')})" for t in failed) or "?"
+            raise CloudError("PutEventRuleTargets", "FailedParameters",
+                             f"{body.get('FailedParameterCount')} target(s) not created: {names}")
+        return body

@@ -26,9 +26,10 @@ from ..text import clip
 # - POP gateway common errors: Throttling, Throttling.User, Throttling.Api, ServiceUnavailable
 #   (503), InternalError (500); ECS StartInstance: InstanceNotReady, LastOrderProcessing.
 # - Our own: SDK.HttpError (the core SDK's code for a failed connection or a timeout).
-RETRYABLE_CODES = frozenset({
-    # throttling (the `startswith("Throttling")` test alone misses Rejected.Throttling)
-    "Throttling", "Throttling.User", "Throttling.Api", "Rejected.Throttling",
+# Throttling: the request was refused before it did anything (the `startswith("Throttling")`
+# test alone misses Rejected.Throttling).
+THROTTLING_CODES = frozenset({"Throttling", "Throttling.User", "Throttling.Api", "Rejected.Throttling"})
+RETRYABLE_CODES = THROTTLING_CODES | frozenset({
     # transient server trouble
     "ServiceUnavailable", "InternalError", "UnknownError", "SDK.HttpError",
     # CLB "busy with another change on this load balancer / group"
@@ -40,7 +41,7 @@ RETRYABLE_CODES = frozenset({
 # Codes no retry fixes, whatever their HTTP status: keys, permissions, the request itself,
 # or the resource's state (the caller re-reads it; see plugins/restart.py).
 PERMANENT_CODES = frozenset({
-    "Forbidden.RAM", "NoPermission", "Forbidden", "Forbidden.AccessKeyDisabled",
+    "Forbidden.RAM", "NoPermission", "Forbidden", "Forbidden.NoPermission", "Forbidden.AccessKeyDisabled",
     "InvalidAccessKeyId.NotFound", "InvalidAccessKeyId.Inactive", "InvalidAccessKeySecret",
     "SignatureDoesNotMatch", "InvalidSecurityToken.Expired", "InvalidSecurityToken.Malformed",
     "InvalidSecurityToken.MismatchWithAccessKey", "IncompleteSignature",
@@ -51,8 +52,9 @@ PERMANENT_CODES = frozenset({
     "OperationDenied.NoStock", "DryRunOperation",
 })
 # The RAM action a denied call needs is named in the error (MNS's AccessDenied and the RPC
-# APIs' Forbidden.RAM / NoPermission do not always say which action was refused).
-RAM_DENIED_CODES = frozenset({"Forbidden.RAM", "NoPermission", "AccessDenied"})
+# APIs' Forbidden.RAM / NoPermission do not always say which action was refused). ALB and NLB
+# answer a RAM denial with Forbidden.NoPermission (their API error tables).
+RAM_DENIED_CODES = frozenset({"Forbidden.RAM", "NoPermission", "Forbidden.NoPermission", "AccessDenied"})
 
 _QUERY = re.compile(r"(\?|&)[^\s'\"]*")          # a query string: signed parameters live here
 _URL = re.compile(r"https?://[^\s'\"]+")
@@ -76,6 +78,15 @@ class CloudError(RuntimeError):
     @property
     def retryable(self) -> bool:
         return is_retryable(self.code, self.http_status)
+
+    def retryable_for(self, retry_class: str) -> bool:
+        """Under an API's retry class (`apis.py`): a call that is not idempotent is retried only
+        when it was surely refused before acting (throttled), never after a timeout or a 5xx."""
+        from .apis import REFUSED_ONLY
+
+        if retry_class == REFUSED_ONLY:
+            return self.code in THROTTLING_CODES or self.code.startswith("Throttling")
+        return self.retryable
 
 
 def is_retryable(code: str, http_status: int | None = None) -> bool:
@@ -106,5 +117,9 @@ def from_sdk(action: str, exc: BaseException, api: str = "") -> CloudError:
     if code in ("SignatureDoesNotMatch", "InvalidAccessKeySecret"):
         message = "the request signature was rejected: check the AccessKey secret"  # the SDK quotes the string-to-sign
     if code in RAM_DENIED_CODES and api:
-        message = f"the RAM policy does not allow {api}:{action}: {clean_message(message)}"
+        from .apis import BY_KEY
+
+        entry = BY_KEY.get((api, action))
+        needed = " and ".join(entry.ram) if entry else f"{api}:{action}"
+        message = f"the RAM policy does not allow {needed}: {clean_message(message)}"
     return CloudError(action, code, message, status, request_id)

@@ -39,20 +39,20 @@ from .pool import Handlers
 from .settle_commands import RELEASE, RESULT
 from .room import Room
 from ..observability.notify import SystemdNotifier, watchdog_interval
-from ..exit_codes import EXIT_FAILURE, EXIT_OK, EXIT_STUCK
+from ..exit_codes import EXIT_FAILURE, EXIT_OK, EXIT_STUCK, EXIT_USAGE
 from .settle import Settler
 from .signals import Signals
 from ..queue.source import SOCKET_SLACK, MnsError, MnsQueue, Message, fault_delay
 from ..state.store import Store, StoreError
 from .stuck import StuckWatch
-from ..text import one_line
+from .thread_watch import ThreadWatch
 
 log = logging.getLogger("ecs_worker.runner")
 
 STATUS_EVERY = 1.0  # seconds between status lines to systemd (only when they change)
 
 
-class Runner:
+class Runner(ThreadWatch):
     def __init__(self, config: Config, dispatcher: Dispatcher, source: MnsQueue, store: Store,
                  dead_letters: MnsQueue | None = None, notifier: SystemdNotifier | None = None) -> None:
         self.config = config
@@ -83,6 +83,7 @@ class Runner:
         p = config.plugins
         self._stuck = StuckWatch(dispatcher.stuck, p.stuck_health_seconds, p.stuck_exit_seconds)
         self.on_reload = lambda: None  # SIGHUP (set by app.py: reload.py)
+        self.refused: MnsError | None = None  # RAM refused the first receive: exit 2
 
     # == life cycle ================================================================
     def check(self) -> None:
@@ -95,6 +96,7 @@ class Runner:
         self.queue_visibility = until_ok(self.source.visibility_timeout)
         self._extender.observe(time.monotonic() - started)  # a first MNS round trip
         self._extender.queue_visibility = self.queue_visibility
+        until_ok(self.source.prove_delete)  # a delete RAM refuses stops us now (exit 2), not after work
         self.settler.source_max_size = until_ok(self.source.maximum_message_size)
         if self.dead_letters is not None:
             self.settler.dead_letter_max_size = until_ok(self.dead_letters.maximum_message_size)
@@ -111,37 +113,6 @@ class Runner:
             t = threading.Thread(target=self._guarded(name, target), name=name, daemon=True)
             t.start()
             self._threads.append(t)
-
-    def _guarded(self, name: str, target):
-        def run() -> None:
-            try:
-                target()
-            except BaseException as exc:  # noqa: B902 - a dead loop must never be silent
-                self._died(name, exc)
-        return run
-
-    def _died(self, name: str, exc: BaseException) -> None:
-        """An internal thread died: fail loudly so that the service manager restarts us."""
-        if self.fatal is None:
-            self.fatal = name
-        health.thread_died(name)
-        log.critical("internal thread %r died (%s); stopping with exit code 1 so that the service "
-                     "manager restarts the worker", name, one_line(exc), exc_info=exc)
-        self._stopping.set()
-        self._room.wake()
-
-    def _dead_thread(self) -> str | None:
-        """The name of an internal thread that is no longer running although it should."""
-        if self.fatal:
-            return self.fatal
-        for t in self._threads:
-            if not t.is_alive() and not (t.name == "receive" and self._stopping.is_set()):
-                return t.name
-        if not self._pool.alive():
-            return "handler"
-        if not self.dispatcher.deadlines.alive():
-            return "deadlines"
-        return None
 
     def _recover(self) -> None:
         """Suspects and charges from the journals of workers that died (`crashes.py`)."""
@@ -193,7 +164,7 @@ class Runner:
 
     def serve(self) -> int:
         """After `start`: run until a signal; the main thread only watches the signal flag."""
-        while not self.signals.count:
+        while not self.signals.count and self.refused is None:
             self.signals.act(self.on_reload, self.status_line)
             dead, stuck = self._dead_thread(), self._stuck.check()
             if dead or stuck:
@@ -210,6 +181,9 @@ class Runner:
             time.sleep(0.1)
         self.request_stop()
         ok = self.drain(self.config.worker.shutdown_timeout)
+        if self.refused is not None:
+            log.error("%s", self.refused)
+            return EXIT_USAGE
         log.info("stopped (%s)%s", self.status_line(), "" if ok else "; some messages left in flight")
         return EXIT_OK
 
@@ -245,11 +219,18 @@ class Runner:
             except MnsError as exc:
                 failures += 1
                 metrics.RECEIVE_ERRORS.inc()
+                if exc.denied and not ready:  # never received: a policy problem, not an outage
+                    self.refused = exc
+                    self.request_stop()
+                    return
+                if exc.denied:
+                    health.call_refused("receive", str(exc))
                 delay = fault_delay(failures)
                 log.warning("%s; retrying in %.1fs", exc, delay)
                 self._stopping.wait(delay)
                 continue
             failures = 0
+            health.call_allowed("receive")
             metrics.poll_completed()
             if not ready:
                 ready = True

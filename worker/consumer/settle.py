@@ -36,9 +36,10 @@ from .dead_lettering import dead_letter
 from .held import Held
 from .settle_commands import DUPLICATE, EXHAUSTED, REFUSED, RELEASE, STATELESS, WAIT
 from ..events.keys import message_key
+from .deletes import delete_batch
 from .resend import must_resend, resend
 from ..trust.judge import STATE_WAIT_SECONDS, stateless_reason
-from ..queue.source import MAX_BATCH, MAX_MESSAGE_BYTES, MnsError, MnsQueue, fault_delay
+from ..queue.source import MAX_BATCH, MAX_MESSAGE_BYTES, MnsError, MnsQueue
 from ..state.store import Store
 
 log = logging.getLogger("ecs_worker.settle")
@@ -249,19 +250,7 @@ class Settler:
         self._mark_settled()
         batch = deletes[:MAX_BATCH]
         del deletes[:MAX_BATCH]
-        failed: dict[str, MnsError] = {}
-        for attempt in range(1, 4):
-            try:
-                failed = self.source.delete_batch([handle for _, handle in batch])
-                break
-            except MnsError as exc:
-                if exc.permanent or attempt == 3:
-                    # Undeleted messages come back; the store knows them as settled.
-                    log.warning("%s; %d message(s) will be redelivered and skipped", exc, len(batch))
-                    break
-                delay = fault_delay(attempt) / 4
-                log.warning("%s; retrying in %.1fs", exc, delay)
-                time.sleep(delay)
+        failed = delete_batch(self.source, [handle for _, handle in batch])
         for held, handle in batch:
             if handle in failed:
                 log.warning("%s (message %s); a redelivery will be skipped as a duplicate",

@@ -170,19 +170,26 @@ class Emulator:
         return self.world.scale({"group_id": group_id, "scale_out": count})
 
     def schedule_event(self, instance_id: str, event_type: str = "SystemMaintenance.Reboot",
-                       not_before: float | None = None, event_id: str | None = None) -> str:
+                       not_before: float | None = None, event_id: str | None = None,
+                       avoidable: bool = True) -> str:
         """Announce an O&M event for an instance (its `Scheduled` notification is published
-        now); `not_before` in epoch seconds, default a day ahead. Returns the event id."""
+        now); `not_before` in epoch seconds, default a day ahead; `avoidable=False`: the owner's
+        reboot leaves it Scheduled (Alibaba: the handling failed). Returns the event id."""
         with self.world.lock:
             if instance_id not in self.world.cloud.instances:
                 raise KeyError(f"no instance {instance_id!r}")
             event = self.world.cloud.system_events.schedule(
-                instance_id, event_type, time.time() + 86400 if not_before is None else not_before, event_id)
+                instance_id, event_type, time.time() + 86400 if not_before is None else not_before, event_id,
+                avoidable)
             return event["event_id"]
 
     def set_ram_policy(self, policy: dict | None) -> None:
         """Enforce a RAM policy document (as the state key `ram_policy`); None lifts it."""
         self.world.set_ram_policy(policy)
+
+    def set_mns_ram_reading(self, reading: str) -> None:
+        """Which RAM action MNS batch calls need (the state key `mns_ram_reading`: "api" or "table")."""
+        self.world.set_mns_ram_reading(reading)
 
     def send(self, queue: str, body: str | bytes, delay_seconds: int | None = None,
              priority: int | None = None) -> str:

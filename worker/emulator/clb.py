@@ -79,6 +79,17 @@ class ClassicLoadBalancers:
         return {"VServerGroupId": g["id"], "VServerGroupName": g["name"], "LoadBalancerId": lb["id"],
                 "BackendServers": {"BackendServer": servers}}
 
+    def _changed_json(self, lb: dict, g: dict, named: bool = False) -> dict:
+        """What Add/RemoveVServerGroupBackendServers answer (their response models: the group id and
+        its servers, no Description); SetVServerGroupAttribute also names the group."""
+        out = self._group_json(lb, g)
+        del out["LoadBalancerId"]
+        if not named:
+            del out["VServerGroupName"]
+            for s in out["BackendServers"]["BackendServer"]:
+                del s["Description"]
+        return out
+
     def describe_vserver_group_attribute(self, p: Mapping[str, str]) -> dict:
         return self._group_json(*self._group(p))
 
@@ -120,7 +131,7 @@ class ClassicLoadBalancers:
                 g["backend_servers"].append({"server_id": s["server_id"], "port": s["port"],
                                              "weight": 100 if s["weight"] is None else s["weight"],
                                              "type": s["type"]})
-        return self._group_json(lb, g)
+        return self._changed_json(lb, g)
 
     def remove_backend_servers(self, p: Mapping[str, str]) -> dict:
         lb, g = self._group(p)
@@ -128,7 +139,7 @@ class ClassicLoadBalancers:
             g["backend_servers"] = [x for x in g["backend_servers"]
                                     if not (x["server_id"] == s["server_id"]
                                             and (s["port"] is None or x["port"] == s["port"]))]
-        return self._group_json(lb, g)
+        return self._changed_json(lb, g)
 
     def set_vserver_group_attribute(self, p: Mapping[str, str]) -> dict:
         lb, g = self._group(p)
@@ -140,7 +151,7 @@ class ClassicLoadBalancers:
                     if x["server_id"] == s["server_id"] and (s["port"] is None or x["port"] == s["port"]):
                         if s["weight"] is not None:
                             x["weight"] = s["weight"]
-        return self._group_json(lb, g)
+        return self._changed_json(lb, g, named=True)
 
 
     def snapshot(self) -> list[dict]:

@@ -7,7 +7,9 @@ Alibaba's API reference (help/en/cms/developer-reference/api-cms-2019-01-01-pute
 - PutEventRule creates the rule, or replaces the rule of that name ("adds or modifies");
   `EventPattern.N.Product` is required, lists are `EventPattern.N.NameList.M` and so on.
 - PutEventRuleTargets adds or replaces targets by their `Id` (`MnsParameters.N.Id`,
-  `.Region`, `.Queue`).
+  `.Region`, `.Queue`). It answers 200 even for targets it did not create, counting them in
+  `FailedParameterCount` and listing them in `FailedMnsParameters.MnsParameter[]` (its response
+  model); a target naming a queue that does not exist is one here (our stricter reading).
 - DescribeEventRuleList answers `EventRules.EventRule[]`, each `EventPattern.EventPattern[]`
   with `NameList.NameList[]`...; DescribeEventRuleTargetList answers
   `MnsParameters.MnsParameter[]` with `Id`, `Region`, `Queue`, `Arn`.
@@ -32,15 +34,17 @@ def _invalid(name: str) -> RpcError:
     return RpcError(400, "InvalidParameter", f"The specified parameter \"{name}\" is not valid.")
 
 
-def _ok(**fields) -> dict:
-    return {"Code": "200", "Success": True, "Message": "", **fields}
+def _ok(success: bool = True, **fields) -> dict:
+    """A success answer; `success=False`: the API's answer has no `Success` field (its model)."""
+    return {"Code": "200", **({"Success": True} if success else {}), "Message": "", **fields}
 
 
 class Monitor:
     """Event rules by name: {"name", "state", "description", "group_id", "patterns", "targets"}."""
 
-    def __init__(self, region: str, account_id: str):
+    def __init__(self, region: str, account_id: str, queue_exists=lambda region, queue: True):
         self.region, self.account_id = region, account_id
+        self.queue_exists = queue_exists  # (region, queue) -> bool: a target naming no queue fails
         self.rules: dict[str, dict] = {}
         self.actions = {
             "PutEventRule": self.put_event_rule,
@@ -86,7 +90,7 @@ class Monitor:
 
     def put_event_rule_targets(self, p: Mapping[str, str]) -> dict:
         rule = self._rule(require(p, "RuleName"))
-        added = 0
+        added, failed = 0, []
         for n in range(1, 101):
             prefix = f"MnsParameters.{n}."
             if not any(k.startswith(prefix) for k in p):
@@ -98,12 +102,15 @@ class Monitor:
             if not (queue or topic):
                 raise _invalid(prefix + "Queue")
             region = p.get(prefix + "Region") or self.region
-            rule["targets"][target_id] = {"id": target_id, "region": region, "queue": queue, "topic": topic}
             added += 1
+            if queue and not self.queue_exists(region, queue):  # answered 200, the target not created
+                failed.append({"Id": target_id, "Region": region, "Queue": queue})
+                continue
+            rule["targets"][target_id] = {"id": target_id, "region": region, "queue": queue, "topic": topic}
         if not added:
             raise RpcError(400, "MissingParameter", "The input parameter \"MnsParameters\" that is mandatory "
                                                     "for processing this request is not supplied.")
-        return _ok(FailedParameterCount="0")
+        return _ok(FailedParameterCount=str(len(failed)), FailedMnsParameters={"MnsParameter": failed})
 
     def describe_event_rule_list(self, p: Mapping[str, str]) -> dict:
         prefix = p.get("NamePrefix", "")
@@ -119,7 +126,7 @@ class Monitor:
         rule = self._rule(require(p, "RuleName"))
         mns = [{"Id": t["id"], "Region": t["region"], "Queue": t["queue"], "Topic": t["topic"],
                 "Arn": self._arn(t)} for t in rule["targets"].values()]
-        return _ok(MnsParameters={"MnsParameter": mns}, ContactParameters={"ContactParameter": []},
+        return _ok(False, MnsParameters={"MnsParameter": mns}, ContactParameters={"ContactParameter": []},
                    FcParameters={"FCParameter": []}, WebhookParameters={"WebhookParameter": []},
                    SlsParameters={"SlsParameter": []}, OpenApiParameters={"OpenApiParameters": []})
 
@@ -173,7 +180,7 @@ class Monitor:
     def _rule_json(r: dict) -> dict:
         patterns = [{"Product": pt["product"], "NameList": {"NameList": pt["names"]},
                      "LevelList": {"LevelList": pt["levels"]}, "EventTypeList": {"EventTypeList": pt["types"]},
-                     "StatusList": {"StatusList": pt["statuses"]}, "SQLFilter": pt["sql_filter"]}
+                     "SQLFilter": pt["sql_filter"]}
                     for pt in r["patterns"]]
         return {"Name": r["name"], "State": r["state"], "Description": r["description"],
                 "GroupId": r["group_id"], "EventType": r["event_type"], "SilenceTime": r["silence_time"],
@@ -183,13 +190,14 @@ class Monitor:
 def _matches(pattern: dict, envelope: dict) -> bool:
     """Product (any case), name, level and event type; an empty list or "*" means any.
 
-    A listed name also matches the same name with a status suffix (`Instance:SystemMaintenance.Reboot`
-    matches `Instance:SystemMaintenance.Reboot:Scheduled`)."""
+    A listed name matches only that exact name. CloudMonitor's O&M event names carry their status
+    (`Instance:SystemMaintenance.Reboot:Scheduled`, ECS "Summary of system events") and nothing
+    documents prefix matching, so `Instance:SystemMaintenance.Reboot` delivers none of them."""
     if pattern["product"].lower() != str(envelope.get("product", "")).lower():
         return False
     name = str(envelope.get("name", ""))
     names = [n for n in pattern["names"] if n != "*"]
-    if names and not any(name == n or name.startswith(n + ":") for n in names):
+    if names and name not in names:
         return False
     levels = [lv.upper() for lv in pattern["levels"] if lv != "*"]
     if levels and str(envelope.get("level", "")).upper() not in levels:

@@ -24,6 +24,24 @@ from typing import Any, Callable
 MNS_DENIED = (403, "AccessDenied", "The OwnerId that your Access Key Id associated to is forbidden for this operation.")
 RPC_DENIED = (403, "Forbidden.RAM", "User not authorized to operate on the specified resource, or this API "
                                     "doesn't support RAM.")
+# ALB and NLB list a RAM denial in their error tables as 403 Forbidden.NoPermission.
+RPC_DENIED_BY_PRODUCT = {p: (403, "Forbidden.NoPermission", "You are not authorized to perform this operation.")
+                         for p in ("alb", "nlb")}
+
+# The RAM action an MNS batch call needs. Alibaba's pages disagree: each API's own page says
+# `mns:BatchReceiveMessage` / `mns:BatchDeleteMessage` ("api"); MNS's authorization table, and
+# Alibaba's system policies, map BatchReceiveMessage to `mns:ReceiveMessage` and deletes to
+# `mns:DeleteMessage` ("table"). The state key `mns_ram_reading` picks one, so a policy can be
+# proven to work under both. (The emulator's own reading, not the worker's registry.)
+MNS_READINGS = {
+    "api": {},
+    "table": {"BatchReceiveMessage": "ReceiveMessage", "BatchDeleteMessage": "DeleteMessage",
+              "BatchSendMessage": "SendMessage", "BatchPeekMessage": "PeekMessage"},
+}
+
+
+def rpc_denied(product: str) -> tuple[int, str, str]:
+    return RPC_DENIED_BY_PRODUCT.get(product, RPC_DENIED)
 
 
 class _Glob:

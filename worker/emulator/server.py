@@ -23,7 +23,7 @@ from . import mns
 from .mns_errors import MnsErrorResponse, message_not_exist, queue_not_exist
 from .mns_xml import xml_error
 from .auth import AuthError, check_mns, check_rpc
-from .ram import MNS_DENIED, RPC_DENIED, mns_resource, rpc_resource
+from .ram import MNS_DENIED, mns_resource, rpc_denied, rpc_resource
 from .rpc import PRODUCTS
 from .rpc_params import RpcError
 from .schema_checks import StateError
@@ -205,12 +205,13 @@ class Handler(BaseHTTPRequestHandler):
             with world.lock:
                 resource = rpc_resource(world.region, world.account_id, product, params, world.cloud.lb_of_group)
                 if not world.ram_allows(product, action, resource):
-                    raise RpcError(*RPC_DENIED)
+                    raise RpcError(*rpc_denied(product))
                 result = world.cloud.call(product, action, params)
             status, out = 200, {"RequestId": request_id, **result}
         except RpcError as e:
             status, out = e.status, {"RequestId": request_id, "HostId": host, "Code": e.code, "Message": e.message,
                                      "Recommend": f"https://api.aliyun.com/troubleshoot?q={e.code}"}
+        world.record(f"{product or 'rpc'}:{action}", params, out if status == 200 else None)
         self._json(status, out, (("x-acs-request-id", request_id),))
 
     # ------------------------------------------------------------------ inspection

@@ -106,8 +106,9 @@ class ServerGroupService:
                 weight = int(row["Weight"]) if row.get("Weight") not in (None, "") else None
             except (KeyError, ValueError):
                 raise self._bad("Servers.N.Port") from None
-            if not 1 <= port <= 65535 or (weight is not None and not 0 <= weight <= 100):
-                raise self._bad("Servers.N.Port" if not 1 <= port <= 65535 else "Servers.N.Weight")
+            lowest = 0 if self.kind == "nlb" else 1  # NLB's Port is 0..65535: 0 for an all-port group
+            if not lowest <= port <= 65535 or (weight is not None and not 0 <= weight <= 100):
+                raise self._bad("Servers.N.Port" if not lowest <= port <= 65535 else "Servers.N.Weight")
             if need_weight and weight is None:
                 raise self._bad("Servers.N.Weight")
             out.append({"server_id": row["ServerId"], "port": port, "weight": weight, "type": stype})

@@ -33,6 +33,7 @@ Schema (JSON object; keys marked * are required, the rest have defaults):
             not_before*     str            ISO 8601, e.g. "2026-11-29T18:00:00Z"
             status          Scheduled | Executing | Inquiring | Executed | Avoided | Canceled | Failed
                                            default "Scheduled"
+            avoidable       bool           default true; false: the owner's reboot leaves it Scheduled
     load_balancers   list of
         id*                 str            unique
         name                str            default: the id
@@ -49,13 +50,15 @@ Schema (JSON object; keys marked * are required, the rest have defaults):
         load_balancer_id    str
         servers             list of
             server_id*      str
-            port*           int 1..65535
+            port*           int 1..65535 (NLB: 0..65535, 0 = an all-port group)
             weight          int 0..100     default 100
             type            "ecs" | "eni" | "eci" | "ip"   default "ecs"
     job_delay_seconds    number >= 0       how long an ALB/NLB change job runs, default 0.5
     scaling_groups, ess_detach, ess_time_scale   Auto Scaling (ESS): see ess_state.py
     faults           {api: fault}, api one of mns, ecs, slb, alb, nlb, ess; see faults.py for the keys
     ram_policy       a RAM policy document; when set, calls it does not allow are refused (ram.py)
+    mns_ram_reading  "api" | "table"   which RAM action an MNS batch call needs, default "api"
+                     (ram.py: Alibaba's per-API pages and its authorization table disagree)
     start_delay_seconds  number >= 0       Starting -> Running delay, default 1.0
     stop_delay_seconds   number >= 0       Stopping -> Stopped delay, default 1.0
     dry_run_events_reach_targets  bool     default false: SendDryRunSystemEvent's test events are
@@ -78,6 +81,7 @@ from .faults import validate_faults
 from .ram import validate_policy
 from .schema_checks import SchemaChecker, StateError
 from .system_events import parse_time
+from .ram import MNS_READINGS
 
 INSTANCE_STATUSES = ("Pending", "Starting", "Running", "Stopping", "Stopped")
 STOPPED_MODES = ("KeepCharging", "StopCharging", "Not-applicable")
@@ -112,7 +116,7 @@ def validate(raw: Any, source: str = "state") -> dict:
     v = SchemaChecker(source)
     v.obj(raw, "", ("region", "account_id", "credentials"),
           ("queues", "instances", "load_balancers", "faults", "start_delay_seconds", "stop_delay_seconds",
-           "alb_server_groups", "nlb_server_groups", "job_delay_seconds", "ram_policy",
+           "alb_server_groups", "nlb_server_groups", "job_delay_seconds", "ram_policy", "mns_ram_reading",
            "dry_run_events_reach_targets", "scaling_groups", "ess_detach", "ess_time_scale"))
     raw = copy.deepcopy(raw)
     out: dict = {
@@ -127,7 +131,8 @@ def validate(raw: Any, source: str = "state") -> dict:
         "stop_delay_seconds": v.number(raw.get("stop_delay_seconds", 1.0), "stop_delay_seconds", 0),
     }
     for key in ("alb_server_groups", "nlb_server_groups"):
-        out[key] = v.items(raw.get(key, []), key, lambda g, p: _server_group(v, g, p))
+        lowest = 0 if key.startswith("nlb") else 1  # NLB: 0..65535, 0 an all-port group
+        out[key] = v.items(raw.get(key, []), key, lambda g, p, lo=lowest: _server_group(v, g, p, lo))
         v.unique(out[key], key, "id")
     out.update(validate_scaling(v, raw, {i["id"] for i in out["instances"]}))  # ess_state.py
     out["job_delay_seconds"] = v.number(raw.get("job_delay_seconds", 0.5), "job_delay_seconds", 0)
@@ -135,6 +140,7 @@ def validate(raw: Any, source: str = "state") -> dict:
                                                     "dry_run_events_reach_targets")
     if raw.get("ram_policy") is not None:
         out["ram_policy"] = validate_policy(raw["ram_policy"], v.fail)
+    out["mns_ram_reading"] = v.choice(raw.get("mns_ram_reading", "api"), "mns_ram_reading", tuple(MNS_READINGS))
     v.unique(out["credentials"], "credentials", "access_key_id")
     v.unique(out["queues"], "queues", "name")
     v.unique(out["instances"], "instances", "id")
@@ -210,11 +216,14 @@ EVENT_STATUSES = ("Scheduled", "Executing", "Inquiring", "Executed", "Avoided", 
 
 
 def _scheduled_event(v: SchemaChecker, e: Any, p: str) -> dict:
-    v.obj(e, p, ("event_id", "event_type", "not_before"), ("status",))
+    v.obj(e, p, ("event_id", "event_type", "not_before"), ("status", "avoidable"))
     out = {"event_id": v.string(e["event_id"], p + ".event_id"),
            "event_type": v.string(e["event_type"], p + ".event_type"),
            "not_before": v.string(e["not_before"], p + ".not_before"),
-           "status": v.choice(e.get("status", "Scheduled"), p + ".status", EVENT_STATUSES)}
+           "status": v.choice(e.get("status", "Scheduled"), p + ".status", EVENT_STATUSES),
+           "avoidable": e.get("avoidable", True)}
+    if not isinstance(out["avoidable"], bool):
+        v.fail(p + ".avoidable", "must be true or false")
     try:
         parse_time(out["not_before"])
     except ValueError:
@@ -246,18 +255,18 @@ def _server(v: SchemaChecker, s: Any, p: str) -> dict:
             "type": v.choice(s.get("type", "ecs"), p + ".type", SERVER_TYPES)}
 
 
-def _server_group(v: SchemaChecker, g: Any, p: str) -> dict:
+def _server_group(v: SchemaChecker, g: Any, p: str, lowest_port: int) -> dict:
     v.obj(g, p, ("id",), ("load_balancer_id", "servers"))
     out = {"id": v.string(g["id"], p + ".id"),
-           "servers": v.items(g.get("servers", []), p + ".servers", lambda s, sp: _sg_server(v, s, sp))}
+           "servers": v.items(g.get("servers", []), p + ".servers", lambda s, sp: _sg_server(v, s, sp, lowest_port))}
     if "load_balancer_id" in g:
         out["load_balancer_id"] = v.string(g["load_balancer_id"], p + ".load_balancer_id")
     return out
 
 
-def _sg_server(v: SchemaChecker, s: Any, p: str) -> dict:
+def _sg_server(v: SchemaChecker, s: Any, p: str, lowest_port: int) -> dict:
     v.obj(s, p, ("server_id", "port"), ("weight", "type"))
     return {"server_id": v.string(s["server_id"], p + ".server_id"),
-            "port": v.integer(s["port"], p + ".port", 1, 65535),
+            "port": v.integer(s["port"], p + ".port", lowest_port, 65535),
             "weight": v.integer(s.get("weight", 100), p + ".weight", 0, 100),
             "type": v.choice(s.get("type", "ecs"), p + ".type", SERVER_GROUP_TYPES)}

@@ -1,7 +1,9 @@
 """Scheduled ECS system events (O&M events) per instance, and their transitions.
 
 An event is `Scheduled` until one of:
-- the owner reboots the instance first (`RebootInstance`) → `Avoided`, for the event types
+- the owner reboots the instance first (`RebootInstance`) → `Avoided` (unless the event is
+  marked `avoidable: false`: Alibaba, "if the event status remains unchanged after the instance
+  is restarted, the event handling fails"; it then stays `Scheduled`), for the event types
   a reboot settles (`SystemMaintenance.Reboot`, `SystemFailure.Reboot`,
   `InstanceFailure.Reboot`; Alibaba: "O&M events: reboot the instance yourself before
   the scheduled time and the event becomes Avoided"); or redeploys it first
@@ -62,14 +64,15 @@ class SystemEvents:
                 self.events.append({"event_id": e["event_id"], "instance_id": inst["id"],
                                     "event_type": e["event_type"], "not_before": parse_time(e["not_before"]),
                                     "status": e.get("status", "Scheduled"), "published": time.time(),
-                                    "finished": None})
+                                    "finished": None, "avoidable": e.get("avoidable", True)})
 
     # ------------------------------------------------------------------ changes
 
-    def schedule(self, instance_id: str, event_type: str, not_before: float, event_id: str | None = None) -> dict:
+    def schedule(self, instance_id: str, event_type: str, not_before: float, event_id: str | None = None,
+                 avoidable: bool = True) -> dict:
         event = {"event_id": event_id or f"e-{uuid.uuid4().hex[:20]}", "instance_id": instance_id,
                  "event_type": event_type, "not_before": not_before, "status": "Scheduled",
-                 "published": time.time(), "finished": None}
+                 "published": time.time(), "finished": None, "avoidable": avoidable}
         self.events.append(event)
         self._announce(event)
         return event
@@ -77,7 +80,8 @@ class SystemEvents:
     def owner_rebooted(self, instance_id: str, settles: tuple = REBOOT_SETTLES) -> None:
         self.tick()
         for e in self.events:
-            if e["instance_id"] == instance_id and e["status"] == "Scheduled" and e["event_type"] in settles:
+            if e["instance_id"] == instance_id and e["status"] == "Scheduled" and e["event_type"] in settles \
+                    and e["avoidable"]:  # not avoidable: the reboot leaves it Scheduled ("handling fails")
                 self._move(e, "Avoided")
 
     def owner_redeployed(self, instance_id: str) -> None:

@@ -12,9 +12,17 @@ from .faults import Faults, validate_faults
 from .mns_errors import MnsErrorResponse
 from .mns_queue import Queue
 from .mns_xml import check_queue_name, parse_queue_attributes
-from .ram import Policy, validate_policy
+from .ram import MNS_READINGS, Policy, validate_policy
 from .rpc import RpcServices
 from .schema_checks import StateError
+
+
+# The RPC common parameters the core SDK adds to every request (signature, format, region):
+# not the API's own request fields.
+COMMON_PARAMS = frozenset({"Action", "Version", "Format", "RegionId", "AccessKeyId", "SignatureMethod",
+                           "SignatureVersion", "SignatureNonce", "SignatureType", "Timestamp", "Signature",
+                           "SecurityToken"})
+KEEP_ANSWERS = 5
 
 
 class World:
@@ -29,11 +37,17 @@ class World:
         self.cloud = RpcServices(state)
         self.faults = Faults(state["faults"])
         self.calls: dict[str, int] = {}
+        # RPC requests served since the last reset, per "product:Action": every parameter name
+        # sent (with its last value) and the last answers — tests check them against Alibaba's
+        # own request/response models (tests/test_alibaba_models.py). Bounded: a few per action.
+        self.requests: dict[str, dict] = {}
         self.long_polls = 0  # receives now waiting (faults.mns.long_poll_limit caps them)
         self.ram_policy = Policy(state["ram_policy"]) if state.get("ram_policy") else None
+        self.mns_ram_reading = state.get("mns_ram_reading", "api")
         self.mns_host = f"http://{state['account_id']}.mns.{state['region']}.aliyuncs.com"
         # CloudMonitor rules, and fleet events delivered through them (fleet_events.py).
-        self.monitor = Monitor(self.region, self.account_id)
+        self.monitor = Monitor(self.region, self.account_id,
+                               lambda region, queue: region == self.region and queue in self.queues)
         self.cloud.actions["cms"] = self.monitor.actions
         self.bus = fleet_events.EventBus(self.monitor, self.queues)
         self.cloud.deliver = self.bus.deliver
@@ -45,6 +59,13 @@ class World:
     def count(self, name: str) -> None:
         with self.lock:
             self.calls[name] = self.calls.get(name, 0) + 1
+
+    def record(self, name: str, params: dict, answer: dict | None) -> None:
+        with self.lock:
+            seen = self.requests.setdefault(name, {"params": {}, "answers": []})
+            seen["params"].update({k: v for k, v in params.items() if k not in COMMON_PARAMS})
+            if answer is not None:
+                seen["answers"] = (seen["answers"] + [answer])[-KEEP_ANSWERS:]
 
     def snapshot(self) -> dict:
         with self.lock:
@@ -109,6 +130,7 @@ class World:
     def reset_calls(self) -> None:
         with self.lock:
             self.calls.clear()
+            self.requests.clear()
 
     def set_ram_policy(self, doc: dict | None) -> None:
         """Enforce a RAM policy document from now on (None: allow everything)."""
@@ -118,7 +140,14 @@ class World:
 
     def ram_allows(self, product: str, action: str, resource: str) -> bool:
         policy = self.ram_policy
+        if product == "mns":
+            action = MNS_READINGS[self.mns_ram_reading].get(action, action)
         return policy is None or policy.allows(f"{product}:{action}", resource)
+
+    def set_mns_ram_reading(self, reading: str) -> None:
+        if reading not in MNS_READINGS:
+            raise StateError(f"mns_ram_reading: must be one of {', '.join(MNS_READINGS)}")
+        self.mns_ram_reading = reading
 
     def close(self) -> None:
         with self.lock:

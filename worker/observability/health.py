@@ -4,9 +4,10 @@
 `/healthz` reflects the consume loop, not the process: 200 while receive calls keep
 completing, 503 once none has completed for longer than twice the long-poll wait plus
 5 s — a wedged loop, a dead network or lost credentials all show up there — and 503 at
-once when an internal thread of the worker died (`thread_died`), and 503 naming the
-plugin (`stuck_plugins`) once all of a plugin's call threads have been stuck for
-`[plugins] stuck_health_seconds` (`stuck.py`).
+once when an internal thread of the worker died (`thread_died`), 503 naming the plugin
+(`stuck_plugins`) once all of a plugin's call threads have been stuck for
+`[plugins] stuck_health_seconds` (`stuck.py`), and 503 while RAM refuses receiving or
+deleting (`call_refused`, status "denied", naming the RAM action(s) under both readings).
 """
 from __future__ import annotations
 
@@ -21,11 +22,21 @@ from . import metrics, probes
 
 dead_threads: list[str] = []  # internal threads that died: the worker is failing
 stuck_plugins: dict[str, float] = {}  # plugin -> seconds all its threads have been stuck, past the bound
+refused: dict[str, str] = {}  # call ("receive", "delete") -> the RAM refusal, naming the action(s)
 
 
 def thread_died(name: str) -> None:
     if name not in dead_threads:
         dead_threads.append(name)
+
+
+def call_refused(call: str, error: str) -> None:
+    """RAM refuses `call` (the worker backs off and tries again): unhealthy until it passes."""
+    refused[call] = error
+
+
+def call_allowed(call: str) -> None:
+    refused.pop(call, None)
 
 
 class Health:
@@ -36,15 +47,18 @@ class Health:
     def check(self) -> tuple[bool, dict]:
         last = metrics.last_poll_completed
         since = time.monotonic() - (last or self.started)  # before the first poll: since start-up
-        stuck = dict(stuck_plugins)
-        ok = since <= self.limit and not dead_threads and not stuck
-        status = "failed" if dead_threads else "stuck" if stuck else "ok" if ok else "stalled"
+        stuck, denials = dict(stuck_plugins), dict(refused)
+        ok = since <= self.limit and not dead_threads and not stuck and not denials
+        status = ("failed" if dead_threads else "stuck" if stuck else "denied" if denials
+                  else "ok" if ok else "stalled")
         detail = {"status": status, "seconds_since_poll": round(since, 1),
                   "limit_seconds": self.limit, "polled": bool(last)}
         if dead_threads:
             detail["dead_threads"] = list(dead_threads)
         if stuck:
             detail["stuck_plugins"] = {name: round(seconds, 1) for name, seconds in stuck.items()}
+        if denials:
+            detail["denied"] = denials
         return ok, detail
 
 

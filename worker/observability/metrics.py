@@ -18,6 +18,7 @@ from prometheus_client import (GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECT
                                Gauge, Histogram, Info)
 
 from ..cloud.gateway import Action, ActionGateway
+from ..cloud.apis import changes_of
 from ..plugin_host.outcomes import FAILED, HANDLED, IGNORED, INVALID, Result
 from ..trust.judge import REFUSALS
 
@@ -54,21 +55,22 @@ PLUGIN_STUCK_CALLS = Gauge("ecs_worker_plugin_stuck_calls", "Hook calls running 
                            "by plugin (their threads are abandoned)", ["plugin"], registry=REGISTRY)
 BUILD_INFO = Info("ecs_worker_build", "Version of ecs-worker and of Python", registry=REGISTRY)
 
-# Labels known before anything happens (issue 13: counters start at 0).
-KNOWN_EVENT_NAMES = ("Instance:StateChange", "Instance:PreemptibleInstanceInterruption")
+# Labels known before anything happens (issue 13: counters start at 0). Event names: the fixed
+# ones of hook_events.HOOK_EVENTS and those the loaded plugins declare.
 OUTCOMES = ("handled", "failed", "ignored", "invalid", "deferred", "duplicate")
 DEAD_LETTER_REASONS = ("invalid", "max_attempts", *REFUSALS)
-KNOWN_ACTIONS = {"restart": ("StartInstance",),
-                 "slb": ("RemoveVServerGroupBackendServers", "SetVServerGroupAttribute")}
 ACTION_RESULTS = ("ok", "planned", "error")
 
 
-def known_labels(plugins: list[str] = ()) -> None:
-    """Create every known label set at 0 (and the build info); `plugins`: the loaded plugin names."""
+def known_labels(plugins: list[str] = (), event_names: tuple[str, ...] | str = ()) -> None:
+    """Create every known label set at 0 (and the build info); `plugins`: the loaded plugin names,
+    `event_names`: what they declared (`Plugins.event_names()`; EVERY_EVENT adds none)."""
+    from ..plugin_host.hook_events import EVERY_EVENT, FIXED_NAMES
     from ..version import __version__
 
     BUILD_INFO.info({"version": __version__, "python": platform.python_version()})
-    for name in KNOWN_EVENT_NAMES:
+    declared = () if event_names == EVERY_EVENT else tuple(event_names)
+    for name in dict.fromkeys(FIXED_NAMES + declared):
         for outcome in OUTCOMES:
             EVENTS.labels(name, outcome)
     for reason in DEAD_LETTER_REASONS:
@@ -76,7 +78,7 @@ def known_labels(plugins: list[str] = ()) -> None:
     for plugin in plugins:
         PLUGIN_ERRORS.labels(plugin)
         PLUGIN_STUCK_CALLS.labels(plugin)
-        for action in KNOWN_ACTIONS.get(plugin, ()):
+        for action in changes_of(plugin):  # the API registry: what the plugin may change
             for result in ACTION_RESULTS:
                 ACTIONS.labels(plugin, action, result)
 

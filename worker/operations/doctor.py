@@ -5,10 +5,13 @@ would be needed, or nothing is configured): reported, not a failure. First the s
 `run` and `check-config` make (startup_checks.py; a failure there is a config error, exit 2);
 then each call, the real cause first. Exit 1 when any line is ✗, else 0.
 
-StartInstance is proven with ECS's `DryRun=true`: RAM is checked before the instance's
-status, so `DryRunOperation` or `IncorrectInstanceStatus` proves the permission
-(help/en/ecs/developer-reference/api-ecs-2014-05-26-startinstance).
-CLB has no dry run, so SLB writes cannot be proven without a change.
+Which permissions are checked comes from the API registry (`cloud/apis.py`): every API the
+worker and its enabled plugins call (`doctor_permissions.py`). Reads are called; changes are
+proven with `DryRun=true` where the API has it (ECS StartInstance/RebootInstance: RAM is checked
+before the instance's status, so `DryRunOperation` or `IncorrectInstanceStatus` proves the
+permission, help/en/ecs/developer-reference/api-ecs-2014-05-26-startinstance; ALB/NLB
+server-group changes); MNS deletes and visibility changes with a receipt handle of no message.
+What cannot be proven without a change (CLB writes, MNS receive and send) is a `–` line saying so.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from typing import Any, Callable, TextIO
 
 from ..config import ConfigError
 from .doctor_lines import DENIED, FAIL, PASS, UNPROVEN, Check, denied  # noqa: F401 - DENIED for callers
+from .doctor_permissions import Permissions
 from ..exit_codes import EXIT_FAILURE, EXIT_OK
 from .setup import PRODUCT, event_names, rule_name, target_region
 
@@ -76,8 +80,8 @@ class Doctor:
 
     def checks(self) -> list[Callable[[], Check | list[Check]]]:
         """Every check, in the order a cause comes before its effects; extend here."""
-        checks = [self.startup, self.queue, self.dead_letter_queue, self.rule, self.ecs_read, self.slb_read,
-                  self.start_instance, self.slb_write, self.lifecycle_hooks, self.metrics, self.signing_key]
+        checks = [self.startup, self.queue, self.dead_letter_queue, self.rule, self.permissions,
+                  self.lifecycle_hooks, self.metrics, self.signing_key]
         if self.probe is not None:
             from .doctor_probe import probe
 
@@ -127,6 +131,7 @@ class Doctor:
         return [Check(PASS if f.proven else UNPROVEN, f.text) for f in check_all(self.config)]
 
     def _queue(self, name: str, role: str) -> Check:
+        from ..cloud.apis import mns_ram
         from ..queue.source import MnsError, MnsQueue
 
         what = f"{role} {name}"
@@ -134,7 +139,8 @@ class Doctor:
         if skipped:
             return skipped
         try:
-            queue = MnsQueue(self.config.mns.endpoint, name, self.provider, 0, socket_timeout=self.timeout)
+            queue = MnsQueue(self.config.mns.endpoint, name, self.provider, 0, ram=mns_ram,
+                             socket_timeout=self.timeout)
             visibility = queue.visibility_timeout()
         except MnsError as exc:
             message = str(exc).split(f"{exc.code}: ", 1)[-1] if exc.code else str(exc)
@@ -157,6 +163,9 @@ class Doctor:
         from ..cloud.cms import CloudMonitor
 
         name, queue = rule_name(self.config.mns.queue), self.config.mns.queue
+        if not self.plugins.rule_needed():
+            return Check(PASS, f"event rule {name}: not needed (the plugins take only Auto Scaling "
+                               "lifecycle-hook notifications, which ESS sends to the queue itself)")
         skipped = self.blocked(f"event rule {name}")
         if skipped:
             return skipped
@@ -188,6 +197,7 @@ class Doctor:
     def _read(self, api: str, action: str, **params: Any) -> tuple[dict | None, Check | None]:
         """A harmless read: its answer, or the line saying why there is none."""
         from ..cloud import CloudError
+        from ..cloud.apis import ram_text
 
         what = f"{api.upper()} {action}"
         skipped = self.blocked(what)
@@ -196,59 +206,16 @@ class Doctor:
         try:
             return self.cloud.call(api, action, params), None
         except CloudError as exc:
-            return None, self.failed(what, exc.code, exc.message, action=f"{api}:{action}")
+            return None, self.failed(what, exc.code, exc.message, action=ram_text(api, action))
 
-    def ecs_read(self) -> Check:
-        body, failed = self._read("ecs", "DescribeInstances", PageSize=1)
-        return failed or Check(PASS, f"ECS reads: DescribeInstances answers ({body.get('TotalCount', '?')} "
-                                     f"instances in {self.config.cloud.region})")
-
-    def slb_read(self) -> Check:
-        body, failed = self._read("slb", "DescribeLoadBalancers", PageSize=1)
-        return failed or Check(PASS, f"SLB reads: DescribeLoadBalancers answers ({body.get('TotalCount', '?')} "
-                                     "load balancers)")
-
-    def _candidate(self) -> tuple[str | None, str, Check | None]:
-        """An instance the restart plugin may act on (its tag), else any; or why none was read."""
-        tag = str(self.config.plugin_sections.get("restart", {}).get("require_tag",
-                                                                     "ecs-worker:auto-restart=true"))
-        key, _, value = tag.partition("=")
-        for params, why in (({"Tag.1.Key": key, "Tag.1.Value": value, "PageSize": 1}, f"tagged {tag}"),
-                            ({"PageSize": 1}, "any instance: none carries the restart tag")):
-            body, failed = self._read("ecs", "DescribeInstances", **params)
-            if failed:
-                return None, "", failed
-            found = (body.get("Instances") or {}).get("Instance") or []
-            if found:
-                return found[0]["InstanceId"], why, None
-        return None, "", None
+    def permissions(self) -> list[Check]:
+        """Every API the worker and its enabled plugins call (the registry), proven where it can be."""
+        return Permissions(self).checks()
 
     def start_instance(self) -> Check:
-        from ..cloud import CloudError
+        from ..cloud.apis import api
 
-        skipped = self.blocked("ecs:StartInstance")
-        if skipped:
-            return skipped
-        instance, why, failed = self._candidate()
-        if failed is not None:  # the real cause is the read: say so, not "no instance"
-            return Check(UNPROVEN, f"ecs:StartInstance: not tried: DescribeInstances failed "
-                                   f"({failed.code or failed.text}, above)")
-        if instance is None:
-            return Check(UNPROVEN, "ecs:StartInstance: no instance in the region to try DryRun on")
-        try:
-            self.cloud.ecs("StartInstance", InstanceId=instance, DryRun=True)
-            answer = "accepted"  # a service that ignores DryRun would have started it: it was Stopped
-        except CloudError as exc:
-            if exc.code != "DryRunOperation" and not exc.code.startswith("IncorrectInstanceStatus"):
-                check = self.failed("ecs:StartInstance", exc.code, f"DryRun on {instance}",
-                                    action="ecs:StartInstance")
-                return check
-            answer = exc.code
-        return Check(PASS, f"ecs:StartInstance: permitted (DryRun on {instance}, {why}: {answer})")
-
-    def slb_write(self) -> Check:
-        return Check(UNPROVEN, "SLB writes (RemoveVServerGroupBackendServers, SetVServerGroupAttribute): "
-                               "not provable without a change (CLB has no dry run); the printed policy grants them")
+        return Permissions(self).prove_change(api("ecs", "StartInstance"))
 
     def lifecycle_hooks(self) -> list[Check]:
         """Each configured scaling group's SCALE_IN/SCALE_OUT hook: its target and timeout."""

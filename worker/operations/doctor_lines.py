@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 
 PASS, FAIL, UNPROVEN = "✓", "✗", "–"
-DENIED = ("Forbidden.RAM", "Forbidden", "AccessDenied", "NoPermission", "403")
+DENIED = ("Forbidden.RAM", "Forbidden", "Forbidden.NoPermission", "AccessDenied", "NoPermission", "403")
 
 
 def denied(code: str) -> bool:

@@ -1,130 +1,108 @@
-"""The RAM policies, filled in for a config: the worker's own, and the one-time one `setup` needs.
+"""The RAM policies, generated from the API registry (`cloud/apis.py`): the worker's own, and the
+one-time one `setup` needs.
 
-The worker's policy is `deploy/ram-policy.json` when the project ships one (written for the
-default queue names, `ecs-events` / `ecs-events-dlq`, in any region and account), with the
-configured queue names, region and account put in; otherwise the built-in document below,
-which names the same actions. Action names and resources: the "Authorization" table of each
-MNS API page (e.g. BatchDeleteMessage, help/doc-detail/35139: `mns:BatchDeleteMessage` on
-`acs:mns:$region:$accountid:/queues/$queueName/messages`), and the RAM tables of the ECS, SLB and
-CloudMonitor API pages (e.g. `cms:PutEventRuleTargets`, help/en/cms/.../api-puteventruletargets).
+`deploy/ram-policy.json` is the worker's policy for the default queue names (`ecs-events` /
+`ecs-events-dlq`) in any region and account; a test fails when it differs from what the registry
+generates, and `python -m ecs_worker.operations.ram_policy --write` regenerates it. `setup` prints the same
+document with the configured queue names, region and account put in.
 """
 from __future__ import annotations
 
-import copy
+import argparse
 import json
 import re
+import sys
 from pathlib import Path
 
-from ..cloud.ess_apis import SETUP as ESS_SETUP, WORKER as ESS_WORKER, ram_actions
+from ..cloud.apis import ANY, SETUP, APIS, Api, used_by
 
 SHIPPED = Path(__file__).resolve().parents[2] / "deploy" / "ram-policy.json"
 DEFAULT_QUEUE, DEFAULT_DLQ = "ecs-events", "ecs-events-dlq"
 
-# The same document as deploy/ram-policy.json (a test keeps them equal): an installed package
-# has no deploy/ directory. Both queues' attributes at start-up; receive/delete/defer and
-# re-send (long deferrals) on the queue; send to the dead-letter queue; ECS reads and
-# StartInstance (restart); reboot and O&M event reads (maintenance); CLB, ALB and NLB reads,
-# removal and restore (slb, maintenance); Auto Scaling lifecycle actions (scaling: cloud/ess_apis.py).
-WORKER_POLICY = {
-    "Version": "1",
-    "Statement": [
-        {"Effect": "Allow",
-         "Action": ["mns:GetQueueAttributes"],
-         "Resource": ["acs:mns:*:*:/queues/ecs-events", "acs:mns:*:*:/queues/ecs-events-dlq"]},
-        {"Effect": "Allow",
-         "Action": ["mns:BatchReceiveMessage", "mns:BatchDeleteMessage",
-                    "mns:ChangeMessageVisibility", "mns:SendMessage"],
-         "Resource": ["acs:mns:*:*:/queues/ecs-events/messages"]},
-        {"Effect": "Allow",
-         "Action": ["mns:SendMessage"],
-         "Resource": ["acs:mns:*:*:/queues/ecs-events-dlq/messages"]},
-        {"Effect": "Allow",
-         "Action": ["ecs:DescribeInstances", "ecs:StartInstance", "ecs:RebootInstance",
-                    "ecs:DescribeInstanceHistoryEvents"],
-         "Resource": ["*"]},
-        {"Effect": "Allow",
-         "Action": ["slb:DescribeLoadBalancers", "slb:DescribeVServerGroups",
-                    "slb:DescribeVServerGroupAttribute", "slb:RemoveVServerGroupBackendServers",
-                    "slb:SetVServerGroupAttribute", "slb:AddVServerGroupBackendServers"],
-         "Resource": ["*"]},
-        {"Effect": "Allow",
-         "Action": ["alb:ListServerGroups", "alb:ListServerGroupServers",
-                    "alb:RemoveServersFromServerGroup", "alb:AddServersToServerGroup",
-                    "alb:UpdateServerGroupServersAttribute", "alb:ListAsynJobs",
-                    "nlb:ListServerGroups", "nlb:ListServerGroupServers",
-                    "nlb:RemoveServersFromServerGroup", "nlb:AddServersToServerGroup",
-                    "nlb:UpdateServerGroupServersAttribute", "nlb:GetJobStatus"],
-         "Resource": ["*"]},
-        {"Effect": "Allow",
-         "Action": ram_actions(ESS_WORKER),
-         "Resource": ["*"]},
-    ],
-}
 
-# `setup` and `doctor`, run by an operator: create/adjust the queues and the event rule, and
-# `doctor --probe`'s test event (SendDryRunSystemEvent) and its look at the queue (a peek:
-# mns:PeekMessage in MNS's authorization table, mns:BatchPeekMessage on the API's own page).
-SETUP_ACTIONS = {
-    "mns": ["mns:CreateQueue", "mns:SetQueueAttributes", "mns:GetQueueAttributes"],
-    "mns_messages": ["mns:PeekMessage", "mns:BatchPeekMessage"],
-    "cms": ["cms:PutEventRule", "cms:PutEventRuleTargets", "cms:DescribeEventRuleList",
-            "cms:DescribeEventRuleTargetList", "cms:SendDryRunSystemEvent"],
-    "ess": ram_actions(ESS_SETUP),  # lifecycle hooks of the scaling groups [plugins.scaling] names
-}
+def _worker_users() -> set[str]:
+    """Everyone but the administrator: the consume loop and every built-in plugin."""
+    return {u for a in APIS for u in a.users} - {SETUP}
 
 
-def _mns_arn(region: str, account: str, tail: str) -> str:
-    return f"acs:mns:{region}:{account}:{tail}"
+def _document(apis: list[Api], queue: str, dlq: str, region: str, account: str) -> dict:
+    """One Allow statement per resource set, in registry order; RAM actions once each."""
+    statements: dict[tuple[str, ...], list[str]] = {}
+    for a in apis:
+        actions = statements.setdefault(a.resources, [])
+        actions += [r for r in a.ram if r not in actions]
+    out = []
+    for resources, actions in statements.items():
+        filled = [_resource(r, queue, dlq, region, account) for r in resources]
+        filled = [r for r in dict.fromkeys(filled) if r]
+        if filled:  # the dead-letter queue's statement, with none configured, goes
+            out.append({"Effect": "Allow", "Action": actions, "Resource": filled})
+    return {"Version": "1", "Statement": out}
 
 
-def worker_policy(queue: str, dlq: str, region: str = "*", account: str = "*",
-                  shipped: Path | None = SHIPPED) -> dict:
+def _resource(template: str, queue: str, dlq: str, region: str, account: str) -> str:
+    if template == ANY[0]:
+        return template
+    if "{dlq}" in template and not dlq:
+        return ""
+    return f"acs:mns:{region}:{account}:" + template.format(queue=queue, dlq=dlq)
+
+
+def worker_policy(queue: str = DEFAULT_QUEUE, dlq: str = DEFAULT_DLQ, region: str = "*",
+                  account: str = "*") -> dict:
     """The worker's policy for these queue names (an empty `dlq`: no dead-letter queue)."""
-    doc = WORKER_POLICY
-    if shipped is not None and shipped.is_file():
-        doc = json.loads(shipped.read_text(encoding="utf-8"))
-    doc = copy.deepcopy(doc)
-    for statement in doc.get("Statement", []):
-        resources = statement.get("Resource")
-        if resources is None:
-            continue
-        single = isinstance(resources, str)
-        out = []
-        for r in [resources] if single else resources:
-            r = _fill(r, queue, dlq, region, account)
-            if r is not None and r not in out:
-                out.append(r)
-        statement["Resource"] = out[0] if single and out else out
-    # A statement left with no resource (the dead-letter queue's, with none configured) goes.
-    doc["Statement"] = [st for st in doc.get("Statement", []) if st.get("Resource") != []]
-    return doc
-
-
-def _fill(resource: str, queue: str, dlq: str, region: str, account: str) -> str | None:
-    m = re.fullmatch(r"acs:mns:([^:]*):([^:]*):/queues/([^/]+)(/.*)?", resource)
-    if not m:
-        return resource
-    name = {DEFAULT_QUEUE: queue, DEFAULT_DLQ: dlq}.get(m.group(3), m.group(3))
-    if not name:
-        return None
-    return _mns_arn(region if m.group(1) == "*" else m.group(1), account if m.group(2) == "*" else m.group(2),
-                    f"/queues/{name}{m.group(4) or ''}")
+    return _document(used_by(_worker_users()), queue, dlq, region, account)
 
 
 def setup_policy(queue: str, dlq: str, region: str = "*", account: str = "*") -> dict:
     """The separate, one-time policy for whoever runs `ecs-worker setup` (and `doctor`)."""
-    queues = [q for q in (queue, dlq) if q]
-    return {"Version": "1", "Statement": [
-        {"Effect": "Allow", "Action": SETUP_ACTIONS["mns"],
-         "Resource": [_mns_arn(region, account, f"/queues/{q}") for q in queues]},
-        {"Effect": "Allow", "Action": SETUP_ACTIONS["mns_messages"],
-         "Resource": [_mns_arn(region, account, f"/queues/{queue}/messages")]},
-        {"Effect": "Allow", "Action": SETUP_ACTIONS["cms"], "Resource": "*"},
-        {"Effect": "Allow", "Action": SETUP_ACTIONS["ess"], "Resource": "*"},
-    ]}
+    return _document(used_by({SETUP}), queue, dlq, region, account)
+
+
+def policy_table() -> str:
+    """The worker's permissions as docs/connect.md shows them (a test keeps the doc equal)."""
+    rows = ["| Action | Who | What the worker does with it |", "| --- | --- | --- |"]
+    for a in used_by(_worker_users(), shipped_only=False):
+        who = ", ".join(u for u in a.users if u != SETUP)
+        note = f" (only with {a.opt_in})" if a.opt_in else ""
+        rows.append(f"| {', '.join(f'`{r}`' for r in a.ram)} | {who} | {a.why}{note} |")
+    return "\n".join(rows) + "\n"
+
+
+def shipped_text() -> str:
+    return json.dumps(worker_policy(), indent=2) + "\n"
 
 
 def mns_location(endpoint: str) -> tuple[str | None, str | None]:
     """(account id, region) from `https://<account>.mns.<region>[-internal[-vpc]].aliyuncs.com`."""
     m = re.match(r"https?://(\d+)\.mns\.([a-z0-9-]+?)(?:-internal(?:-vpc)?)?\.aliyuncs\.com", endpoint or "")
     return (m.group(1), m.group(2)) if m else (None, None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ecs_worker.operations.ram_policy",
+                                     description="Print the worker's RAM policy, generated from the API "
+                                                 "registry (worker/cloud/apis.py), or write/check "
+                                                 "deploy/ram-policy.json.")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--write", action="store_true", help=f"write {SHIPPED}")
+    group.add_argument("--check", action="store_true", help="exit 1 when the file differs from the registry")
+    group.add_argument("--table", action="store_true", help="print the permissions table of docs/connect.md")
+    args = parser.parse_args(argv)
+    text = shipped_text()
+    if args.write:
+        SHIPPED.write_text(text, encoding="utf-8")
+        print(f"wrote {SHIPPED}")
+    elif args.check:
+        same = SHIPPED.is_file() and SHIPPED.read_text(encoding="utf-8") == text
+        print(f"{SHIPPED}: {'up to date' if same else 'differs from the registry: run with --write'}")
+        return 0 if same else 1
+    elif args.table:
+        sys.stdout.write(policy_table())
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

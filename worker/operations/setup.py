@@ -23,10 +23,6 @@ from ..cloud.gateway import ActionGateway
 from .ram_policy import mns_location, setup_policy, worker_policy
 from ..trust.fleet_key import prepare_key
 
-# Which CloudMonitor event each specific hook receives; on_event / on_settled take every event.
-HOOK_EVENTS = {"on_state_change": "Instance:StateChange",
-               "on_preemptible_interruption": "Instance:PreemptibleInstanceInterruption"}
-ALL_EVENT_HOOKS = {"on_event", "on_settled"}
 PRODUCT = "ecs"
 
 
@@ -35,11 +31,11 @@ def rule_name(queue: str) -> str:
 
 
 def event_names(plugins: Any) -> tuple[str, ...]:
-    """The event names the loaded plugins need; () means every ECS event."""
-    hooks = {h for info in plugins.info() for h in info.hooks}
-    if hooks & ALL_EVENT_HOOKS:
-        return ()
-    return tuple(sorted({HOOK_EVENTS[h] for h in hooks if h in HOOK_EVENTS}))
+    """The event names the loaded plugins need (`hook_events.py`); () means every ECS event."""
+    from ..plugin_host.hook_events import EVERY_EVENT
+
+    names = plugins.event_names()
+    return () if names == EVERY_EVENT else names
 
 
 def target_region(config: Any) -> str:
@@ -68,9 +64,10 @@ class Setup:
     @property
     def queues(self):
         if self._queues is None:
+            from ..cloud.apis import mns_ram
             from ..queue.admin import QueueAdmin
 
-            self._queues = QueueAdmin(self.config.mns.endpoint, self.provider)
+            self._queues = QueueAdmin(self.config.mns.endpoint, self.provider, ram=mns_ram)
         return self._queues
 
     @property
@@ -118,6 +115,10 @@ class Setup:
 
         mns = self.config.mns
         name = rule_name(mns.queue)
+        if not self.plugins.rule_needed():
+            self.say(f"– rule {name}: not needed (the plugins take only Auto Scaling lifecycle-hook "
+                     "notifications, which ESS sends to the queue itself)")
+            return []
         names = event_names(self.plugins)
         what = ", ".join(names) if names else "every ECS event"
         want = Rule(name, "ENABLED", PRODUCT, names, f"ECS system events for ecs-worker ({mns.queue})")

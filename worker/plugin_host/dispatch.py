@@ -30,14 +30,12 @@ from ..events.wrapper import RESUME_STATE
 from .outcomes import combine, DEFERRED, FAILED, IGNORED, PluginResult, Result
 from .call_result import Failure as _Failure, args_for as _args, status_of as _status
 from .completion import complete_after
-from ..events.event import LIFECYCLE_EVENTS, PREEMPTIBLE_INTERRUPTION, STATE_CHANGE, Event
+from ..events.event import Event
+from .hook_events import HOOK_OF_NAME
 from .lanes import LaneStuck, PluginThreads, observe
 from ..observability.probes import probe_id, received as probe_received
 
 log = logging.getLogger("ecs_worker.dispatch")
-
-SPECIFIC_HOOKS = {STATE_CHANGE: "on_state_change", PREEMPTIBLE_INTERRUPTION: "on_preemptible_interruption",
-                  **{name: "on_lifecycle_hook" for name in LIFECYCLE_EVENTS.values()}}
 
 
 class Dispatcher:
@@ -98,7 +96,7 @@ class Dispatcher:
         contexts: dict[str, Context] = {}
         results: list[PluginResult] = []
         pending: list[tuple[str, Future]] = []
-        specific = SPECIFIC_HOOKS.get(event.name) or ("on_system_event" if event.is_system_event else None)
+        specific = HOOK_OF_NAME.get(event.name) or ("on_system_event" if event.is_system_event else None)
         for hook in ("on_event", specific):
             if hook is None:
                 continue

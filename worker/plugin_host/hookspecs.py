@@ -146,6 +146,12 @@ def on_system_event(event: Event, ctx: Context) -> Any | Future | None:
     notification per status, all about the same `content.eventId`
     (`event.content["eventId"]`). Scheduled events arrive days ahead: wait with
     `ctx.defer`, never by blocking.
+
+    Which notifications reach the queue is the plugin's declaration: its attribute
+    `system_events`, a list of exact names (`["Instance:SystemMaintenance.Reboot:Scheduled"]`;
+    CloudMonitor matches whole names, status included), `"*"` for every ECS event, or a
+    function of the plugin's validated config returning either. `ecs-worker setup` writes
+    the rule from it; a plugin that declares nothing gets every ECS event.
     """
 
 

@@ -25,6 +25,7 @@ import pluggy
 
 from . import hookspecs
 from ..config import Config, ConfigError, build_section
+from .hook_events import DeclarationError, needed_names
 
 # The one list of built-in plugins: a new one is its folder under plugins/ plus its line here
 # (packaging follows from the folder: setup.py; tests/test_plugins.py fails on a folder in neither
@@ -91,6 +92,18 @@ class Plugins:
             from ..version import __version__
             return __version__
         return str(getattr(plugin, "__version__", "-"))
+
+    def event_names(self) -> tuple[str, ...] | str:
+        """The event names the loaded plugins' hooks take (`hook_events.py`), or EVERY_EVENT."""
+        from .hook_events import needed_names
+
+        return needed_names((self.pm.get_plugin(i.name), i.hooks, self.configs.get(i.name)) for i in self.info())
+
+    def rule_needed(self) -> bool:
+        """Whether the loaded plugins take any event CloudMonitor's rule delivers (`hook_events.py`)."""
+        from .hook_events import rule_needed
+
+        return rule_needed(h for i in self.info() for h in i.hooks)
 
     def info(self) -> list[PluginInfo]:
         out = []
@@ -197,6 +210,11 @@ def configure_plugins(plugins: Plugins, config: Config) -> None:
             plugins.configs[name] = build_section(schema, section, f"{where}: [plugins.{name}]")
         else:
             plugins.configs[name] = dict(section)
+        try:  # a plugin's event declaration is checked now: a bad one is exit 2, not a silent rule
+            needed_names([(plugin, [h.name for h in plugins.pm.get_hookcallers(plugin) or ()],
+                           plugins.configs[name])])
+        except DeclarationError as exc:
+            raise PluginError(f"plugin {name!r} ({_location(plugin)}): {exc}") from None
 
 
 def config_schema(plugin: Any, name: str) -> type | None:

@@ -8,9 +8,9 @@ new queue, 204 when one of that name has the same attributes, 409 `QueueAlreadyE
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import Any, Callable
 
-from .source import classify
+from .source import classify, own_action
 
 MAIN_RETENTION = 345600   # 4 days (the service default): events older than that are stale anyway
 DLQ_RETENTION = 604800    # 7 days (the maximum): time for a person to look at dead letters
@@ -36,13 +36,15 @@ def describe(attrs: dict[str, int]) -> str:
 class QueueAdmin:
     """Attribute reads and changes for one account's queues, through the mns SDK."""
 
-    def __init__(self, endpoint: str, credentials_provider: Any, timeout: float = 15.0) -> None:
+    def __init__(self, endpoint: str, credentials_provider: Any, timeout: float = 15.0,
+                 ram: Callable[[str], str] = own_action) -> None:
         if not endpoint.startswith(("http://", "https://")):
             raise ValueError(f"[mns] endpoint {endpoint!r}: must start with https://")
         self.endpoint = endpoint.rstrip("/")
         self._provider = credentials_provider
         self._timeout = timeout
         self._account = None
+        self.ram_names = ram  # action -> the RAM action(s) it needs, named when one is refused
 
     def _queue(self, name: str):
         if self._account is None:
@@ -63,9 +65,9 @@ class QueueAdmin:
         except MNSServerException as exc:
             if exc.type == "QueueNotExist":
                 return None
-            raise classify(exc, f"queue {name!r}", self.endpoint) from None
+            raise classify(exc, f"queue {name!r}", self._ram("GetQueueAttributes", name), self.endpoint) from None
         except Exception as exc:
-            raise classify(exc, f"queue {name!r}", self.endpoint) from None
+            raise classify(exc, f"queue {name!r}", self._ram("GetQueueAttributes", name), self.endpoint) from None
         return {k: int(getattr(meta, k)) for k in LABELS}
 
     def create(self, name: str, attrs: dict[str, int]) -> None:
@@ -84,4 +86,9 @@ class QueueAdmin:
         try:
             getattr(self._queue(name), method)(meta)
         except Exception as exc:
-            raise classify(exc, f"queue {name!r}", self.endpoint) from None
+            action = {"create": "CreateQueue", "set_attributes": "SetQueueAttributes"}[method]
+            raise classify(exc, f"queue {name!r}", self._ram(action, name), self.endpoint) from None
+
+    def _ram(self, action: str, queue: str) -> str:
+        """What an AccessDenied answer needs granted, on the queue."""
+        return f"{self.ram_names(action)} on acs:mns:*:*:/queues/{queue}"

@@ -13,6 +13,7 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass
+from typing import Callable
 
 from ..backoff import backoff_delay
 from ..text import clip, one_line
@@ -32,6 +33,10 @@ PERMANENT_CODES = frozenset({
 # A receipt handle that is stale: the message became visible again or was deleted.
 STALE_HANDLE_CODES = frozenset({"MessageNotExist", "ReceiptHandleError"})
 EMPTY_POLL = "MessageNotExist"
+RAM_DENIED = "AccessDenied"  # MNS's answer when the RAM policy refuses a call (MNS error codes)
+# A receipt handle of no message: deleting it changes nothing, and RAM is checked before the
+# handle, so the answer proves (or refuses) the delete permission at start-up.
+PROBE_HANDLE = "1-AAAAAAAAAAEAAAAAAAAAAA=="
 MAX_BATCH = 16  # MNS's limit for batch receive and batch delete
 MAX_MESSAGE_BYTES = 65536  # MNS's default (and largest) MaximumMessageSize
 # A send the dead-letter queue will never take, however often it is tried: the
@@ -59,6 +64,11 @@ class MnsError(Exception):
     @property
     def stale_handle(self) -> bool:
         return self.code in STALE_HANDLE_CODES
+
+    @property
+    def denied(self) -> bool:
+        """Refused by RAM: no retry helps until the policy changes."""
+        return self.code == RAM_DENIED
 
 
 @dataclass(frozen=True)
@@ -98,11 +108,17 @@ def classify(exc: BaseException, what: str, ram: str = "", endpoint: str = "") -
     return MnsError(f"{what}: {one_line(exc)}", type(exc).__name__)
 
 
+def own_action(action: str) -> str:
+    """The RAM action an MNS API's own page names (`mns:BatchReceiveMessage`). The worker passes
+    the API registry's answer instead (`cloud.apis.mns_ram`), which names every reading."""
+    return f"mns:{action}"
+
+
 class MnsQueue:
-    """One MNS queue; every method is safe to call from any thread."""
+    """One MNS queue, safe from any thread; `ram(action)`: the RAM action(s) a refused call names."""
 
     def __init__(self, endpoint: str, name: str, credentials_provider, wait_seconds: int = 20,
-                 *, socket_timeout: float | None = None) -> None:
+                 ram: Callable[[str], str] = own_action, *, socket_timeout: float | None = None) -> None:
         if not endpoint.startswith(("http://", "https://")):
             raise MnsError(f"[mns] endpoint {endpoint!r}: must start with https:// (or http:// "
                            "for a local emulator)", permanent=True)
@@ -113,6 +129,7 @@ class MnsQueue:
         self._timeout = socket_timeout if socket_timeout is not None else wait_seconds + SOCKET_SLACK
         self._local = threading.local()
         self.early_empties = 0  # consecutive long polls answered empty before half their wait
+        self.ram_names = ram
 
     def __repr__(self) -> str:
         return f"MnsQueue({self.endpoint!r}, {self.name!r})"
@@ -132,8 +149,8 @@ class MnsQueue:
         return queue
 
     def _ram(self, action: str, messages: bool = True) -> str:
-        """The RAM action and resource a call needs (MNS API reference, "Authorization")."""
-        return f"mns:{action} on acs:mns:*:*:/queues/{self.name}" + ("/messages" if messages else "")
+        """The RAM action(s) and resource a call needs (MNS API reference, "Authorization")."""
+        return f"{self.ram_names(action)} on acs:mns:*:*:/queues/{self.name}" + ("/messages" if messages else "")
 
     def visibility_timeout(self) -> int:
         """The queue's own VisibilityTimeout; also proves the queue exists and the keys work."""
@@ -215,6 +232,15 @@ class MnsQueue:
             raise classify(exc, f"delete from {self.name!r}",
                            self._ram("BatchDeleteMessage"), self.endpoint) from None
         return {}
+
+    def prove_delete(self) -> None:
+        """Raise the `MnsError` of a delete refused for good (RAM, permanent codes). An answer about
+        `PROBE_HANDLE` proves the permission; a transient failure proves nothing: start-up goes on."""
+        try:
+            self.delete_batch([PROBE_HANDLE])
+        except MnsError as exc:
+            if exc.denied or (exc.permanent and not exc.stale_handle):
+                raise
 
     def change_visibility(self, handle: str, seconds: int) -> str:
         """Hide the message for `seconds` from now; return its new receipt handle."""
