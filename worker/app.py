@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from .dispatch import Dispatcher, PluginStartupError
     from .notify import SystemdNotifier
     from .runner import Runner
-    from .sources.mns import MnsError, MnsQueue
+    from .sources.mns import APIS as MNS_APIS, MnsError, MnsQueue
     from .store import Store, StoreError
 
     try:
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, StoreError) as exc:
         return _fail(exc)
     metrics.watch_gateway(app.runtime.gateway)
-    metrics.known_labels([name for name, _ in app.plugins.pm.list_name_plugin()])
+    metrics.known_labels([name for name, _ in app.plugins.pm.list_name_plugin()], MNS_APIS)
     if config.metrics.listen:
         from .health import serve as serve_metrics
 
@@ -63,8 +63,9 @@ def run(args: argparse.Namespace) -> int:
             return _fail(ConfigError(f"{config.path}: [metrics] listen {config.metrics.listen!r}: {exc}"))
     dispatcher = Dispatcher(app.plugins.pm, app.runtime, config.plugins.call_timeout)
     try:
-        source = MnsQueue(config.mns.endpoint, config.mns.queue, provider, config.mns.wait_seconds)
-        dlq = (MnsQueue(config.mns.endpoint, config.mns.dead_letter_queue, provider, 0)
+        source = MnsQueue(config.mns.endpoint, config.mns.queue, provider, config.mns.wait_seconds,
+                          metrics.mns_request)
+        dlq = (MnsQueue(config.mns.endpoint, config.mns.dead_letter_queue, provider, 0, metrics.mns_request)
                if config.mns.dead_letter_queue else None)
         runner = Runner(config, dispatcher, source, store, dlq, SystemdNotifier())
         runner.signals.install()
