@@ -9,8 +9,9 @@ The runtime is built in `app.py`; signals in `signals.py`; the archive in `archi
 
 The main thread only waits for signals. First SIGTERM/SIGINT: stop receiving (a long poll
 under way is abandoned, `receiving.py`), release messages not yet started (visibility 1 s),
-let the rest finish within `shutdown_timeout`, settle, exit 0. A second signal exits at once; unsettled messages reappear after their
-visibility timeout, so nothing is lost either way.
+let the rest finish within `shutdown_timeout`, settle, exit 0. A second signal exits at
+once; unsettled messages reappear after their visibility timeout, so nothing is lost
+either way.
 
 Whatever goes wrong between receive and settle is one message's failure, never its
 batch's: each message is parsed, keyed and looked up on its own terms. Any internal
@@ -35,8 +36,8 @@ from .handling import Handling
 from .handlers import Handlers
 from .held import RELEASE, RESULT, Held, hold
 from .notify import SystemdNotifier, watchdog_interval
-from .receiving import Receiving
 from .outcomes import EXIT_FAILURE, EXIT_OK
+from .receiving import Receiving
 from .settle import Settler
 from .signals import Signals
 from .sources.mns import MnsError, MnsQueue, Message, fault_delay
@@ -73,7 +74,8 @@ class Runner:
         self._extender = Extender(source, config.mns.visibility_timeout, self._due, self._closing,
                                   self._recover)
         self._threads: list[threading.Thread] = []
-        self._receiving = Receiving(source, config.mns.wait_seconds, config.mns.gather_seconds, self._stopping)
+        self._receiving = Receiving(source, config.mns.wait_seconds, config.mns.gather_seconds,
+                                    self._stopping)
         self._handling = Handling(dispatcher, self.settler, self._stopping)
         self.fatal: str | None = None  # the internal thread that died, if one did
 
