@@ -174,10 +174,17 @@ def test_a_gather_pause_is_bounded_and_only_follows_a_partial_batch(max_seconds,
             assert pause == 0  # an empty poll or a full batch (a backlog): receive again at once
 
 
+def test_a_slow_trickle_or_a_lone_event_never_waits():
+    gather = Gather(0.1)
+    assert gather.pause(1, 16, 100.0) == 0  # the first event after a quiet spell
+    for i in range(1, 10):  # 2 events/s: a 0.1 s pause would gather nothing more
+        assert gather.pause(1, 16, 100.0 + i * 0.5) == 0
+
+
 def test_a_faster_trickle_pauses_less():
     slow, fast = Gather(0.1), Gather(0.1)
     for i in range(1, 10):
-        slow_pause = slow.pause(1, 16, i * 0.1)  # 10 messages/s
+        slow_pause = slow.pause(2, 16, i * 0.1)  # 20 messages/s
         fast_pause = fast.pause(8, 16, i * 0.01)  # 800 messages/s
-    assert slow_pause == 0.1  # capped: 15 more would take 1.5 s
+    assert slow_pause == 0.1  # capped: 14 more would take 0.7 s
     assert fast_pause == pytest.approx(0.01, rel=0.2)  # 8 more arrive in about 10 ms

@@ -5,9 +5,10 @@ MNS bills per request, and a long poll returns as soon as one message is there: 
 steady trickle of single sends, every receive would carry one message and every delete
 one receipt. So after a receive that brought some messages but fewer than it asked for,
 the loop waits for the rest of a batch to arrive at the rate they have been arriving —
-never longer than `[mns] gather_seconds`. A full batch (a backlog) or an empty poll
-pauses nothing, and the pause comes *after* the messages were handed on, so a lone event
-after a quiet spell is handled at once: only a second one close behind it may wait.
+never longer than `[mns] gather_seconds`, and not at all when not even one more message
+is expected within that time (a slow trickle: waiting would add lag and save nothing). A
+full batch (a backlog) or an empty poll pauses nothing, and the pause comes *after* the
+messages were handed on, so a lone event after a quiet spell is handled at once.
 """
 from __future__ import annotations
 
@@ -30,8 +31,8 @@ class Gather:
         if since and since > 0:
             seen = got / since
             self._rate = seen if not self._rate else SMOOTHING * seen + (1 - SMOOTHING) * self._rate
-        if self._rate <= 0:
-            return self.max_seconds
+        if self._rate * self.max_seconds < 1:  # not even one more expected: no use waiting
+            return 0.0
         return min(self.max_seconds, (asked - got) / self._rate)
 
     @property
