@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from ecs_worker.deferred import MAX_DELAY_SECONDS, unwrap, wrap
-from ecs_worker.events import parse_event
+from ecs_worker.events.wrapper import MAX_DELAY_SECONDS, unwrap, wrap
+from ecs_worker.events.event import parse_event
 from runner_kit import QUEUE, Setup, Worker, depth, emulator_state as short_visibility, event_body, wait_until
 
 

@@ -5,7 +5,7 @@ import time
 import urllib.error
 import urllib.request
 
-from ecs_worker import health, metrics
+from ecs_worker.observability import health, metrics
 from ecs_worker.testing import run_emulator
 from runner_kit import QUEUE, Setup, Worker, emulator_state, event_body, wait_until
 

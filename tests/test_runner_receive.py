@@ -14,10 +14,10 @@ import urllib.request
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from ecs_worker.credentials import Credentials, StaticProvider
-from ecs_worker.gather import Gather
-from ecs_worker.receiving import Receiving
-from ecs_worker.sources.mns import APIS, MnsQueue
+from ecs_worker.cloud.credentials import Credentials, StaticProvider
+from ecs_worker.consumer.gather import Gather
+from ecs_worker.consumer.receiving import Receiving
+from ecs_worker.queue.source import APIS, MnsQueue
 from runner_kit import QUEUE, Setup, Worker, depth, event_body, wait_until
 
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))

@@ -10,10 +10,10 @@ import sys
 from dataclasses import dataclass
 
 from .config import Config, ConfigError, check_runnable, load_config
-from .context import Runtime
-from .logsetup import configure_logging
-from .manager import Plugins, load_plugins
-from .outcomes import EXIT_OK, EXIT_USAGE
+from .plugin_host.context import Runtime
+from .observability.logsetup import configure_logging
+from .plugin_host.manager import Plugins, load_plugins
+from .plugin_host.outcomes import EXIT_OK, EXIT_USAGE
 
 log = logging.getLogger("ecs_worker.runner")
 
@@ -35,13 +35,13 @@ def load(args: argparse.Namespace, dry_run: bool | None = None) -> App:
 
 def run(args: argparse.Namespace) -> int:
     """`ecs-worker run -c CONFIG [--dry-run]`: 0 after a clean stop, 2 for configuration."""
-    from . import metrics
-    from .credentials import credentials_provider
-    from .dispatch import Dispatcher, PluginStartupError
-    from .notify import SystemdNotifier
-    from .runner import Runner
-    from .sources.mns import APIS as MNS_APIS, MnsError, MnsQueue
-    from .store import Store, StoreError
+    from .observability import metrics
+    from .cloud.credentials import credentials_provider
+    from .plugin_host.dispatch import Dispatcher, PluginStartupError
+    from .observability.notify import SystemdNotifier
+    from .consumer.loop import Runner
+    from .queue.source import APIS as MNS_APIS, MnsError, MnsQueue
+    from .state.store import Store, StoreError
 
     try:
         app = load(args, dry_run=getattr(args, "dry_run", False))
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     metrics.watch_gateway(app.runtime.gateway)
     metrics.known_labels([name for name, _ in app.plugins.pm.list_name_plugin()], MNS_APIS)
     if config.metrics.listen:
-        from .health import serve as serve_metrics
+        from .observability.health import serve as serve_metrics
 
         try:
             serve_metrics(config.metrics.listen, config.mns.wait_seconds)
@@ -89,8 +89,8 @@ def run(args: argparse.Namespace) -> int:
 
 def replay(args: argparse.Namespace) -> int:
     """`ecs-worker replay FILE... [-c CONFIG] [--dry-run] [--json]`."""
-    from .dispatch import Dispatcher, PluginStartupError
-    from .replay import run_replay
+    from .plugin_host.dispatch import Dispatcher, PluginStartupError
+    from .operations.replay import run_replay
 
     app = load(args, dry_run=args.dry_run)
     dispatcher = Dispatcher(app.plugins.pm, app.runtime, app.config.plugins.call_timeout)

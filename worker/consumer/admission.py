@@ -1,0 +1,119 @@
+"""Admission: what happens to each received message before any plugin runs.
+
+Each message of a batch is parsed and keyed on its own, the batch is looked up in one
+store read, and each gets a decision: run it, settle it at once (a duplicate, an invalid
+body, attempts exhausted) or wait on (a re-sent deferral that came back early). Whatever
+raises here is the failure of the one message it concerns, never its batch's.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+from ..events.wrapper import unwrap
+from ..events.event import InvalidEvent, parse_event
+from ..events.keys import event_key, message_key
+from ..plugin_host.outcomes import FAILED, Result, invalid
+from .held import DUPLICATE, EXHAUSTED, RESULT, WAIT, Held
+from ..state.store import Attempt, Store
+from ..text import one_line
+
+log = logging.getLogger("ecs_worker.runner")
+
+Decision = tuple[Held, str, "Result | None"]  # (held, kind, result); (RESULT, None): run it
+
+
+class Admission:
+    def __init__(self, store: Store, max_attempts: int) -> None:
+        self.store = store
+        self.max_attempts = max_attempts
+
+    def decide(self, batch: list[Held]) -> list[Decision]:
+        """Parse and key each message, look the batch up in one store read, and decide
+        what happens to each. Nothing is counted yet: an attempt counts when it fails
+        (or crashes alone)."""
+        decided: list[Decision] = []
+        looked: list[tuple[Held, str | None]] = []  # (held, error if unreadable)
+        for held in batch:
+            try:
+                looked.append((held, _read(held)))
+            except BaseException as exc:  # noqa: B902 - a bug here fails this message only
+                decided.append(_broken(held, "reading it", exc))
+        attempts = self._look_up([h for h, _ in looked])
+        now = time.time()
+        for (held, error), attempt in zip(looked, attempts):
+            try:
+                decided.append(self._decide(held, error, attempt, now))
+            except BaseException as exc:  # noqa: B902
+                decided.append(_broken(held, "deciding on it", exc))
+        return decided
+
+    def _look_up(self, batch: list[Held]) -> list[Attempt | None]:
+        """One store read for the batch; if that fails, one per message (None: unknown)."""
+        if not batch:
+            return []
+        keys = [h.key for h in batch]
+        try:
+            return list(self.store.take(keys, self.max_attempts))
+        except BaseException as exc:  # noqa: B902
+            log.error("state store: %s; looking the %d message(s) up one by one", one_line(exc), len(keys))
+        out: list[Attempt | None] = []
+        for key in keys:
+            try:
+                out.extend(self.store.take([key], self.max_attempts))
+            except BaseException:  # noqa: B902 - degrade: MNS's DequeueCount stands in for ours
+                out.append(None)
+        return out
+
+    def _decide(self, held: Held, error: str | None, attempt: Attempt | None, now: float) -> Decision:
+        if attempt is not None and attempt.settled:  # a redelivered copy (a lost delete)
+            return held, DUPLICATE, None
+        if error is not None:
+            return held, RESULT, invalid(error)
+        wrapped = held.wrapped
+        if attempt is None:
+            log.error("message %s: state store unavailable; counting attempts by DequeueCount",
+                      held.message.id)
+            made, exhausted = held.message.dequeue_count - 1, held.message.dequeue_count > self.max_attempts
+            held.resume, held.suspect = wrapped.resume if wrapped else None, False
+        else:
+            made, exhausted = attempt.made, attempt.exhausted
+            held.resume, held.suspect = attempt.resume, attempt.suspect
+        if wrapped is not None:  # what travelled with it counts as much as what we know
+            made = max(made, wrapped.attempts)
+            exhausted = exhausted or made >= self.max_attempts
+            held.resume = wrapped.resume
+        held.attempt = made if exhausted else made + 1
+        if exhausted:  # e.g. it crashed the worker every time
+            return held, EXHAUSTED, None
+        if wrapped is not None and wrapped.until - now > 1:  # re-sent early (a wait over 7 days)
+            return held, WAIT, None
+        return held, RESULT, None
+
+
+def _read(held: Held) -> str | None:
+    """Parse and key one message; returns why it is not an event, or None."""
+    message = held.message
+    held.key = message_key(message.id)
+    body = message.body
+    wrapped = unwrap(body)
+    if wrapped is not None:  # a long deferral, re-sent (deferred.py): its own key travels
+        held.wrapped, held.key, body = wrapped, wrapped.key, wrapped.body
+    try:
+        held.event = parse_event(body)
+    except InvalidEvent as exc:
+        return str(exc)
+    except BaseException as exc:  # noqa: B902 - the parser choked on this body: it is poison
+        return f"body cannot be parsed: {one_line(exc)}"
+    if wrapped is None:
+        held.key = event_key(held.event)
+    return None
+
+
+def _broken(held: Held, doing: str, exc: BaseException) -> Decision:
+    """A bug met while taking one message on: that message fails (and, failing every
+    time, is dead-lettered after `max_attempts` by its DequeueCount)."""
+    log.error("message %s: %s failed: %s", held.message.id, doing, one_line(exc),
+              exc_info=exc if log.isEnabledFor(logging.DEBUG) else None)
+    held.attempt = max(held.attempt, held.message.dequeue_count)
+    return held, RESULT, Result(FAILED, held.event, error=f"{doing} failed: {one_line(exc)}")
