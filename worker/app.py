@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from .observability.notify import SystemdNotifier
     from .consumer.loop import Runner
     from .trust.fleet_key import load_signer
-    from .queue.source import MnsError, MnsQueue
+    from .queue.source import APIS as MNS_APIS, MnsError, MnsQueue
     from .operations.startup_checks import check_all
     from .state.store import Store, StoreError
 
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, StoreError) as exc:
         return _fail(exc)
     metrics.watch_gateway(app.runtime.gateway)
-    metrics.known_labels([name for name, _ in app.plugins.pm.list_name_plugin()])
+    metrics.known_labels([name for name, _ in app.plugins.pm.list_name_plugin()], MNS_APIS)
     if config.metrics.listen:
         from .observability.health import serve as serve_metrics
 
@@ -66,8 +66,9 @@ def run(args: argparse.Namespace) -> int:
             return _fail(ConfigError(f"{config.path}: [metrics] listen {config.metrics.listen!r}: {exc}"))
     dispatcher = Dispatcher(app.plugins.pm, app.runtime, config.plugins.call_timeout)
     try:
-        source = MnsQueue(config.mns.endpoint, config.mns.queue, provider, config.mns.wait_seconds)
-        dlq = (MnsQueue(config.mns.endpoint, config.mns.dead_letter_queue, provider, 0)
+        source = MnsQueue(config.mns.endpoint, config.mns.queue, provider, config.mns.wait_seconds,
+                          metrics.mns_request)
+        dlq = (MnsQueue(config.mns.endpoint, config.mns.dead_letter_queue, provider, 0, metrics.mns_request)
                if config.mns.dead_letter_queue else None)
         runner = Runner(config, dispatcher, source, store, dlq, SystemdNotifier())
         runner.signals.install()

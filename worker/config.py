@@ -51,6 +51,9 @@ class MnsConfig:
     queue: str = setting("ecs-events")
     wait_seconds: int = setting(20, min=1, max=30)
     batch_size: int = setting(16, min=1, max=16)
+    gather_seconds: float = setting(0.1, min=0, max=1,
+                                    doc="longest pause before the next receive while messages "
+                                        "trickle in, so each receive and delete carries more; 0 = none")
     dead_letter_queue: str = setting("")
     visibility_timeout: int = setting(60, min=10, max=43200,
                                       doc="how long a received message stays hidden while handled")

@@ -45,6 +45,8 @@ EVENT_LAG = Histogram("ecs_worker_event_lag_seconds", "Time from enqueue to outc
 DEAD_LETTER_QUEUE_FAILURES = Counter(
     "ecs_worker_dead_letter_queue_failures", "Dead letters the dead-letter queue refused for good "
     "(kept in dead-letter.jsonl alone)", registry=REGISTRY)
+MNS_REQUESTS = Counter("ecs_worker_mns_requests", "MNS requests made (MNS bills each one, an empty "
+                       "receive too), by API", ["api"], registry=REGISTRY)
 RECEIVE_ERRORS = Counter("ecs_worker_receive_errors", "Failed MNS receive calls", registry=REGISTRY)
 LAST_POLL = Gauge("ecs_worker_last_poll_timestamp_seconds",
                   "Unix time the last receive call completed", registry=REGISTRY)
@@ -63,8 +65,9 @@ KNOWN_ACTIONS = {"restart": ("StartInstance",),
 ACTION_RESULTS = ("ok", "planned", "error")
 
 
-def known_labels(plugins: list[str] = ()) -> None:
-    """Create every known label set at 0 (and the build info); `plugins`: the loaded plugin names."""
+def known_labels(plugins: list[str] = (), mns_apis: tuple[str, ...] = ()) -> None:
+    """Create every known label set at 0 (and the build info); `plugins`: the loaded plugin
+    names; `mns_apis`: the MNS APIs the worker calls."""
     from ..version import __version__
 
     BUILD_INFO.info({"version": __version__, "python": platform.python_version()})
@@ -73,6 +76,8 @@ def known_labels(plugins: list[str] = ()) -> None:
             EVENTS.labels(name, outcome)
     for reason in DEAD_LETTER_REASONS:
         DEAD_LETTERS.labels(reason)
+    for api in mns_apis:
+        MNS_REQUESTS.labels(api)
     for plugin in plugins:
         PLUGIN_ERRORS.labels(plugin)
         PLUGIN_STUCK_CALLS.labels(plugin)
@@ -87,6 +92,10 @@ def poll_completed() -> None:
     global last_poll_completed
     last_poll_completed = time.monotonic()
     LAST_POLL.set_to_current_time()
+
+
+def mns_request(api: str) -> None:
+    MNS_REQUESTS.labels(api).inc()
 
 
 def loop_alive() -> None:

@@ -13,6 +13,7 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass
+from typing import Callable
 
 from ..backoff import backoff_delay
 from ..text import clip, one_line
@@ -32,6 +33,9 @@ PERMANENT_CODES = frozenset({
 # A receipt handle that is stale: the message became visible again or was deleted.
 STALE_HANDLE_CODES = frozenset({"MessageNotExist", "ReceiptHandleError"})
 EMPTY_POLL = "MessageNotExist"
+# The MNS APIs the worker calls, by the names MNS bills them under.
+APIS = ("BatchReceiveMessage", "BatchDeleteMessage", "ChangeMessageVisibility", "SendMessage",
+        "GetQueueAttributes")
 MAX_BATCH = 16  # MNS's limit for batch receive and batch delete
 MAX_MESSAGE_BYTES = 65536  # MNS's default (and largest) MaximumMessageSize
 # A send the dead-letter queue will never take, however often it is tried: the
@@ -102,6 +106,7 @@ class MnsQueue:
     """One MNS queue; every method is safe to call from any thread."""
 
     def __init__(self, endpoint: str, name: str, credentials_provider, wait_seconds: int = 20,
+                 on_request: Callable[[str], None] | None = None,
                  *, socket_timeout: float | None = None) -> None:
         if not endpoint.startswith(("http://", "https://")):
             raise MnsError(f"[mns] endpoint {endpoint!r}: must start with https:// (or http:// "
@@ -113,6 +118,8 @@ class MnsQueue:
         self._timeout = socket_timeout if socket_timeout is not None else wait_seconds + SOCKET_SLACK
         self._local = threading.local()
         self.early_empties = 0  # consecutive long polls answered empty before half their wait
+        # Told the API's name before each request: MNS bills every one, failed or empty too.
+        self._on_request = on_request or (lambda api: None)
 
     def __repr__(self) -> str:
         return f"MnsQueue({self.endpoint!r}, {self.name!r})"
@@ -131,6 +138,11 @@ class MnsQueue:
             self._local.queue = queue
         return queue
 
+    def _call(self, api: str):
+        """The thread's SDK queue, for one request to `api` (counted)."""
+        self._on_request(api)
+        return self._queue()
+
     def _ram(self, action: str, messages: bool = True) -> str:
         """The RAM action and resource a call needs (MNS API reference, "Authorization")."""
         return f"mns:{action} on acs:mns:*:*:/queues/{self.name}" + ("/messages" if messages else "")
@@ -140,7 +152,7 @@ class MnsQueue:
         try:
             with warnings.catch_warnings():  # the SDK warns about depth fields we do not read
                 warnings.simplefilter("ignore", DeprecationWarning)
-                return int(self._queue().get_attributes().visibility_timeout)
+                return int(self._call("GetQueueAttributes").get_attributes().visibility_timeout)
         except Exception as exc:
             raise classify(exc, f"queue {self.name!r}",
                            self._ram("GetQueueAttributes", False), self.endpoint) from None
@@ -150,7 +162,7 @@ class MnsQueue:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
-                size = int(self._queue().get_attributes().maximum_message_size or 0)
+                size = int(self._call("GetQueueAttributes").get_attributes().maximum_message_size or 0)
         except (TypeError, ValueError):
             size = 0
         except Exception as exc:
@@ -167,7 +179,7 @@ class MnsQueue:
 
         started = time.monotonic()
         try:
-            raw = self._queue().batch_receive_message(batch_size, wait_seconds)
+            raw = self._call("BatchReceiveMessage").batch_receive_message(batch_size, wait_seconds)
         except MNSServerException as exc:
             if exc.type == EMPTY_POLL:
                 self._after_empty(wait_seconds, time.monotonic() - started, stop)
@@ -203,7 +215,7 @@ class MnsQueue:
         if not handles:
             return {}
         try:
-            self._queue().batch_delete_message(list(handles))
+            self._call("BatchDeleteMessage").batch_delete_message(list(handles))
         except MNSServerException as exc:
             if not exc.sub_errors:
                 raise classify(exc, f"delete from {self.name!r}",
@@ -219,7 +231,7 @@ class MnsQueue:
     def change_visibility(self, handle: str, seconds: int) -> str:
         """Hide the message for `seconds` from now; return its new receipt handle."""
         try:
-            return self._queue().change_message_visibility(handle, int(seconds)).receipt_handle
+            return self._call("ChangeMessageVisibility").change_message_visibility(handle, int(seconds)).receipt_handle
         except Exception as exc:
             raise classify(exc, f"change visibility in {self.name!r}",
                            self._ram("ChangeMessageVisibility"), self.endpoint) from None
@@ -232,7 +244,7 @@ class MnsQueue:
         if delay_seconds:
             message.set_delayseconds(int(delay_seconds))
         try:
-            return self._queue().send_message(message).message_id
+            return self._call("SendMessage").send_message(message).message_id
         except Exception as exc:
             raise classify(exc, f"send to {self.name!r}",
                            self._ram("SendMessage"), self.endpoint) from None
@@ -243,7 +255,7 @@ class MnsQueue:
         from mns.mns_exception import MNSServerException
 
         try:
-            return [_bytes(m.message_body) for m in self._queue().batch_peek_message(min(count, MAX_BATCH))]
+            return [_bytes(m.message_body) for m in self._call("BatchPeekMessage").batch_peek_message(min(count, MAX_BATCH))]
         except MNSServerException as exc:
             if exc.type == EMPTY_POLL:
                 return []
