@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from .observability.notify import SystemdNotifier
     from .consumer.loop import Runner
     from .trust.fleet_key import load_signer
-    from .cloud.apis import mns_ram
+    from .cloud.apis import mns_ram, worker_mns_apis
     from .queue.source import MnsError, MnsQueue
     from .operations.startup_checks import check_all
     from .state.store import Store, StoreError
@@ -75,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, StoreError) as exc:
         return _fail(exc)
     metrics.watch_gateway(app.runtime.gateway)
-    metrics.known_labels([name for name, _ in app.plugins.pm.list_name_plugin()], app.plugins.event_names())
+    metrics.known_labels([name for name, _ in app.plugins.pm.list_name_plugin()], app.plugins.event_names(),
+                         worker_mns_apis())
     if config.metrics.listen:
         from .observability.health import serve as serve_metrics
 
@@ -86,8 +87,10 @@ def run(args: argparse.Namespace) -> int:
             return _fail(ConfigError(f"{config.path}: [metrics] listen {config.metrics.listen!r}: {exc}"))
     dispatcher = Dispatcher(app.plugins.pm, app.runtime, config.plugins.call_timeout)
     try:
-        source = MnsQueue(config.mns.endpoint, config.mns.queue, provider, config.mns.wait_seconds, ram=mns_ram)
-        dlq = (MnsQueue(config.mns.endpoint, config.mns.dead_letter_queue, provider, 0, ram=mns_ram)
+        source = MnsQueue(config.mns.endpoint, config.mns.queue, provider, config.mns.wait_seconds,
+                          metrics.mns_request, ram=mns_ram)
+        dlq = (MnsQueue(config.mns.endpoint, config.mns.dead_letter_queue, provider, 0, metrics.mns_request,
+                        ram=mns_ram)
                if config.mns.dead_letter_queue else None)
         runner = Runner(config, dispatcher, source, store, dlq, SystemdNotifier())
         runner.signals.install()

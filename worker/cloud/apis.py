@@ -64,7 +64,7 @@ def _mns(action: str, ram: tuple[str, ...], change: bool, users: tuple[str, ...]
 
 
 APIS: tuple[Api, ...] = (
-    # MNS: the consume loop (sources/mns.py), dead letters; `setup` (queue_admin.py)
+    # MNS: the consume loop (queue/source.py), dead letters; `setup` (queue/admin.py)
     _mns("GetQueueAttributes", ("mns:GetQueueAttributes",), False, (WORKER, SETUP), QUEUES,
          "start-up: both queues exist, read their visibility timeout"),
     _mns("BatchReceiveMessage", ("mns:ReceiveMessage", "mns:BatchReceiveMessage"), True, (WORKER,), MESSAGES,
@@ -165,6 +165,11 @@ def api(service: str, action: str) -> Api:
 def ram_text(service: str, action: str) -> str:
     """The RAM action(s) a call needs, as an operator reads them: `mns:ReceiveMessage and mns:Batch…`."""
     return " and ".join(api(service, action).ram)
+
+
+def worker_mns_apis() -> tuple[str, ...]:
+    """The MNS APIs the worker itself calls (what MNS bills it for: metrics' `api` labels)."""
+    return tuple(a.action for a in APIS if a.service == "mns" and WORKER in a.users)
 
 
 def mns_ram(action: str) -> str:

@@ -9,10 +9,11 @@ held messages invisible; settle (`settle.py`) carries out each outcome in MNS. A
 thread, recover (`crashes.py`), looks every 30 s for the crash journals of dead sibling workers.
 The runtime is built in `app.py`; signals in `signals.py`; the archive in `archive.py`.
 
-The main thread only waits for signals (`signals.py`: SIGHUP reloads). First SIGTERM/SIGINT: stop receiving, release
-messages not yet started (visibility 1 s), let the rest finish within `shutdown_timeout`,
-settle, exit 0. A second signal exits at once; unsettled messages reappear after their
-visibility timeout, so nothing is lost either way.
+The main thread only waits for signals (`signals.py`: SIGHUP reloads). First SIGTERM/SIGINT:
+stop receiving (a long poll under way is abandoned, `receiving.py`), release messages not
+yet started (visibility 1 s), let the rest finish within `shutdown_timeout`, settle, exit 0.
+A second signal exits at once; unsettled messages reappear after their visibility timeout,
+so nothing is lost either way.
 
 Whatever goes wrong between receive and settle is one message's failure, never its
 batch's: each message is parsed, keyed and looked up on its own terms. Any internal
@@ -40,9 +41,10 @@ from .settle_commands import RELEASE, RESULT
 from .room import Room
 from ..observability.notify import SystemdNotifier, watchdog_interval
 from ..exit_codes import EXIT_FAILURE, EXIT_OK, EXIT_STUCK, EXIT_USAGE
+from .receiving import Receiving
 from .settle import Settler
 from .signals import Signals
-from ..queue.source import SOCKET_SLACK, MnsError, MnsQueue, Message, fault_delay
+from ..queue.source import MnsError, MnsQueue, Message, fault_delay
 from ..state.store import Store, StoreError
 from .stuck import StuckWatch
 from .thread_watch import ThreadWatch
@@ -76,6 +78,8 @@ class Runner(ThreadWatch):
         self._room = Room(w.concurrency, w.max_pending, self._extender.capacity)
         self._held = self._room.held
         self._threads: list[threading.Thread] = []
+        self._receiving = Receiving(source, config.mns.wait_seconds, config.mns.gather_seconds,
+                                    self._stopping)
         self._handling = Handling(dispatcher, self.settler, self._stopping, self._room)
         # The pool runs the handling straight; it calls back only when one of its threads dies.
         self._pool = Handlers(w.concurrency, self._handling.run, on_death=self._died)
@@ -135,21 +139,17 @@ class Runner(ThreadWatch):
         Returns False when messages were still in flight at the deadline (they reappear
         after their visibility timeout).
         """
-        now = time.monotonic()
-        deadline = now + timeout
-        # The receiver may be inside a long poll: wait for it, so what it brings is
-        # released at once rather than hidden for a visibility timeout.
-        poll_end = now + self.config.mns.wait_seconds + SOCKET_SLACK
+        deadline = time.monotonic() + timeout
         receiver = self._threads[0] if self._threads else None
         while True:
             self.signals.exit_on_second(len(self._held))
-            receiving = receiver is not None and receiver.is_alive()
-            now = time.monotonic()
-            if not self._held and not receiving:
+            # A long poll is abandoned, not waited out (`receiving.py`).
+            if not self._held and self._receiving.idle(receiver is not None and receiver.is_alive()):
                 break
-            if now >= deadline and (not receiving or now >= poll_end):
+            if time.monotonic() >= deadline:
                 break
-            time.sleep(0.05)
+            time.sleep(0.02)
+        self._receiving.abandon()
         self._closing.set()
         self.settler.close()
         for t in self._threads[1:]:
@@ -214,8 +214,9 @@ class Runner(ThreadWatch):
             room = self._room.wait(ping_every, self._stopping)
             if not room:
                 continue
+            asked = min(cfg.batch_size, room)
             try:
-                messages = self.source.receive(min(cfg.batch_size, room), cfg.wait_seconds, self._stopping)
+                messages = self._receiving.receive(asked)
             except MnsError as exc:
                 failures += 1
                 metrics.RECEIVE_ERRORS.inc()
@@ -233,11 +234,12 @@ class Runner(ThreadWatch):
             health.call_allowed("receive")
             metrics.poll_completed()
             if not ready:
-                ready = True
+                ready, next_ping = True, 0.0  # and the watchdog hears from it at once
                 log.info("receiving from queue %r (concurrency %d)", self.source.name, self.concurrency)
                 self.notifier.ready(self.status_line())
             if messages:
                 self._take(messages)
+            self._receiving.pause(len(messages), asked, time.monotonic())
 
     def _take(self, messages: list[Message]) -> None:
         """Hold a received batch, look its keys up in one store read, and hand each

@@ -252,6 +252,13 @@ class EmulatorServer(ThreadingHTTPServer):
         self._conns_lock = threading.Lock()
         super().__init__(address, Handler)
 
+    def handle_error(self, request, client_address) -> None:
+        # A client that goes away mid-connection (a worker that exits during its long poll)
+        # is ordinary for a server: not a traceback on stderr.
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            return
+        super().handle_error(request, client_address)
+
     def track(self, conn: socket.socket, alive: bool) -> None:
         with self._conns_lock:
             (self._conns.add if alive else self._conns.discard)(conn)

@@ -46,6 +46,8 @@ EVENT_LAG = Histogram("ecs_worker_event_lag_seconds", "Time from enqueue to outc
 DEAD_LETTER_QUEUE_FAILURES = Counter(
     "ecs_worker_dead_letter_queue_failures", "Dead letters the dead-letter queue refused for good "
     "(kept in dead-letter.jsonl alone)", registry=REGISTRY)
+MNS_REQUESTS = Counter("ecs_worker_mns_requests", "MNS requests made (MNS bills each one, an empty "
+                       "receive too), by API", ["api"], registry=REGISTRY)
 RECEIVE_ERRORS = Counter("ecs_worker_receive_errors", "Failed MNS receive calls", registry=REGISTRY)
 LAST_POLL = Gauge("ecs_worker_last_poll_timestamp_seconds",
                   "Unix time the last receive call completed", registry=REGISTRY)
@@ -62,9 +64,11 @@ DEAD_LETTER_REASONS = ("invalid", "max_attempts", *REFUSALS)
 ACTION_RESULTS = ("ok", "planned", "error")
 
 
-def known_labels(plugins: list[str] = (), event_names: tuple[str, ...] | str = ()) -> None:
+def known_labels(plugins: list[str] = (), event_names: tuple[str, ...] | str = (),
+                 mns_apis: tuple[str, ...] = ()) -> None:
     """Create every known label set at 0 (and the build info); `plugins`: the loaded plugin names,
-    `event_names`: what they declared (`Plugins.event_names()`; EVERY_EVENT adds none)."""
+    `event_names`: what they declared (`Plugins.event_names()`; EVERY_EVENT adds none);
+    `mns_apis`: the MNS APIs the worker calls."""
     from ..plugin_host.hook_events import EVERY_EVENT, FIXED_NAMES
     from ..version import __version__
 
@@ -75,6 +79,8 @@ def known_labels(plugins: list[str] = (), event_names: tuple[str, ...] | str = (
             EVENTS.labels(name, outcome)
     for reason in DEAD_LETTER_REASONS:
         DEAD_LETTERS.labels(reason)
+    for api in mns_apis:
+        MNS_REQUESTS.labels(api)
     for plugin in plugins:
         PLUGIN_ERRORS.labels(plugin)
         PLUGIN_STUCK_CALLS.labels(plugin)
@@ -89,6 +95,10 @@ def poll_completed() -> None:
     global last_poll_completed
     last_poll_completed = time.monotonic()
     LAST_POLL.set_to_current_time()
+
+
+def mns_request(api: str) -> None:
+    MNS_REQUESTS.labels(api).inc()
 
 
 def loop_alive() -> None:

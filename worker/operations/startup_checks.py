@@ -13,13 +13,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..config import Config, ConfigError, check_runnable
+from ..config import Config, ConfigError
 
 
 @dataclass(frozen=True)
 class Finding:
     proven: bool  # False: not provable here (said why), which is not a failure
     text: str
+
+
+def check_runnable(config: Config) -> None:
+    """What `run` needs of `[mns] endpoint` beyond a well-formed file. `run`, `check-config` and
+    `doctor` all reach it through `mns_endpoint`, so check-config accepts exactly what run accepts (a config that passed and then exited 2 under
+    systemd's RestartPreventExitStatus=2 would leave the service down)."""
+    endpoint = config.mns.endpoint
+    if not endpoint:
+        raise ConfigError(f"{config.path}: [mns] endpoint: required "
+                          "(https://<account-id>.mns.<region>.aliyuncs.com)")
+    if not endpoint.startswith(("https://", "http://")):
+        raise ConfigError(f"{config.path}: [mns] endpoint: must start with https:// (http:// only for a "
+                          f"local emulator), got {endpoint!r}")
 
 
 def mns_endpoint(config: Config) -> Finding:

@@ -16,33 +16,13 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..backoff import backoff_delay
-from ..text import clip, one_line
+from .errors import (  # noqa: F401 - the source's callers name these through it
+    EMPTY_POLL, PERMANENT_CODES, PROBE_HANDLE, RAM_DENIED, REFUSED_CODES, STALE_HANDLE_CODES, MnsError, classify,
+    own_action, refused_for_good,
+)
 
-# Codes that no amount of retrying fixes: the configuration (or the account) is wrong.
-# Source: MNS "Error codes" (alibabacloud.com/help/en/mns/error-codes): AccessDenied,
-# InvalidAccessKeyId, SignatureDoesNotMatch (403), QueueNotExist (404), InvalidQueueName,
-# QueueDeletedRecently, Missing/InvalidAuthorizationHeader (400); STS token codes from the SDK.
-# Everything else (InternalError/InternalServerError 500, TooManyRequests 429, QpsLimitExceeded,
-# TimeExpired 408, network errors) is transient: the runner backs off and tries again.
-PERMANENT_CODES = frozenset({
-    "QueueNotExist", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied",
-    "InvalidAccessKeyId.NotFound", "InvalidAccessKeyId.Inactive", "Forbidden",
-    "InvalidQueueName", "QueueDeletedRecently", "SecurityTokenExpired", "InvalidSecurityToken",
-    "MissingAuthorizationHeader", "InvalidAuthorizationHeader",
-})
-# A receipt handle that is stale: the message became visible again or was deleted.
-STALE_HANDLE_CODES = frozenset({"MessageNotExist", "ReceiptHandleError"})
-EMPTY_POLL = "MessageNotExist"
-RAM_DENIED = "AccessDenied"  # MNS's answer when the RAM policy refuses a call (MNS error codes)
-# A receipt handle of no message: deleting it changes nothing, and RAM is checked before the
-# handle, so the answer proves (or refuses) the delete permission at start-up.
-PROBE_HANDLE = "1-AAAAAAAAAAEAAAAAAAAAAA=="
 MAX_BATCH = 16  # MNS's limit for batch receive and batch delete
 MAX_MESSAGE_BYTES = 65536  # MNS's default (and largest) MaximumMessageSize
-# A send the dead-letter queue will never take, however often it is tried: the
-# configuration's codes, and a body the queue refuses (MNS answers InvalidArgument for a
-# body over MaximumMessageSize; MessageBodyTooLarge is kept for older endpoints).
-REFUSED_CODES = frozenset({"InvalidArgument", "MessageBodyTooLarge", "MalformedXML"})
 SOCKET_SLACK = 15  # seconds a socket read may outlast the long poll before it is a dead connection
 # An empty answer to a long poll that comes back before half its wait is not "nothing there
 # for wait_seconds": past the account's long-polling limit MNS answers at once (and bills it).
@@ -51,24 +31,6 @@ SOCKET_SLACK = 15  # seconds a socket read may outlast the long poll before it i
 EARLY_EMPTY_BASE = 0.5
 EARLY_EMPTY_JITTER = 0.25  # what backoff's "up" jitter adds at most, as a fraction
 FAULT_BASE, FAULT_CAP = 0.5, 30.0  # MNS faults: first and longest pause, jittered
-
-
-class MnsError(Exception):
-    """An MNS failure with a one-line, secret-free message and its server code."""
-
-    def __init__(self, message: str, code: str = "", permanent: bool = False) -> None:
-        super().__init__(message)
-        self.code = code
-        self.permanent = permanent
-
-    @property
-    def stale_handle(self) -> bool:
-        return self.code in STALE_HANDLE_CODES
-
-    @property
-    def denied(self) -> bool:
-        """Refused by RAM: no retry helps until the policy changes."""
-        return self.code == RAM_DENIED
 
 
 @dataclass(frozen=True)
@@ -82,43 +44,12 @@ class Message:
     next_visible_time_ms: int = 0
 
 
-def classify(exc: BaseException, what: str, ram: str = "", endpoint: str = "") -> MnsError:
-    """Turn an SDK exception into an `MnsError`; the text never carries request bodies.
-    `ram` ("mns:X on acs:mns:...") is named when the server answers AccessDenied; a network
-    error names `endpoint`, so an operator sees which address is unreachable."""
-    from mns.mns_exception import (MNSClientNetworkException, MNSClientParameterException,
-                                   MNSServerException)
-
-    if isinstance(exc, MnsError):
-        return exc
-    if isinstance(exc, MNSServerException):
-        code = exc.type or "Unknown"
-        detail = (exc.message or "").strip().splitlines()
-        text = f"{what}: {code}: {clip(detail[0]) if detail else ''} (request {exc.request_id})"
-        if code == "AccessDenied" and ram:
-            text += f"; the RAM policy must allow {ram}"
-        return MnsError(text, code, permanent=code in PERMANENT_CODES)
-    if isinstance(exc, MNSClientNetworkException):
-        # The SDK puts the raw response into RespDataDamaged messages: keep only the type.
-        return MnsError(f"{what}: network error{f' reaching {endpoint}' if endpoint else ''}: {exc.type}"
-                        + (f": {clip(str(exc.message))}" if exc.type == "NetWorkException" else ""),
-                        exc.type)
-    if isinstance(exc, MNSClientParameterException):
-        return MnsError(f"{what}: {exc.type}: {clip(str(exc.message))}", exc.type, permanent=True)
-    return MnsError(f"{what}: {one_line(exc)}", type(exc).__name__)
-
-
-def own_action(action: str) -> str:
-    """The RAM action an MNS API's own page names (`mns:BatchReceiveMessage`). The worker passes
-    the API registry's answer instead (`cloud.apis.mns_ram`), which names every reading."""
-    return f"mns:{action}"
-
-
 class MnsQueue:
     """One MNS queue, safe from any thread; `ram(action)`: the RAM action(s) a refused call names."""
 
     def __init__(self, endpoint: str, name: str, credentials_provider, wait_seconds: int = 20,
-                 ram: Callable[[str], str] = own_action, *, socket_timeout: float | None = None) -> None:
+                 on_request: Callable[[str], None] | None = None, ram: Callable[[str], str] = own_action,
+                 *, socket_timeout: float | None = None) -> None:
         if not endpoint.startswith(("http://", "https://")):
             raise MnsError(f"[mns] endpoint {endpoint!r}: must start with https:// (or http:// "
                            "for a local emulator)", permanent=True)
@@ -130,6 +61,8 @@ class MnsQueue:
         self._local = threading.local()
         self.early_empties = 0  # consecutive long polls answered empty before half their wait
         self.ram_names = ram
+        # Told the API's name before each request: MNS bills every one, failed or empty too.
+        self._on_request = on_request or (lambda api: None)
 
     def __repr__(self) -> str:
         return f"MnsQueue({self.endpoint!r}, {self.name!r})"
@@ -148,6 +81,11 @@ class MnsQueue:
             self._local.queue = queue
         return queue
 
+    def _call(self, api: str):
+        """The thread's SDK queue, for one request to `api` (counted)."""
+        self._on_request(api)
+        return self._queue()
+
     def _ram(self, action: str, messages: bool = True) -> str:
         """The RAM action(s) and resource a call needs (MNS API reference, "Authorization")."""
         return f"{self.ram_names(action)} on acs:mns:*:*:/queues/{self.name}" + ("/messages" if messages else "")
@@ -157,7 +95,7 @@ class MnsQueue:
         try:
             with warnings.catch_warnings():  # the SDK warns about depth fields we do not read
                 warnings.simplefilter("ignore", DeprecationWarning)
-                return int(self._queue().get_attributes().visibility_timeout)
+                return int(self._call("GetQueueAttributes").get_attributes().visibility_timeout)
         except Exception as exc:
             raise classify(exc, f"queue {self.name!r}",
                            self._ram("GetQueueAttributes", False), self.endpoint) from None
@@ -167,7 +105,7 @@ class MnsQueue:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
-                size = int(self._queue().get_attributes().maximum_message_size or 0)
+                size = int(self._call("GetQueueAttributes").get_attributes().maximum_message_size or 0)
         except (TypeError, ValueError):
             size = 0
         except Exception as exc:
@@ -184,7 +122,7 @@ class MnsQueue:
 
         started = time.monotonic()
         try:
-            raw = self._queue().batch_receive_message(batch_size, wait_seconds)
+            raw = self._call("BatchReceiveMessage").batch_receive_message(batch_size, wait_seconds)
         except MNSServerException as exc:
             if exc.type == EMPTY_POLL:
                 self._after_empty(wait_seconds, time.monotonic() - started, stop)
@@ -220,7 +158,7 @@ class MnsQueue:
         if not handles:
             return {}
         try:
-            self._queue().batch_delete_message(list(handles))
+            self._call("BatchDeleteMessage").batch_delete_message(list(handles))
         except MNSServerException as exc:
             if not exc.sub_errors:
                 raise classify(exc, f"delete from {self.name!r}",
@@ -245,7 +183,7 @@ class MnsQueue:
     def change_visibility(self, handle: str, seconds: int) -> str:
         """Hide the message for `seconds` from now; return its new receipt handle."""
         try:
-            return self._queue().change_message_visibility(handle, int(seconds)).receipt_handle
+            return self._call("ChangeMessageVisibility").change_message_visibility(handle, int(seconds)).receipt_handle
         except Exception as exc:
             raise classify(exc, f"change visibility in {self.name!r}",
                            self._ram("ChangeMessageVisibility"), self.endpoint) from None
@@ -258,7 +196,7 @@ class MnsQueue:
         if delay_seconds:
             message.set_delayseconds(int(delay_seconds))
         try:
-            return self._queue().send_message(message).message_id
+            return self._call("SendMessage").send_message(message).message_id
         except Exception as exc:
             raise classify(exc, f"send to {self.name!r}",
                            self._ram("SendMessage"), self.endpoint) from None
@@ -269,7 +207,7 @@ class MnsQueue:
         from mns.mns_exception import MNSServerException
 
         try:
-            return [_bytes(m.message_body) for m in self._queue().batch_peek_message(min(count, MAX_BATCH))]
+            return [_bytes(m.message_body) for m in self._call("BatchPeekMessage").batch_peek_message(min(count, MAX_BATCH))]
         except MNSServerException as exc:
             if exc.type == EMPTY_POLL:
                 return []
@@ -287,11 +225,6 @@ def early_empty_delay(n: int, wait_seconds: float, rng: random.Random | None = N
 def fault_delay(failures: int, rng: random.Random | None = None) -> float:
     """Seconds to pause after the n-th MNS fault in a row: doubling, capped, half jittered."""
     return backoff_delay(failures - 1, FAULT_BASE, FAULT_CAP, "half", rng)
-
-
-def refused_for_good(exc: MnsError) -> bool:
-    """A send that no retry will get through (see `REFUSED_CODES`)."""
-    return exc.permanent or exc.code in REFUSED_CODES
 
 
 def _bytes(body) -> bytes:
