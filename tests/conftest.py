@@ -4,3 +4,5 @@ every worker subprocess the tests start (they inherit the environment)."""
 import os
 
 os.environ["ECS_WORKER_LOAD_PLUGINS"] = "hello"
+
+from redis_kit import own_redis, redis_server  # noqa: E402,F401 - fixtures: a real Redis server

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from ecs_worker.store import DB_NAME, StoreError
+from ecs_worker.store import DB_NAME, SCHEMA_VERSION, StoreError
 from store_kit import ReadableStore as Store  # the store, plus the one-key reads tests use
 
 
@@ -164,7 +164,7 @@ def test_a_version_1_database_is_migrated_in_place(tmp_path):
     assert store.attempts("old") == 2 and not store.suspect("old")
     store.crashed(["old"], ["old"])
     assert store.attempts("old") == 3 and store.suspect("old")
-    assert store._run("PRAGMA user_version") == [(2,)]
+    assert store._run("PRAGMA user_version") == [(SCHEMA_VERSION,)]
 
 
 def test_files_are_private_without_systemd(tmp_path):

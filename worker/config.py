@@ -7,13 +7,14 @@ Plugins declare theirs the same way (a `Config` dataclass on the plugin) and get
 from __future__ import annotations
 
 import math
-import re
 import sys
 import types
 import typing
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
+
+from .config_text import _kind, _kind_name, _name, _quote
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -102,6 +103,10 @@ class WorkerConfig:
     resend_deferrals_after: float = setting(600.0, min=60, max=43200,
                                             doc="a longer deferral re-sends the message with a "
                                                 "delay instead of holding it")
+    store: str = setting("", doc='"" = SQLite in state_dir; "redis://host:6379/0" (or rediss://, '
+                                 'redis+sentinel://, redis+cluster://) = shared by every worker using it')
+    store_password_file: str = setting("", doc="the shared store's password (a bare name: $CREDENTIALS_DIRECTORY)")
+    store_fleet: str = setting("", doc="the shared store's key namespace (hash tag); empty = the queue's name")
 
 
 @dataclass(frozen=True)
@@ -111,6 +116,15 @@ class PluginsConfig:
     call_timeout: float = setting(60.0, min=0, max=3600, doc="seconds per hook call; 0 = none")
     max_calls_per_plugin: int = setting(16, min=1, max=1024,
                                         doc="threads each plugin's calls may use at once (with call_timeout)")
+
+
+@dataclass(frozen=True)
+class GuardConfig:
+    """The load-balancer guard: how many members of a group may be out at once."""
+
+    keep_healthy: int = setting(1, min=0, max=1000, doc="healthy members that always stay in a group")
+    max_out_share: float = setting(1.0, min=0.0, max=1.0, doc="at most this share of a group out at once")
+    hold_seconds: float = setting(7200.0, min=60, max=86400, doc="a reservation lapses after this unless renewed")
 
 
 @dataclass(frozen=True)
@@ -125,7 +139,7 @@ class MetricsConfig:
 
 
 SECTIONS = {"mns": MnsConfig, "cloud": CloudConfig, "credentials": CredentialsConfig,
-            "worker": WorkerConfig, "plugins": PluginsConfig, "logging": LoggingConfig,
+            "worker": WorkerConfig, "guard": GuardConfig, "plugins": PluginsConfig, "logging": LoggingConfig,
             "metrics": MetricsConfig}
 
 
@@ -135,6 +149,7 @@ class Config:
     cloud: CloudConfig = field(default_factory=CloudConfig)
     credentials: CredentialsConfig = field(default_factory=CredentialsConfig)
     worker: WorkerConfig = field(default_factory=WorkerConfig)
+    guard: GuardConfig = field(default_factory=GuardConfig)
     plugins: PluginsConfig = field(default_factory=PluginsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
@@ -274,26 +289,3 @@ def _check_credentials(config: Config, where: str) -> None:
     if cred.access_key_id and not (cred.access_key_secret or cred.access_key_secret_file):
         raise ConfigError(f"{where}: [credentials] access_key_secret or access_key_secret_file: "
                           "required with access_key_id")
-
-
-def _name(key: str) -> str:
-    """A key or section name as written in TOML: bare when it can be, else quoted and cut."""
-    return key if _BARE_KEY.fullmatch(key) else _quote(key)
-
-
-def _quote(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:59] + "…"
-
-
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]{1,60}")
-
-
-def _kind(value: Any) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-            list: "a list", dict: "a table"}.get(type(value), type(value).__name__)
-
-
-def _kind_name(hint: Any) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}.get(
-        hint, getattr(hint, "__name__", str(hint)))
