@@ -2,8 +2,12 @@
 
 Each message of a batch is parsed and keyed on its own, the batch is looked up in one
 store read, and each gets a decision: run it, settle it at once (a duplicate, an invalid
-body, attempts exhausted) or wait on (a re-sent deferral that came back early). Whatever
-raises here is the failure of the one message it concerns, never its batch's.
+body, attempts exhausted), wait on (a re-sent deferral that came back early) or come back
+later without running: another copy of the same event runs now (the store's claim, in
+this worker or another), or a shared store cannot be reached — then only spot
+interruption notices run (removing a reclaimed instance needs no budget), the rest
+return after a backoff, uncounted. Whatever raises here is the failure of the one message
+it concerns, never its batch's.
 """
 from __future__ import annotations
 
@@ -11,22 +15,28 @@ import logging
 import time
 
 from .deferred import unwrap
-from .events import InvalidEvent, parse_event
+from .backoff import backoff_delay
+from .events import PREEMPTIBLE_INTERRUPTION, InvalidEvent, parse_event
 from .keys import event_key, message_key
 from .outcomes import FAILED, Result, invalid
-from .held import DUPLICATE, EXHAUSTED, RESULT, WAIT, Held
-from .store import Attempt, Store
+from .held import DUPLICATE, EXHAUSTED, LATER, RESULT, WAIT, Held
+from .store_api import StateStore
+from .store_types import Attempt
 from .text import one_line
 
 log = logging.getLogger("ecs_worker.runner")
 
 Decision = tuple[Held, str, "Result | None"]  # (held, kind, result); (RESULT, None): run it
+BUSY_RETRY_SECONDS = 5  # a copy of a running event looks again this soon (then: a duplicate)
+UNKNOWN = "unknown"  # the store could not answer for this message
 
 
 class Admission:
-    def __init__(self, store: Store, max_attempts: int) -> None:
+    def __init__(self, store: StateStore, max_attempts: int, hold: float = 0.0) -> None:
         self.store = store
         self.max_attempts = max_attempts
+        self.hold = hold  # seconds a running message's claim lasts (0: no claims)
+        self._outage = 0  # consecutive batches a shared store could not answer
 
     def decide(self, batch: list[Held]) -> list[Decision]:
         """Parse and key each message, look the batch up in one store read, and decide
@@ -49,20 +59,26 @@ class Admission:
         return decided
 
     def _look_up(self, batch: list[Held]) -> list[Attempt | None]:
-        """One store read for the batch; if that fails, one per message (None: unknown)."""
+        """One store step for the batch; if that fails, one per message (None: unknown)."""
         if not batch:
             return []
-        keys = [h.key for h in batch]
+        keys, owners = [h.key for h in batch], [h.message.id for h in batch]
+        claim = {"owners": owners, "hold": self.hold} if self.hold else {}
         try:
-            return list(self.store.take(keys, self.max_attempts))
+            found = list(self.store.take(keys, self.max_attempts, **claim))
+            self._outage = 0
+            return found
         except BaseException as exc:  # noqa: B902
             log.error("state store: %s; looking the %d message(s) up one by one", one_line(exc), len(keys))
         out: list[Attempt | None] = []
-        for key in keys:
+        for i, key in enumerate(keys):
             try:
-                out.extend(self.store.take([key], self.max_attempts))
+                out.extend(self.store.take([key], self.max_attempts, **({"owners": [owners[i]], "hold": self.hold}
+                                                                         if self.hold else {})))
             except BaseException:  # noqa: B902 - degrade: MNS's DequeueCount stands in for ours
                 out.append(None)
+        if None in out:
+            self._outage += 1
         return out
 
     def _decide(self, held: Held, error: str | None, attempt: Attempt | None, now: float) -> Decision:
@@ -71,6 +87,14 @@ class Admission:
         if error is not None:
             return held, RESULT, invalid(error)
         wrapped = held.wrapped
+        if attempt is not None and attempt.busy:
+            held.later = (BUSY_RETRY_SECONDS, "another copy of this event is running")
+            return held, LATER, None
+        if attempt is None and self.store.shared and held.event.name != PREEMPTIBLE_INTERRUPTION:
+            # A shared store's dedupe, claims and budgets are unknown now: running could act
+            # twice across the fleet. Spot notices run (they need none of it).
+            held.later = (max(1, round(backoff_delay(self._outage, 2, 60, "half"))), "the shared state store is unreachable")
+            return held, LATER, None
         if attempt is None:
             log.error("message %s: state store unavailable; counting attempts by DequeueCount",
                       held.message.id)

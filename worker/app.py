@@ -41,23 +41,25 @@ def run(args: argparse.Namespace) -> int:
     from .notify import SystemdNotifier
     from .runner import Runner
     from .sources.mns import MnsError, MnsQueue
-    from .store import Store, StoreError
+    from .store_open import open_store
+    from .store_types import StoreError
 
     try:
         app = load(args, dry_run=getattr(args, "dry_run", False))
         config = app.config
         check_runnable(config)
         provider = credentials_provider(config.credentials)
-        store = Store(config.worker.state_dir, config.worker.dedupe_ttl)
+        store = open_store(config)
     except (ConfigError, StoreError) as exc:
         return _fail(exc)
+    app.runtime.attach_store(store)
     metrics.watch_gateway(app.runtime.gateway)
     metrics.known_labels([name for name, _ in app.plugins.pm.list_name_plugin()])
     if config.metrics.listen:
         from .health import serve as serve_metrics
 
         try:
-            serve_metrics(config.metrics.listen, config.mns.wait_seconds)
+            serve_metrics(config.metrics.listen, config.mns.wait_seconds, store.problem)
         except (OSError, ValueError) as exc:
             store.close()
             return _fail(ConfigError(f"{config.path}: [metrics] listen {config.metrics.listen!r}: {exc}"))

@@ -14,6 +14,7 @@ from .sources.mns import Message
 
 RESULT, DUPLICATE, RELEASE, EXHAUSTED = "result", "duplicate", "release", "exhausted"
 WAIT = "wait"  # a re-sent deferral that arrived before it is due: wait on, run nothing
+LATER = "later"  # not now, uncounted: its `later` (seconds, why) says when and why
 REPR_KEY_CHARS = 120  # the repr (log lines) shows at most this much of a key
 
 
@@ -33,6 +34,7 @@ class Held:
     resume: dict[str, float | None] | None = None
     suspect: bool = False  # running when a worker died: runs alone (crashes.py)
     wrapped: Deferred | None = None  # a long deferral, re-sent with its key (deferred.py)
+    later: tuple[float, str] = (0.0, "")  # LATER: come back in this many seconds, and why
 
     def __repr__(self) -> str:  # log lines: never the body, a bounded key
         key = self.key if len(self.key) <= REPR_KEY_CHARS else self.key[:REPR_KEY_CHARS] + "..."

@@ -35,7 +35,7 @@ from .deferred import RESUME_STATE, wrap
 from .dispatch import Dispatcher
 from .outcomes import DEFERRED, FAILED, HANDLED, IGNORED, INVALID, Result
 from .events import Event
-from .held import DUPLICATE, EXHAUSTED, RELEASE, WAIT, Held
+from .held import DUPLICATE, EXHAUSTED, LATER, RELEASE, WAIT, Held
 from .sources.dead_letter import dead_letter_body
 from .sources.mns import MAX_BATCH, MAX_MESSAGE_BYTES, MnsError, MnsQueue, fault_delay, refused_for_good
 from .store import Store, StoreError
@@ -127,6 +127,10 @@ class Settler:
                      extra={"event_id": held.key, "outcome": "duplicate", "message_id": held.message.id})
             self._count(event, "duplicate")
             deletes.append((held, handle))
+            return
+        if kind == LATER:  # not run, not counted (admission.py says why)
+            log.info("message %s (%s): not now, %s; back in %ds", held.message.id, held.key, *held.later[::-1])
+            self._set_visibility(held, handle, max(1, int(held.later[0])))
             return
         if kind == WAIT:  # a re-sent deferral, early: wait on without running anything
             assert held.wrapped is not None

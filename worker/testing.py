@@ -218,6 +218,10 @@ class Harness:
                                    "access_key_secret": emulator.access_key_secret}
         for section, values in (settings or {}).items():  # other sections, e.g. {"worker": {...}}
             data[section] = {**data.get(section, {}), **values}
+        if "state_dir" not in data.get("worker", {}):  # the store's files: never the system's dir
+            import tempfile
+
+            data.setdefault("worker", {})["state_dir"] = tempfile.mkdtemp(prefix="ecs-worker-harness-")
         self.config = parse_config(data, f"<harness {self.name}>")
         self.plugins = Plugins()
         self.plugins.register(plugin, self.name, "harness")
