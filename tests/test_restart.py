@@ -43,11 +43,12 @@ def interruption(instance_id):
 class Worker(Harness):
     """The restart plugin alone, behind the real dispatcher, pointed at an emulator."""
 
-    def __init__(self, emu, state_dir, dry_run=False, cloud=None, **restart):
+    def __init__(self, emu, state_dir, dry_run=False, cloud=None, settings=None, **restart):
         restart.setdefault("grace_seconds", 0)
-        self.restart = restart_plugin.RestartPlugin()  # the registration: its budget
+        self.restart = restart_plugin.RestartPlugin()
         super().__init__(self.restart, config=restart, dry_run=dry_run, emulator=emu, call_timeout=10,
-                         settings={"worker": {"state_dir": str(state_dir)}, "cloud": cloud or {}})
+                         settings={"worker": {"state_dir": str(state_dir), **(settings or {})},
+                                   "cloud": cloud or {}})
 
     def handle(self, event, resume=None):
         return self.start(event, resume).result(30)

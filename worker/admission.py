@@ -28,7 +28,7 @@ log = logging.getLogger("ecs_worker.runner")
 
 Decision = tuple[Held, str, "Result | None"]  # (held, kind, result); (RESULT, None): run it
 BUSY_RETRY_SECONDS = 5  # a copy of a running event looks again this soon (then: a duplicate)
-UNKNOWN = "unknown"  # the store could not answer for this message
+STORE_RETRY_CAP = 10  # seconds at most a message waits on an unreachable shared store, per return
 
 
 class Admission:
@@ -93,7 +93,8 @@ class Admission:
         if attempt is None and self.store.shared and held.event.name != PREEMPTIBLE_INTERRUPTION:
             # A shared store's dedupe, claims and budgets are unknown now: running could act
             # twice across the fleet. Spot notices run (they need none of it).
-            held.later = (max(1, round(backoff_delay(self._outage, 2, 60, "half"))), "the shared state store is unreachable")
+            held.later = (max(1, round(backoff_delay(self._outage, 1, STORE_RETRY_CAP, "half"))),
+                          "the shared state store is unreachable")
             return held, LATER, None
         if attempt is None:
             log.error("message %s: state store unavailable; counting attempts by DequeueCount",

@@ -28,6 +28,7 @@ from .text import one_line
 
 log = logging.getLogger("ecs_worker.store")
 PING_EVERY = 2.0  # seconds between pings while the server is unreachable (`problem`)
+SETTLE_PATIENCE = 10.0  # seconds `mark_settled_many` keeps trying (a restart, a failover)
 
 
 class RedisStore:
@@ -116,9 +117,20 @@ class RedisStore:
         return out
 
     def mark_settled_many(self, keys: Sequence[str]) -> None:
+        """Remember settled keys. Patient (`SETTLE_PATIENCE`): the messages are deleted next,
+        and a settled key forgotten lets a later copy run again."""
+        give_up = time.monotonic() + SETTLE_PATIENCE
         for i in range(0, len(keys), MAX_KEYS):
             chunk = list(dict.fromkeys(keys[i:i + MAX_KEYS]))
-            self._run("SETTLED", [k for key in chunk for k in self._trio(key)], [int(self.dedupe_ttl * 1000)])
+            names = [k for key in chunk for k in self._trio(key)]
+            while True:
+                try:
+                    self._run("SETTLED", names, [int(self.dedupe_ttl * 1000)])
+                    break
+                except StoreError:
+                    if time.monotonic() >= give_up:
+                        raise
+                    time.sleep(0.25)
 
     def failed(self, key: str, plugins: Mapping[str, float | None] | None) -> int:
         resume = "" if plugins is None else json.dumps(dict(plugins))
