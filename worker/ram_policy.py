@@ -22,7 +22,7 @@ DEFAULT_QUEUE, DEFAULT_DLQ = "ecs-events", "ecs-events-dlq"
 # has no deploy/ directory. Both queues' attributes at start-up; receive/delete/defer and
 # re-send (long deferrals) on the queue; send to the dead-letter queue; ECS reads and
 # StartInstance (restart); reboot and O&M event reads (maintenance); CLB, ALB and NLB reads,
-# removal and restore (slb, maintenance).
+# removal and restore (slb, maintenance); CLB health reads (the load-balancer guard).
 WORKER_POLICY = {
     "Version": "1",
     "Statement": [
@@ -43,7 +43,8 @@ WORKER_POLICY = {
         {"Effect": "Allow",
          "Action": ["slb:DescribeLoadBalancers", "slb:DescribeVServerGroups",
                     "slb:DescribeVServerGroupAttribute", "slb:RemoveVServerGroupBackendServers",
-                    "slb:SetVServerGroupAttribute", "slb:AddVServerGroupBackendServers"],
+                    "slb:SetVServerGroupAttribute", "slb:AddVServerGroupBackendServers",
+                    "slb:DescribeHealthStatus"],
          "Resource": ["*"]},
         {"Effect": "Allow",
          "Action": ["alb:ListServerGroups", "alb:ListServerGroupServers",

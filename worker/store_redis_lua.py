@@ -1,8 +1,10 @@
 """The Redis store's atomic steps, one Lua script each (`store_redis.py` runs them).
 
-Every key a script touches is passed in KEYS, and all of a fleet's keys share one hash
-tag, so each script runs on one shard of a Tair / Redis cluster instance (Alibaba Cloud,
-"Lua script limits" of Tair: keys must be in KEYS and in one slot). Times come from the
+Every key a script touches is passed in KEYS and named in each `redis.call` as a `KEYS[i]`
+expression (never a copy in a Lua variable), every call has at least one key, and all of a
+fleet's keys share one hash tag, so each script runs on one shard of a Tair / Redis cluster
+instance (Alibaba Cloud, Tair "Lua script syntax and solutions to common errors", limits in
+cluster architecture: keys only through KEYS, all in one slot, numkeys > 0). Times come from the
 server's clock (`TIME`), never a worker's. Claims, budgets and reservations expire by
 themselves: a worker that dies leaves nothing held for longer than it asked.
 """
@@ -15,18 +17,17 @@ TAKE = """
 local hold = tonumber(ARGV[1])
 local out = {}
 for i = 0, #KEYS / 3 - 1 do
-  local settled, attempts, claim = KEYS[3 * i + 1], KEYS[3 * i + 2], KEYS[3 * i + 3]
-  if redis.call('EXISTS', settled) == 1 then
+  if redis.call('EXISTS', KEYS[3 * i + 1]) == 1 then
     out[#out + 1] = {1, 0, '', 0, 0}
   else
-    local v = redis.call('HMGET', attempts, 'n', 'resume', 'suspect')
+    local v = redis.call('HMGET', KEYS[3 * i + 2], 'n', 'resume', 'suspect')
     local busy = 0
     if hold > 0 then
-      local holder = redis.call('GET', claim)
+      local holder = redis.call('GET', KEYS[3 * i + 3])
       if holder and holder ~= ARGV[i + 2] then
         busy = 1
       else
-        redis.call('SET', claim, ARGV[i + 2], 'PX', hold)
+        redis.call('SET', KEYS[3 * i + 3], ARGV[i + 2], 'PX', hold)
       end
     end
     out[#out + 1] = {0, tonumber(v[1]) or 0, v[2] or '', tonumber(v[3]) or 0, busy}
@@ -67,10 +68,9 @@ return n
 # KEYS: attempts, claim per key. ARGV[1]: attempts ttl s; ARGV[1+i]: 1 charged, 0 suspect only.
 CRASHED = """
 for i = 0, #KEYS / 2 - 1 do
-  local attempts = KEYS[2 * i + 1]
-  redis.call('HSET', attempts, 'suspect', 1)
-  if ARGV[i + 2] == '1' then redis.call('HINCRBY', attempts, 'n', 1) end
-  redis.call('EXPIRE', attempts, tonumber(ARGV[1]))
+  redis.call('HSET', KEYS[2 * i + 1], 'suspect', 1)
+  if ARGV[i + 2] == '1' then redis.call('HINCRBY', KEYS[2 * i + 1], 'n', 1) end
+  redis.call('EXPIRE', KEYS[2 * i + 1], tonumber(ARGV[1]))
   redis.call('DEL', KEYS[2 * i + 2])
 end
 return 0
@@ -80,18 +80,18 @@ return 0
 # ARGV[1]: token; ARGV[2i], ARGV[2i+1]: limit and window ms of KEYS[i].
 # All or none. Returns {0, 0} when taken, else {i, ms until KEYS[i] has room}.
 TAKE_BUDGETS = NOW + """
-for i, key in ipairs(KEYS) do
+for i = 1, #KEYS do
   local limit, per = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - per)
-  local n = redis.call('ZCARD', key)
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - per)
+  local n = redis.call('ZCARD', KEYS[i])
   if n >= limit then
-    local oldest = redis.call('ZRANGE', key, n - limit, n - limit, 'WITHSCORES')
+    local oldest = redis.call('ZRANGE', KEYS[i], n - limit, n - limit, 'WITHSCORES')
     return {i, math.max(tonumber(oldest[2]) + per - now, 0)}
   end
 end
-for i, key in ipairs(KEYS) do
-  redis.call('ZADD', key, now, ARGV[1])
-  redis.call('PEXPIRE', key, tonumber(ARGV[2 * i + 1]))
+for i = 1, #KEYS do
+  redis.call('ZADD', KEYS[i], now, ARGV[1])
+  redis.call('PEXPIRE', KEYS[i], tonumber(ARGV[2 * i + 1]))
 end
 return {0, 0}
 """

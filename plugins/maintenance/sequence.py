@@ -7,6 +7,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
+from ..lb import guard
 from ..lb.membership import LoadBalancers, Membership, action_name, by_group
 from .window import plan_time, zone as _zone
 
@@ -86,11 +87,15 @@ class Sequence:
             ctx.log.info("maintenance of %s: it is %s, not Running; the platform's reboot is left to it",
                          self.iid, instance.get("Status"))
             return None
+        members = self.lbs.memberships(self.iid)
+        held_back = guard.reserve(ctx, self.iid, members)
+        if held_back:
+            return self._wait_for_guard(held_back)
         wait = self.budget.reserve()
         if wait:
+            guard.release(ctx, self.iid, members)
             ctx.defer(max(wait, 1.0), "max_reboots_per_minute reached", state={"step": WAIT})
             return "waiting for the reboot budget"
-        members = self.lbs.memberships(self.iid)
         # Recorded, and settled with the message, before anything changes: a worker killed
         # while removing or rebooting leaves a message that still knows what to put back.
         self._save(DRAINED, members)
@@ -125,6 +130,22 @@ class Sequence:
                   state=self._state(REBOOTING, members))
         return f"{self.remedy} {self.iid}; out of {_groups(members)} group(s)"
 
+    def _wait_for_guard(self, group: str) -> str:
+        """The load-balancer guard holds the removal back (the group would lose its last
+        healthy member(s), `[guard]`): wait, never skip — until notBefore would come first;
+        then say so loudly (an error, and a failed outcome that notifies) and leave the
+        instance in: the platform's reboot will find it in service."""
+        ctx, iid = self.ctx, self.iid
+        left = self.event.not_before.timestamp() - time.time()
+        why = f"taking {iid} out of {group} would leave too few healthy members ([guard])"
+        if left <= self.cfg.poll_seconds:
+            ctx.log.error("maintenance of %s: %s, and notBefore %s is here: NOT removing it; the platform's "
+                          "reboot will hit it in service", iid, why, self.event.not_before.isoformat())
+            ctx.save_state(None)
+            raise RuntimeError(f"{iid} not taken out of service before notBefore: {why}")
+        ctx.defer(self.cfg.poll_seconds, f"waiting: {why}", state={"step": WAIT, **self._timing()})
+        return f"waiting: {why}"
+
     def _reboot(self) -> str:
         self.ctx.cloud.ecs(self.remedy, InstanceId=self.iid)
         return "under way"
@@ -151,6 +172,7 @@ class Sequence:
         if still_out:
             self._save(RESTORE, still_out)  # the return retries these
             self._fail(f"could not put {self.iid} back {when} ({_code(error)})", still_out, _line(error))
+        guard.release(self.ctx, self.iid, members)
         plan = "planned: " if self.ctx.dry_run else ""
         verb = "redeployed" if self.remedy == "RedeployInstance" else "rebooted"
         return f"{plan}{verb} {self.iid} before notBefore; back in {_groups(members)} group(s)"
@@ -162,6 +184,7 @@ class Sequence:
             self._save(RESTORE, still_out)
             self._fail(f"maintenance of {self.iid} failed ({_code(exc)}) and putting it back failed "
                        f"({_code(again)})", still_out, f"{_line(exc)}; {_line(again)}")
+        guard.release(self.ctx, self.iid, members)
         self.ctx.save_state(None)  # nothing owed: a later attempt starts afresh
         raise RuntimeError(f"maintenance of {self.iid} failed: {_line(exc)}; "
                            f"it is back in {_groups(members)} group(s)") from None
@@ -223,9 +246,11 @@ class Sequence:
     def _members(self) -> list:
         return [Membership.from_json(m) for m in self.state.get("members") or []]
 
+    def _timing(self) -> dict:
+        return {k: v for k, v in self.state.items() if k in ("act_at", "rebooted_at")}
+
     def _state(self, step: str, members: list) -> dict:
-        return {**{k: v for k, v in self.state.items() if k in ("act_at", "rebooted_at")},
-                "step": step, "members": [m.to_json() for m in members]}
+        return {**self._timing(), "step": step, "members": [m.to_json() for m in members]}
 
     def _save(self, step: str, members: list) -> None:
         self.ctx.save_state(self._state(step, members))
