@@ -50,6 +50,8 @@ class Sequence:
         cfg, ctx = self.cfg, self.ctx
         now = time.time()
         if now >= self.event.not_before.timestamp():
+            if self.state.get("guard"):  # the last wait for the guard overran notBefore
+                self._guard_missed(self.state["guard"])
             ctx.log.warning("maintenance of %s: notBefore %s has passed; the platform acts now",
                             self.iid, self.event.not_before.isoformat())
             return None
@@ -135,16 +137,19 @@ class Sequence:
         healthy member(s), `[guard]`): wait, never skip — until notBefore would come first;
         then say so loudly (an error, and a failed outcome that notifies) and leave the
         instance in: the platform's reboot will find it in service."""
-        ctx, iid = self.ctx, self.iid
         left = self.event.not_before.timestamp() - time.time()
-        why = f"taking {iid} out of {group} would leave too few healthy members ([guard])"
         if left <= self.cfg.poll_seconds:
-            ctx.log.error("maintenance of %s: %s, and notBefore %s is here: NOT removing it; the platform's "
-                          "reboot will hit it in service", iid, why, self.event.not_before.isoformat())
-            ctx.save_state(None)
-            raise RuntimeError(f"{iid} not taken out of service before notBefore: {why}")
-        ctx.defer(self.cfg.poll_seconds, f"waiting: {why}", state={"step": WAIT, **self._timing()})
+            self._guard_missed(group)
+        why = _guard_why(self.iid, group)
+        self.ctx.defer(self.cfg.poll_seconds, f"waiting: {why}", state={"step": WAIT, "guard": group, **self._timing()})
         return f"waiting: {why}"
+
+    def _guard_missed(self, group: str) -> None:
+        self.ctx.log.error("maintenance of %s: %s, and notBefore %s is here: NOT removing it; the platform's "
+                           "reboot will hit it in service", self.iid, _guard_why(self.iid, group),
+                           self.event.not_before.isoformat())
+        self.ctx.save_state(None)
+        raise RuntimeError(f"{self.iid} not taken out of service before notBefore: {_guard_why(self.iid, group)}")
 
     def _reboot(self) -> str:
         self.ctx.cloud.ecs(self.remedy, InstanceId=self.iid)
@@ -262,6 +267,10 @@ def _has_tag(instance: dict, require_tag: str) -> bool:
     key, sep, value = require_tag.partition("=")
     tags = {t.get("TagKey"): t.get("TagValue", "") for t in (instance.get("Tags") or {}).get("Tag") or []}
     return key in tags and (not sep or tags[key] == value)
+
+
+def _guard_why(iid: str, group: str) -> str:
+    return f"taking {iid} out of {group} would leave too few healthy members ([guard])"
 
 
 def _groups(members: list) -> int:
