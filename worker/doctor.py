@@ -64,7 +64,7 @@ class Doctor:
     def run(self) -> int:
         checks: list[Callable[[], Check]] = [self.credentials, self.queue, self.dead_letter_queue, self.rule,
                                              self.ecs_read, self.slb_read, self.start_instance, self.slb_write,
-                                             self.metrics]
+                                             self.store, self.metrics]
         for check in checks:
             try:
                 self.say(check())
@@ -191,6 +191,12 @@ class Doctor:
     def slb_write(self) -> Check:
         return Check(UNPROVEN, "SLB writes (RemoveVServerGroupBackendServers, SetVServerGroupAttribute): "
                                "not provable without a change (CLB has no dry run); the printed policy grants them")
+
+    def store(self) -> Check:
+        from .store_probe import probe
+
+        ok, found, fix = probe(self.config)
+        return Check(PASS if ok else FAIL, found, fix)
 
     def metrics(self) -> Check:
         from .health import parse_listen
