@@ -25,9 +25,8 @@ WAIT, DRAINED, REBOOTING, RESTORE = "wait", "drained", "rebooting", "restore"
 class Sequence:
     """One event's sequence, resumed at the step its state names."""
 
-    def __init__(self, event, ctx, cfg, state: dict, budget) -> None:
+    def __init__(self, event, ctx, cfg, state: dict) -> None:
         self.event, self.ctx, self.cfg, self.state = event, ctx, cfg, dict(state)
-        self.budget = budget  # the plugin's RebootBudget
         self.iid: str = event.instance_id
         self.remedy = REMEDIES.get(event.event_type or "", "RebootInstance")
         self.lbs = LoadBalancers(ctx.cloud, cfg.kinds, cfg.job_timeout)
@@ -93,11 +92,12 @@ class Sequence:
         held_back = guard.reserve(ctx, self.iid, members)
         if held_back:
             return self._wait_for_guard(held_back)
-        wait = self.budget.reserve()
-        if wait:
+        grant = ctx.take(ctx.budget("reboots", self.cfg.max_reboots_per_minute, 60))
+        if not grant:
             guard.release(ctx, self.iid, members)
-            ctx.defer(max(wait, 1.0), "max_reboots_per_minute reached", state={"step": WAIT})
-            return "waiting for the reboot budget"
+            why = "the state store is unreachable" if grant.blocked == "store" else "max_reboots_per_minute reached"
+            ctx.defer(max(grant.wait, 1.0), why, state={"step": WAIT})
+            return f"waiting: {why}"
         # Recorded, and settled with the message, before anything changes: a worker killed
         # while removing or rebooting leaves a message that still knows what to put back.
         self._save(DRAINED, members)
