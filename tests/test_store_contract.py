@@ -190,3 +190,22 @@ def test_the_guard_never_leaves_fewer_than_keep_unless_forced(healthy, out, keep
         if holder not in out and verdict.granted:
             assert len(healthy - out - {holder}) >= keep
             assert len(out) + 1 <= share * len(healthy | out) + 1e-9
+
+
+def test_every_script_names_its_keys_through_keys_only():
+    """Tair cluster's Lua limits (docs/cloud-behaviour.md K1): each redis.call's key is a
+    KEYS[...] expression, and every script is called with at least one key."""
+    import re
+
+    from ecs_worker import store_redis_lua as lua
+
+    scripts = {n: getattr(lua, n) for n in ("TAKE", "SETTLED", "FAILED", "DEFERRED", "CRASHED", "TAKE_BUDGETS",
+                                            "RESERVE")}
+    keyless = ("TIME",)
+    for name, text in scripts.items():
+        calls = re.findall(r"redis\.call\('(\w+)'(?:,\s*([^,)]+))?", text)
+        assert calls, name
+        for command, first in calls:
+            if command in keyless:
+                continue
+            assert first.strip().startswith("KEYS["), f"{name}: {command} on {first!r}"

@@ -45,8 +45,10 @@ class Runtime:
         self._lock = threading.Lock()
 
     def attach_store(self, store: Any) -> None:
-        """The worker's state store (`run` opens it); plugins' budgets and state live there."""
-        self._store = store
+        """The worker's state store (`run` opens it); plugins' budgets and state live there —
+        except in dry-run, where a plan must take no real budget (a private store, below)."""
+        if not self.dry_run:
+            self._store = store
 
     @property
     def store(self) -> Any:

@@ -11,10 +11,10 @@ from .config import Config, ConfigError
 from .store_types import StoreError
 
 MAX_SKEW = 5.0  # seconds between this host's clock and the store's before doctor says so
-# Evicting a settled key runs a duplicate; evicting a budget lets more through: any policy
-# that may evict keys without a TTL, or every key, is refused (ours all have one, but
-# "allkeys-*" would take the newest first as readily as the oldest).
-SAFE_POLICIES = ("noeviction", "volatile-lru", "volatile-lfu", "volatile-ttl", "volatile-random")
+FULL = 0.8  # share of maxmemory in use past which an evicting policy is a failure
+# Every key of ours has a TTL, so any policy but `noeviction` may evict them under memory
+# pressure (a forgotten settled key runs a duplicate, a forgotten budget lets more through):
+# fine with headroom, a failure when the instance is nearly full.
 
 
 def probe(config: Config) -> tuple[bool, str, str]:
@@ -37,14 +37,17 @@ def probe(config: Config) -> tuple[bool, str, str]:
         skew = store.server_time() - time.time()
         info = client.info()
         policy, version = info.get("maxmemory_policy", "?"), info.get("redis_version", "?")
+        used, limit = int(info.get("used_memory") or 0), int(info.get("maxmemory") or 0)
     except Exception as exc:  # noqa: BLE001 - whatever the client raises is a failed check
         return False, f"state store {where}: {type(exc).__name__}: {exc}", \
             "check the address, the network (security group / whitelist) and the password"
     finally:
         store.close()
-    found = f"state store {where}: writable, Redis {version}, clock {skew:+.1f}s, maxmemory-policy {policy}"
-    if policy not in SAFE_POLICIES and policy != "?":
-        return False, found, "set maxmemory-policy to volatile-lru (ApsaraDB's default) or noeviction"
+    full = used / limit if limit else 0.0
+    found = (f"state store {where}: writable, Redis {version}, clock {skew:+.1f}s, maxmemory-policy {policy}"
+             + (f", {full:.0%} of maxmemory used" if limit else ""))
+    if policy != "noeviction" and full > FULL:
+        return False, found, "the instance is nearly full and may evict our keys: give it room (docs/scale-out.md)"
     if abs(skew) > MAX_SKEW:
         return False, found, "this host's clock is off (budgets use the server's clock; logs and notBefore use ours): run chrony"
     return True, found, ""
