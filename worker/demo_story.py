@@ -62,7 +62,8 @@ def burst() -> list[tuple[str, str]]:
     ]
 
 
-def config_text(emulator, state_dir: Path) -> str:
+def config_text(emulator, state_dir: Path, store: str = "", fleet: str = "") -> str:
+    shared = f'store = "{store}"\nstore_fleet = "{fleet}"\n' if store else ""
     return f"""
 [mns]
 endpoint = "{emulator.mns_endpoint}"
@@ -84,7 +85,7 @@ access_key_secret = "{emulator.access_key_secret}"
 concurrency = 4
 state_dir = "{state_dir}"
 shutdown_timeout = 10
-
+{shared}
 [logging]
 format = "json"
 
