@@ -9,7 +9,8 @@ import logging
 import sys
 from dataclasses import dataclass
 
-from .config import Config, ConfigError, check_runnable, load_config
+from .config import Config, ConfigError, load_config
+from .runnable import check_runnable
 from .context import Runtime
 from .logsetup import configure_logging
 from .manager import Plugins, load_plugins

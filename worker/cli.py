@@ -122,7 +122,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from .app import load
-    from .config import check_runnable
+    from .runnable import check_runnable
     from .credentials import credentials_provider, deferred
 
     app = load(args)

@@ -212,19 +212,6 @@ def parse_config(data: dict[str, Any], where: str = "<config>") -> Config:
     return config
 
 
-def check_runnable(config: Config) -> None:
-    """What `run` needs beyond a well-formed file. `run` and `check-config` both call this, so
-    check-config accepts exactly what run accepts (a config that passed and then exited 2 under
-    systemd's RestartPreventExitStatus=2 would leave the service down)."""
-    endpoint = config.mns.endpoint
-    if not endpoint:
-        raise ConfigError(f"{config.path}: [mns] endpoint: required "
-                          "(https://<account-id>.mns.<region>.aliyuncs.com)")
-    if not endpoint.startswith(("https://", "http://")):
-        raise ConfigError(f"{config.path}: [mns] endpoint: must start with https:// (http:// only for a "
-                          f"local emulator), got {endpoint!r}")
-
-
 def build_section(cls: type, data: dict[str, Any], where: str) -> Any:
     """Validate `data` against dataclass `cls`; raise `ConfigError` naming `where` and the key."""
     if not is_dataclass(cls):

@@ -12,10 +12,10 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from .config import Config, ConfigError
+from .config import Config
+from .runnable import check_store_url
 from .store_types import StoreError
 
-SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster")
 TIMEOUT = 2.0  # seconds a store call may wait on the network before it fails safe
 
 
@@ -35,15 +35,10 @@ def open_store(config: Config):
 
 
 def redis_client(config: Config) -> Any:
+    check_store_url(config)
     w = config.worker
     url = w.store
     scheme = urlsplit(url).scheme
-    if scheme not in SCHEMES:
-        raise ConfigError(f"{config.path}: [worker] store: {shown(url)!r}: use one of "
-                          f"{', '.join(s + '://' for s in SCHEMES)} (or empty for SQLite)")
-    if urlsplit(url).password:
-        raise ConfigError(f"{config.path}: [worker] store: no password in the URL; "
-                          "use store_password_file")
     password = None
     if w.store_password_file:
         from .credentials import read_secret_file
