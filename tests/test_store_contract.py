@@ -209,3 +209,22 @@ def test_every_script_names_its_keys_through_keys_only():
             if command in keyless:
                 continue
             assert first.strip().startswith("KEYS["), f"{name}: {command} on {first!r}"
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow,
+                                                                                 HealthCheck.function_scoped_fixture])
+@given(healthy=st.sets(st.sampled_from([f"i-{n}" for n in range(5)])),
+       out=st.sets(st.sampled_from([f"i-{n}" for n in range(7)]), max_size=4),
+       holder=st.sampled_from([f"i-{n}" for n in range(7)]),
+       keep=st.integers(0, 3), share=st.sampled_from([0.0, 0.25, 0.5, 0.75, 1.0]))
+def test_the_redis_script_judges_as_the_rule_does(redis_server, tmp_path, healthy, out, holder, keep, share):
+    """RESERVE is `judge` transcribed to Lua: the same verdict for any group and holder."""
+    store = _redis_pair(redis_server, tmp_path)[0]
+    try:
+        group = fleet_name()
+        for member in out:  # taken out earlier (forced: whatever the rule says)
+            store.reserve_removal(group, member, [], keep, share, ttl=60, force=True)
+        got = store.reserve_removal(group, holder, sorted(healthy), keep, share, ttl=60)
+        assert got == judge(set(out), holder, sorted(healthy), keep, share, force=False)
+    finally:
+        store.close()
