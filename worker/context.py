@@ -61,7 +61,8 @@ class Runtime:
 
                     from .store import Store
 
-                    self._store = Store(tempfile.mkdtemp(prefix="ecs-worker-dry-run-"))
+                    self._scratch = tempfile.TemporaryDirectory(prefix="ecs-worker-dry-run-")  # removed at exit
+                    self._store = Store(self._scratch.name)
                 else:
                     from .store_open import open_store
 
