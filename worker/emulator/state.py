@@ -237,7 +237,7 @@ def _server(v: SchemaChecker, s: Any, p: str) -> dict:
             "port": v.integer(s["port"], p + ".port", 1, 65535),
             "weight": v.integer(s.get("weight", 100), p + ".weight", 0, 100),
             "type": v.choice(s.get("type", "ecs"), p + ".type", SERVER_TYPES),
-            "health": v.choice(s.get("health", "normal"), p + ".health", HEALTH_STATUSES)}
+            **({"health": v.choice(s["health"], p + ".health", HEALTH_STATUSES)} if "health" in s else {})}
 
 
 def _server_group(v: SchemaChecker, g: Any, p: str) -> dict:
