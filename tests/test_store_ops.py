@@ -116,3 +116,12 @@ def _get(url):
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
+
+
+def test_a_cluster_that_cannot_be_reached_at_start_is_a_retryable_failure(tmp_path):
+    """A cluster client connects as it is made: unreachable then is `StoreUnavailable` (run
+    exits 1, and systemd restarts it), never a configuration error (exit 2: left down)."""
+    from ecs_worker.store_types import StoreUnavailable
+
+    with pytest.raises(StoreUnavailable, match="redis\\+cluster://127.0.0.1"):
+        open_store(config(tmp_path, store=f"redis+cluster://127.0.0.1:{free_port()}"))

@@ -14,7 +14,7 @@ from .runnable import check_runnable
 from .context import Runtime
 from .logsetup import configure_logging
 from .manager import Plugins, load_plugins
-from .outcomes import EXIT_OK, EXIT_USAGE
+from .outcomes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 
 log = logging.getLogger("ecs_worker.runner")
 
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from .runner import Runner
     from .sources.mns import MnsError, MnsQueue
     from .store_open import open_store
-    from .store_types import StoreError
+    from .store_types import StoreError, StoreUnavailable
 
     try:
         app = load(args, dry_run=getattr(args, "dry_run", False))
@@ -51,6 +51,9 @@ def run(args: argparse.Namespace) -> int:
         check_runnable(config)
         provider = credentials_provider(config.credentials)
         store = open_store(config)
+    except StoreUnavailable as exc:  # a network fault: worth a restart, unlike a bad config
+        print(f"ecs-worker: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     except (ConfigError, StoreError) as exc:
         return _fail(exc)
     app.runtime.attach_store(store)

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .config import Config
 from .runnable import check_store_url
-from .store_types import StoreError
+from .store_types import StoreError, StoreUnavailable
 
 TIMEOUT = 2.0  # seconds a store call may wait on the network before it fails safe
 
@@ -45,6 +45,7 @@ def redis_client(config: Config) -> Any:
 
         password, _ = read_secret_file(w.store_password_file, f"{config.path}: [worker] store_password_file")
     import redis
+    from redis.exceptions import RedisClusterException
 
     options = dict(password=password, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT)
     try:
@@ -55,8 +56,10 @@ def redis_client(config: Config) -> Any:
         if scheme == "redis+sentinel":
             return _sentinel(url, options)
         return redis.Redis.from_url(url, health_check_interval=30, **options)
-    except (ValueError, redis.RedisError) as exc:
+    except ValueError as exc:
         raise StoreError(f"state store {shown(url)}: {exc}") from None
+    except (redis.RedisError, RedisClusterException) as exc:  # a cluster client connects at once
+        raise StoreUnavailable(f"state store {shown(url)}: {type(exc).__name__}: {exc}") from None
 
 
 def _sentinel(url: str, options: dict) -> Any:
@@ -70,7 +73,7 @@ def _sentinel(url: str, options: dict) -> Any:
     if not hosts or not path:
         raise ValueError("redis+sentinel:// needs hosts and a service name")
     db = int(path[1]) if len(path) > 1 else 0
-    return Sentinel(hosts, sentinel_kwargs={"socket_timeout": TIMEOUT}, **options).master_for(path[0], db=db)
+    return Sentinel(hosts, sentinel_kwargs={"socket_timeout": TIMEOUT, "socket_connect_timeout": TIMEOUT}, **options).master_for(path[0], db=db)
 
 
 def shown(url: str) -> str:

@@ -23,7 +23,7 @@ from . import store_redis_lua as lua
 from .dead_letter_file import record_once
 from .keys import safe_key
 from .store import ATTEMPTS_TTL, DEAD_LETTER_NAME, MAX_KEYS, _resume_list, make_private_dir
-from .store_types import Attempt, Reserved, Slot, StoreError, Taken
+from .store_types import Attempt, Reserved, Slot, StoreError, StoreUnavailable, Taken
 from .text import one_line
 
 log = logging.getLogger("ecs_worker.store")
@@ -52,17 +52,17 @@ class RedisStore:
         return f"{self.prefix}{kind}:{safe_key(key)}"
 
     def _call(self, step: Callable[[], Any]) -> Any:
-        import redis
+        from redis.exceptions import RedisClusterException, RedisError
 
         try:
             out = step()
-        except redis.RedisError as exc:
+        except (RedisError, RedisClusterException) as exc:
             why = f"state store {self.where}: {type(exc).__name__}: {one_line(exc)}"
             with self._lock:
                 if self._problem is None:
                     log.error("%s; budgeted actions wait, messages are retried", why)
                 self._problem = why
-            raise StoreError(why) from None
+            raise StoreUnavailable(why) from None
         if self._problem is not None:
             self._recovered()
         return out

@@ -9,6 +9,11 @@ class StoreError(RuntimeError):
     pass
 
 
+class StoreUnavailable(StoreError):
+    """The store cannot be reached now (a network fault, a failover): worth a retry, unlike
+    a store that cannot work at all (an unusable `state_dir`)."""
+
+
 @dataclass(frozen=True)
 class Attempt:
     """What `take` found for one key."""
