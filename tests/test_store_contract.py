@@ -228,3 +228,25 @@ def test_the_redis_script_judges_as_the_rule_does(redis_server, tmp_path, health
         assert got == judge(set(out), holder, sorted(healthy), keep, share, force=False)
     finally:
         store.close()
+
+
+def test_what_a_plugin_keeps_is_bounded_and_its_own(tmp_path):
+    """ctx's store members refuse what would bloat or break a shared store, and one plugin's
+    keys never meet another's."""
+    from ecs_worker.config import parse_config
+    from ecs_worker.context import Runtime
+
+    runtime = Runtime(parse_config({"worker": {"state_dir": str(tmp_path)}}), {}, dry_run=False)
+    a, b = runtime.context("a"), runtime.context("b")
+    with pytest.raises(ValueError):
+        a.remember("big", "x" * 9000, ttl=60)
+    with pytest.raises(ValueError):
+        a.remember("forever", 1, ttl=10 ** 9)
+    with pytest.raises(ValueError):
+        a.remember("nan", float("nan"), ttl=60)
+    with pytest.raises(ValueError):
+        a.budget("none", limit=0, per=60)
+    a.remember("k", {"v": 1}, ttl=60)
+    assert a.recall("k") == {"v": 1} and b.recall("k") is None
+    assert a.take(a.budget("x", 1, 60)) and b.take(b.budget("x", 1, 60))  # separate budgets
+    assert not a.take(a.budget("x", 1, 60))

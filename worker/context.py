@@ -209,9 +209,13 @@ class Context:
         return fleet.take(self._runtime.store, self.plugin, budgets)
 
     def remember(self, key: str, value: Any, ttl: float) -> None:
-        """Keep a small JSON-ready value for `ttl` seconds where every worker sees it (never a
-        secret: the store is shared). Raises `StoreError` when the store is unreachable."""
-        self._runtime.store.put_state(fleet.state_key(self.plugin, key), value, fleet.check_ttl(ttl))
+        """Keep a small JSON-ready value (8 KiB) for `ttl` seconds (at most 31 days) where every
+        worker sees it (never a secret: the store is shared). Raises `StoreError` when the
+        store is unreachable."""
+        text = json.dumps(value, separators=(",", ":"), allow_nan=False)  # JSON-ready, or ValueError/TypeError
+        if len(text.encode("utf-8")) > MAX_STATE_BYTES:
+            raise ValueError(f"remember: value is {len(text)} bytes of JSON, over {MAX_STATE_BYTES}")
+        self._runtime.store.put_state(fleet.state_key(self.plugin, key), json.loads(text), fleet.check_ttl(ttl))
 
     def recall(self, key: str) -> Any:
         """What `remember` kept under `key` (None: nothing, or it expired)."""
