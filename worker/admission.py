@@ -31,6 +31,13 @@ BUSY_RETRY_SECONDS = 5  # a copy of a running event looks again this soon (then:
 STORE_RETRY_CAP = 10  # seconds at most a message waits on an unreachable shared store, per return
 
 
+def claim_seconds(config, store: StateStore) -> float:
+    """How long a shared store's claim on a running message lasts: past the handling (the
+    visibility timeout, extended while it runs; a plugin call), so a copy elsewhere waits,
+    and not much longer, so a killed worker's claim lapses by itself. 0: no claims (SQLite)."""
+    return 2 * max(config.mns.visibility_timeout, config.plugins.call_timeout) if store.shared else 0.0
+
+
 class Admission:
     def __init__(self, store: StateStore, max_attempts: int, hold: float = 0.0) -> None:
         self.store = store

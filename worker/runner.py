@@ -26,7 +26,7 @@ import threading
 import time
 
 from . import archive, health, metrics, preflight
-from .admission import Admission
+from .admission import Admission, claim_seconds
 from .config import Config
 from .crashes import recover
 from .dispatch import Dispatcher
@@ -68,10 +68,7 @@ class Runner:
         self._closing = threading.Event()  # stop extending and settling
         self.settler = Settler(config, source, store, dispatcher, self._finish, dead_letters)
         self.counts = self.settler.counts
-        # A shared store claims each running message, so a copy at another worker waits;
-        # the claim outlasts the handling (a killed worker's lapses by itself).
-        hold = 2 * max(config.mns.visibility_timeout, config.plugins.call_timeout) if store.shared else 0
-        self._admission = Admission(store, w.max_attempts, hold)
+        self._admission = Admission(store, w.max_attempts, claim_seconds(config, store))
         self._extender = Extender(source, config.mns.visibility_timeout, self._due, self._closing,
                                   self._recover)
         self._threads: list[threading.Thread] = []
