@@ -125,3 +125,23 @@ def test_a_cluster_that_cannot_be_reached_at_start_is_a_retryable_failure(tmp_pa
 
     with pytest.raises(StoreUnavailable, match="redis\\+cluster://127.0.0.1"):
         open_store(config(tmp_path, store=f"redis+cluster://127.0.0.1:{free_port()}"))
+
+
+def test_while_the_shared_store_is_away_only_spot_notices_run(tmp_path):
+    """Admission with a Redis store that cannot be reached: a spot interruption notice runs
+    (removing a reclaimed instance needs no budget); any other event goes back, uncounted,
+    for a few seconds; nothing is dropped."""
+    from ecs_worker.admission import Admission
+    from ecs_worker.held import LATER, RESULT, hold
+    from ecs_worker.sources.mns import Message
+    from ecs_worker.testing import body, interruption, state_change
+
+    store = open_store(config(tmp_path, store=f"redis://127.0.0.1:{free_port()}/0"))
+    bodies = {"spot": body(interruption("i-spot")), "stop": body(state_change("i-web", "Stopped"))}
+    messages = [Message(name, f"handle-{name}", text.encode(), 1, 0, 0) for name, text in bodies.items()]
+    decided = {h.message.id: (kind, result, h.later)
+               for h, kind, result in Admission(store, 5, hold=60).decide(hold({}, messages, 30))}
+    assert decided["spot"][:2] == (RESULT, None)  # run it
+    kind, result, (seconds, why) = decided["stop"]
+    assert (kind, result) == (LATER, None) and 1 <= seconds <= 10 and "unreachable" in why
+    assert store.problem() and "ConnectionError" in store.problem()
