@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Callable
@@ -154,3 +157,22 @@ def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 
 
 def depth(emulator, queue: str = QUEUE) -> dict:
     return emulator.state()["queues"][queue]
+
+
+OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def get(port: int, path: str) -> tuple[int, dict | str]:
+    """GET a worker's /healthz (parsed) or /metrics (text): (status, body)."""
+    try:
+        with OPENER.open(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            status, text = r.status, r.read().decode()
+    except urllib.error.HTTPError as err:
+        status, text = err.code, err.read().decode()
+    return status, json.loads(text) if path == "/healthz" else text
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

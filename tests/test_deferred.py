@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from ecs_worker.deferred import MAX_DELAY_SECONDS, unwrap, wrap
+from ecs_worker.deferred import FORGED, MAX_DELAY_SECONDS, SIGNED, UNSIGNED, unwrap, verdict, wrap
+from ecs_worker.signing import Signer
 from ecs_worker.events import parse_event
 from runner_kit import QUEUE, Setup, Worker, depth, emulator_state as short_visibility, event_body, wait_until
 
@@ -20,19 +21,38 @@ def emulator_state():
     return short_visibility(visibility_timeout=5)
 
 
+SIGNER = Signer(["k" * 32])
+
+
 def test_a_wrapper_round_trips_and_parse_event_sees_the_original():
     original = event_body("wrapped-1").encode()
-    copy = wrap(original, "wrapped-1|Test:Event|", {"recorder": 1700000000.5}, 2, 1700000000.5,
-                time.time() + 3600)
+    since = time.time() - 60
+    copy = wrap(original, "wrapped-1|Test:Event|", {"recorder": since}, 2, since, time.time() + 3600)
     assert 3590 <= copy.delay <= 3600
     inner = unwrap(copy.body)
     assert inner is not None and inner.body == original and inner.key == "wrapped-1|Test:Event|"
-    assert inner.resume == {"recorder": 1700000000.5} and inner.attempts == 2
+    assert inner.resume == {"recorder": since} and inner.attempts == 2
     assert parse_event(copy.body) == parse_event(original)
-    # Whatever else the resume mapping holds (a plugin's saved state) travels whole.
-    state = {"recorder": 1700000000.5, "~state": {"recorder": {"groups": ["rsp-1"]}}}
-    assert unwrap(wrap(original, "k", state, 0, 0, 0).body).resume == state
+    # A plugin's saved state travels whole only when signed; unsigned, only its name does.
+    state = {"recorder": since, "~state": {"recorder": {"groups": ["rsp-1"]}}}
+    assert unwrap(wrap(original, "k", state, 0, 0, 0, signer=SIGNER).body).resume == state
+    assert unwrap(wrap(original, "k", state, 0, 0, 0).body).resume == {"recorder": since,
+                                                                       "~state": {"recorder": None}}
     assert wrap(original, "k", None, 0, 0, time.time() + 30 * 86400).delay == MAX_DELAY_SECONDS
+    # Never due later than 30 days after the first deferral.
+    assert unwrap(wrap(original, "k", None, 0, since, since + 40 * 86400).body).until == since + 30 * 86400
+
+
+def test_a_signed_wrapper_verifies_and_any_change_to_it_does_not():
+    body = wrap(event_body("signed").encode(), "signed|Test:Event|", {"recorder": 1.0}, 1, 1.0, 2.0,
+                signer=SIGNER).body
+    assert verdict(unwrap(body), SIGNER) == SIGNED
+    assert verdict(unwrap(body), Signer(["j" * 32, "k" * 32])) == SIGNED  # rotation: any listed key verifies
+    assert verdict(unwrap(body), Signer(["j" * 32])) == FORGED
+    assert verdict(unwrap(body), None) == UNSIGNED
+    for old, new in (('"attempts":1', '"attempts":0'), ("signed|", "other|"), ("i-bp1test", "i-attacker")):
+        assert old in body
+        assert verdict(unwrap(body.replace(old, new, 1)), SIGNER) == FORGED
 
 
 @pytest.mark.parametrize("body", [

@@ -1,30 +1,9 @@
 """/healthz reflects the consume loop's progress, not a constant (the peer's classic trap)."""
-import json
-import socket
 import time
-import urllib.error
-import urllib.request
 
 from ecs_worker import health, metrics
 from ecs_worker.testing import run_emulator
-from runner_kit import QUEUE, Setup, Worker, emulator_state, event_body, wait_until
-
-OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def get(port: int, path: str) -> tuple[int, dict | str]:
-    try:
-        with OPENER.open(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
-            status, text = r.status, r.read().decode()
-    except urllib.error.HTTPError as err:
-        status, text = err.code, err.read().decode()
-    return status, json.loads(text) if path == "/healthz" else text
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from runner_kit import QUEUE, Setup, Worker, emulator_state, event_body, free_port, get, wait_until
 
 
 def test_health_turns_503_when_polls_stop_completing_and_recovers(monkeypatch):

@@ -224,7 +224,10 @@ def emulator_state():
 
 
 def _records(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    """The complete records of a JSON Lines file the worker may be appending to right now.
+    Split on "\n" only: a record may hold a raw U+2028, which `splitlines` splits on."""
+    text = path.read_text() if path.exists() else ""
+    return [json.loads(line) for line in text.split("\n")[:-1]]
 
 
 def _bound(kills: int, crashes: int) -> float:

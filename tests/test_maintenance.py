@@ -156,6 +156,18 @@ def test_an_event_no_longer_scheduled_in_the_cloud_is_left_alone():
         assert memberships(emu) == BEFORE
 
 
+def test_a_notice_whose_event_ecs_does_not_know_is_left_alone():
+    """A forged (or stray) notice: its eventId is found in neither the active nor the
+    history events, so nothing is taken out or rebooted."""
+    nb = time.time() + 3600
+    state = world(nb)
+    state["instances"][0]["scheduled_events"] = []
+    with run_emulator(state) as emu, Worker(emu) as w:
+        assert w.run_through(scheduled(nb))[-1].outcome == "ignored"
+        assert memberships(emu) == BEFORE
+        assert "ecs:RebootInstance" not in emu.state()["calls"]
+
+
 def test_waits_for_the_window_by_deferring():
     nb = time.time() + 3 * 86400
     with run_emulator(world(nb)) as emu, Worker(emu, window="02:00-05:00", timezone="Asia/Shanghai") as w:

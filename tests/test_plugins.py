@@ -441,7 +441,12 @@ def test_64_hung_calls_never_make_a_healthy_plugin_time_out(tmp_path):
     assert len(healthy) == 80 and all(r.outcome == "handled" for r in healthy), \
         [r.error for r in healthy if r.outcome != "handled"]
     hung = [r for ev, r in results if ev is STOPPED]
-    assert all(r.plugins["hang"].status == "failed" and r.plugins["quick"].status == "handled" for r in hung)
+    assert all(r.plugins["quick"].status == "handled" for r in hung)
+    # The calls that ran hung and failed (an attempt each); once all of the plugin's threads
+    # were stuck, or none was free in time, the rest were never started: they wait (deferred).
+    statuses = [r.plugins["hang"] for r in hung]
+    assert {p.status for p in statuses} == {"failed", "deferred"}, {p.status for p in statuses}
+    assert all(p.detail.startswith("waiting for plugin hang") for p in statuses if p.status == "deferred")
 
 
 def test_calls_that_never_return_do_not_keep_the_process_alive(tmp_path):

@@ -51,7 +51,8 @@ def dead_letters(tmp_path) -> list[dict]:
 def test_64_hung_calls_dead_letter_no_healthy_event(emulator, tmp_path):
     """The issue's reproduction: 64 events hang one plugin forever; 80 healthy events,
     which only another plugin handles, must all be handled and none dead-lettered (with
-    one shared pool of 64 threads they timed out and were dead-lettered)."""
+    one shared pool of 64 threads they timed out and were dead-lettered). The hung events
+    that could not even start wait for the plugin (deferred), charged nothing."""
     setup = Setup(tmp_path, emulator)
     hang = tmp_path / "hang.py"
     hang.write_text(HANG_ON_STATE_CHANGE)
@@ -68,8 +69,8 @@ def test_64_hung_calls_dead_letter_no_healthy_event(emulator, tmp_path):
     try:
         wait_until(lambda: set(healthy) <= set(setup.lines("done")), 90, interval=0.2,
                    message="every healthy event handled")
-        wait_until(lambda: len(dead_letters(tmp_path)) >= len(hung), 90, interval=0.2,
-                   message="the hung events dead-lettered")
+        wait_until(lambda: "waits: on_state_change not called" in worker.output(), 30, interval=0.2,
+                   message="hung events waiting for the plugin")
         worker.signal(signal.SIGTERM)
         stopped = time.monotonic()
         assert worker.wait(30) == 0, worker.output()
@@ -77,7 +78,7 @@ def test_64_hung_calls_dead_letter_no_healthy_event(emulator, tmp_path):
     finally:
         worker.stop()
     records = dead_letters(tmp_path)
-    assert sorted(r["event_id"] for r in records) == hung  # each once, and no healthy one
+    assert {r["event_id"] for r in records} <= set(hung)  # no healthy one
     assert all("on_state_change" in r["error"] for r in records)
     assert "Traceback" not in worker.output()
 

@@ -87,7 +87,9 @@ def test_a_crash_costs_nothing_to_the_batch_mates_of_the_message_that_caused_it(
     assert set(setup.lines("done")) == set(good)
     (record,) = _dead_letters(tmp_path)
     assert record["event_id"] == "poison" and record["reason"] == "max_attempts" and record["attempts"] == 2
-    # The first crash charged nobody (several ran); then it ran alone and was charged twice.
+    # The worker's crash charged nobody; then it crashed its quarantine process twice, charged
+    # each time, while the worker lived on (one restart in all).
+    assert exits == [3, 0], exits
     assert setup.lines("crash") == ["poison"] * 3
     assert sum(depth(emulator).values()) == 0
 

@@ -315,3 +315,25 @@ def test_doctor_on_a_live_host_recognises_the_running_worker(emulator, config):
         server.server_close()
     assert proc.returncode == 0, proc.stdout
     assert f"✓ metrics: 127.0.0.1:{port} is served by a running ecs-worker" in proc.stdout
+
+
+def test_setup_creates_the_signing_key_and_doctor_checks_it(emulator, config, tmp_path):
+    doctor = cli("doctor", "-c", str(config))
+    assert "– signing key: none" in doctor.stdout and "more than one worker shares the queue" in doctor.stdout
+    key = tmp_path / "fleet.key"
+    config.write_text(config.read_text().replace("[worker]\n", f'[worker]\nsigning_key_file = "{key}"\n'))
+    dry = cli("setup", "--dry-run", "-c", str(config))
+    assert f"would create: signing key {key}" in dry.stdout and not key.exists()
+    done = cli("setup", "-c", str(config))
+    assert f"+ signing key {key}: created (0600)" in done.stdout, done.stdout + done.stderr
+    assert key.stat().st_mode & 0o777 == 0o600 and len(key.read_text().strip()) == 64
+    assert "✓ signing key: Signer(1 key(s))" in cli("doctor", "-c", str(config)).stdout
+    os.chmod(key, 0o644)  # readable by others: refused, by doctor and by run alike
+    assert "✗ signing key: [worker] signing_key_file" in cli("doctor", "-c", str(config)).stdout
+    run = cli("run", "-c", str(config), timeout=30)
+    assert run.returncode == 2 and "readable by others" in run.stderr and "chmod 600" in run.stderr
+    check = cli("check-config", "-c", str(config))  # accepts exactly what run accepts
+    assert check.returncode == 2 and "readable by others" in check.stderr
+    os.chmod(key, 0o600)
+    key.write_text("short\n")
+    assert "at least 32 characters" in cli("doctor", "-c", str(config)).stdout

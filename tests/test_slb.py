@@ -10,15 +10,15 @@ import pytest
 
 from ecs_worker.events import parse_event
 from ecs_worker.plugins import slb as slb_plugin
-from ecs_worker.testing import Harness, run_emulator
+from ecs_worker.testing import Harness, run_emulator, with_spot_instances
 
 REGION = "cn-hangzhou"
 KEY = {"access_key_id": "LTAIslbtest0001", "access_key_secret": "slb-test-secret-0001"}
 
 
 def fleet(load_balancers, instances=()):
-    return {"region": REGION, "account_id": "1690000000000000", "credentials": [KEY],
-            "instances": list(instances), "load_balancers": load_balancers}
+    return with_spot_instances({"region": REGION, "account_id": "1690000000000000", "credentials": [KEY],
+                                "instances": list(instances), "load_balancers": load_balancers})
 
 
 TWO_GROUPS = fleet([

@@ -8,16 +8,16 @@ import time
 
 from ecs_worker.events import parse_event
 from ecs_worker.plugins import slb as slb_plugin
-from ecs_worker.testing import Harness, acs_client, run_emulator
+from ecs_worker.testing import Harness, acs_client, run_emulator, with_spot_instances
 
 REGION = "cn-hangzhou"
 KEY = {"access_key_id": "LTAIsgtest0001", "access_key_secret": "sg-test-secret-0001"}
 
 
 def fleet(clb=(), alb=(), nlb=(), job_seconds=0.2):
-    return {"region": REGION, "account_id": "1690000000000000", "credentials": [KEY],
-            "load_balancers": list(clb), "alb_server_groups": list(alb), "nlb_server_groups": list(nlb),
-            "job_delay_seconds": job_seconds}
+    return with_spot_instances({"region": REGION, "account_id": "1690000000000000", "credentials": [KEY],
+                                "load_balancers": list(clb), "alb_server_groups": list(alb),
+                                "nlb_server_groups": list(nlb), "job_delay_seconds": job_seconds})
 
 
 MIXED = fleet(

@@ -41,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from .dispatch import Dispatcher, PluginStartupError
     from .notify import SystemdNotifier
     from .runner import Runner
+    from .signing import load_signer
     from .sources.mns import MnsError, MnsQueue
     from .store_open import open_store
     from .store_types import StoreError, StoreUnavailable
@@ -50,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
         config = app.config
         check_runnable(config)
         provider = credentials_provider(config.credentials)
+        app.runtime.signer = load_signer(config.worker.signing_key_file)
         store = open_store(config)
     except StoreUnavailable as exc:  # a network fault: worth a restart, unlike a bad config
         print(f"ecs-worker: error: {exc}", file=sys.stderr)
@@ -74,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
                if config.mns.dead_letter_queue else None)
         runner = Runner(config, dispatcher, source, store, dlq, SystemdNotifier())
         runner.signals.install()
+        runner.on_reload = _reloader(app, getattr(args, "config", None))
         runner.check()
         dispatcher.startup()
     except (MnsError, PluginStartupError) as exc:
@@ -81,6 +84,11 @@ def run(args: argparse.Namespace) -> int:
         if isinstance(exc, MnsError) and not exc.permanent:  # stopped while MNS was unreachable
             return EXIT_OK
         return _fail(exc)
+    if app.runtime.signer is None:
+        from .signing import ADVICE
+
+        log.warning("no signing key: plugins' saved states stay in the state store (%s); %s",
+                    "shared by the workers using it" if store.shared else "this host's", ADVICE)
     log.info("ecs-worker started: queue %r at %s, concurrency %d, max_pending %d%s",
              config.mns.queue, config.mns.endpoint, config.worker.concurrency,
              config.worker.max_pending, ", dry run" if app.runtime.dry_run else "")
@@ -90,6 +98,17 @@ def run(args: argparse.Namespace) -> int:
     finally:
         dispatcher.shutdown()
         store.close()
+
+
+def _reloader(app: App, path: str | None):
+    from .reload import reload
+
+    def on_sighup() -> None:
+        if path is None:
+            log.warning("SIGHUP: no config file to reload")
+            return
+        app.config = reload(path, app.config, app.plugins, app.runtime)
+    return on_sighup
 
 
 def replay(args: argparse.Namespace) -> int:

@@ -1,5 +1,6 @@
-"""A message body to a read-only JSON object, whatever the bytes: raw JSON or base64 of it,
-at most 64 KiB, UTF-8, nested at most MAX_DEPTH deep, no lone surrogates, no NaN. Anything
+"""A message body to a read-only JSON object, whatever the bytes: raw JSON or base64 of it
+(base64 broken into lines with LF or CRLF, as the `base64` tool and MIME encoders write it;
+either may start with a UTF-8 byte order mark, as some Windows tools write), at most 64 KiB, UTF-8, nested at most MAX_DEPTH deep, no lone surrogates, no NaN. Anything
 else raises `InvalidEvent` saying what is wrong and where. (`events.py` reads the event in it.)
 """
 from __future__ import annotations
@@ -79,6 +80,13 @@ def freeze(value: Any, depth: int = 0) -> Any:
 _CONTAINERS = (dict, list)
 _JSON_START = frozenset(b'{["-0123456789')
 _LONE_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_LINE_BREAKS = re.compile(rb"\r?\n")  # base64 wrapped at 76 columns (MIME) or any width
+BOM = b"\xef\xbb\xbf"
+_BASE64_BOM = base64.b64encode(BOM)  # b"77u/": starts with a digit, yet no JSON text does
+
+
+def _without_bom(text: bytes) -> bytes:
+    return text[len(BOM):].lstrip() if text.startswith(BOM) else text
 
 
 def decode_body(body: bytes | str) -> dict[str, Any]:
@@ -92,16 +100,17 @@ def decode_body(body: bytes | str) -> dict[str, Any]:
     body = bytes(body)
     if len(body) > MAX_BODY_BYTES:
         raise InvalidEvent(f"body is {len(body)} bytes, over the 64 KiB message limit")
-    text = body.strip()
+    text = _without_bom(body.strip())
     if not text:
         raise InvalidEvent("body is empty")
     # JSON as sent, or base64 of it (a default MNS queue delivers base64). Which one is
     # decided by the first byte: base64 of a JSON object starts "ey", never a JSON start,
-    # and the JSON literals true/false/null are read as JSON, not as base64 of garbage.
-    if text[0] in _JSON_START or text in (b"true", b"false", b"null"):
+    # and the JSON literals true/false/null are read as JSON, not as base64 of garbage;
+    # "77u/" (base64 of a byte order mark) starts with a digit but is no JSON.
+    if (text[0] in _JSON_START and not text.startswith(_BASE64_BOM)) or text in (b"true", b"false", b"null"):
         return _json_object(text, "body")
     try:
-        inner = base64.b64decode(text, validate=True).strip()
+        inner = _without_bom(base64.b64decode(_LINE_BREAKS.sub(b"", text), validate=True).strip())
     except (binascii.Error, ValueError):
         raise InvalidEvent("body is neither JSON nor base64") from None
     if not inner:

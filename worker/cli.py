@@ -124,6 +124,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     from .app import load
     from .runnable import check_runnable
     from .credentials import credentials_provider, deferred
+    from .signing import load_signer
 
     app = load(args)
     config, plugins = app.config, app.plugins
@@ -134,6 +135,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
               "(systemd LoadCredential=); not set here, so not checked", file=sys.stderr)
     else:
         credentials_provider(config.credentials)  # reads a secret file, as `run` does
+    key_file = config.worker.signing_key_file
+    if key_file and deferred(key_file):
+        print(f"note: {key_file!r} is read from $CREDENTIALS_DIRECTORY when the service starts; "
+              "not set here, so not checked", file=sys.stderr)
+    else:
+        load_signer(key_file)  # as `run` reads it: present, 0600, keys long enough
     names = ", ".join(name for name, _ in plugins.pm.list_name_plugin())
     print(f"{config.path}: OK (plugins: {names})")
     return EXIT_OK

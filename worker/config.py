@@ -107,6 +107,7 @@ class WorkerConfig:
                                  'redis+sentinel://, redis+cluster://) = shared by every worker using it')
     store_password_file: str = setting("", doc="the shared store's password (a bare name: $CREDENTIALS_DIRECTORY)")
     store_fleet: str = setting("", doc="the shared store's key namespace (hash tag); empty = the queue's name")
+    signing_key_file: str = setting("", doc="the fleet key signing what re-sent deferrals carry (signing.py)")
 
 
 @dataclass(frozen=True)
@@ -114,8 +115,9 @@ class PluginsConfig:
     load: list[str] = setting([])
     disabled: list[str] = setting([])
     call_timeout: float = setting(60.0, min=0, max=3600, doc="seconds per hook call; 0 = none")
-    max_calls_per_plugin: int = setting(16, min=1, max=1024,
-                                        doc="threads each plugin's calls may use at once (with call_timeout)")
+    max_calls_per_plugin: int = setting(16, min=1, max=1024, doc="threads each plugin's calls may use at once")
+    stuck_health_seconds: float = setting(60.0, min=0, max=86400, doc="/healthz 503: a plugin's threads all stuck")
+    stuck_exit_seconds: float = setting(300.0, min=0, max=86400, doc="exit 3 (restarted) once stuck; 0 = never")
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ process-wide services behind every context; no plugin sees it.
 """
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -40,6 +41,7 @@ class Runtime:
         self.dry_run = config.worker.dry_run if dry_run is None else dry_run
         self.gateway = ActionGateway(self.dry_run)
         self.plugin_configs = plugin_configs or {}
+        self.signer = None  # the fleet key's `signing.Signer`, set by `run` when configured
         self._cloud = None
         self._store = None
         self._lock = threading.Lock()
@@ -78,6 +80,13 @@ class Runtime:
 
                 self._cloud = CloudClient.from_config(self.config)
             return self._cloud
+
+    def forked(self) -> "Runtime":
+        """This runtime for a forked child: same config and gateway, no inherited connections
+        or locks (another thread may have held them at the fork)."""
+        child = copy.copy(self)
+        child._cloud, child._lock = None, threading.Lock()
+        return child
 
     def context(self, plugin: str, event: Event | None = None,
                 deferred_since: float | None = None, resume_state: Any = None) -> Context:

@@ -11,15 +11,16 @@ Each live worker holds an exclusive `flock` on its own journal; a journal nobody
 belongs to a dead worker. `recover` (at start-up, and now and then by any worker on the
 host) reads such a journal and tells the store:
 
-- the messages running when it died are *suspects*: from now on each runs alone
-  (`Gate`), no other message beside it in this process, until it finishes once;
-- if exactly one message was running, it was alone with the crash: it is charged an
-  attempt. After `max_attempts` such crashes it is dead-lettered (`EXHAUSTED`).
+- the messages running when it died are *suspects*: from now on each runs in a
+  quarantine child process (`quarantine.py`), forked while nothing else runs (`Gate`),
+  until it finishes once;
+- nobody is charged: an outside `kill -9` or the OOM killer looks just like a crash a
+  message caused. A suspect whose quarantine process dies is charged an attempt there,
+  and after `max_attempts` such crashes it is dead-lettered — the service lives on.
 
-So a healthy batch-mate of a crashing message is never charged: it either was not
-running, or ran beside others (no charge), or ran alone as a suspect and finished.
-An outside `kill -9` that falls while a message runs alone charges that message one
-attempt — as many such kills as `max_attempts` would be needed to dead-letter it.
+So a healthy batch-mate of a crashing message is never charged, and neither is a
+message that was running when the worker was killed from outside: it finishes in
+quarantine. A message that kills the worker costs the service one restart, ever.
 """
 from __future__ import annotations
 
@@ -33,6 +34,8 @@ from collections import Counter
 from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from pathlib import Path
 from typing import Callable
+
+from .text import printable
 
 log = logging.getLogger("ecs_worker.crashes")
 
@@ -93,6 +96,10 @@ class Journal:
         old = self._fd
         self._fd = self._create(b"".join(_line("S", k) for k, n in self._running.items() for _ in range(n)))
         os.close(old)
+
+    def descriptors(self) -> tuple[int, ...]:
+        """The open journal's descriptor, for a forked child to close."""
+        return (self._fd,) if self._fd >= 0 else ()
 
     def close(self) -> None:
         """A clean stop: nothing is running, the journal goes."""
@@ -159,18 +166,18 @@ def recover(state_dir: str | Path, apply: Callable[[list[str], list[str]], None]
             os.close(fd)
         found += 1
         suspects = running_at_death(text)
-        charged = suspects if len(suspects) == 1 else []
-        if suspects:
-            log.warning("a worker died (journal %s) while %d message(s) ran: %s; they run alone from "
-                        "now on%s", path.name, len(suspects), ", ".join(k[:80] for k in suspects[:5]),
-                        "; the one running alone is charged an attempt" if charged else "")
-        apply(charged, suspects)
+        if suspects:  # a kill from outside looks the same: nobody is charged (quarantine.py)
+            log.warning("a worker died (journal %s) while %d message(s) ran: %s; each runs in a "
+                        "quarantine process from now on", path.name, len(suspects),
+                        ", ".join(printable(k[:80]) for k in suspects[:5]))
+        apply([], suspects)
     return found
 
 
 class Gate:
     """Messages run side by side, except suspects: a suspect waits until nothing else runs,
-    then runs alone; while a suspect waits or runs, nothing else starts.
+    then forks its quarantine process alone (a lock held by another thread at the fork
+    would stay held in the child); while a suspect waits or forks, nothing else starts.
 
     The common case (no suspect anywhere) takes one plain lock and never waits or wakes."""
 

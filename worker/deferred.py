@@ -16,7 +16,12 @@ original. The re-sent body wraps the original:
 - `attempts`: attempts made so far, so the count survives a move to another worker;
 - `since`: when the message was first deferred (Unix time);
 - `until`: when it is due (Unix time). A wait longer than 7 days arrives early and is
-  re-sent again for the rest.
+  re-sent again for the rest; never later than `since` + 30 days (`MAX_TOTAL_DEFERRAL`):
+  a wrapper past that is dead-lettered (`deferred_too_long`);
+- `mac`: HMAC-SHA256 (`signing.py`) over the canonical encoding of the other fields and
+  the body, with the fleet key. Only a wrapper whose MAC verifies is trusted
+  (`verdict`); without a key the plugins' saved states do not travel in it at all —
+  `resume["~state"]` names the plugins whose state the store keeps (`{plugin: null}`).
 
 `parse_event` unwraps it (so `replay` and dead-letter records show the original event),
 and any worker continues it. A wrapper that would not fit the queue's maximum message
@@ -28,6 +33,10 @@ import json
 import math
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .signing import Signer
 
 # Within a resume mapping ({plugin: deferred_since}), the key holding each plugin's saved
 # state ({plugin: state}); it travels wherever the resume mapping does (store, re-sent message).
@@ -35,6 +44,8 @@ RESUME_STATE = "~state"
 
 MARK = "ecs_worker_deferred"
 MAX_DELAY_SECONDS = 604800  # SendMessage DelaySeconds: 0..604800
+MAX_TOTAL_DEFERRAL = 30 * 86400  # from the first deferral; then dead-lettered
+SIGNED, UNSIGNED, FORGED = "signed", "unsigned", "forged"  # what `verdict` says of a wrapper
 _PREFIX = b'{"' + MARK.encode() + b'"'
 
 
@@ -46,6 +57,8 @@ class Deferred:
     attempts: int = 0
     since: float = 0.0
     until: float = 0.0
+    mac: str | None = None
+    signed: dict | None = field(default=None, repr=False, compare=False)  # what the MAC covers
 
     def remaining(self, now: float | None = None) -> float:
         return self.until - (time.time() if now is None else now)
@@ -60,10 +73,18 @@ class Resend:
 
 
 def wrap(body: bytes, key: str, resume: dict[str, float | None] | None, attempts: int,
-         since: float, until: float, now: float | None = None) -> Resend:
+         since: float, until: float, now: float | None = None, signer: Signer | None = None) -> Resend:
+    """The re-sent copy. Signed with `signer`; without one the plugins' states stay out of
+    it (the store keeps them) and only their names travel."""
     now = time.time() if now is None else now
-    doc = {MARK: {"key": key, "resume": resume, "attempts": attempts, "since": since, "until": until},
-           "body": body.decode("utf-8", "replace")}
+    until = min(until, since + MAX_TOTAL_DEFERRAL) if since else until
+    if signer is None and resume and isinstance(resume.get(RESUME_STATE), dict):
+        resume = {**resume, RESUME_STATE: {name: None for name in resume[RESUME_STATE]}}
+    meta = {"key": key, "resume": resume, "attempts": attempts, "since": since, "until": until}
+    text = body.decode("utf-8", "replace")
+    if signer is not None:
+        meta["mac"] = signer.sign(_covered(meta, text))
+    doc = {MARK: meta, "body": text}
     delay = max(0, min(MAX_DELAY_SECONDS, math.ceil(until - now)))
     return Resend(json.dumps(doc, ensure_ascii=True, separators=(",", ":")), delay)
 
@@ -92,7 +113,27 @@ def unwrap(body: bytes | str) -> Deferred | None:
         raw = inner.encode("utf-8")
     except UnicodeEncodeError:
         return None
-    return Deferred(key, raw, resume, attempts, float(since), float(until))
+    mac = meta.get("mac")
+    return Deferred(key, raw, resume, attempts, float(since), float(until),
+                    mac if isinstance(mac, str) else None, _covered(meta, inner))
+
+
+def verdict(wrapped: Deferred, signer: Signer | None) -> str:
+    """SIGNED: written by a worker holding the fleet key; FORGED: a MAC that does not
+    verify; UNSIGNED: no MAC (an older version, or anyone) or no key here to check it."""
+    if signer is None or wrapped.mac is None:
+        return UNSIGNED
+    return SIGNED if signer.verify(wrapped.signed, wrapped.mac) else FORGED
+
+
+def states_named(resume: dict | None) -> dict:
+    """The plugins' saved states a resume mapping carries (`{plugin: state or None}`)."""
+    states = (resume or {}).get(RESUME_STATE)
+    return states if isinstance(states, dict) else {}
+
+
+def _covered(meta: dict, body: str) -> dict:
+    return {"meta": {k: v for k, v in meta.items() if k != "mac"}, "body": body}
 
 
 def _is_resume(value) -> bool:

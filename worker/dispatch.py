@@ -6,8 +6,9 @@ dead-letter. One plugin's crash, hang or slow cloud call never stops another:
 - anything a hook raises, `BaseException` included (`SystemExit`, `KeyboardInterrupt`),
   is that plugin's failure for that event and goes no further;
 - with `call_timeout` set, each plugin's calls run on its own few daemon threads
-  (`lanes.py`): a call that overruns is a failure, a plugin whose threads are all stuck
-  fails fast without taking threads from the others, and a thread that never returns
+  (`lanes.py`): a call that overruns is a failure (an attempt of its event); an event
+  whose call could not start — the plugin's threads all busy or stuck — is deferred
+  (it waits for the plugin, never charged), without taking threads from the others; and a thread that never returns
   cannot hold up the process's exit; `on_settled` runs on one observer thread per
   plugin, so a slow observer never holds the worker's settle thread.
 """
@@ -27,7 +28,7 @@ from .context import Context, Runtime
 from .deferred import RESUME_STATE
 from .outcomes import combine, DEFERRED, FAILED, HANDLED, IGNORED, PluginResult, Result
 from .events import PREEMPTIBLE_INTERRUPTION, STATE_CHANGE, Event
-from .lanes import Lane, LaneStuck, Observer
+from .lanes import LaneStuck, PluginThreads
 
 log = logging.getLogger("ecs_worker.dispatch")
 
@@ -48,9 +49,7 @@ class Dispatcher:
         # With a time limit, each plugin's calls run on its own lane so a hung plugin
         # costs its own threads, not the handler's or another plugin's. Without one,
         # calls run in the caller's thread: no thread hop.
-        self._lanes: dict[str, Lane] = {}
-        self._observers: dict[str, Observer] = {}  # on_settled: one thread per plugin, in order
-        self._lanes_lock = threading.Lock()
+        self._threads = PluginThreads(max_calls_per_plugin, call_timeout)
         self.deadlines = Deadlines()  # per-call timeouts of plugins' futures
 
     # -- life cycle ---------------------------------------------------------------
@@ -65,8 +64,7 @@ class Dispatcher:
     def shutdown(self) -> None:
         """Let the observers catch up, call `on_shutdown` (each within `call_timeout`),
         then let the call threads go."""
-        with self._lanes_lock:
-            observers = list(self._observers.values())
+        observers = self._threads.observers()
         deadline = time.monotonic() + self.call_timeout
         for observer in observers:  # e.g. the webhook plugin flushes what on_settled queued
             observer.drain(deadline)
@@ -75,10 +73,7 @@ class Dispatcher:
             outcome = self._invoke(impl, name, "on_shutdown", {"ctx": self.runtime.context(name)})
             if isinstance(outcome, _Failure):
                 log.error("plugin %s failed to shut down: %s", name, outcome.detail)
-        with self._lanes_lock:
-            lanes = [*self._lanes.values(), *self._observers.values()]
-        for lane in lanes:
-            lane.close()
+        self._threads.close()
 
     # -- events -------------------------------------------------------------------
     def dispatch(self, event: Event, resume: Mapping[str, float | None] | None = None) -> Result:
@@ -175,7 +170,7 @@ class Dispatcher:
                 if isinstance(outcome, _Failure):
                     log.error("plugin %s failed in on_settled: %s", name, outcome.detail)
                 continue
-            observer = self._observer(name)
+            observer = self._threads.observer(name)
             try:
                 if not wait:
                     observer.post(_observe, {"name": name, "fn": impl.function, "kwargs": kwargs})
@@ -189,6 +184,15 @@ class Dispatcher:
                 log.error("plugin %s failed in on_settled: %s", name, outcome.detail)
 
 
+    def fresh(self) -> "Dispatcher":
+        """A dispatcher for a forked child (`quarantine.py`): the same plugins, new threads,
+        and cloud clients of its own (the parent's connections are not the child's)."""
+        return Dispatcher(self.pm, self.runtime.forked(), self.call_timeout, self.max_calls_per_plugin)
+
+    def stuck(self) -> dict[str, tuple[int, float | None]]:
+        """Per plugin: (calls running past `call_timeout`, since when all its threads are stuck)."""
+        return self._threads.stuck()
+
     # -- internals ----------------------------------------------------------------
     def _impls(self, hook: str) -> list:
         caller = getattr(self.pm.hook, hook, None)
@@ -196,23 +200,6 @@ class Dispatcher:
             return []
         # pluggy calls the list last-to-first; keep its order (tryfirst/trylast honoured).
         return [i for i in reversed(caller.get_hookimpls()) if not (i.hookwrapper or i.wrapper)]
-
-    def _lane(self, name: str) -> Lane:
-        return self._per_plugin(self._lanes, name,
-                                lambda: Lane(name, self.max_calls_per_plugin, self.call_timeout))
-
-    def _observer(self, name: str) -> Observer:
-        return self._per_plugin(self._observers, name, lambda: Observer(name, self.call_timeout))
-
-    def _per_plugin(self, table: dict, name: str, make: Callable[[], Any]) -> Any:
-        """The plugin's own lane or observer, made on its first call (lock-free once made)."""
-        found = table.get(name)
-        if found is None:
-            with self._lanes_lock:
-                found = table.get(name)
-                if found is None:
-                    found = table[name] = make()
-        return found
 
     def _invoke(self, impl, name: str, hook: str, kwargs: dict[str, Any]) -> Any:
         """Call one hook implementation: its return value, or a `_Failure` for anything
@@ -224,9 +211,9 @@ class Dispatcher:
             except BaseException as exc:
                 return _Failure(one_line(exc), exc)
         try:
-            call = self._lane(name).submit(impl.function, kwargs)
+            call = self._threads.lane(name).submit(impl.function, kwargs)
         except LaneStuck as exc:
-            return _Failure(f"{hook} {exc}", None)
+            return _Failure(f"{hook} {exc}", None, waited=True)
         return self._outcome(call, hook)
 
     def _outcome(self, call: Future, hook: str) -> Any:
@@ -234,13 +221,21 @@ class Dispatcher:
         try:
             exc = call.exception(self.call_timeout)
         except FutureTimeout:
-            call.cancel()  # still queued: never start it; running: it carries on, abandoned
+            if call.cancel():  # still queued, never started: the event waited, it did not fail
+                return _Failure(f"{hook} not called: no free thread of the plugin within "
+                                f"{self.call_timeout:g}s", None, waited=True)
+            # running: it carries on, abandoned; it counts as this event's attempt
             return _Failure(f"{hook} timed out after {self.call_timeout:g}s", None,
                             timed_out=True)
         return _Failure(one_line(exc), exc) if exc is not None else call.result()
 
     def _call(self, impl, name: str, hook: str, event: Event, ctx: Context) -> PluginResult | Future:
         value = self._invoke(impl, name, hook, _args(impl, event=event, ctx=ctx))
+        if isinstance(value, _Failure) and value.waited:  # the plugin is stuck: wait for it
+            log.warning("plugin %s: event %s waits: %s", name, event.id, value.detail,
+                        extra={"plugin": name, "event_id": event.id})
+            return PluginResult(name, DEFERRED, f"waiting for plugin {name}: {value.detail}",
+                                self.runtime.config.worker.retry_base_seconds)
         if isinstance(value, _Failure):
             if value.timed_out:
                 log.error("plugin %s %s timed out after %ss", name, hook, self.call_timeout,
@@ -272,10 +267,12 @@ class _Failure:
     """What a hook call came to when it did not return: the one-line reason, and the
     exception (for debug logs) when there was one."""
 
-    __slots__ = ("detail", "exc", "timed_out")
+    __slots__ = ("detail", "exc", "timed_out", "waited")
 
-    def __init__(self, detail: str, exc: BaseException | None, timed_out: bool = False) -> None:
+    def __init__(self, detail: str, exc: BaseException | None, timed_out: bool = False,
+                 waited: bool = False) -> None:
         self.detail, self.exc, self.timed_out = detail, exc, timed_out
+        self.waited = waited  # never started: the plugin's threads were all busy or stuck
 
 
 def _status(name: str, value: Any) -> PluginResult:

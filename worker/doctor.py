@@ -64,7 +64,7 @@ class Doctor:
     def run(self) -> int:
         checks: list[Callable[[], Check]] = [self.credentials, self.queue, self.dead_letter_queue, self.rule,
                                              self.ecs_read, self.slb_read, self.start_instance, self.slb_write,
-                                             self.store, self.metrics]
+                                             self.store, self.metrics, self.signing_key]
         for check in checks:
             try:
                 self.say(check())
@@ -216,6 +216,21 @@ class Doctor:
             return Check(FAIL, f"metrics: cannot listen on {listen}: {exc.strerror or exc}",
                          "stop what holds that address or change [metrics] listen")
         return Check(PASS, f"metrics: {listen} is free")
+
+
+    def signing_key(self) -> Check:
+        from .config import ConfigError
+        from .signing import ADVICE, load_signer
+
+        name = self.config.worker.signing_key_file
+        if not name:
+            return Check(UNPROVEN, "signing key: none ([worker] signing_key_file): fine for one worker", ADVICE)
+        try:
+            signer = load_signer(name)
+        except ConfigError as exc:
+            return Check(FAIL, f"signing key: {exc}", "run `ecs-worker setup` (it creates the file), "
+                                                     "or chmod 600 it")
+        return Check(PASS, f"signing key: {signer!r} from {name}")
 
 
 def _healthz(host: str, port: int) -> str | None:

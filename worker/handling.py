@@ -1,5 +1,6 @@
-"""Handling one message on a handler thread: a crash suspect runs alone (`crashes.Gate`),
-its start and end are noted in the crash journal (`crashes.Journal`), and its outcome —
+"""Handling one message on a handler thread: a crash suspect runs in a quarantine child
+process (`quarantine.py`), forked while nothing else runs (`crashes.Gate`); any other
+message's start and end are noted in the crash journal (`crashes.Journal`), and its outcome —
 whenever and on whichever thread the dispatcher resolves it — goes to the settler.
 Nothing here may leak a message: whatever raises becomes that message's failure."""
 from __future__ import annotations
@@ -8,6 +9,7 @@ import logging
 import threading
 from concurrent.futures import Future
 
+from . import metrics, quarantine
 from .crashes import Gate, Journal
 from .dispatch import Dispatcher
 from .outcomes import FAILED, Result
@@ -41,6 +43,10 @@ class Handling:
                 self.settler.put(held, RELEASE)  # received but not started: another worker's
                 return
             entered = True
+            if held.suspect:  # it may be what killed a worker: in a child of its own
+                attached = True  # settled, and the gate left, by `_quarantined` itself
+                self._quarantined(held)
+                return
             assert self.journal is not None
             self.journal.started(held.key)
             future = self.dispatcher.start(held.event, held.resume)
@@ -52,6 +58,26 @@ class Handling:
                 self._ended(held)
             if not attached:
                 self.settler.put(held, RESULT, Result(FAILED, held.event, error=one_line(exc)))
+
+    def _quarantined(self, held: Held) -> None:
+        """Fork with nothing else running (`Gate`), let the others go on at once, and wait
+        on this handler thread for the child's result."""
+        left = []
+
+        def forked() -> None:
+            left.append(True)
+            self._gate.leave(True)
+        try:
+            result, held.crashed = quarantine.run(self.dispatcher, held.event, held.resume, forked,
+                                                  self.journal.descriptors() if self.journal else ())
+        except BaseException as exc:  # noqa: B902 - e.g. fork refused (no memory): a failure, not a crash
+            result = Result(FAILED, held.event, error=f"quarantine: {one_line(exc)}")
+        finally:
+            if not left:
+                self._gate.leave(True)
+        for action in result.actions:  # the child's counters died with it
+            metrics.count_action(action)
+        self.settler.put(held, RESULT, result)
 
     def _done(self, held: Held, future: Future) -> None:
         """The outcome is in (on whichever thread resolved it): never raise from here."""

@@ -3,8 +3,10 @@
 `/healthz` reflects the consume loop, not the process: 200 while receive calls keep
 completing, 503 once none has completed for longer than twice the long-poll wait plus
 5 s — a wedged loop, a dead network or lost credentials all show up there — and 503 at
-once when an internal thread of the worker died (`thread_died`), and 503 while a shared
-state store cannot be reached (`store`: why; the worker waits for it and recovers by itself).
+once when an internal thread of the worker died (`thread_died`), 503 naming the plugin
+(`stuck_plugins`) once all of a plugin's call threads have been stuck for
+`[plugins] stuck_health_seconds` (`stuck.py`), and 503 while a shared state store cannot
+be reached (`store`: why; the worker waits for it and recovers by itself).
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from . import metrics
 
 dead_threads: list[str] = []  # internal threads that died: the worker is failing
+stuck_plugins: dict[str, float] = {}  # plugin -> seconds all its threads have been stuck, past the bound
 
 
 def thread_died(name: str) -> None:
@@ -35,9 +38,10 @@ class Health:
     def check(self) -> tuple[bool, dict]:
         last = metrics.last_poll_completed
         since = time.monotonic() - (last or self.started)  # before the first poll: since start-up
+        stuck = dict(stuck_plugins)
         store = self.store_problem()
-        ok = since <= self.limit and not dead_threads and store is None
-        status = "failed" if dead_threads else "stalled" if since > self.limit else \
+        ok = since <= self.limit and not dead_threads and not stuck and store is None
+        status = "failed" if dead_threads else "stuck" if stuck else "stalled" if since > self.limit else \
             "store_unreachable" if store else "ok"
         detail = {"status": status, "seconds_since_poll": round(since, 1),
                   "limit_seconds": self.limit, "polled": bool(last)}
@@ -45,6 +49,8 @@ class Health:
             detail["store"] = store
         if dead_threads:
             detail["dead_threads"] = list(dead_threads)
+        if stuck:
+            detail["stuck_plugins"] = {name: round(seconds, 1) for name, seconds in stuck.items()}
         return ok, detail
 
 

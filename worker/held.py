@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from .deferred import Deferred
 from .events import Event
@@ -15,6 +16,8 @@ from .sources.mns import Message
 RESULT, DUPLICATE, RELEASE, EXHAUSTED = "result", "duplicate", "release", "exhausted"
 WAIT = "wait"  # a re-sent deferral that arrived before it is due: wait on, run nothing
 LATER = "later"  # not now, uncounted: its `later` (seconds, why) says when and why
+REFUSED = "refused"  # a re-sent deferral not to be trusted or too old: dead-lettered (`refused`)
+STATELESS = "stateless"  # a re-sent deferral whose plugins' states are not here: wait, run nothing
 REPR_KEY_CHARS = 120  # the repr (log lines) shows at most this much of a key
 
 
@@ -32,19 +35,27 @@ class Held:
     key: str = ""  # the message key (keys.py)
     attempt: int = 0  # this attempt's number, should it fail
     resume: dict[str, float | None] | None = None
-    suspect: bool = False  # running when a worker died: runs alone (crashes.py)
+    suspect: bool = False  # running when a worker died: runs in quarantine (quarantine.py)
+    crashed: bool = False  # its quarantine process died: it stays a suspect
     wrapped: Deferred | None = None  # a long deferral, re-sent with its key (deferred.py)
     later: tuple[float, str] = (0.0, "")  # LATER: come back in this many seconds, and why
+    refused: tuple[str, str] | None = None  # (dead-letter reason, why): never run (trust.py)
 
     def __repr__(self) -> str:  # log lines: never the body, a bounded key
         key = self.key if len(self.key) <= REPR_KEY_CHARS else self.key[:REPR_KEY_CHARS] + "..."
         return f"Held(message_id={self.message.id!r}, key={key!r}, attempt={self.attempt})"
 
 
-def hold(held: dict[str, Held], messages: list[Message], queue_visibility: float) -> list[Held]:
+def half_time(now: float, remaining: float) -> float:
+    return now + remaining / 2
+
+
+def hold(held: dict[str, Held], messages: list[Message], queue_visibility: float,
+         extend_at: Callable[[float, float], float] = half_time) -> list[Held]:
     """Register a received batch in `held` (by message id); a message already held
     (redelivered because its invisibility lapsed) only gets its new receipt handle.
-    Returns the new ones. The caller holds the registry's lock."""
+    Returns the new ones; `extend_at(now, remaining)` says when each is renewed. The
+    caller holds the registry's lock."""
     now, wall = time.monotonic(), time.time()
     fresh = []
     for message in messages:
@@ -57,9 +68,9 @@ def hold(held: dict[str, Held], messages: list[Message], queue_visibility: float
         if known is not None:
             with known.lock:
                 known.handle = message.receipt_handle
-                known.deadline, known.extend_at = now + remaining, now + remaining / 2
+                known.deadline, known.extend_at = now + remaining, extend_at(now, remaining)
             continue
-        new = Held(message, message.receipt_handle, now + remaining, now + remaining / 2)
+        new = Held(message, message.receipt_handle, now + remaining, extend_at(now, remaining))
         held[message.id] = new
         fresh.append(new)
     return fresh

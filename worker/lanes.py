@@ -31,7 +31,8 @@ class Lane:
 
     When all `size` threads are busy, a call waits its turn (the caller's own time limit
     covers the wait); when all of them are stuck in calls that overran `timeout`, a new
-    call fails at once with `LaneStuck`.
+    call is refused at once with `LaneStuck` (the dispatcher defers its event: the event
+    waits for the plugin, it did not fail).
     """
 
     def __init__(self, plugin: str, size: int, timeout: float) -> None:
@@ -59,6 +60,15 @@ class Lane:
                 threading.Thread(target=self._run, name=f"plugin-{self.plugin}-{self._threads}",
                                  daemon=True).start()
         return call
+
+    def stuck(self, now: float) -> tuple[int, float | None]:
+        """(calls running past `timeout`, since when all `size` threads have been stuck or None)."""
+        with self._lock:
+            starts = list(self._running.values())
+        overran = sum(1 for t in starts if now - t > self.timeout)
+        if len(starts) < self.size or overran < len(starts):
+            return overran, None
+        return overran, max(starts) + self.timeout
 
     def close(self) -> None:
         """Let idle threads end; busy ones end after their call (or with the process)."""
@@ -189,6 +199,48 @@ class Observer:
                 if call is not None:
                     call.set_result(value) if exc is None else call.set_exception(exc)
             batch = fn = kwargs = call = value = exc = None
+
+
+class PluginThreads:
+    """Each plugin's lane and observer, made on its first call (lock-free once made)."""
+
+    def __init__(self, size: int, timeout: float) -> None:
+        self.size, self.timeout = size, timeout
+        self._lanes: dict[str, Lane] = {}
+        self._observers: dict[str, Observer] = {}  # on_settled: one thread per plugin, in order
+        self._lock = threading.Lock()
+
+    def lane(self, name: str) -> Lane:
+        return self._per_plugin(self._lanes, name, lambda: Lane(name, self.size, self.timeout))
+
+    def observer(self, name: str) -> Observer:
+        return self._per_plugin(self._observers, name, lambda: Observer(name, self.timeout))
+
+    def observers(self) -> list[Observer]:
+        with self._lock:
+            return list(self._observers.values())
+
+    def stuck(self) -> dict[str, tuple[int, float | None]]:
+        """Per plugin: (calls running past `timeout`, since when all its threads are stuck)."""
+        now = time.monotonic()
+        with self._lock:
+            lanes = list(self._lanes.values())
+        return {lane.plugin: lane.stuck(now) for lane in lanes}
+
+    def close(self) -> None:
+        with self._lock:
+            every = [*self._lanes.values(), *self._observers.values()]
+        for one in every:
+            one.close()
+
+    def _per_plugin(self, table: dict, name: str, make: Callable[[], Any]) -> Any:
+        found = table.get(name)
+        if found is None:
+            with self._lock:
+                found = table.get(name)
+                if found is None:
+                    found = table[name] = make()
+        return found
 
 
 def _nothing() -> None:

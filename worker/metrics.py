@@ -19,6 +19,7 @@ from prometheus_client import (GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECT
 
 from .actions import Action, ActionGateway
 from .outcomes import FAILED, HANDLED, IGNORED, INVALID, Result
+from .trust import REFUSALS
 
 REGISTRY = CollectorRegistry()
 # process_* (CPU, memory, open fds), python_info and python_gc_*: prometheus-client's own collectors.
@@ -33,7 +34,8 @@ ACTIONS = Counter("ecs_worker_actions", "Cloud-changing actions, by plugin, acti
 PLUGIN_ERRORS = Counter("ecs_worker_plugin_errors", "Plugin calls that failed or timed out",
                         ["plugin"], registry=REGISTRY)
 DEAD_LETTERS = Counter("ecs_worker_dead_letters", "Messages dead-lettered, by reason "
-                       "(invalid, max_attempts)", ["reason"], registry=REGISTRY)
+                       "(invalid, max_attempts; forged, unsigned, deferred_too_long: re-sent deferrals "
+                       "not to be trusted)", ["reason"], registry=REGISTRY)
 HANDLER_SECONDS = Histogram("ecs_worker_handler_seconds", "Time from dispatch to outcome",
                             registry=REGISTRY,
                             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300))
@@ -48,12 +50,14 @@ LAST_POLL = Gauge("ecs_worker_last_poll_timestamp_seconds",
                   "Unix time the last receive call completed", registry=REGISTRY)
 INFLIGHT = Gauge("ecs_worker_inflight", "Messages held: being handled or awaiting plugins' work",
                  registry=REGISTRY)
+PLUGIN_STUCK_CALLS = Gauge("ecs_worker_plugin_stuck_calls", "Hook calls running past [plugins] call_timeout, "
+                           "by plugin (their threads are abandoned)", ["plugin"], registry=REGISTRY)
 BUILD_INFO = Info("ecs_worker_build", "Version of ecs-worker and of Python", registry=REGISTRY)
 
 # Labels known before anything happens (issue 13: counters start at 0).
 KNOWN_EVENT_NAMES = ("Instance:StateChange", "Instance:PreemptibleInstanceInterruption")
 OUTCOMES = ("handled", "failed", "ignored", "invalid", "deferred", "duplicate")
-DEAD_LETTER_REASONS = ("invalid", "max_attempts")
+DEAD_LETTER_REASONS = ("invalid", "max_attempts", *REFUSALS)
 KNOWN_ACTIONS = {"restart": ("StartInstance",),
                  "slb": ("RemoveVServerGroupBackendServers", "SetVServerGroupAttribute")}
 ACTION_RESULTS = ("ok", "planned", "error")
@@ -71,6 +75,7 @@ def known_labels(plugins: list[str] = ()) -> None:
         DEAD_LETTERS.labels(reason)
     for plugin in plugins:
         PLUGIN_ERRORS.labels(plugin)
+        PLUGIN_STUCK_CALLS.labels(plugin)
         for action in KNOWN_ACTIONS.get(plugin, ()):
             for result in ACTION_RESULTS:
                 ACTIONS.labels(plugin, action, result)

@@ -24,6 +24,7 @@ _PRECEDENCE = {IGNORED: 0, HANDLED: 1, DEFERRED: 2, FAILED: 3}  # a worse status
 EXIT_OK = 0  # done, or stopped cleanly
 EXIT_FAILURE = 1  # a failure worth a restart (an internal thread died, a check failed)
 EXIT_USAGE = 2  # configuration or permissions: restarting will not help
+EXIT_STUCK = 3  # a plugin's calls stayed stuck: only a new process clears its threads
 
 
 @dataclass

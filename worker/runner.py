@@ -2,12 +2,13 @@
 
 Three loops, each in its own thread, each with its own MNS client: receive (here; the
 watchdog's heartbeat) long-polls a batch only while there is room — fewer than
-`concurrency` handlers busy and fewer than `max_pending` messages held — decides on each
+`concurrency` handlers busy and fewer than `max_pending` messages held (fewer still
+when MNS is slow: no more than renewals can keep hidden) — decides on each
 message (`admission.py`) and hands it to the handler pool; extend (`extender.py`) keeps
 held messages invisible; settle (`settle.py`) carries out each outcome in MNS.
 The runtime is built in `app.py`; signals in `signals.py`; the archive in `archive.py`.
 
-The main thread only waits for signals. First SIGTERM/SIGINT: stop receiving, release
+The main thread only waits for signals (`signals.py`: SIGHUP reloads). First SIGTERM/SIGINT: stop receiving, release
 messages not yet started (visibility 1 s), let the rest finish within `shutdown_timeout`,
 settle, exit 0. A second signal exits at once; unsettled messages reappear after their
 visibility timeout, so nothing is lost either way.
@@ -33,13 +34,15 @@ from .dispatch import Dispatcher
 from .extender import Extender
 from .handling import Handling
 from .handlers import Handlers
-from .held import RELEASE, RESULT, Held, hold
+from .held import RELEASE, RESULT, Held
+from .room import Room
 from .notify import SystemdNotifier, watchdog_interval
-from .outcomes import EXIT_FAILURE, EXIT_OK
+from .outcomes import EXIT_FAILURE, EXIT_OK, EXIT_STUCK
 from .settle import Settler
 from .signals import Signals
 from .sources.mns import SOCKET_SLACK, MnsError, MnsQueue, Message, fault_delay
 from .store import Store, StoreError
+from .stuck import StuckWatch
 from .text import one_line
 
 log = logging.getLogger("ecs_worker.runner")
@@ -61,19 +64,22 @@ class Runner:
         self.queue_visibility = config.mns.visibility_timeout  # replaced by the queue's own at start
         self.signals = Signals()
         self._pool = Handlers(w.concurrency, self._handle, on_death=self._died)
-        self._room = threading.Condition()
-        self._busy = 0  # handler tasks whose synchronous part has not finished
-        self._held: dict[str, Held] = {}
         self._stopping = threading.Event()  # stop receiving
         self._closing = threading.Event()  # stop extending and settling
-        self.settler = Settler(config, source, store, dispatcher, self._finish, dead_letters)
+        self.settler = Settler(config, source, store, dispatcher, lambda *done: self._room.finish(*done),
+                               dead_letters)
         self.counts = self.settler.counts
-        self._admission = Admission(store, w.max_attempts, claim_seconds(config, store))
-        self._extender = Extender(source, config.mns.visibility_timeout, self._due, self._closing,
-                                  self._recover)
+        self._admission = Admission(store, w.max_attempts, claim_seconds(config, store), self.settler.signer)
+        self._extender = Extender(source, config.mns.visibility_timeout, lambda now: self._room.due(now),
+                                  self._closing, self._recover)
+        self._room = Room(w.concurrency, w.max_pending, self._extender.capacity)
+        self._held = self._room.held
         self._threads: list[threading.Thread] = []
         self._handling = Handling(dispatcher, self.settler, self._stopping)
         self.fatal: str | None = None  # the internal thread that died, if one did
+        p = config.plugins
+        self._stuck = StuckWatch(dispatcher.stuck, p.stuck_health_seconds, p.stuck_exit_seconds)
+        self.on_reload = lambda: None  # SIGHUP (set by app.py: reload.py)
 
     # == life cycle ================================================================
     def check(self) -> None:
@@ -82,7 +88,10 @@ class Runner:
         def until_ok(call):
             return preflight.until_ok(call, self.notifier, lambda: bool(self.signals.count))
 
+        started = time.monotonic()
         self.queue_visibility = until_ok(self.source.visibility_timeout)
+        self._extender.observe(time.monotonic() - started)  # a first MNS round trip
+        self._extender.queue_visibility = self.queue_visibility
         self.settler.source_max_size = until_ok(self.source.maximum_message_size)
         if self.dead_letters is not None:
             self.settler.dead_letter_max_size = until_ok(self.dead_letters.maximum_message_size)
@@ -115,8 +124,7 @@ class Runner:
         log.critical("internal thread %r died (%s); stopping with exit code 1 so that the service "
                      "manager restarts the worker", name, one_line(exc), exc_info=exc)
         self._stopping.set()
-        with self._room:
-            self._room.notify_all()
+        self._room.wake()
 
     def _dead_thread(self) -> str | None:
         """The name of an internal thread that is no longer running although it should."""
@@ -144,8 +152,7 @@ class Runner:
             log.info("stopping: no more receiving; %d message(s) in flight", held)
             self.notifier.stopping(f"stopping, {held} in flight")
             self._stopping.set()
-            with self._room:
-                self._room.notify_all()
+            self._room.wake()
 
     def drain(self, timeout: float) -> bool:
         """After `request_stop`: wait for in-flight work, settle, stop the loops.
@@ -183,13 +190,19 @@ class Runner:
     def serve(self) -> int:
         """After `start`: run until a signal; the main thread only watches the signal flag."""
         while not self.signals.count:
-            dead = self._dead_thread()
-            if dead:
-                health.thread_died(dead)
-                log.error("the %s thread died; stopping so that the service manager restarts us", dead)
+            self.signals.act(self.on_reload, self.status_line)
+            dead, stuck = self._dead_thread(), self._stuck.check()
+            if dead or stuck:
+                if dead:
+                    health.thread_died(dead)
+                    log.error("the %s thread died; stopping so that the service manager restarts us", dead)
+                else:
+                    log.critical("plugin %s: its calls are still stuck after [plugins] stuck_exit_seconds; "
+                                 "exiting with code %d so that the service manager restarts the worker",
+                                 stuck, EXIT_STUCK)
                 self.request_stop()
                 self.drain(self.config.worker.shutdown_timeout)
-                return EXIT_FAILURE
+                return EXIT_FAILURE if dead else EXIT_STUCK
             time.sleep(0.1)
         self.request_stop()
         ok = self.drain(self.config.worker.shutdown_timeout)
@@ -220,7 +233,7 @@ class Runner:
                     self.notifier.status(line)
                     last_status = line
                 next_status = now + STATUS_EVERY
-            room = self._wait_for_room(ping_every)
+            room = self._room.wait(ping_every, self._stopping)
             if not room:
                 continue
             try:
@@ -241,31 +254,12 @@ class Runner:
             if messages:
                 self._take(messages)
 
-    def _wait_for_room(self, timeout: float) -> int:
-        """Block (up to `timeout`) until a handler is free and fewer than max_pending are held."""
-        with self._room:
-            if not self._has_room():
-                self._room.wait(timeout)
-                metrics.loop_alive()
-            if self._stopping.is_set() or self._busy >= self.concurrency:
-                return 0
-            return max(0, self.max_pending - len(self._held))
-
-    def _has_room(self) -> bool:  # with self._room held
-        return self._busy < self.concurrency and len(self._held) < self.max_pending
-
-    def _room_opened(self) -> None:  # with self._room held
-        # Only once there is room: waking the receiver per finished message, to find
-        # the pool still full, costs a GIL hand-over each time.
-        if self._has_room():
-            self._room.notify_all()
-
     def _take(self, messages: list[Message]) -> None:
         """Hold a received batch, look its keys up in one store read, and hand each
         message to a handler (or straight to the settler when nothing is to run).
 
         Whatever raises here is the failure of the one message it concerns."""
-        fresh = self._accept(messages)
+        fresh = self._room.accept(messages, self.queue_visibility, self._extender.extend_at)
         if not fresh:
             return
         if self.config.worker.archive:  # only the receive thread writes it
@@ -280,35 +274,12 @@ class Runner:
                 to_run.append(held)
             else:
                 self.settler.put(held, kind, result)
-        with self._room:  # once per batch: every lock the handlers also take costs a hand-over
-            self._busy += len(to_run)
+        self._room.started(len(to_run))
         self._pool.submit(to_run)
-
-    def _accept(self, messages: list[Message]) -> list[Held]:
-        with self._room:
-            fresh = hold(self._held, messages, self.queue_visibility)
-            metrics.INFLIGHT.set(len(self._held))
-        return fresh
 
     # == handle ====================================================================
     def _handle(self, held: Held) -> None:
         try:
             self._handling.run(held)
         finally:
-            with self._room:
-                self._busy -= 1
-                self._room_opened()
-
-    def _due(self, now: float) -> list[Held]:
-        """Held messages whose invisibility is due for an extension (the extender's)."""
-        with self._room:
-            return [h for h in self._held.values() if h.extend_at <= now]
-
-    def _finish(self, *done: Held) -> None:
-        with self._room:
-            for held in done:
-                if self._held.get(held.message.id) is held:
-                    del self._held[held.message.id]
-            metrics.INFLIGHT.set(len(self._held))
-            self._room_opened()
-
+            self._room.handled()

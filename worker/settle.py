@@ -1,21 +1,21 @@
-"""Settling: carrying out, in MNS, what a message's outcome means — the one meaning of
-"settle" in this code base (`on_settled` observers hear of it afterwards; the store
-remembers settled keys so that a redelivered copy is dropped).
+"""Settling: carrying out, in MNS, what a message's outcome means — the one meaning of "settle"
+in this code base (`on_settled` observers hear of it afterwards; the store remembers settled
+keys so that a redelivered copy is dropped).
 
 handled / ignored -> remembered as settled, deleted (in batches of up to 16);
-deferred          -> hidden for the requested delay; not an attempt. Longer than
-                     `resend_deferrals_after`: re-sent with DelaySeconds, original deleted
-                     (`deferred.py`), so no worker holds it;
-failed            -> an attempt counted; hidden for a backoff growing with the attempts,
-                     or past `max_attempts` dead-lettered;
-invalid           -> dead-lettered at once.
-Dead-lettering writes `state_dir/dead-letter.jsonl` once per message, then sends to the
-dead-letter queue (when configured) a body that fits its maximum message size, then
-deletes. A transient failure keeps the message (it comes back); a permanent refusal by
-the dead-letter queue (AccessDenied, no such queue, refused body) leaves the local
-record alone to settle it, logged as an error and counted.
-Every outcome reaches the `on_settled` observers; nothing they raise (`SystemExit`
-included) stops this thread.
+deferred          -> hidden for the requested delay, not an attempt; longer than `resend_deferrals_after`:
+                     re-sent with DelaySeconds, original deleted (`deferred.py`), so no worker holds it;
+failed            -> an attempt counted; hidden for a backoff growing with the attempts, or past
+                     `max_attempts` dead-lettered;
+invalid / refused -> dead-lettered at once (refused: a re-sent deferral not trusted, `trust.py`);
+stateless / later -> hidden `STATE_WAIT_SECONDS` (`trust.py`) / as admission says; nothing run.
+A re-sent message is remembered as settled by its MNS message id: back after a lost delete, it is
+deleted, not re-sent again. Dead-lettering writes `state_dir/dead-letter.jsonl` once per message,
+then sends to the dead-letter queue (when configured) a body that fits its maximum message size,
+then deletes. A transient failure keeps the message (it comes back); a permanent refusal by the
+dead-letter queue (AccessDenied, no such queue, refused body) leaves the local record alone to
+settle it, logged as an error and counted. Every outcome reaches the `on_settled` observers;
+nothing they raise (`SystemExit` included) stops this thread.
 """
 from __future__ import annotations
 
@@ -31,11 +31,13 @@ from . import metrics
 from .backoff import backoff_delay
 from .config import Config
 from .text import one_line
-from .deferred import RESUME_STATE, wrap
 from .dispatch import Dispatcher
 from .outcomes import DEFERRED, FAILED, HANDLED, IGNORED, INVALID, Result
 from .events import Event
-from .held import DUPLICATE, EXHAUSTED, LATER, RELEASE, WAIT, Held
+from .held import DUPLICATE, EXHAUSTED, LATER, REFUSED, RELEASE, STATELESS, WAIT, Held
+from .keys import message_key
+from .resend import carries_state, resend
+from .trust import STATE_WAIT_SECONDS, stateless_reason
 from .sources.dead_letter import dead_letter_body
 from .sources.mns import MAX_BATCH, MAX_MESSAGE_BYTES, MnsError, MnsQueue, fault_delay, refused_for_good
 from .store import Store, StoreError
@@ -62,6 +64,7 @@ class Settler:
         self.source = source
         self.store = store
         self.dispatcher = dispatcher
+        self.signer = dispatcher.runtime.signer  # None: saved states stay in the store
         self.dead_letters = dead_letters
         self.max_attempts = config.worker.max_attempts
         self.resend_after = getattr(config.worker, "resend_deferrals_after", 600.0)
@@ -136,6 +139,16 @@ class Settler:
             assert held.wrapped is not None
             self._wait(held, handle, held.wrapped.remaining(), held.wrapped.resume, deletes)
             return
+        if kind == REFUSED and held.refused is not None:
+            self._count(event, "invalid")
+            self._dead_letter(held, handle, *held.refused, deletes)
+            return
+        if kind == STATELESS:
+            log.warning("message %s: %s", held.message.id, stateless_reason(held.key, held.resume),
+                        extra={"message_id": held.message.id})
+            self._count(event, "deferred")
+            self._set_visibility(held, handle, STATE_WAIT_SECONDS)
+            return
         if kind == EXHAUSTED:
             result = Result(FAILED, event, error=f"gave up after {held.attempt} attempts" + (
                 " (the worker did not finish them: it died while this one ran alone)" if held.suspect else ""))
@@ -156,7 +169,7 @@ class Settler:
                 # Which plugins to call again; a failure outside any plugin (no plugin
                 # results) keeps what was to be resumed (None: all of them).
                 resume = result.resume(held.resume) if result.plugins else held.resume
-                held.attempt = max(held.attempt, self._store(self.store.failed, held.key, resume) or 0)
+                held.attempt = max(held.attempt, self._store(self.store.failed, held.key, resume, held.crashed) or 0)
             if held.attempt >= self.max_attempts or kind == EXHAUSTED:
                 result.error = f"{result.error}; dead-lettered after {held.attempt} attempts"
                 self._dead_letter(held, handle, "max_attempts", result.error, deletes)
@@ -164,15 +177,12 @@ class Settler:
                 w = self.config.worker
                 delay = retry_backoff(held.attempt, w.retry_base_seconds, w.retry_max_seconds)
                 # A plugin's saved state must reach whichever worker takes the retry.
-                if _carries_state(resume if kind != EXHAUSTED else None) \
+                if carries_state(resume if kind != EXHAUSTED else None) \
                         and self._resend(held, delay, resume, held.attempt):
                     deletes.append((held, handle))
                 else:
                     self._set_visibility(held, handle, delay)
-        self._tell_observers(event, result)
-
-    def _tell_observers(self, event: Event | None, result: Result) -> None:
-        try:
+        try:  # the observers
             self.dispatcher.run_on_settled(event, result)
         except BaseException as exc:  # noqa: B902 - e.g. sys.exit() in on_settled: changes nothing
             log.error("an on_settled observer failed: %s", one_line(exc))
@@ -183,32 +193,19 @@ class Settler:
         made = max(held.attempt - 1, 0)
         self._store(self.store.deferred, held.key, resume or {}, made)
         # Long waits are re-sent (MNS throttles consumers that hold messages); so is a wait
-        # carrying a plugin's saved state, which must reach whichever worker takes it next.
-        if (seconds > self.resend_after or _carries_state(resume)) \
+        # carrying a plugin's saved state, which must reach whichever worker takes it next
+        # (signed; without a key only its name travels, and a worker lacking it waits).
+        if (seconds > self.resend_after or carries_state(resume)) \
                 and self._resend(held, seconds, resume or {}, made):
             deletes.append((held, handle))  # not remembered as settled: the copy has its key
             return
         self._set_visibility(held, handle, min(MAX_VISIBILITY, seconds))
 
     def _resend(self, held: Held, seconds: int, resume: dict, made: int) -> bool:
-        """Send the wrapped copy (`deferred.py`); False when it cannot go (then hold it)."""
-        wrapped = held.wrapped
-        now = time.time()
-        since = wrapped.since if wrapped else now
-        until = wrapped.until if wrapped and wrapped.until > now else now + seconds
-        body = wrapped.body if wrapped else held.message.body
-        copy = wrap(body, held.key, resume, made, since, until, now)
-        if len(copy.body) > self.source_max_size:
-            log.warning("message %s: deferred %ds, but its re-sent copy would exceed the queue's %d-byte "
-                        "limit; holding it instead", held.message.id, seconds, self.source_max_size)
+        if not resend(self.source, held, seconds, resume, made, self.signer, self.source_max_size):
             return False
-        try:
-            new_id = self.source.send(copy.body, delay_seconds=copy.delay)
-        except MnsError as exc:
-            log.warning("message %s: cannot re-send the deferral (%s); holding it instead", held.message.id, exc)
-            return False
-        log.info("message %s deferred %ds: re-sent as %s with DelaySeconds=%d", held.message.id, seconds,
-                 new_id, copy.delay, extra={"message_id": held.message.id})
+        # The copy replaces it: should its delete be lost, its return is a duplicate.
+        self._unmarked.append(message_key(held.message.id))
         return True
 
     def _dead_letter(self, held: Held, handle: str, reason: str, error: str | None, deletes: list) -> None:
@@ -300,7 +297,3 @@ class Settler:
     def _count(self, event: Event | None, outcome: str) -> None:
         self.counts[outcome] = self.counts.get(outcome, 0) + 1
         metrics.EVENTS.labels(event.name if event else "", outcome).inc()
-
-
-def _carries_state(resume: dict | None) -> bool:
-    return bool(resume and resume.get(RESUME_STATE))

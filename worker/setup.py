@@ -7,7 +7,8 @@ only records it; the exact call is printed either way.
 1. the queue and the dead-letter queue, with the attributes `queue_admin.wanted` gives;
 2. a CloudMonitor system-event rule for ECS — the event names the loaded plugins need (all
    ECS events when any plugin takes every event) — whose MNS target is the queue;
-3. the RAM policy the worker needs, filled in, and the separate one-time policy this command
+3. the fleet's signing key (`[worker] signing_key_file`), created 0600 when missing;
+4. the RAM policy the worker needs, filled in, and the separate one-time policy this command
    needs (for the administrator who runs it).
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, Callable, TextIO
 from .outcomes import EXIT_FAILURE, EXIT_OK
 from .actions import ActionGateway
 from .ram_policy import mns_location, setup_policy, worker_policy
+from .signing import prepare_key
 
 # Which CloudMonitor event each specific hook receives; on_event / on_settled take every event.
 HOOK_EVENTS = {"on_state_change": "Instance:StateChange",
@@ -161,6 +163,11 @@ class Setup:
             self.say(f"✗ {exc}")
             self.say("  (is the administrator's policy below attached to these credentials?)")
             self._policies()
+            return EXIT_FAILURE
+        try:
+            self.say(prepare_key(cfg.worker.signing_key_file, self.dry_run))
+        except OSError as exc:
+            self.say(f"✗ signing key: cannot create {exc.filename}: {exc.strerror}")
             return EXIT_FAILURE
         n = len(queues) + len(rule)
         if not n:

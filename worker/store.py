@@ -180,9 +180,9 @@ class Store(SqliteShared):
              hold: float = 0) -> list[Attempt]:
         """For a received batch, in one step: which keys were settled before, how many
         attempts each has made, their resume lists and whether they are crash suspects.
-        Nothing is counted here: taking a message on costs it nothing. With `owners` (one
-        message id per key) each unsettled key is claimed for `hold` seconds; a key another
-        copy holds is `busy`.
+        Nothing is counted here: taking a message on costs it nothing. With `owners` (a
+        message id for each of the first len(owners) keys; the rest are only looked up) each
+        such unsettled key is claimed for `hold` seconds; a key another copy holds is `busy`.
         """
         if not keys:
             return []
@@ -199,8 +199,8 @@ class Store(SqliteShared):
             with self._transaction() as db:
                 rows = db.execute(query, (*unique, self.clock(), *unique)).fetchall()
                 done = {k for k, n, _, _ in rows if n == -1}
-                busy = self._claim(db, [k for k in safe if k not in done],
-                                   [o for k, o in zip(safe, owners) if k not in done], hold)
+                claims = [(k, o) for k, o in zip(safe, owners) if k not in done]  # the first len(owners)
+                busy = self._claim(db, [k for k, _ in claims], [o for _, o in claims], hold)
         else:
             rows = self._run(query, (*unique, self.clock(), *unique))
         settled = {k for k, n, _, _ in rows if n == -1}
@@ -215,15 +215,15 @@ class Store(SqliteShared):
                                suspect=bool(suspect), busy=key in busy))
         return out
 
-    def failed(self, key: str, plugins: Mapping[str, float | None] | None) -> int:
-        """An attempt that failed: count it, keep the plugins to resume (None: all);
-        returns the count. It finished, so it is no longer a crash suspect."""
+    def failed(self, key: str, plugins: Mapping[str, float | None] | None, crashed: bool = False) -> int:
+        """An attempt that failed: count it, keep the plugins to resume (None: all); returns
+        the count. It finished: no longer a crash suspect, unless it `crashed` its quarantine."""
         key = safe_key(key)
         with self._transaction() as db:  # no RETURNING: older distributions ship SQLite < 3.35
             db.execute("INSERT INTO attempts (key, attempts, resume, updated) VALUES (?, 1, ?, ?) "
                        "ON CONFLICT(key) DO UPDATE SET attempts = attempts + 1, resume = excluded.resume, "
-                       "updated = excluded.updated, suspect = 0",
-                       (key, None if plugins is None else json.dumps(dict(plugins)), self.clock()))
+                       "updated = excluded.updated, suspect = ?",
+                       (key, None if plugins is None else json.dumps(dict(plugins)), self.clock(), int(crashed)))
             db.execute("DELETE FROM claims WHERE key = ?", (key,))
             return db.execute("SELECT attempts FROM attempts WHERE key = ?", (key,)).fetchone()[0]
 

@@ -22,13 +22,15 @@ class StateStore(Protocol):
     def take(self, keys: Sequence[str], max_attempts: int, owners: Sequence[str] = (),
              hold: float = 0) -> list[Attempt]:
         """A received batch, in one step: settled before? attempts, resume, suspect; with
-        `owners` (one message id per key) each unsettled key is claimed for `hold` s."""
+        `owners` (a message id for each of the first len(owners) keys; the rest are only
+        looked up) each such unsettled key is claimed for `hold` s."""
 
     def mark_settled_many(self, keys: Sequence[str]) -> None:
         """Remember `keys` as settled for `dedupe_ttl`; forget their attempts and claims."""
 
-    def failed(self, key: str, plugins: Mapping[str, float | None] | None) -> int:
-        """Count a failed attempt, keep the plugins to resume, drop the claim; the count."""
+    def failed(self, key: str, plugins: Mapping[str, float | None] | None, crashed: bool = False) -> int:
+        """Count a failed attempt, keep the plugins to resume, drop the claim; the count.
+        No longer a crash suspect, unless it `crashed` its quarantine process."""
 
     def deferred(self, key: str, plugins: Mapping[str, float | None], attempts: int | None = None) -> None:
         """Keep the plugins to resume (not an attempt), drop the claim."""

@@ -104,8 +104,9 @@ class RedisStore:
         if len(keys) > MAX_KEYS:
             return [a for i in range(0, len(keys), MAX_KEYS)
                     for a in self.take(keys[i:i + MAX_KEYS], max_attempts, owners[i:i + MAX_KEYS], hold)]
+        owners = [*owners, *[""] * (len(keys) - len(owners))][:len(keys)]  # "": look up only
         rows = self._run("TAKE", [k for key in keys for k in self._trio(key)],
-                         [int(hold * 1000) if owners else 0, *(owners or [""] * len(keys))])
+                         [int(hold * 1000) if any(owners) else 0, *owners])
         out = []
         for settled, made, resume, suspect, busy in rows:
             if settled:
@@ -132,9 +133,10 @@ class RedisStore:
                         raise
                     time.sleep(0.25)
 
-    def failed(self, key: str, plugins: Mapping[str, float | None] | None) -> int:
+    def failed(self, key: str, plugins: Mapping[str, float | None] | None, crashed: bool = False) -> int:
         resume = "" if plugins is None else json.dumps(dict(plugins))
-        return int(self._run("FAILED", [self._key("a", key), self._key("c", key)], [resume, ATTEMPTS_TTL]))
+        return int(self._run("FAILED", [self._key("a", key), self._key("c", key)],
+                             [resume, ATTEMPTS_TTL, int(crashed)]))
 
     def deferred(self, key: str, plugins: Mapping[str, float | None], attempts: int | None = None) -> None:
         self._run("DEFERRED", [self._key("a", key), self._key("c", key)],

@@ -11,7 +11,8 @@ themselves: a worker that dies leaves nothing held for longer than it asked.
 
 NOW = "local t = redis.call('TIME'); local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
 
-# KEYS: settled, attempts, claim per key. ARGV[1]: claim ms (0: no claims); ARGV[1+i]: owner.
+# KEYS: settled, attempts, claim per key. ARGV[1]: claim ms (0: no claims); ARGV[1+i]: owner
+# ('': looked up, not claimed).
 # Returns per key {settled, attempts made, resume ('' none), suspect, busy}.
 TAKE = """
 local hold = tonumber(ARGV[1])
@@ -22,7 +23,7 @@ for i = 0, #KEYS / 3 - 1 do
   else
     local v = redis.call('HMGET', KEYS[3 * i + 2], 'n', 'resume', 'suspect')
     local busy = 0
-    if hold > 0 then
+    if hold > 0 and ARGV[i + 2] ~= '' then
       local holder = redis.call('GET', KEYS[3 * i + 3])
       if holder and holder ~= ARGV[i + 2] then
         busy = 1
@@ -46,11 +47,12 @@ end
 return 0
 """
 
-# KEYS: attempts, claim. ARGV: resume ('' = all plugins), attempts ttl s. Returns the count.
+# KEYS: attempts, claim. ARGV: resume ('' = all plugins), attempts ttl s, still a suspect
+# (1: it crashed its quarantine process; 0: it finished). Returns the count.
 FAILED = """
 local n = redis.call('HINCRBY', KEYS[1], 'n', 1)
 if ARGV[1] == '' then redis.call('HDEL', KEYS[1], 'resume') else redis.call('HSET', KEYS[1], 'resume', ARGV[1]) end
-redis.call('HSET', KEYS[1], 'suspect', 0)
+redis.call('HSET', KEYS[1], 'suspect', tonumber(ARGV[3]))
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
 redis.call('DEL', KEYS[2])
 return n

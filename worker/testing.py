@@ -15,7 +15,7 @@ except ImportError:  # pragma: no cover - exercised only without pytest installe
     pytest = None  # type: ignore[assignment]
 
 __all__ = ["Harness", "acs_client", "body", "interruption", "maintenance", "mns_queue", "published_events",
-           "run_emulator", "state_change"]
+           "run_emulator", "state_change", "with_spot_instances"]
 
 
 # =====================================================================================
@@ -46,6 +46,18 @@ def run_emulator(state: dict | None = None) -> Iterator["Emulator"]:  # noqa: F8
         yield emulator
     finally:
         emulator.stop()
+
+
+def with_spot_instances(state: dict) -> dict:
+    """`state` plus a Running spot instance for every server of its load-balancer groups
+    that is not an instance yet: the `slb` plugin asks ECS before it removes one."""
+    known = {i["id"] for i in state.get("instances", [])}
+    servers = [s["server_id"] for lb in state.get("load_balancers", []) for g in lb.get("vserver_groups", [])
+               for s in g.get("backend_servers", [])]
+    servers += [s["server_id"] for kind in ("alb_server_groups", "nlb_server_groups")
+                for g in state.get(kind, []) for s in g.get("servers", [])]
+    extra = [{"id": sid, "status": "Running", "spot": True} for sid in dict.fromkeys(servers) if sid not in known]
+    return {**state, "instances": [*state.get("instances", []), *extra]}
 
 
 def mns_queue(emulator, name: str, *, encoding: bool = False, access_key_id: str | None = None,

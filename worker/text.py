@@ -24,3 +24,9 @@ def one_line(value: Any, limit: int = ONE_LINE_CHARS) -> str:
     if len(out) > limit or len([line for line in lines if line]) > 1:
         out = out[:limit - 1].rstrip() + "…"
     return out
+
+
+def printable(text: str) -> str:
+    """`text` with every control character and lone surrogate escaped (`\\n`, `\\ud800`): a
+    key or id in a log line can neither forge a line nor break a UTF-8 log stream."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)

@@ -9,6 +9,7 @@ from typing import Any
 
 from ..lb import guard
 from ..lb.membership import LoadBalancers, Membership, action_name, by_group
+from .facts import DONE_BY_REBOOT, event_status, has_tag, instance_of, verify
 from .window import plan_time, zone as _zone
 
 # O&M event type -> what the owner may do before notBefore to settle it (the event becomes
@@ -17,7 +18,6 @@ from .window import plan_time, zone as _zone
 REMEDIES = {"SystemMaintenance.Reboot": "RebootInstance", "SystemFailure.Reboot": "RebootInstance",
             "InstanceFailure.Reboot": "RebootInstance", "SystemMaintenance.Redeploy": "RedeployInstance"}
 LB_KINDS = ("clb", "alb", "nlb")
-ALL_STATUSES = ("Scheduled", "Executing", "Inquiring", "Executed", "Avoided", "Canceled", "Failed")
 MAX_DEFER = 43200  # one deferral at most; a longer wait is re-computed on each return
 WAIT, DRAINED, REBOOTING, RESTORE = "wait", "drained", "rebooting", "restore"
 
@@ -36,7 +36,21 @@ class Sequence:
         if step == WAIT:
             return self.wait_or_act()
         members = self._members()
+        if self.ctx.dry_run:
+            status = "Scheduled"
+        else:  # what the state claims, checked against the cloud before anything is changed
+            why, status = verify(self.ctx, self.event, self.cfg.require_tag, members)
+            if why:
+                out = f"; {_groups(members)} group(s) it names stay as they are" if members else ""
+                self.ctx.log.error("maintenance of %s: not acting on the resumed %r step: %s%s",
+                                   self.iid, step, why, out)
+                return None
         if step == DRAINED:
+            if status in DONE_BY_REBOOT:  # rebooted already (a worker killed during the call)
+                self.ctx.log.info("maintenance of %s: the event is %s: not rebooting again", self.iid, status)
+                return self.await_running(members)
+            if status != "Scheduled":
+                return self.restore(members, f"(the event is {status}; not rebooting)")
             return self.remove_and_reboot(members)
         if step == REBOOTING:
             return self.await_running(members)
@@ -69,8 +83,8 @@ class Sequence:
     def act(self) -> Any:
         ctx = self.ctx
         try:
-            instance = self._instance()
-            status = self._event_status()
+            instance = instance_of(self.ctx, self.iid)
+            status = event_status(self.ctx, self.event)
         except Exception as exc:
             if not ctx.dry_run:
                 raise  # nothing changed yet: the message comes back and we look again
@@ -78,11 +92,12 @@ class Sequence:
         if instance is None:
             ctx.log.info("maintenance of %s: no such instance (released?)", self.iid)
             return None
-        if not _has_tag(instance, self.cfg.require_tag):
+        if not has_tag(instance, self.cfg.require_tag):
             ctx.log.debug("maintenance of %s: no opt-in tag %r", self.iid, self.cfg.require_tag)
             return None
-        if status not in (None, "Scheduled"):
-            ctx.log.info("maintenance of %s: event is %s now; nothing to do", self.iid, status)
+        if status != "Scheduled":
+            ctx.log.info("maintenance of %s: event is %s; nothing to do", self.iid,
+                         status or "not found by its id (DescribeInstanceHistoryEvents)")
             return None
         if instance.get("Status") != "Running":
             ctx.log.info("maintenance of %s: it is %s, not Running; the platform's reboot is left to it",
@@ -117,7 +132,7 @@ class Sequence:
         ctx = self.ctx
         try:
             self._each_group(members, "remove", self.lbs.remove)
-            instance = None if ctx.dry_run else self._instance()
+            instance = None if ctx.dry_run else instance_of(self.ctx, self.iid)
             status = instance.get("Status") if instance else None
             if ctx.dry_run or status == "Running":
                 ctx.act(self.remedy, self.iid, self._reboot)
@@ -160,7 +175,7 @@ class Sequence:
         ctx = self.ctx
         self._save(REBOOTING, members)  # a failed read keeps the sequence
         if not ctx.dry_run:  # dry-run rebooted nothing: straight to the restore plan
-            instance = self._instance()
+            instance = instance_of(self.ctx, self.iid)
             status = instance.get("Status") if instance else "released"
             if status != "Running":
                 waited = time.time() - float(self.state.get("rebooted_at") or time.time())
@@ -230,24 +245,6 @@ class Sequence:
         for (kind, group), ms in by_group(members).items():
             self.ctx.act_many(action_name(kind, change), [m.target for m in ms], method, kind, group, ms)
 
-    def _instance(self) -> dict | None:
-        doc = self.ctx.cloud.ecs("DescribeInstances", InstanceIds=[self.iid])
-        found = (doc.get("Instances") or {}).get("Instance") or []
-        return next((i for i in found if i.get("InstanceId") == self.iid), None)
-
-    def _event_status(self) -> str | None:
-        """The event's status now (None when the notification names no event id)."""
-        event_id = self.event.content.get("eventId")
-        if not isinstance(event_id, str) or not event_id:
-            return None
-        params = {"InstanceId": self.iid, "EventId.1": event_id,
-                  **{f"InstanceEventCycleStatus.{n}": s for n, s in enumerate(ALL_STATUSES, 1)}}
-        doc = self.ctx.cloud.ecs("DescribeInstanceHistoryEvents", **params)
-        for e in (doc.get("InstanceSystemEventSet") or {}).get("InstanceSystemEventType") or []:
-            if e.get("EventId") == event_id:
-                return (e.get("EventCycleStatus") or {}).get("Name")
-        return None
-
     def _members(self) -> list:
         return [Membership.from_json(m) for m in self.state.get("members") or []]
 
@@ -259,14 +256,6 @@ class Sequence:
 
     def _save(self, step: str, members: list) -> None:
         self.ctx.save_state(self._state(step, members))
-
-
-def _has_tag(instance: dict, require_tag: str) -> bool:
-    if not require_tag.strip():
-        return True
-    key, sep, value = require_tag.partition("=")
-    tags = {t.get("TagKey"): t.get("TagValue", "") for t in (instance.get("Tags") or {}).get("Tag") or []}
-    return key in tags and (not sep or tags[key] == value)
 
 
 def _guard_why(iid: str, group: str) -> str:

@@ -13,6 +13,7 @@ from ..lb import guard
 from ..lb.batch import KeyedBatcher
 from ..lb.clb import BackendIndex, clb_wire
 from ..lb.server_groups import ServerGroupIndex, change, remove, server_group_wire
+from .spot import read_spot
 
 MAX_BACKENDS_PER_CALL = 20  # the SLB API's limit for BackendServers
 MAX_SERVERS_PER_CALL = 200  # ALB/NLB's limit for Servers.N
@@ -140,6 +141,7 @@ class Remover:
             self._dispatch(jobs)
 
     def _dispatch(self, jobs: list[_Job]) -> None:
+        jobs = self._spot_only(jobs)
         ids = {j.instance_id for j in jobs}
         found: dict[str, list] = {i: [] for i in ids}
         error: Exception | None = None
@@ -163,6 +165,29 @@ class Remover:
             entries += [(b.key, job.kind, (b, job), partial(job.entry_done, b)) for b in backends]
         self.batcher.put([e for e in entries if e[0][0] == "clb"])  # 20 a call, synchronous
         self.job_batcher.put([e for e in entries if e[0][0] != "clb"])  # ALB/NLB: 200 a call, jobs
+
+    def _spot_only(self, jobs: list[_Job]) -> list[_Job]:
+        """The jobs whose instance ECS says is a spot instance; the others are settled
+        without acting (logged), or fail to come back when ECS cannot be read."""
+        try:
+            refused, recycling = read_spot(self.cloud, {j.instance_id for j in jobs})
+        except Exception as exc:
+            if not self.dry_run:
+                for job in jobs:
+                    job.fail(exc)
+                return []
+            return jobs  # dry-run on a laptop without credentials: the plan, marked unverified below
+        kept = []
+        for job in jobs:
+            why = refused.get(job.instance_id)
+            if why:
+                job.ctx.log.warning("not removing %s from its load balancers: %s", job.instance_id, why)
+                job.finish(nothing=True)
+                continue
+            if job.instance_id in recycling:
+                job.ctx.log.info("%s carries the Recycling lock: it is being reclaimed", job.instance_id)
+            kept.append(job)
+        return kept
 
     def _unlocated(self, job: _Job, exc: Exception) -> None:
         if not job.ctx.dry_run:

@@ -13,6 +13,8 @@ Keys of one API's fault object (all optional; absent = off):
     error_code       str    the code; without error_status, its documented status (DOCUMENTED_STATUS)
     error_codes      list   of codes (str) or {"code": str, "status": int}: each faulted request
                             picks one; a code without a status gets its documented one
+    actions          list   of action names (e.g. ["BatchDeleteMessage"]): only these are faulted
+                            (drop, latency, error; throttling counts every call); absent = all
     long_poll_limit  >= 0   mns only: long polls (waitseconds > 0) allowed at once per account;
                             past it ReceiveMessage/BatchReceiveMessage answer 404 MessageNotExist
                             at once, as MNS does past its long-polling connection limit
@@ -113,21 +115,20 @@ class Faults:
         with self._lock:
             return {api: dict(a.cfg) for api, a in self._apis.items()}
 
-    def decide(self, api: str) -> Decision:
+    def decide(self, api: str, action: str = "") -> Decision:
         a = self._apis.get(api)
         if a is None or not a.cfg:
             return NO_FAULT
         cfg = a.cfg
         with self._lock:
             rnd = self._rng.random
+            if cfg.get("actions") and action not in cfg["actions"]:
+                return NO_FAULT if a.take_token() else Decision(error=_throttled(api, cfg))
             if cfg.get("drop_rate") and rnd() < cfg["drop_rate"]:
                 return Decision(drop=True)
             latency = cfg.get("latency_ms", 0.0) / 1000.0
             if not a.take_token():
-                status, code, message = THROTTLE_DEFAULTS[api]
-                status = cfg.get("throttle_status", status)
-                code = cfg.get("throttle_code", code)
-                return Decision(latency=latency, error=(status, code, message))
+                return Decision(latency=latency, error=_throttled(api, cfg))
             if cfg.get("error_rate") and rnd() < cfg["error_rate"]:
                 choices = cfg.get("error_codes")
                 if choices:
@@ -144,9 +145,14 @@ class Faults:
         return None if a is None else a.cfg.get("long_poll_limit")
 
 
+def _throttled(api: str, cfg: dict) -> tuple[int, str, str]:
+    status, code, message = THROTTLE_DEFAULTS[api]
+    return cfg.get("throttle_status", status), cfg.get("throttle_code", code), message
+
+
 FAULT_APIS = ("mns", "ecs", "slb", "alb", "nlb")
 FAULT_KEYS = ("error_rate", "error_code", "error_status", "error_codes", "latency_ms", "throttle_rps",
-              "throttle_burst", "throttle_code", "throttle_status", "drop_rate", "long_poll_limit")
+              "throttle_burst", "throttle_code", "throttle_status", "drop_rate", "long_poll_limit", "actions")
 
 
 def validate_faults(raw: Any, source: str = "faults", path: str = "") -> dict:
@@ -173,6 +179,8 @@ def validate_faults(raw: Any, source: str = "faults", path: str = "") -> dict:
         if "error_codes" in cfg:
             f["error_codes"] = v.items(cfg["error_codes"], f"{p}.error_codes",
                                        lambda c, cp: _error_code(v, c, cp), non_empty=True)
+        if "actions" in cfg:
+            f["actions"] = v.items(cfg["actions"], f"{p}.actions", lambda x, q: v.string(x, q))
         if "long_poll_limit" in cfg:
             if api != "mns":
                 v.fail(f"{p}.long_poll_limit", "only mns has long polls")

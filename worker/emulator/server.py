@@ -91,9 +91,9 @@ class Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
-    def _faults(self, api: str):
+    def _faults(self, api: str, action: str = ""):
         """Apply drop/latency; return an error tuple to answer with, None to go on, or False if dropped."""
-        d = self.server.world.faults.decide(api)
+        d = self.server.world.faults.decide(api, action)
         if d.drop:
             self._drop()
             return False
@@ -139,7 +139,7 @@ class Handler(BaseHTTPRequestHandler):
         world.count(f"mns:{action}")
         extra: tuple = ()
         try:
-            error = self._faults("mns")
+            error = self._faults("mns", action)
             if error is False:
                 return
             if error:
@@ -188,7 +188,7 @@ class Handler(BaseHTTPRequestHandler):
         host = f"{product or 'rpc'}.aliyuncs.com"
         try:
             if product:
-                error = self._faults(product)
+                error = self._faults(product, action)
                 if error is False:
                     return
                 if error:
