@@ -116,7 +116,9 @@ def test_at_not_before_a_held_back_removal_is_an_error_and_the_instance_stays_in
 
 def test_a_spot_removal_is_never_held_back_but_counts(tmp_path):
     nb = time.time() + 3 * 3600
-    with run_emulator(world(nb)) as emu:
+    state = world(nb)
+    state["instances"][1]["spot"] = True  # the slb plugin removes only what ECS says is a spot instance
+    with run_emulator(state) as emu:
         settings = {"worker": {"state_dir": str(tmp_path)}}
         with Harness(slb.SlbPlugin(), config={"coalesce_ms": 0}, dry_run=False, emulator=emu,
                      settings=settings) as spot, Worker(emu, {"state_dir": str(tmp_path)}) as w:

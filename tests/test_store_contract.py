@@ -77,6 +77,28 @@ def test_a_running_message_is_claimed_so_a_copy_elsewhere_waits(pair):
     assert a.take(["k"], 5, owners=["msg-3"], hold=30)[0].settled
 
 
+def test_a_suspect_that_crashed_its_quarantine_stays_one_and_is_charged(pair):
+    a, b = pair
+    a.crashed([], ["poison"])  # nobody is charged when a worker dies
+    assert (b.take(["poison"], 5)[0].made, b.take(["poison"], 5)[0].suspect) == (0, True)
+    assert b.failed("poison", None, crashed=True) == 1  # its quarantine process died
+    got = a.take(["poison"], 5)[0]
+    assert (got.made, got.suspect) == (1, True)
+    a.failed("poison", None)  # finished in quarantine, even failing: no longer a suspect
+    assert not b.take(["poison"], 5)[0].suspect
+
+
+def test_only_the_keys_with_owners_are_claimed(pair):
+    """Admission looks a batch up by key and by message id in one step; only the keys are
+    claimed (owners name the first len(owners) keys)."""
+    a, b = pair
+    a.mark_settled_many(["mns:m-resent"])
+    got = a.take(["k1", "k2", "mns:m1", "mns:m-resent"], 5, owners=["m1", "m2"], hold=30)
+    assert [(t.settled, t.busy) for t in got] == [(False, False), (False, False), (False, False), (True, False)]
+    again = b.take(["k1", "k2", "mns:m1", "mns:m2"], 5, owners=["x1", "x2", "x3", "x4"], hold=30)
+    assert [t.busy for t in again] == [True, True, False, False]  # the looked-up ids were not claimed
+
+
 def test_a_claim_lapses_by_itself_and_a_crash_ends_it(pair):
     a, b = pair
     a.take(["lapse", "crash"], 5, owners=["m1", "m2"], hold=0.3)

@@ -75,10 +75,16 @@ def test_doctor_checks_the_store(redis_server, tmp_path):
     assert ok and "SQLite" in found
 
 
-def test_an_unreachable_store_fails_safe_healthz_says_why_and_it_recovers(own_redis, tmp_path):
+def test_an_unreachable_store_fails_safe_healthz_says_why_and_it_recovers(own_redis, tmp_path, monkeypatch):
+    from ecs_worker import health, metrics
     from ecs_worker.context import Runtime
     from ecs_worker.health import serve
 
+    # /healthz reads process-wide state that other tests in this process may have left (a
+    # poll long ago reads as "stalled", which outranks the store): a fresh, polling worker.
+    monkeypatch.setattr(metrics, "last_poll_completed", time.monotonic())
+    monkeypatch.setattr(health, "dead_threads", [])
+    monkeypatch.setattr(health, "stuck_plugins", {})
     cfg = config(tmp_path, store=own_redis.url, store_fleet=fleet_name())
     store = open_store(cfg)
     runtime = Runtime(cfg, {"budgeted": {}}, dry_run=False)
@@ -145,3 +151,4 @@ def test_while_the_shared_store_is_away_only_spot_notices_run(tmp_path):
     kind, result, (seconds, why) = decided["stop"]
     assert (kind, result) == (LATER, None) and 1 <= seconds <= 10 and "unreachable" in why
     assert store.problem() and "ConnectionError" in store.problem()
+
