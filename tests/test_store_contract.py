@@ -99,6 +99,38 @@ def test_only_the_keys_with_owners_are_claimed(pair):
     assert [t.busy for t in again] == [True, True, False, False]  # the looked-up ids were not claimed
 
 
+def test_a_forked_child_uses_the_store_through_its_own_connection(pair):
+    """A quarantine child (`quarantine.py`) gets `forked()`: a connection (a Redis client and
+    pool) of its own, none of the parent's, on the same shared data."""
+    import os
+
+    a, _ = pair
+    a.put_state("before", 1, ttl=60)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        code = 1
+        try:
+            child = a.forked()
+            own = getattr(child, "client", None) is not getattr(a, "client", None) or \
+                getattr(child, "_db", None) is not getattr(a, "_db", None)
+            pool = getattr(getattr(child, "client", None), "connection_pool", None)
+            fresh = pool is None or pool is not a.client.connection_pool
+            child.put_state("from-child", child.get_state("before") + 1, ttl=60)
+            child.failed("k-child", None)
+            os.write(write, b"ok" if own and fresh else b"shared")
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write)
+    said = os.read(read, 16)
+    os.close(read)
+    assert os.waitpid(pid, 0)[1] == 0 and said == b"ok"
+    assert a.get_state("from-child") == 2 and a.take(["k-child"], 5)[0].made == 1
+    a.put_state("after", 3, ttl=60)  # the parent's own connection still answers in turn
+    assert a.get_state("after") == 3
+
+
 def test_a_claim_lapses_by_itself_and_a_crash_ends_it(pair):
     a, b = pair
     a.take(["lapse", "crash"], 5, owners=["m1", "m2"], hold=0.3)

@@ -152,3 +152,35 @@ def test_while_the_shared_store_is_away_only_spot_notices_run(tmp_path):
     assert (kind, result) == (LATER, None) and 1 <= seconds <= 10 and "unreachable" in why
     assert store.problem() and "ConnectionError" in store.problem()
 
+
+def test_a_quarantine_child_reaches_the_shared_store_through_a_client_of_its_own(redis_server, tmp_path):
+    """A suspect runs in a forked child (`quarantine.py`): its plugin's `ctx` store calls go
+    to the same Redis data through a new client and connection pool, never the parent's
+    (a socket shared across the fork would interleave both processes' replies)."""
+    import os
+
+    from ecs_worker import hookimpl, quarantine
+    from ecs_worker.outcomes import HANDLED
+    from ecs_worker.testing import Harness, state_change
+
+    class Keeper:
+        name = "keeper"
+
+        @hookimpl
+        def on_state_change(self, event, ctx):
+            pool = ctx._runtime.store.client.connection_pool
+            ctx.remember("seen", {"pid": os.getpid(), "pool": id(pool)}, ttl=60)
+            return "kept"
+
+    settings = {"worker": {"state_dir": str(tmp_path / "state"), "store": redis_server.url,
+                           "store_fleet": fleet_name()}}
+    with Harness(Keeper(), dry_run=False, settings=settings) as harness:
+        parent = harness.runtime.store  # opened here, as `run` attaches it, before any fork
+        parent_pool = parent.client.connection_pool
+        parent.put_state("warm", 1, ttl=60)  # the parent's pool holds a live connection
+        result, crashed = quarantine.run(harness.dispatcher, state_change("i-q", "Stopped"), None, lambda: None)
+        assert (result.outcome, crashed) == (HANDLED, False), result.error
+        ctx = harness.runtime.context("keeper")
+        seen = ctx.recall("seen")
+        assert seen["pid"] != os.getpid() and seen["pool"] != id(parent_pool)
+        assert harness.runtime.store is parent and parent.get_state("warm") == 1  # the parent's own, intact

@@ -44,6 +44,7 @@ class Runtime:
         self.signer = None  # the fleet key's `signing.Signer`, set by `run` when configured
         self._cloud = None
         self._store = None
+        self._reopen: Callable[[], Any] | None = None  # a forked child's way to its store
         self._lock = threading.Lock()
 
     def attach_store(self, store: Any) -> None:
@@ -57,6 +58,8 @@ class Runtime:
         """The state store; opened on first use where no command attached one (a test
         harness, `replay`). In dry-run a private one: a plan takes no real budget."""
         with self._lock:
+            if self._store is None and self._reopen is not None:  # a forked child's
+                self._store = self._reopen()
             if self._store is None:
                 if self.dry_run:
                     import tempfile
@@ -83,9 +86,12 @@ class Runtime:
 
     def forked(self) -> "Runtime":
         """This runtime for a forked child: same config and gateway, no inherited connections
-        or locks (another thread may have held them at the fork)."""
+        or locks (another thread may have held them at the fork); the same state store
+        through a connection of the child's own (`forked()`), opened on first use."""
         child = copy.copy(self)
         child._cloud, child._lock = None, threading.Lock()
+        if self._store is not None:
+            child._store, child._reopen = None, self._store.forked
         return child
 
     def context(self, plugin: str, event: Event | None = None,

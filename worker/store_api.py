@@ -71,4 +71,8 @@ class StateStore(Protocol):
     def problem(self) -> str | None:
         """Why the store cannot be used now, or None."""
 
+    def forked(self) -> "StateStore":
+        """The same store for a forked child (`quarantine.py`): its own connection (or
+        client and pool) and locks, none of the parent's."""
+
     def close(self) -> None: ...

@@ -9,7 +9,7 @@ without it.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
 
 from .config import Config
@@ -30,11 +30,14 @@ def open_store(config: Config):
         return Store(w.state_dir, w.dedupe_ttl)
     from .store_redis import RedisStore
 
-    return RedisStore(redis_client(config), w.store_fleet or config.mns.queue, w.state_dir, w.dedupe_ttl,
-                      where=shown(w.store))
+    connect = redis_connector(config)
+    return RedisStore(connect(), w.store_fleet or config.mns.queue, w.state_dir, w.dedupe_ttl,
+                      where=shown(w.store), reconnect=connect)
 
 
-def redis_client(config: Config) -> Any:
+def redis_connector(config: Config) -> Callable[[], Any]:
+    """What builds a client for the configured server, its password read once: a forked
+    child (`quarantine.py`) calls it again for a client of its own."""
     check_store_url(config)
     w = config.worker
     url = w.store
@@ -44,10 +47,14 @@ def redis_client(config: Config) -> Any:
         from .credentials import read_secret_file
 
         password, _ = read_secret_file(w.store_password_file, f"{config.path}: [worker] store_password_file")
+    options = dict(password=password, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT)
+    return lambda: _client(url, scheme, options)
+
+
+def _client(url: str, scheme: str, options: dict) -> Any:
     import redis
     from redis.exceptions import RedisClusterException
 
-    options = dict(password=password, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT)
     try:
         if scheme == "redis+cluster":
             from redis.cluster import RedisCluster

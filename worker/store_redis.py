@@ -35,8 +35,9 @@ class RedisStore:
     shared = True
 
     def __init__(self, client: Any, fleet: str, state_dir: str | Path, dedupe_ttl: float = 86400,
-                 where: str = "redis") -> None:
+                 where: str = "redis", reconnect: Callable[[], Any] | None = None) -> None:
         self.client, self.where, self.dedupe_ttl = client, where, dedupe_ttl
+        self.fleet, self._reconnect = fleet, reconnect
         self.prefix = "ecs-worker:{" + fleet + "}:"
         self.dir = Path(state_dir)
         self.dead_letter_path = self.dir / DEAD_LETTER_NAME
@@ -89,6 +90,13 @@ class RedisStore:
     def server_time(self) -> float:
         seconds, micros = self._call(self.client.time)
         return seconds + micros / 1e6
+
+    def forked(self) -> "RedisStore":
+        """This store for a forked child (`quarantine.py`): a client and connection pool of
+        its own — a socket shared with the parent would interleave both sides' replies —
+        and fresh locks."""
+        client = self._reconnect() if self._reconnect is not None else _fresh_client(self.client)
+        return RedisStore(client, self.fleet, self.dir, self.dedupe_ttl, self.where, self._reconnect)
 
     def close(self) -> None:
         try:
@@ -199,6 +207,14 @@ class RedisStore:
         with self.client.pipeline(transaction=True) as p:  # MULTI/EXEC: one slot, atomic
             fill(p)
             return p.execute()
+
+
+def _fresh_client(client: Any) -> Any:
+    """A new client like `client` (a plain `redis.Redis`), on a new connection pool."""
+    pool = client.connection_pool
+    return type(client)(connection_pool=type(pool)(connection_class=pool.connection_class,
+                                                    max_connections=pool.max_connections,
+                                                    **pool.connection_kwargs))
 
 
 def _text(value: Any) -> str:

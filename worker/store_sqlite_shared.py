@@ -7,12 +7,15 @@ Workers on one host that share a `state_dir` share all of it; clocks are this ho
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
+import sqlite3
+import threading
 from typing import Any, Sequence
 
 from .keys import safe_key
-from .store_types import Reserved, Slot, Taken
+from .store_types import Reserved, Slot, StoreError, Taken
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL)",
@@ -26,7 +29,20 @@ SCHEMA = (
 
 
 class SqliteShared:
-    """Needs `self._transaction()`, `self._run()` and `self.clock` from `store.Store`."""
+    """Needs `self._transaction()`, `self._run()`, `self.clock`, `self.path`, `self._db` and
+    `self._lock` from `store.Store`."""
+
+    def forked(self) -> Any:
+        """This store for a forked child (`quarantine.py`): its own connection and lock (a
+        SQLite connection must not cross a fork; another thread may have held the lock)."""
+        child = copy.copy(self)
+        child._lock = threading.Lock()
+        try:
+            child._db = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
+            child._db.execute("PRAGMA busy_timeout = 10000")
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot open: {exc}") from None
+        return child
 
     def _claim(self, db, keys: Sequence[str], owners: Sequence[str], hold: float) -> set[str]:
         """Claim each key for its owner (a message id) for `hold` seconds, in the caller's
