@@ -203,7 +203,7 @@ def throughput_worker(n: int, store: str = "") -> float:
 
 def throughput_naive(n: int) -> float:
     """The seed-style loop: one receive_message, one delete_message per event, serial."""
-    from ecs_worker.events import parse_event
+    from ecs_worker.events.event import parse_event
 
     with emulator(base_state()) as emu:
         emu.fill([event_body(i) for i in range(n)])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Mapping, Sequence
 
-from ecs_worker.store import MAX_KEYS, Store, _resume_list, _rows, safe_key
+from ecs_worker.state.store import MAX_KEYS, Store, _resume_list, _rows, safe_key
 
 
 class ReadableStore(Store):

@@ -27,8 +27,8 @@ PUBLIC_API = "ecs_worker"             # the package itself: what ecs_worker/__in
 PLUGINS = "ecs_worker.plugins"
 EVENTS = "ecs_worker.events"
 # What "transport" means for the events model: how messages travel and how the cloud is called.
-TRANSPORT_INTERNAL = ("ecs_worker.sources", "ecs_worker.cloud", "ecs_worker.emulator", "ecs_worker.runner",
-                      "ecs_worker.settle", "ecs_worker.store", "ecs_worker.actions", "ecs_worker.credentials")
+TRANSPORT_INTERNAL = ("ecs_worker.queue", "ecs_worker.cloud", "ecs_worker.emulator", "ecs_worker.consumer",
+                      "ecs_worker.state")
 TRANSPORT_EXTERNAL = ("mns", "aliyunsdkcore", "aliyunsdkecs", "aliyunsdkslb", "alibabacloud_credentials",
                       "alibabacloud_tea_openapi", "http", "urllib", "socket", "requests", "ssl")
 
@@ -212,7 +212,7 @@ def graph():
 
 def test_the_graph_sees_the_project(graph):
     """Guards the checks below against vacuous truth: the modules and edges they reason about exist."""
-    for name in (EVENTS, "ecs_worker.cli", "ecs_worker.runner", "ecs_worker.emulator", "ecs_worker.testing",
+    for name in (EVENTS, "ecs_worker.cli", "ecs_worker.consumer.loop", "ecs_worker.emulator", "ecs_worker.testing",
                  "ecs_worker.demo", "ecs_worker.plugins.restart"):
         assert name in graph, name
     assert any(within(i.target, "ecs_worker.emulator") and i.in_function for i in graph["ecs_worker.cli"])
@@ -252,12 +252,12 @@ def synthetic(tmp_path: Path, files: dict[str, str]) -> dict[str, list[Import]]:
 def test_events_rule_can_fail(tmp_path):
     g = synthetic(tmp_path, {
         "worker/events.py": "from .keys import key\n",
-        "worker/keys.py": "def key():\n    from .sources.mns import Message\n",  # indirect, in a function
-        "worker/sources/__init__.py": "", "worker/sources/mns.py": "import mns\n"})
-    assert events_know_no_transport(g) == ["ecs_worker.events -> ecs_worker.keys -> ecs_worker.sources.mns",
-                                           "ecs_worker.events -> ecs_worker.keys -> ecs_worker.sources.mns -> mns"]
+        "worker/keys.py": "def key():\n    from .queue.source import Message\n",  # indirect, in a function
+        "worker/queue/__init__.py": "", "worker/queue/source.py": "import mns\n"})
+    assert events_know_no_transport(g) == ["ecs_worker.events -> ecs_worker.keys -> ecs_worker.queue.source",
+                                           "ecs_worker.events -> ecs_worker.keys -> ecs_worker.queue.source -> mns"]
     g = synthetic(tmp_path, {"worker/events.py": "import urllib.request\n", "worker/keys.py": "",
-                             "worker/sources/mns.py": ""})
+                             "worker/queue/source.py": ""})
     assert events_know_no_transport(g) == ["ecs_worker.events -> urllib.request"]
 
 
@@ -265,10 +265,10 @@ def test_events_rule_ignores_type_checking_imports(tmp_path):
     g = synthetic(tmp_path, {"worker/events.py": """
         from typing import TYPE_CHECKING
         if TYPE_CHECKING:
-            from .sources.mns import Message
+            from .queue.source import Message
         else:
             import json
-        """, "worker/sources/__init__.py": "", "worker/sources/mns.py": ""})
+        """, "worker/queue/__init__.py": "", "worker/queue/source.py": ""})
     assert events_know_no_transport(g) == []
     assert [i.target for i in g[EVENTS]] == ["typing", "json"]
 

@@ -17,7 +17,7 @@ from ecs_worker.cloud import CloudClient, CloudError, is_retryable
 from ecs_worker.cloud.errors import PERMANENT_CODES, RETRYABLE_CODES
 from ecs_worker.cloud.ratelimit import TokenBucket
 from ecs_worker.config import CloudConfig, parse_config
-from ecs_worker.credentials import Credentials, StaticProvider
+from ecs_worker.cloud.credentials import Credentials, StaticProvider
 from ecs_worker.testing import run_emulator
 
 REGION = "cn-hangzhou"

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from ecs_worker.credentials import Credentials, StaticProvider
-from ecs_worker.sources.mns import EARLY_EMPTY_JITTER, PERMANENT_CODES, MnsError, MnsQueue, early_empty_delay
+from ecs_worker.cloud.credentials import Credentials, StaticProvider
+from ecs_worker.queue.source import EARLY_EMPTY_JITTER, PERMANENT_CODES, MnsError, MnsQueue, early_empty_delay
 from runner_kit import QUEUE, Setup, Worker, event_body, wait_until
 
 

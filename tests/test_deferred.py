@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from ecs_worker.deferred import FORGED, MAX_DELAY_SECONDS, SIGNED, UNSIGNED, unwrap, verdict, wrap
-from ecs_worker.signing import Signer
-from ecs_worker.events import parse_event
+from ecs_worker.events.wrapper import FORGED, MAX_DELAY_SECONDS, SIGNED, UNSIGNED, unwrap, verdict, wrap
+from ecs_worker.trust.fleet_key import Signer
+from ecs_worker.events.event import parse_event
 from runner_kit import QUEUE, Setup, Worker, depth, emulator_state as short_visibility, event_body, wait_until
 
 

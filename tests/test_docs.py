@@ -3,7 +3,7 @@ import inspect
 import re
 from pathlib import Path
 
-from ecs_worker import hookspecs
+from ecs_worker.plugin_host import hookspecs
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,7 +1,7 @@
 """/healthz reflects the consume loop's progress, not a constant (the peer's classic trap)."""
 import time
 
-from ecs_worker import health, metrics
+from ecs_worker.observability import health, metrics
 from ecs_worker.testing import run_emulator
 from runner_kit import QUEUE, Setup, Worker, emulator_state, event_body, free_port, get, wait_until
 

@@ -201,7 +201,7 @@ def bodies(draw):
 
 
 def _is_event(body: str) -> bool:
-    from ecs_worker.events import InvalidEvent, parse_event
+    from ecs_worker.events.event import InvalidEvent, parse_event
 
     try:
         parse_event(body)

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from ecs_worker.events import parse_event
+from ecs_worker.events.event import parse_event
 from ecs_worker.plugins import maintenance, slb
 from ecs_worker.testing import Harness, run_emulator
 from redis_kit import fleet_name

@@ -9,11 +9,11 @@ import sys
 
 import pytest
 
-from ecs_worker.logsetup import configure_logging, priority
+from ecs_worker.observability.logsetup import configure_logging, priority
 
 SCRIPT = """
 import logging, sys
-from ecs_worker.logsetup import configure_logging
+from ecs_worker.observability.logsetup import configure_logging
 configure_logging("DEBUG", sys.argv[1])
 log = logging.getLogger("ecs_worker.test")
 log.debug("d"); log.info("i"); log.warning("w"); log.error("e")

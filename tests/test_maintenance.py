@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from ecs_worker import RESUME_STATE
-from ecs_worker.events import parse_event
+from ecs_worker.events.event import parse_event
 from ecs_worker.plugins import maintenance as plugin
 from ecs_worker.testing import Harness, published_events, run_emulator
 

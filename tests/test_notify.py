@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from ecs_worker.notify import SystemdNotifier, watchdog_interval
+from ecs_worker.observability.notify import SystemdNotifier, watchdog_interval
 from runner_kit import QUEUE, Setup, Worker, event_body, wait_until
 
 
@@ -94,7 +94,7 @@ def test_a_listener_that_stops_reading_never_blocks_the_sender(tmp_path):
     import socket
     import threading
 
-    from ecs_worker.notify import SystemdNotifier
+    from ecs_worker.observability.notify import SystemdNotifier
 
     path = str(tmp_path / "full.sock")
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:

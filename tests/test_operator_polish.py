@@ -11,9 +11,9 @@ import sys
 import pytest
 from prometheus_client import generate_latest
 
-from ecs_worker import metrics
+from ecs_worker.observability import metrics
 from ecs_worker.config import ConfigError, CredentialsConfig
-from ecs_worker.credentials import credentials_provider
+from ecs_worker.cloud.credentials import credentials_provider
 
 # test_webhook's receiver and worker fixtures
 from test_webhook import STOPPED, TOKEN, notifier, receiver, settle, wait_until, worker  # noqa: F401
@@ -55,7 +55,7 @@ def test_webhook_url_and_secret_from_files(tmp_path, monkeypatch, receiver, work
 ])
 def test_webhook_file_keys_are_checked(target, expected):
     from ecs_worker.config import parse_config
-    from ecs_worker.manager import load_plugins
+    from ecs_worker.plugin_host.manager import load_plugins
 
     config = parse_config({"plugins": {"disabled": ["hello"], "webhook": {"targets": [target]}}})
     with pytest.raises(ConfigError, match=expected):
@@ -112,8 +112,8 @@ def test_replay_help_names_its_exit_codes():
 
 
 def test_unreachable_endpoint_is_named():
-    from ecs_worker.credentials import Credentials, StaticProvider
-    from ecs_worker.sources.mns import MnsError, MnsQueue
+    from ecs_worker.cloud.credentials import Credentials, StaticProvider
+    from ecs_worker.queue.source import MnsError, MnsQueue
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

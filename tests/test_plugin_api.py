@@ -12,7 +12,7 @@ import pytest
 import ecs_worker
 from ecs_worker import hookimpl
 from ecs_worker.config import parse_config
-from ecs_worker.manager import DEFAULT_PLUGINS, builtin_name, load_plugins
+from ecs_worker.plugin_host.manager import DEFAULT_PLUGINS, builtin_name, load_plugins
 from ecs_worker.plugins.slb import SlbPlugin
 from ecs_worker.testing import Harness, maintenance, state_change
 
@@ -146,7 +146,7 @@ def test_the_machinery_is_not_exported(name):
 def test_an_entry_point_naming_a_class_registers_a_fresh_instance_per_load(tmp_path, monkeypatch):
     from importlib.metadata import EntryPoint
 
-    from ecs_worker import manager
+    from ecs_worker.plugin_host import manager
 
     (tmp_path / "counting_plugin.py").write_text(
         "from ecs_worker import hookimpl\n"

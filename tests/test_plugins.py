@@ -12,9 +12,9 @@ import pytest
 
 from ecs_worker import parse_event
 from ecs_worker.config import ConfigError, parse_config
-from ecs_worker.context import Runtime
-from ecs_worker.dispatch import Dispatcher, PluginStartupError
-from ecs_worker.manager import DEFAULT_PLUGINS, PluginError, builtin_name, load_plugins
+from ecs_worker.plugin_host.context import Runtime
+from ecs_worker.plugin_host.dispatch import Dispatcher, PluginStartupError
+from ecs_worker.plugin_host.manager import DEFAULT_PLUGINS, PluginError, builtin_name, load_plugins
 
 STOPPED = parse_event('{"id": "e1", "name": "Instance:StateChange", '
                       '"content": {"resourceId": "i-1", "state": "Stopped"}}')

@@ -182,10 +182,10 @@ def test_any_replay_file_gives_rows_and_an_exit_code_never_an_exception(tmp_path
     import io
 
     from ecs_worker.config import parse_config
-    from ecs_worker.context import Runtime
-    from ecs_worker.dispatch import Dispatcher
-    from ecs_worker.manager import load_plugins
-    from ecs_worker.replay import run_replay
+    from ecs_worker.plugin_host.context import Runtime
+    from ecs_worker.plugin_host.dispatch import Dispatcher
+    from ecs_worker.plugin_host.manager import load_plugins
+    from ecs_worker.operations.replay import run_replay
 
     path = tmp_path_factory.mktemp("any") / "events.jsonl"
     path.write_bytes(content)

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from ecs_worker.events import parse_event
+from ecs_worker.events.event import parse_event
 from ecs_worker.plugins import restart as restart_plugin
 from ecs_worker.testing import Harness, run_emulator
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from ecs_worker.deferred import wrap
+from ecs_worker.events.wrapper import wrap
 from runner_kit import QUEUE, Setup, Worker, depth, emulator_state as short_visibility, event_body, wait_until
 
 pytestmark = pytest.mark.slow

@@ -9,14 +9,16 @@ import time
 import pluggy
 import pytest
 
-from ecs_worker import health, hookimpl, hookspecs
+from ecs_worker.observability import health
+from ecs_worker import hookimpl
+from ecs_worker.plugin_host import hookspecs
 from ecs_worker.config import parse_config
-from ecs_worker.context import Runtime
-from ecs_worker.credentials import Credentials, StaticProvider
-from ecs_worker.dispatch import Dispatcher
-from ecs_worker.runner import EXIT_FAILURE, Runner
-from ecs_worker.sources.mns import MnsQueue
-from ecs_worker.store import Store
+from ecs_worker.plugin_host.context import Runtime
+from ecs_worker.cloud.credentials import Credentials, StaticProvider
+from ecs_worker.plugin_host.dispatch import Dispatcher
+from ecs_worker.consumer.loop import EXIT_FAILURE, Runner
+from ecs_worker.queue.source import MnsQueue
+from ecs_worker.state.store import Store
 from ecs_worker.testing import mns_queue
 from runner_kit import DLQ, QUEUE, Setup, Worker, depth, emulator_state as short_visibility, event_body, wait_until
 
@@ -259,7 +261,7 @@ def test_an_internal_thread_that_dies_fails_the_worker_loudly(emulator, tmp_path
 def test_a_dead_letter_queue_that_refuses_for_good_leaves_the_local_record_to_settle_it(emulator, tmp_path):
     """Issue 10, "dead letters fit": a permanent refusal (here QueueNotExist, as after the
     dead-letter queue was deleted) must not keep the message looping."""
-    from ecs_worker import metrics
+    from ecs_worker.observability import metrics
 
     runner = _runner(emulator, tmp_path)
     runner.check()
@@ -285,8 +287,8 @@ def _dead_letters_in(state_dir) -> list[dict]:
 
 
 def test_log_lines_never_print_a_whole_body():
-    from ecs_worker.held import Held
-    from ecs_worker.sources.mns import Message
+    from ecs_worker.consumer.held import Held
+    from ecs_worker.queue.source import Message
 
     body = b'{"secret-ish": "' + b"A" * 60000 + b'"}'
     held = Held(Message("m-1", "handle", body, 1, 0, 0), "handle", 0.0, 0.0, key="k" * 5000)
@@ -305,7 +307,7 @@ def test_log_lines_never_print_a_whole_body():
 def test_message_keys_are_unambiguous_bounded_and_storable(parts, plain):
     from types import SimpleNamespace
 
-    from ecs_worker.keys import event_key
+    from ecs_worker.events.keys import event_key
 
     event = SimpleNamespace(id=parts[0], name=parts[1], state=parts[2] or None, content={})
     key = event_key(event)
@@ -318,7 +320,7 @@ def test_message_keys_are_unambiguous_bounded_and_storable(parts, plain):
 
 
 def test_an_o_and_m_notification_is_keyed_by_its_status():
-    from ecs_worker.keys import event_key
+    from ecs_worker.events.keys import event_key
     from ecs_worker.testing import maintenance
 
     scheduled = parse_event_of(maintenance("i-1", "Instance:SystemMaintenance.Reboot", event_id="same"))
@@ -326,7 +328,7 @@ def test_an_o_and_m_notification_is_keyed_by_its_status():
 
 
 def parse_event_of(event) -> object:
-    from ecs_worker.events import parse_event
+    from ecs_worker.events.event import parse_event
     from ecs_worker.testing import body
 
     return parse_event(body(event))

@@ -6,15 +6,17 @@ import time
 import pluggy
 import pytest
 
-from ecs_worker import hookimpl, hookspecs, metrics
+from ecs_worker import hookimpl
+from ecs_worker.plugin_host import hookspecs
+from ecs_worker.observability import metrics
 from ecs_worker.config import parse_config
-from ecs_worker.context import Runtime
-from ecs_worker.credentials import Credentials, StaticProvider
-from ecs_worker.dispatch import Dispatcher
-from ecs_worker.runner import Runner
-from ecs_worker.settle import retry_backoff
-from ecs_worker.sources.mns import MnsQueue
-from ecs_worker.store import Store
+from ecs_worker.plugin_host.context import Runtime
+from ecs_worker.cloud.credentials import Credentials, StaticProvider
+from ecs_worker.plugin_host.dispatch import Dispatcher
+from ecs_worker.consumer.loop import Runner
+from ecs_worker.consumer.settle import retry_backoff
+from ecs_worker.queue.source import MnsQueue
+from ecs_worker.state.store import Store
 from runner_kit import QUEUE, depth, emulator_state as short_visibility, event_body, wait_until
 
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from ecs_worker.credentials import Credentials, StaticProvider
-from ecs_worker.sources.mns import MnsError, MnsQueue
+from ecs_worker.cloud.credentials import Credentials, StaticProvider
+from ecs_worker.queue.source import MnsError, MnsQueue
 from runner_kit import DLQ, QUEUE, event_body
 
 
@@ -58,7 +58,7 @@ def test_unreachable_endpoint_is_a_transient_network_error(emulator):
 
 
 def test_send_to_the_dead_letter_queue_keeps_the_body_verbatim(emulator):
-    from ecs_worker.sources.dead_letter import dead_letter_body
+    from ecs_worker.queue.dead_letters import dead_letter_body
 
     _queue(emulator, DLQ).send(dead_letter_body({"body": "not json <&>", "reason": "invalid"}))
     (m,) = _queue(emulator, DLQ).receive(1, 1)

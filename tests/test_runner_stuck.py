@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from ecs_worker.outcomes import EXIT_STUCK
+from ecs_worker.plugin_host.outcomes import EXIT_STUCK
 from runner_kit import (DLQ, QUEUE, Setup, Worker, depth, emulator_state as short_visibility, event_body,
                         free_port, get)
 

@@ -13,8 +13,8 @@ import urllib.request
 
 import pytest
 
-from ecs_worker.deferred import wrap
-from ecs_worker.signing import Signer
+from ecs_worker.events.wrapper import wrap
+from ecs_worker.trust.fleet_key import Signer
 from ecs_worker.testing import run_emulator
 from runner_kit import QUEUE, Worker, depth, wait_until
 from test_runner_maintenance import IID, IN, KEY, body, groups, world

@@ -91,7 +91,7 @@ def test_check_config_and_plugins_never_print_secrets(tmp_path):
 
 
 def test_last_line_of_defence_masks_anything_shaped_like_a_secret():
-    from ecs_worker.logsetup import scrub
+    from ecs_worker.observability.logsetup import scrub
 
     assert scrub(f"access_key_secret={SECRET} next") == "access_key_secret=*** next"
     assert scrub(f'{{"SecurityToken": "{TOKEN}"}}') == '{"SecurityToken": "***"}'

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from ecs_worker.emulator import default_state
-from ecs_worker.ram_policy import worker_policy
+from ecs_worker.operations.ram_policy import worker_policy
 
 from runner_kit import Worker, wait_until
 
@@ -215,8 +215,8 @@ def test_doctor_names_a_denied_permission(emulator, config):
 def test_doctor_start_instance_denied(emulator, config, monkeypatch):
     """Only StartInstance is denied: the dry run answers Forbidden.RAM and doctor says which grant."""
     from ecs_worker.config import load_config
-    from ecs_worker.doctor import FAIL, Doctor
-    from ecs_worker.manager import load_plugins
+    from ecs_worker.operations.doctor import FAIL, Doctor
+    from ecs_worker.plugin_host.manager import load_plugins
 
     assert cli("setup", "-c", str(config)).returncode == 0
     cfg = load_config(config)
@@ -236,7 +236,7 @@ def test_doctor_start_instance_denied(emulator, config, monkeypatch):
 
 def test_chain_credentials_say_where_they_came_from(tmp_path):
     # In a fresh process: alibabacloud-credentials reads the environment once, at import.
-    script = ("from ecs_worker.credentials import ChainProvider\n"
+    script = ("from ecs_worker.cloud.credentials import ChainProvider\n"
               "p = ChainProvider()\n"
               "print(p.get_credentials().access_key_id)\n"
               "print(p.describe())\n")
@@ -273,7 +273,7 @@ def test_a_shipped_policy_file_is_filled_in(tmp_path):
 
 def test_builtin_policy_is_the_shipped_one():
     """An installed package has no deploy/ directory: its built-in copy must say the same."""
-    from ecs_worker.ram_policy import SHIPPED, WORKER_POLICY
+    from ecs_worker.operations.ram_policy import SHIPPED, WORKER_POLICY
 
     assert json.loads(SHIPPED.read_text()) == WORKER_POLICY
 
@@ -302,7 +302,7 @@ def test_doctor_with_exactly_the_printed_policy(emulator, config):
 
 
 def test_doctor_on_a_live_host_recognises_the_running_worker(emulator, config):
-    from ecs_worker.health import serve
+    from ecs_worker.observability.health import serve
 
     server = serve("127.0.0.1:0", 1)
     try:

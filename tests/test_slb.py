@@ -8,7 +8,7 @@ from concurrent.futures import wait
 
 import pytest
 
-from ecs_worker.events import parse_event
+from ecs_worker.events.event import parse_event
 from ecs_worker.plugins import slb as slb_plugin
 from ecs_worker.testing import Harness, run_emulator, with_spot_instances
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 
-from ecs_worker.events import parse_event
+from ecs_worker.events.event import parse_event
 from ecs_worker.plugins import slb as slb_plugin
 from ecs_worker.testing import Harness, acs_client, run_emulator, with_spot_instances
 

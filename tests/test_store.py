@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from ecs_worker.store import DB_NAME, SCHEMA_VERSION, StoreError
+from ecs_worker.state.store import DB_NAME, SCHEMA_VERSION, StoreError
 from store_kit import ReadableStore as Store  # the store, plus the one-key reads tests use
 
 
@@ -185,7 +185,7 @@ def test_files_are_private_without_systemd(tmp_path):
 
 
 def test_the_crash_journal_names_what_ran_when_its_worker_died(tmp_path):
-    from ecs_worker import crashes
+    from ecs_worker.consumer import crashes
 
     calls = []
     live = crashes.Journal(tmp_path)
@@ -214,7 +214,7 @@ def test_the_crash_journal_names_what_ran_when_its_worker_died(tmp_path):
 
 
 def test_the_crash_journal_stays_small(tmp_path, monkeypatch):
-    from ecs_worker import crashes
+    from ecs_worker.consumer import crashes
 
     monkeypatch.setattr(crashes, "COMPACT_BYTES", 2000)
     journal = crashes.Journal(tmp_path)

@@ -9,16 +9,16 @@ import time
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from ecs_worker.store import Store
-from ecs_worker.store_sqlite_shared import judge
-from ecs_worker.store_types import Slot
+from ecs_worker.state.store import Store
+from ecs_worker.state.store_sqlite_shared import judge
+from ecs_worker.state.store_types import Slot
 from redis_kit import fleet_name
 
 
 def _redis_pair(server, tmp_path, **kw):
     import redis
 
-    from ecs_worker.store_redis import RedisStore
+    from ecs_worker.state.store_redis import RedisStore
 
     fleet = fleet_name()
     return [RedisStore(redis.Redis.from_url(server.url), fleet, tmp_path / name, **kw) for name in ("a", "b")]
@@ -251,7 +251,7 @@ def test_every_script_names_its_keys_through_keys_only():
     KEYS[...] expression, and every script is called with at least one key."""
     import re
 
-    from ecs_worker import store_redis_lua as lua
+    from ecs_worker.state import store_redis_lua as lua
 
     scripts = {n: getattr(lua, n) for n in ("TAKE", "SETTLED", "FAILED", "DEFERRED", "CRASHED", "TAKE_BUDGETS",
                                             "RESERVE")}
@@ -288,7 +288,7 @@ def test_what_a_plugin_keeps_is_bounded_and_its_own(tmp_path):
     """ctx's store members refuse what would bloat or break a shared store, and one plugin's
     keys never meet another's."""
     from ecs_worker.config import parse_config
-    from ecs_worker.context import Runtime
+    from ecs_worker.plugin_host.context import Runtime
 
     runtime = Runtime(parse_config({"worker": {"state_dir": str(tmp_path)}}), {}, dry_run=False)
     a, b = runtime.context("a"), runtime.context("b")

@@ -12,9 +12,9 @@ import urllib.request
 import pytest
 
 from ecs_worker.config import ConfigError, parse_config
-from ecs_worker.store_open import open_store, shown
-from ecs_worker.store_probe import probe
-from ecs_worker.store_types import Slot, StoreError
+from ecs_worker.state.store_open import open_store, shown
+from ecs_worker.state.store_probe import probe
+from ecs_worker.state.store_types import Slot, StoreError
 from redis_kit import BINARY, fleet_name, free_port
 
 
@@ -23,8 +23,8 @@ def config(tmp_path, **worker):
 
 
 def test_the_store_is_chosen_by_url_and_sqlite_stays_the_default(redis_server, tmp_path):
-    from ecs_worker.store import Store
-    from ecs_worker.store_redis import RedisStore
+    from ecs_worker.state.store import Store
+    from ecs_worker.state.store_redis import RedisStore
 
     default = open_store(config(tmp_path))
     assert isinstance(default, Store) and not default.shared
@@ -76,9 +76,9 @@ def test_doctor_checks_the_store(redis_server, tmp_path):
 
 
 def test_an_unreachable_store_fails_safe_healthz_says_why_and_it_recovers(own_redis, tmp_path, monkeypatch):
-    from ecs_worker import health, metrics
-    from ecs_worker.context import Runtime
-    from ecs_worker.health import serve
+    from ecs_worker.observability import health, metrics
+    from ecs_worker.plugin_host.context import Runtime
+    from ecs_worker.observability.health import serve
 
     # /healthz reads process-wide state that other tests in this process may have left (a
     # poll long ago reads as "stalled", which outranks the store): a fresh, polling worker.
@@ -127,7 +127,7 @@ def _get(url):
 def test_a_cluster_that_cannot_be_reached_at_start_is_a_retryable_failure(tmp_path):
     """A cluster client connects as it is made: unreachable then is `StoreUnavailable` (run
     exits 1, and systemd restarts it), never a configuration error (exit 2: left down)."""
-    from ecs_worker.store_types import StoreUnavailable
+    from ecs_worker.state.store_types import StoreUnavailable
 
     with pytest.raises(StoreUnavailable, match="redis\\+cluster://127.0.0.1"):
         open_store(config(tmp_path, store=f"redis+cluster://127.0.0.1:{free_port()}"))
@@ -137,9 +137,9 @@ def test_while_the_shared_store_is_away_only_spot_notices_run(tmp_path):
     """Admission with a Redis store that cannot be reached: a spot interruption notice runs
     (removing a reclaimed instance needs no budget); any other event goes back, uncounted,
     for a few seconds; nothing is dropped."""
-    from ecs_worker.admission import Admission
-    from ecs_worker.held import LATER, RESULT, hold
-    from ecs_worker.sources.mns import Message
+    from ecs_worker.consumer.admission import Admission
+    from ecs_worker.consumer.held import LATER, RESULT, hold
+    from ecs_worker.queue.source import Message
     from ecs_worker.testing import body, interruption, state_change
 
     store = open_store(config(tmp_path, store=f"redis://127.0.0.1:{free_port()}/0"))
@@ -159,8 +159,9 @@ def test_a_quarantine_child_reaches_the_shared_store_through_a_client_of_its_own
     (a socket shared across the fork would interleave both processes' replies)."""
     import os
 
-    from ecs_worker import hookimpl, quarantine
-    from ecs_worker.outcomes import HANDLED
+    from ecs_worker import hookimpl
+    from ecs_worker.consumer import quarantine
+    from ecs_worker.plugin_host.outcomes import HANDLED
     from ecs_worker.testing import Harness, state_change
 
     class Keeper:

@@ -10,7 +10,7 @@ import pytest
 
 from ecs_worker import hookimpl
 from ecs_worker import RESUME_STATE
-from ecs_worker.events import parse_event
+from ecs_worker.events.event import parse_event
 from ecs_worker.testing import Harness, interruption, maintenance, state_change
 
 

@@ -9,9 +9,9 @@ import json
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from ecs_worker.body import decode_body
-from ecs_worker.deferred import FORGED, SIGNED, unwrap, verdict, wrap
-from ecs_worker.signing import Signer, canonical
+from ecs_worker.events.body import decode_body
+from ecs_worker.events.wrapper import FORGED, SIGNED, unwrap, verdict, wrap
+from ecs_worker.trust.fleet_key import Signer, canonical
 
 PROPERTY = settings(derandomize=True, deadline=None, max_examples=60,
                     suppress_health_check=[HealthCheck.too_slow])

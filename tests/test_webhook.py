@@ -14,9 +14,9 @@ import pytest
 
 from ecs_worker import parse_event
 from ecs_worker.config import ConfigError, parse_config
-from ecs_worker.context import Runtime
-from ecs_worker.dispatch import Dispatcher
-from ecs_worker.manager import DEFAULT_PLUGINS, builtin_name, load_plugins
+from ecs_worker.plugin_host.context import Runtime
+from ecs_worker.plugin_host.dispatch import Dispatcher
+from ecs_worker.plugin_host.manager import DEFAULT_PLUGINS, builtin_name, load_plugins
 from ecs_worker.plugins import webhook
 
 STOPPED = parse_event('{"id": "e1", "name": "Instance:StateChange", "regionId": "cn-hangzhou", '
@@ -165,7 +165,7 @@ def test_json_body_per_settled_event_with_its_actions(receiver, worker, tmp_path
 
 
 def test_invalid_messages_are_notified_to_catch_all_targets(receiver, worker):
-    from ecs_worker.outcomes import invalid
+    from ecs_worker.plugin_host.outcomes import invalid
 
     dispatcher = worker({"targets": [{"url": receiver.base + "/all"},
                                      {"url": receiver.base + "/state", "events": ["Instance:*"]}]})

@@ -7,11 +7,11 @@ A plugin reaches the worker only through `ctx` (docs/plugins.md).
 from .backoff import backoff_delay
 from .cloud.errors import CloudError
 from .config import ConfigError, setting
-from .credentials import deferred as secret_file_deferred, read_secret_file
-from .events import Event, InvalidEvent, parse_event
-from .hookspecs import hookimpl
-from .deferred import RESUME_STATE
-from .outcomes import DEFERRED, FAILED, HANDLED, IGNORED, INVALID, PluginResult, Result
+from .cloud.credentials import deferred as secret_file_deferred, read_secret_file
+from .events.event import Event, InvalidEvent, parse_event
+from .plugin_host.hookspecs import hookimpl
+from .events.wrapper import RESUME_STATE
+from .plugin_host.outcomes import DEFERRED, FAILED, HANDLED, IGNORED, INVALID, PluginResult, Result
 from .text import one_line
 from .version import __version__
 
@@ -21,7 +21,7 @@ def counter(name: str, documentation: str, labelnames: tuple[str, ...] | list[st
     Create it once (at import); `name` without `_total`, as prometheus_client wants."""
     from prometheus_client import Counter
 
-    from .metrics import REGISTRY  # prometheus_client is slow to import: only when asked
+    from .observability.metrics import REGISTRY  # prometheus_client is slow to import: only when asked
 
     return Counter(name, documentation, list(labelnames), registry=REGISTRY)
 

@@ -10,11 +10,11 @@ import sys
 from dataclasses import dataclass
 
 from .config import Config, ConfigError, load_config
-from .runnable import check_runnable
-from .context import Runtime
-from .logsetup import configure_logging
-from .manager import Plugins, load_plugins
-from .outcomes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from .operations.runnable import check_runnable
+from .plugin_host.context import Runtime
+from .observability.logsetup import configure_logging
+from .plugin_host.manager import Plugins, load_plugins
+from .plugin_host.outcomes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 
 log = logging.getLogger("ecs_worker.runner")
 
@@ -36,15 +36,15 @@ def load(args: argparse.Namespace, dry_run: bool | None = None) -> App:
 
 def run(args: argparse.Namespace) -> int:
     """`ecs-worker run -c CONFIG [--dry-run]`: 0 after a clean stop, 2 for configuration."""
-    from . import metrics
-    from .credentials import credentials_provider
-    from .dispatch import Dispatcher, PluginStartupError
-    from .notify import SystemdNotifier
-    from .runner import Runner
-    from .signing import load_signer
-    from .sources.mns import MnsError, MnsQueue
-    from .store_open import open_store
-    from .store_types import StoreError, StoreUnavailable
+    from .observability import metrics
+    from .cloud.credentials import credentials_provider
+    from .plugin_host.dispatch import Dispatcher, PluginStartupError
+    from .observability.notify import SystemdNotifier
+    from .consumer.loop import Runner
+    from .trust.fleet_key import load_signer
+    from .queue.source import MnsError, MnsQueue
+    from .state.store_open import open_store
+    from .state.store_types import StoreError, StoreUnavailable
 
     try:
         app = load(args, dry_run=getattr(args, "dry_run", False))
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     metrics.watch_gateway(app.runtime.gateway)
     metrics.known_labels([name for name, _ in app.plugins.pm.list_name_plugin()])
     if config.metrics.listen:
-        from .health import serve as serve_metrics
+        from .observability.health import serve as serve_metrics
 
         try:
             serve_metrics(config.metrics.listen, config.mns.wait_seconds, store.problem)
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
             return EXIT_OK
         return _fail(exc)
     if app.runtime.signer is None:
-        from .signing import ADVICE
+        from .trust.fleet_key import ADVICE
 
         log.warning("no signing key: plugins' saved states stay in the state store (%s); %s",
                     "shared by the workers using it" if store.shared else "this host's", ADVICE)
@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _reloader(app: App, path: str | None):
-    from .reload import reload
+    from .consumer.reload import reload
 
     def on_sighup() -> None:
         if path is None:
@@ -113,8 +113,8 @@ def _reloader(app: App, path: str | None):
 
 def replay(args: argparse.Namespace) -> int:
     """`ecs-worker replay FILE... [-c CONFIG] [--dry-run] [--json]`."""
-    from .dispatch import Dispatcher, PluginStartupError
-    from .replay import run_replay
+    from .plugin_host.dispatch import Dispatcher, PluginStartupError
+    from .operations.replay import run_replay
 
     app = load(args, dry_run=args.dry_run)
     dispatcher = Dispatcher(app.plugins.pm, app.runtime, app.config.plugins.call_timeout)

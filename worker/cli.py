@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .outcomes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from .plugin_host.outcomes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -122,9 +122,9 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from .app import load
-    from .runnable import check_runnable
-    from .credentials import credentials_provider, deferred
-    from .signing import load_signer
+    from .operations.runnable import check_runnable
+    from .cloud.credentials import credentials_provider, deferred
+    from .trust.fleet_key import load_signer
 
     app = load(args)
     config, plugins = app.config, app.plugins
@@ -153,13 +153,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_setup(args: argparse.Namespace) -> int:
-    from .setup import main as setup_main
+    from .operations.setup import main as setup_main
 
     return setup_main(args)
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from .doctor import main as doctor_main
+    from .operations.doctor import main as doctor_main
 
     return doctor_main(args)
 
@@ -171,7 +171,7 @@ def cmd_emulator(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import main as demo_main
+    from .demo.run import main as demo_main
 
     return demo_main(args)
 

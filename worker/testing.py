@@ -149,7 +149,7 @@ def _event(name: str, instance_id: str, content: dict, *, envelope: str, region:
            event_id: str | None, level: str = "INFO"):
     import json
 
-    from .events import parse_event
+    from .events.event import parse_event
 
     if envelope == "cloudmonitor":
         doc = _cloudmonitor(name, instance_id, content, region, event_id, level)
@@ -216,9 +216,9 @@ class Harness:
                  dry_run: bool = True, emulator=None, settings: dict | None = None,
                  call_timeout: float = 30.0) -> None:
         from .config import parse_config
-        from .context import Runtime
-        from .dispatch import Dispatcher
-        from .manager import Plugins, configure_plugins
+        from .plugin_host.context import Runtime
+        from .plugin_host.dispatch import Dispatcher
+        from .plugin_host.manager import Plugins, configure_plugins
 
         own = getattr(type(plugin), "name", None)  # a plugin object names itself (RestartPlugin.name)
         self.name = name or (own if isinstance(own, str) else
@@ -263,7 +263,7 @@ class Harness:
 
     def replay(self, event):
         """Dispatch, treating any deferral as elapsed (as `replay --dry-run` does)."""
-        from .replay import Item, replay_one
+        from .operations.replay import Item, replay_one
 
         return replay_one(self.dispatcher, Item("<harness>", body(event)), elapse_deferrals=True)
 

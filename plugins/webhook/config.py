@@ -6,8 +6,10 @@ import urllib.parse
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-from ecs_worker import FAILED, DEFERRED, HANDLED, IGNORED, INVALID, ConfigError, read_secret_file, \
-    secret_file_deferred, setting
+from ecs_worker import (
+    FAILED, DEFERRED, HANDLED, IGNORED, INVALID, ConfigError, read_secret_file, secret_file_deferred,
+    setting,
+)
 
 from .http_post import redact
 

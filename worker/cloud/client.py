@@ -60,7 +60,7 @@ class CloudClient:
 
     @classmethod
     def from_config(cls, config: Config) -> CloudClient:
-        from ..credentials import credentials_provider
+        from .credentials import credentials_provider
 
         return cls(config.cloud, credentials_provider(config.credentials))
 

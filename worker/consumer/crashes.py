@@ -1,0 +1,222 @@
+"""Crash isolation: a crash costs an attempt only to the message that caused it.
+
+A plugin can kill the whole process (`os._exit`, a segfault in a C extension, the OOM
+killer). Which message did it? The one running when it happened — so each worker keeps
+a journal, `state_dir/running-<pid>-<n>.jsonl`, of the messages whose plugins are
+running: a line when one starts, a line when its outcome is in. Appending is one
+`write` on an `O_APPEND` descriptor: it survives the process dying (not the machine),
+costs a few microseconds, and needs no store transaction on the hot path.
+
+Each live worker holds an exclusive `flock` on its own journal; a journal nobody holds
+belongs to a dead worker. `recover` (at start-up, and now and then by any worker on the
+host) reads such a journal and tells the store:
+
+- the messages running when it died are *suspects*: from now on each runs in a
+  quarantine child process (`quarantine.py`), forked while nothing else runs (`Gate`),
+  until it finishes once;
+- nobody is charged: an outside `kill -9` or the OOM killer looks just like a crash a
+  message caused. A suspect whose quarantine process dies is charged an attempt there,
+  and after `max_attempts` such crashes it is dead-lettered — the service lives on.
+
+So a healthy batch-mate of a crashing message is never charged, and neither is a
+message that was running when the worker was killed from outside: it finishes in
+quarantine. A message that kills the worker costs the service one restart, ever.
+"""
+from __future__ import annotations
+
+import fcntl
+import itertools
+import json
+import logging
+import os
+import threading
+from collections import Counter
+from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
+from pathlib import Path
+from typing import Callable
+
+from ..text import printable
+
+log = logging.getLogger("ecs_worker.crashes")
+
+PREFIX, SUFFIX = "running-", ".jsonl"
+COMPACT_BYTES = 1 << 20  # past this, the journal is rewritten with only what runs now
+_serial = itertools.count(1)
+
+
+class Journal:
+    """This process's journal of running messages (see the module doc)."""
+
+    def __init__(self, state_dir: str | Path) -> None:
+        self.dir = Path(state_dir)
+        self.path = self.dir / f"{PREFIX}{os.getpid()}-{next(_serial)}{SUFFIX}"
+        self._lock = threading.Lock()
+        self._running: Counter[str] = Counter()
+        self._size = 0
+        self._fd = self._create(b"")
+
+    def _create(self, text: bytes) -> int:
+        """A new journal file holding `text`, locked, then renamed into place: a scanner
+        never sees it unlocked (nor a half-written one)."""
+        temporary = self.path.with_name(f".{self.path.name}.new")
+        fd = os.open(temporary, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.write(fd, text)
+            os.replace(temporary, self.path)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._size = len(text)
+        return fd
+
+    def started(self, key: str) -> None:
+        with self._lock:
+            self._running[key] += 1
+            self._write("S", key)
+
+    def ended(self, key: str) -> None:
+        with self._lock:
+            self._running[key] -= 1
+            if self._running[key] <= 0:
+                del self._running[key]
+            self._write("E", key)
+            if self._size > COMPACT_BYTES and self._fd >= 0:
+                self._compact()
+
+    def _write(self, op: str, key: str) -> None:  # with self._lock held
+        if self._fd >= 0:
+            line = _line(op, key)
+            os.write(self._fd, line)
+            self._size += len(line)
+
+    def _compact(self) -> None:  # with self._lock held
+        """Replace the journal by one holding only what runs now (it grows by ~100 bytes a
+        message otherwise). The old file keeps its lock until the new one is in place."""
+        old = self._fd
+        self._fd = self._create(b"".join(_line("S", k) for k, n in self._running.items() for _ in range(n)))
+        os.close(old)
+
+    def descriptors(self) -> tuple[int, ...]:
+        """The open journal's descriptor, for a forked child to close."""
+        return (self._fd,) if self._fd >= 0 else ()
+
+    def close(self) -> None:
+        """A clean stop: nothing is running, the journal goes."""
+        with self._lock:
+            if self._fd >= 0:
+                try:
+                    self.path.unlink()
+                except OSError:
+                    pass
+                os.close(self._fd)
+                self._fd = -1
+
+
+def _line(op: str, key: str) -> bytes:
+    # `S "<key>"`: the key JSON-quoted with ASCII escapes (the C encoder: a few hundred ns).
+    return f"{op} {encode_basestring_ascii(key)}\n".encode("ascii")
+
+
+def running_at_death(text: str) -> list[str]:
+    """The keys started and not ended in a journal's text (a torn last line is ignored)."""
+    running: Counter[str] = Counter()
+    for line in text.splitlines():
+        op, _, quoted = line.partition(" ")
+        try:
+            key = json.loads(quoted)
+        except ValueError:
+            continue  # a torn last line
+        if not isinstance(key, str):
+            continue
+        if op == "S":
+            running[key] += 1
+        elif op == "E" and running[key] > 0:
+            running[key] -= 1
+    return [k for k, n in running.items() for _ in range(n)]
+
+
+def recover(state_dir: str | Path, apply: Callable[[list[str], list[str]], None],
+            own: Journal | None = None) -> int:
+    """Find the journals of dead workers in `state_dir`; for each, call
+    `apply(charged, suspects)` and remove it. Returns how many were found."""
+    found = 0
+    for path in sorted(Path(state_dir).glob(f"{PREFIX}*{SUFFIX}")):
+        if own is not None and path == own.path:
+            continue
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue  # another worker took it first
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # its worker is alive
+            try:  # still the file at that name? (another scanner may have removed it)
+                if os.fstat(fd).st_ino != os.stat(path).st_ino:
+                    continue
+            except OSError:
+                continue
+            text = os.read(fd, 1 << 24).decode("ascii", "replace")
+            # Remove before applying: a crash between them loses a charge (one more crash
+            # to find the culprit), never charges twice.
+            path.unlink()
+        finally:
+            os.close(fd)
+        found += 1
+        suspects = running_at_death(text)
+        if suspects:  # a kill from outside looks the same: nobody is charged (quarantine.py)
+            log.warning("a worker died (journal %s) while %d message(s) ran: %s; each runs in a "
+                        "quarantine process from now on", path.name, len(suspects),
+                        ", ".join(printable(k[:80]) for k in suspects[:5]))
+        apply([], suspects)
+    return found
+
+
+class Gate:
+    """Messages run side by side, except suspects: a suspect waits until nothing else runs,
+    then forks its quarantine process alone (a lock held by another thread at the fork
+    would stay held in the child); while a suspect waits or forks, nothing else starts.
+
+    The common case (no suspect anywhere) takes one plain lock and never waits or wakes."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._running = 0
+        self._solo = False  # a suspect runs
+        self._waiting = 0  # threads waiting in `enter` (suspects or not)
+        self._waiting_solo = 0
+
+    def enter(self, suspect: bool, stop: threading.Event, poll: float = 0.2) -> bool:
+        """Wait for the turn; False when `stop` was set meanwhile (nothing entered)."""
+        with self._lock:
+            if not suspect and not self._solo and not self._waiting_solo:  # the fast path
+                self._running += 1
+                return True
+            self._waiting += 1
+            self._waiting_solo += suspect
+            try:
+                while (self._running or self._solo) if suspect else (self._solo or self._waiting_solo):
+                    if stop.is_set():
+                        return False
+                    self._cond.wait(poll)
+                self._solo = self._solo or suspect
+                self._running += 1
+                return True
+            finally:
+                self._waiting -= 1
+                self._waiting_solo -= suspect
+
+    def leave(self, suspect: bool) -> None:
+        with self._lock:
+            self._running -= 1
+            if suspect:
+                self._solo = False
+            if self._waiting:
+                self._cond.notify_all()
+
+    @property
+    def running(self) -> int:
+        return self._running

@@ -1,0 +1,286 @@
+"""`ecs-worker run`: the at-least-once MNS consumer.
+
+Three loops, each in its own thread, each with its own MNS client: receive (here; the
+watchdog's heartbeat) long-polls a batch only while there is room — fewer than
+`concurrency` handlers busy and fewer than `max_pending` messages held (fewer still
+when MNS is slow: no more than renewals can keep hidden) — decides on each
+message (`admission.py`) and hands it to the handler pool; extend (`extender.py`) keeps
+held messages invisible; settle (`settle.py`) carries out each outcome in MNS.
+The runtime is built in `app.py`; signals in `signals.py`; the archive in `archive.py`.
+
+The main thread only waits for signals (`signals.py`: SIGHUP reloads). First SIGTERM/SIGINT: stop receiving, release
+messages not yet started (visibility 1 s), let the rest finish within `shutdown_timeout`,
+settle, exit 0. A second signal exits at once; unsettled messages reappear after their
+visibility timeout, so nothing is lost either way.
+
+Whatever goes wrong between receive and settle is one message's failure, never its
+batch's: each message is parsed, keyed and looked up on its own terms. Any internal
+thread that dies (receive, extend, settle, a handler, the dispatcher's deadlines) stops
+the worker loudly: logged, `/healthz` 503, no more watchdog pings, exit 1 — the service
+manager restarts it. Crash isolation (`crashes.py`): a journal of running messages finds
+the one that kills the process. See docs/reliability.md.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from . import archive, preflight
+from ..observability import health, metrics
+from .admission import Admission, claim_seconds
+from ..config import Config
+from .crashes import recover
+from ..plugin_host.dispatch import Dispatcher
+from .extender import Extender
+from .handling import Handling
+from .pool import Handlers
+from .held import RELEASE, RESULT, Held
+from .room import Room
+from ..observability.notify import SystemdNotifier, watchdog_interval
+from ..plugin_host.outcomes import EXIT_FAILURE, EXIT_OK, EXIT_STUCK
+from .settle import Settler
+from .signals import Signals
+from ..queue.source import SOCKET_SLACK, MnsError, MnsQueue, Message, fault_delay
+from ..state.store import Store, StoreError
+from .stuck import StuckWatch
+from ..text import one_line
+
+log = logging.getLogger("ecs_worker.runner")
+
+STATUS_EVERY = 1.0  # seconds between status lines to systemd (only when they change)
+
+
+class Runner:
+    def __init__(self, config: Config, dispatcher: Dispatcher, source: MnsQueue, store: Store,
+                 dead_letters: MnsQueue | None = None, notifier: SystemdNotifier | None = None) -> None:
+        self.config = config
+        self.dispatcher = dispatcher
+        self.source = source
+        self.store = store
+        self.dead_letters = dead_letters
+        self.notifier = notifier or SystemdNotifier("")
+        w = config.worker
+        self.concurrency, self.max_pending = w.concurrency, w.max_pending
+        self.queue_visibility = config.mns.visibility_timeout  # replaced by the queue's own at start
+        self.signals = Signals()
+        self._pool = Handlers(w.concurrency, self._handle, on_death=self._died)
+        self._stopping = threading.Event()  # stop receiving
+        self._closing = threading.Event()  # stop extending and settling
+        self.settler = Settler(config, source, store, dispatcher, lambda *done: self._room.finish(*done),
+                               dead_letters)
+        self.counts = self.settler.counts
+        self._admission = Admission(store, w.max_attempts, claim_seconds(config, store), self.settler.signer)
+        self._extender = Extender(source, config.mns.visibility_timeout, lambda now: self._room.due(now),
+                                  self._closing, self._recover)
+        self._room = Room(w.concurrency, w.max_pending, self._extender.capacity)
+        self._held = self._room.held
+        self._threads: list[threading.Thread] = []
+        self._handling = Handling(dispatcher, self.settler, self._stopping)
+        self.fatal: str | None = None  # the internal thread that died, if one did
+        p = config.plugins
+        self._stuck = StuckWatch(dispatcher.stuck, p.stuck_health_seconds, p.stuck_exit_seconds)
+        self.on_reload = lambda: None  # SIGHUP (set by app.py: reload.py)
+
+    # == life cycle ================================================================
+    def check(self) -> None:
+        """Prove the queues exist and the keys work: permanent errors raise `MnsError`,
+        transient ones are retried (a signal meanwhile raises a non-permanent one)."""
+        def until_ok(call):
+            return preflight.until_ok(call, self.notifier, lambda: bool(self.signals.count))
+
+        started = time.monotonic()
+        self.queue_visibility = until_ok(self.source.visibility_timeout)
+        self._extender.observe(time.monotonic() - started)  # a first MNS round trip
+        self._extender.queue_visibility = self.queue_visibility
+        self.settler.source_max_size = until_ok(self.source.maximum_message_size)
+        if self.dead_letters is not None:
+            self.settler.dead_letter_max_size = until_ok(self.dead_letters.maximum_message_size)
+
+    def start(self) -> None:
+        """Recover the journals of dead workers, then start the receive, extend and
+        settle loops and the handlers."""
+        self._handling.open(self.config.worker.state_dir)
+        self._recover()
+        self._pool.start()
+        for name, target in (("receive", self._receive_loop), ("extend", self._extender.loop),
+                             ("settle", self.settler.loop)):
+            t = threading.Thread(target=self._guarded(name, target), name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def _guarded(self, name: str, target):
+        def run() -> None:
+            try:
+                target()
+            except BaseException as exc:  # noqa: B902 - a dead loop must never be silent
+                self._died(name, exc)
+        return run
+
+    def _died(self, name: str, exc: BaseException) -> None:
+        """An internal thread died: fail loudly so that the service manager restarts us."""
+        if self.fatal is None:
+            self.fatal = name
+        health.thread_died(name)
+        log.critical("internal thread %r died (%s); stopping with exit code 1 so that the service "
+                     "manager restarts the worker", name, one_line(exc), exc_info=exc)
+        self._stopping.set()
+        self._room.wake()
+
+    def _dead_thread(self) -> str | None:
+        """The name of an internal thread that is no longer running although it should."""
+        if self.fatal:
+            return self.fatal
+        for t in self._threads:
+            if not t.is_alive() and not (t.name == "receive" and self._stopping.is_set()):
+                return t.name
+        if not self._pool.alive():
+            return "handler"
+        if not self.dispatcher.deadlines.alive():
+            return "deadlines"
+        return None
+
+    def _recover(self) -> None:
+        """Suspects and charges from the journals of workers that died (`crashes.py`)."""
+        try:
+            recover(self.config.worker.state_dir, self.store.crashed, own=self._handling.journal)
+        except (OSError, StoreError) as exc:
+            log.error("crash journals in %s: %s", self.config.worker.state_dir, exc)
+
+    def request_stop(self) -> None:
+        if not self._stopping.is_set():
+            held = len(self._held)
+            log.info("stopping: no more receiving; %d message(s) in flight", held)
+            self.notifier.stopping(f"stopping, {held} in flight")
+            self._stopping.set()
+            self._room.wake()
+
+    def drain(self, timeout: float) -> bool:
+        """After `request_stop`: wait for in-flight work, settle, stop the loops.
+
+        Returns False when messages were still in flight at the deadline (they reappear
+        after their visibility timeout).
+        """
+        now = time.monotonic()
+        deadline = now + timeout
+        # The receiver may be inside a long poll: wait for it, so what it brings is
+        # released at once rather than hidden for a visibility timeout.
+        poll_end = now + self.config.mns.wait_seconds + SOCKET_SLACK
+        receiver = self._threads[0] if self._threads else None
+        while True:
+            self.signals.exit_on_second(len(self._held))
+            receiving = receiver is not None and receiver.is_alive()
+            now = time.monotonic()
+            if not self._held and not receiving:
+                break
+            if now >= deadline and (not receiving or now >= poll_end):
+                break
+            time.sleep(0.05)
+        self._closing.set()
+        self.settler.close()
+        for t in self._threads[1:]:
+            t.join(timeout=10)
+        self._pool.shutdown()
+        self._handling.close()
+        left = len(self._held)
+        if left:
+            log.warning("%d message(s) still in flight at shutdown: MNS will redeliver them after "
+                        "their visibility timeout", left)
+        return left == 0
+
+    def serve(self) -> int:
+        """After `start`: run until a signal; the main thread only watches the signal flag."""
+        while not self.signals.count:
+            self.signals.act(self.on_reload, self.status_line)
+            dead, stuck = self._dead_thread(), self._stuck.check()
+            if dead or stuck:
+                if dead:
+                    health.thread_died(dead)
+                    log.error("the %s thread died; stopping so that the service manager restarts us", dead)
+                else:
+                    log.critical("plugin %s: its calls are still stuck after [plugins] stuck_exit_seconds; "
+                                 "exiting with code %d so that the service manager restarts the worker",
+                                 stuck, EXIT_STUCK)
+                self.request_stop()
+                self.drain(self.config.worker.shutdown_timeout)
+                return EXIT_FAILURE if dead else EXIT_STUCK
+            time.sleep(0.1)
+        self.request_stop()
+        ok = self.drain(self.config.worker.shutdown_timeout)
+        log.info("stopped (%s)%s", self.status_line(), "" if ok else "; some messages left in flight")
+        return EXIT_OK
+
+    def status_line(self) -> str:
+        c = self.counts
+        return (f"handled {c['handled']}, ignored {c['ignored']}, failed {c['failed']}, "
+                f"deferred {c['deferred']}, invalid {c['invalid']}, dead-lettered {c['dead-lettered']}, "
+                f"duplicates {c['duplicate']}, in flight {len(self._held)}")
+
+    # == receive ===================================================================
+    def _receive_loop(self) -> None:
+        cfg = self.config.mns
+        failures, ready = 0, False
+        next_ping = next_status = 0.0
+        last_status = ""
+        ping_every = min(watchdog_interval() or 1.0, 1.0)
+        while not self._stopping.is_set():
+            now = time.monotonic()
+            if now >= next_ping and self.fatal is None:  # a dead thread: let the watchdog bite
+                self.notifier.watchdog()
+                next_ping = now + ping_every
+            if now >= next_status and ready:
+                line = self.status_line()
+                if line != last_status:  # at most once a second, and only news
+                    self.notifier.status(line)
+                    last_status = line
+                next_status = now + STATUS_EVERY
+            room = self._room.wait(ping_every, self._stopping)
+            if not room:
+                continue
+            try:
+                messages = self.source.receive(min(cfg.batch_size, room), cfg.wait_seconds, self._stopping)
+            except MnsError as exc:
+                failures += 1
+                metrics.RECEIVE_ERRORS.inc()
+                delay = fault_delay(failures)
+                log.warning("%s; retrying in %.1fs", exc, delay)
+                self._stopping.wait(delay)
+                continue
+            failures = 0
+            metrics.poll_completed()
+            if not ready:
+                ready = True
+                log.info("receiving from queue %r (concurrency %d)", self.source.name, self.concurrency)
+                self.notifier.ready(self.status_line())
+            if messages:
+                self._take(messages)
+
+    def _take(self, messages: list[Message]) -> None:
+        """Hold a received batch, look its keys up in one store read, and hand each
+        message to a handler (or straight to the settler when nothing is to run).
+
+        Whatever raises here is the failure of the one message it concerns."""
+        fresh = self._room.accept(messages, self.queue_visibility, self._extender.extend_at)
+        if not fresh:
+            return
+        if self.config.worker.archive:  # only the receive thread writes it
+            archive.append(self.config.worker.archive, (h.message.body for h in fresh))
+        if self._stopping.is_set():  # received while stopping: let another worker have them
+            for held in fresh:
+                self.settler.put(held, RELEASE)
+            return
+        to_run = []
+        for held, kind, result in self._admission.decide(fresh):
+            if kind == RESULT and result is None:
+                to_run.append(held)
+            else:
+                self.settler.put(held, kind, result)
+        self._room.started(len(to_run))
+        self._pool.submit(to_run)
+
+    # == handle ====================================================================
+    def _handle(self, held: Held) -> None:
+        try:
+            self._handling.run(held)
+        finally:
+            self._room.handled()

@@ -1,0 +1,1 @@
+"""The demo: the whole product in seconds against the emulator."""

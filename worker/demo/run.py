@@ -1,0 +1,180 @@
+"""`ecs-worker demo`: the whole product in seconds, with no cloud account.
+
+Starts the emulator with a seeded fleet and no queues, runs `setup` against it (queues and the
+CloudMonitor rule), makes things happen in the fleet — an opted-in instance and an operator's
+instance stop, spot instances are interrupted — and starts the real worker (`ecs-worker run`, a
+subprocess, real SDKs). The emulator delivers those events through the rule, as CloudMonitor does;
+a few messages from elsewhere (EventBridge's envelope, a redelivery, a malformed body) are sent
+directly. The worker restarts the opted-in instance and then sees the Starting/Running events its
+own restart caused, and leaves them alone. With `--ram-policy`, the worker's calls (and only
+those: setup and the operator act before) must be allowed by that policy. The summary comes from three independent witnesses: the
+worker's JSON log, the emulator's state, and the dead-letter file.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .story import (
+    AUTO, GROUPS, MAINTENANCE_CONFIG, MANUAL, QUEUE, SPOTS, burst, config_text, fleet,
+    maintenance_burst, with_maintenance_and_alb,
+)
+from .summary import maintenance_and_alb_lines, render, summarise
+from ..state.store_open import shown
+
+DRAIN_TIMEOUT = 50.0
+QUIET_SECONDS = 1.0  # the queue must stay empty this long, with no instance mid-transition
+
+
+def main(args) -> int:
+    from ..testing import run_emulator
+
+    # Only the built-ins: a third-party plugin installed next to ours must not change the story.
+    os.environ["ECS_WORKER_LOAD_PLUGINS"] = ""
+    say = _printer(sys.stderr)
+    policy = json.loads(Path(args.ram_policy).read_text(encoding="utf-8")) \
+        if getattr(args, "ram_policy", None) else None
+    state = with_maintenance_and_alb(fleet())
+    with tempfile.TemporaryDirectory(prefix="ecs-worker-demo-") as tmp, run_emulator(state) as emulator:
+        tmp_path = Path(tmp)
+        before = emulator.state()
+        workers_n, store = getattr(args, "workers", 1) or 1, getattr(args, "store", "") or ""
+        # Workers of one host share a state_dir (SQLite); with a shared store each has its own.
+        state_dirs = [tmp_path / (f"state-{n}" if store else "state") for n in range(workers_n)]
+        fleet_name = f"demo-{os.getpid()}-{int(time.time())}"  # a fresh namespace on a shared server
+        configs = []
+        for n, state_dir in enumerate(state_dirs):
+            configs.append(tmp_path / f"config-{n}.toml")
+            configs[-1].write_text(config_text(emulator, state_dir, store, fleet_name) + MAINTENANCE_CONFIG)
+        cfg = configs[0]
+        say(f"emulator listening on {emulator.endpoint}: {len(before['instances'])} instances, "
+            f"{len(GROUPS)} vserver groups, ALB and NLB server groups, no queues")
+        for line in run_setup(cfg):  # as the administrator, once
+            say(f"setup: {line[2:]}")
+        for what in happenings(emulator):  # as an operator, and as the cloud itself
+            say(f"fleet: {what}")
+        messages = burst() + maintenance_burst()
+        for what, body in messages:
+            # The duplicate arrives a little later, as a redelivery would, after the first is settled.
+            emulator.send(QUEUE, body, delay_seconds=2 if what == "duplicate delivery" else None)
+        say(f"sent {len(messages)} messages from elsewhere: " + ", ".join(what for what, _ in messages))
+        emulator.reset_calls()  # from here on, every call counted is the worker's
+        if policy is not None:  # the emulator refuses what the worker's policy does not allow
+            emulator.set_ram_policy(policy)
+            say(f"the emulator now enforces {args.ram_policy} on every call (the worker's)")
+        logs = [tmp_path / f"worker-{n}.log" for n in range(workers_n)]
+        workers = []
+        for path, config in zip(logs, configs):
+            with path.open("w") as log:
+                workers.append(subprocess.Popen([sys.executable, "-m", "ecs_worker", "run", "-c", str(config)],
+                                                stdout=log, stderr=subprocess.STDOUT))
+        say(f"{_workers(workers_n)} started (pid {', '.join(str(w.pid) for w in workers)})"
+            + (f", sharing the store {shown(store)}" if store else ""))
+        drained = _wait_for_drain(emulator, workers, say)
+        code = max(_stop(w) for w in workers)
+        log_path, dead_letters = tmp_path / "worker.log", tmp_path / "dead-letter.jsonl"
+        log_path.write_text("".join(p.read_text() for p in logs))
+        dead_letters.write_text("".join(d.joinpath("dead-letter.jsonl").read_text()
+                                        for d in dict.fromkeys(state_dirs) if (d / "dead-letter.jsonl").exists()))
+        summary = summarise(before, emulator.state(), log_path, dead_letters)
+        summary.update(drained=drained, worker_exit_code=code)
+        summary["maintenance_and_alb"] = maintenance_and_alb_lines(before, emulator.state(), summary["actions"])
+        if args.json:
+            print(json.dumps(summary, indent=2))
+        else:
+            print(render(summary))
+        if not drained or code != 0:
+            sys.stderr.write(log_path.read_text()[-4000:])
+            return 1
+    return 0
+
+
+def happenings(emulator) -> list[str]:
+    """Make things happen in the fleet; the emulator's rule delivers their events."""
+    from aliyunsdkecs.request.v20140526.StopInstanceRequest import StopInstanceRequest
+
+    from ..testing import acs_client
+
+    client = acs_client(emulator, auto_retry=False)
+    for iid in (AUTO, MANUAL):
+        request = StopInstanceRequest()
+        request.set_InstanceId(iid)
+        request.set_endpoint(emulator.endpoint)
+        request.set_protocol_type("http")
+        client.do_action_with_exception(request)
+    for iid in SPOTS[:2]:
+        emulator.inject_event({"type": "spot-interruption", "instance_id": iid, "notice_seconds": 1.5,
+                               "release_seconds": 0.5})
+    return [f"{AUTO} stopped (opted in to restarts)", f"{MANUAL} stopped (an operator's stop)",
+            f"spot interruption of {SPOTS[0]} and {SPOTS[1]}"]
+
+
+def run_setup(cfg: Path) -> list[str]:
+    """`ecs-worker setup` in-process; the lines it printed about queues and the rule."""
+    from ..config import load_config
+    from ..plugin_host.manager import load_plugins
+    from ..operations.setup import Setup
+
+    config = load_config(cfg)
+    out = io.StringIO()
+    if Setup(config, load_plugins(config), dry_run=False, out=out).run() != 0:
+        raise RuntimeError("setup failed:\n" + out.getvalue())
+    return [line for line in out.getvalue().splitlines() if line.startswith(("+ ", "✓ "))]
+
+
+def _workers(n: int) -> str:
+    return "worker" if n == 1 else f"{n} workers"
+
+
+def _stop(worker) -> int:
+    if worker.poll() is None:
+        worker.send_signal(signal.SIGTERM)
+    try:
+        return worker.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        return worker.wait()
+
+
+def _wait_for_drain(emulator, workers, say) -> bool:
+    """The queue empty, and staying empty for QUIET_SECONDS with no instance mid-transition (a
+    restart's Running event is still to come while the instance is Starting)."""
+    deadline = time.monotonic() + DRAIN_TIMEOUT
+    last, quiet_since = None, None
+    while time.monotonic() < deadline:
+        for worker in workers:
+            if worker.poll() is not None:
+                say(f"worker {worker.pid} exited early with code {worker.returncode}")
+                return False
+        state = emulator.state()
+        depth = state["queues"][QUEUE]
+        left = sum(depth.get(k, 0) for k in ("visible", "in_flight", "delayed"))
+        moving = any(i["status"] in ("Starting", "Stopping") for i in state["instances"])
+        line = f"  queue {QUEUE}: {depth.get('visible', 0)} waiting, {depth.get('in_flight', 0)} in flight"
+        if line != last:
+            say(line)
+            last = line
+        if left == 0 and not moving:
+            quiet_since = quiet_since or time.monotonic()
+            if time.monotonic() - quiet_since >= QUIET_SECONDS:
+                return True
+        else:
+            quiet_since = None
+        time.sleep(0.1)
+    return False
+
+
+def _printer(stream):
+    start = time.monotonic()
+
+    def say(text: str) -> None:
+        stream.write(f"[{time.monotonic() - start:5.1f}s] {text}\n")
+        stream.flush()
+    return say

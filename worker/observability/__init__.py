@@ -1,0 +1,1 @@
+"""Logs, metrics, `/healthz` and systemd notifications."""

@@ -1,0 +1,1 @@
+"""Operating commands: setup, doctor, replay, the RAM policy."""

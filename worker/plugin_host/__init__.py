@@ -1,0 +1,1 @@
+"""The plugin host: the contract (hookspecs, ctx, outcomes), loading, dispatch in lanes."""

@@ -1,0 +1,1 @@
+"""The MNS queue: the source the consumer reads, dead letters, queue administration."""

@@ -1,0 +1,1 @@
+"""The worker's memory across restarts: the store and the local dead-letter record."""
