@@ -25,6 +25,8 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
+import store_bench
+
 PY = sys.executable
 QUEUE = "bench"
 CRED = {"access_key_id": "LTAIbenchKey00001", "access_key_secret": "bench-secret"}
@@ -104,7 +106,7 @@ def emulator(state: dict):
 # -- the worker, in its own process ---------------------------------------------------
 
 def worker_config(emu: Emulator, tmp: Path, extra: str = "", wait_seconds: int = 1,
-                  slb_rps: float = 20.0, log_level: str = "WARNING") -> Path:
+                  slb_rps: float = 20.0, log_level: str = "WARNING", store: str = "") -> Path:
     path = tmp / "config.toml"
     path.write_text(f"""
 [mns]
@@ -121,7 +123,7 @@ access_key_id = "{CRED['access_key_id']}"
 access_key_secret = "{CRED['access_key_secret']}"
 [worker]
 state_dir = "{tmp / 'state'}"
-[logging]
+{store_bench.worker_toml(store)}[logging]
 level = "{log_level}"
 format = "json"
 {extra}
@@ -184,11 +186,11 @@ def plugins_toml(disabled=("restart", "slb", "maintenance", "webhook", "hello"),
 LOG_ONLY = plugins_toml()
 
 
-def throughput_worker(n: int) -> float:
+def throughput_worker(n: int, store: str = "") -> float:
     with emulator(base_state()) as emu, tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         emu.fill([event_body(i) for i in range(n)])
-        config = worker_config(emu, tmp, LOG_ONLY, log_level="INFO")
+        config = worker_config(emu, tmp, LOG_ONLY, log_level="INFO", store=store)
         # The log plugin's lines go to the worker's stderr, captured to a file.
         with worker(config, tmp / "worker.log"):
             start = time.monotonic()
@@ -300,7 +302,7 @@ def wave_naive(instances: int, groups: int, lbs: int, rps: float) -> float:
         return time.monotonic() - start
 
 
-def lag(rate: int, seconds: float) -> tuple[float, float, float]:
+def lag(rate: int, seconds: float, store: str = "") -> tuple[float, float, float]:
     """Enqueue-to-handled latency under a steady send rate (one message per send, as
     CloudMonitor does), measured by a plugin that compares the handled time to `sentAt`;
     and the worker's MNS requests (receive, delete, visibility; not the producer's sends)
@@ -318,7 +320,7 @@ def on_event(event, ctx):
     _out.write(f"{{(time.time() - event.content['sentAt']) * 1000:.3f}}\\n")
     return "measured"
 """)
-        config = worker_config(emu, tmp, plugins_toml(load=[str(plugin)]), wait_seconds=20)
+        config = worker_config(emu, tmp, plugins_toml(load=[str(plugin)]), wait_seconds=20, store=store)
         from mns.queue import Message
 
         q = emu.queue()
@@ -415,6 +417,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="smaller, single runs (a smoke test)")
     parser.add_argument("--rtt-ms", type=float, default=2.0,
                         help="modelled MNS/ECS/SLB round trip, added by the emulator (default 2)")
+    parser.add_argument("--store-only", action="store_true",
+                        help="only the state-store comparison (SQLite, Redis, Redis at --rtt-ms)")
     args = parser.parse_args()
     quick = args.quick
     repeats = 1 if quick else 3
@@ -422,6 +426,8 @@ def main() -> int:
     wave = (200, 10, 2) if quick else (1000, 50, 10)
     rps = 20.0
     r: dict = {"cores": os.cpu_count(), "python": platform.python_version(), "repeats": repeats}
+    if args.store_only:
+        return report(compare_stores(n, repeats, quick, args.rtt_ms), args.json)
 
     global RTT_MS
     for rtt in dict.fromkeys((0, args.rtt_ms)):
@@ -468,14 +474,39 @@ def main() -> int:
              idle_receive_calls_bound_per_hour=3600 // 2, idle_cpu_percent_past_long_poll_limit=round(cpu, 2))
 
     r["help_seconds"] = round(statistics.median(help_seconds() for _ in range(5)), 3)
+    r.update(compare_stores(n, repeats, quick, args.rtt_ms))
+    return report(r, args.json)
 
-    if args.json:
+
+def report(r: dict, as_json: bool) -> int:
+    if as_json:
         print(json.dumps(r))
     else:
         width = max(map(len, r))
         for key, value in r.items():
             print(f"{key:<{width}}  {value}")
     return 0
+
+
+def compare_stores(n: int, repeats: int, quick: bool, rtt_ms: float) -> dict:
+    """Throughput and lag with the SQLite store, with Redis on loopback and with Redis behind a
+    proxy adding `rtt_ms` a round trip; MNS at the same modelled round trip throughout."""
+    global RTT_MS
+    RTT_MS = rtt_ms
+    out: dict = {"store_rtt_ms": rtt_ms}
+    with store_bench.redis_server() as url:
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+        with store_bench.delaying_proxy(port, rtt_ms) as proxied:
+            for name, store in (("sqlite", ""), ("redis", url), ("redis_rtt", f"redis://127.0.0.1:{proxied}/0")):
+                log(f"store {name}: {n} events, then lag at 200 events/s")
+                out[f"store_{name}_events_per_s"] = round(median_of(throughput_worker, repeats, n, store), 1)
+                p50, p99, _ = median_of(lag, 1, 200, 5 if quick else 15, store)
+                out[f"store_{name}_lag_p50_ms"], out[f"store_{name}_lag_p99_ms"] = round(p50, 1), round(p99, 1)
+    base = out["store_sqlite_events_per_s"]
+    out["store_redis_ratio_vs_sqlite"] = round(out["store_redis_events_per_s"] / base, 2)
+    out["store_redis_rtt_ratio_vs_sqlite"] = round(out["store_redis_rtt_events_per_s"] / base, 2)
+    out["store_redis_rtt_goal"] = ">= 0.85 (the shared store costs at most 15 % at the modelled round trip)"
+    return out
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
+from ..lb import guard
 from ..lb.membership import LoadBalancers, Membership, action_name, by_group
+from .facts import DONE_BY_REBOOT, event_status, has_tag, instance_of, verify
 from .window import plan_time, zone as _zone
 
 # O&M event type -> what the owner may do before notBefore to settle it (the event becomes
@@ -16,20 +18,15 @@ from .window import plan_time, zone as _zone
 REMEDIES = {"SystemMaintenance.Reboot": "RebootInstance", "SystemFailure.Reboot": "RebootInstance",
             "InstanceFailure.Reboot": "RebootInstance", "SystemMaintenance.Redeploy": "RedeployInstance"}
 LB_KINDS = ("clb", "alb", "nlb")
-ALL_STATUSES = ("Scheduled", "Executing", "Inquiring", "Executed", "Avoided", "Canceled", "Failed")
 MAX_DEFER = 43200  # one deferral at most; a longer wait is re-computed on each return
 WAIT, DRAINED, REBOOTING, RESTORE = "wait", "drained", "rebooting", "restore"
-# Statuses saying the reboot happened: the owner's reboot before notBefore makes the event
-# Avoided; the platform's own makes it Executing, then Executed (ECS "System events").
-DONE_BY_REBOOT = ("Avoided", "Executing", "Executed")
 
 
 class Sequence:
     """One event's sequence, resumed at the step its state names."""
 
-    def __init__(self, event, ctx, cfg, state: dict, budget) -> None:
+    def __init__(self, event, ctx, cfg, state: dict) -> None:
         self.event, self.ctx, self.cfg, self.state = event, ctx, cfg, dict(state)
-        self.budget = budget  # the plugin's RebootBudget
         self.iid: str = event.instance_id
         self.remedy = REMEDIES.get(event.event_type or "", "RebootInstance")
         self.lbs = LoadBalancers(ctx.cloud, cfg.kinds, cfg.job_timeout)
@@ -42,7 +39,7 @@ class Sequence:
         if self.ctx.dry_run:
             status = "Scheduled"
         else:  # what the state claims, checked against the cloud before anything is changed
-            why, status = self._verify(members)
+            why, status = verify(self.ctx, self.event, self.cfg.require_tag, members)
             if why:
                 out = f"; {_groups(members)} group(s) it names stay as they are" if members else ""
                 self.ctx.log.error("maintenance of %s: not acting on the resumed %r step: %s%s",
@@ -66,6 +63,8 @@ class Sequence:
         cfg, ctx = self.cfg, self.ctx
         now = time.time()
         if now >= self.event.not_before.timestamp():
+            if self.state.get("guard"):  # the last wait for the guard overran notBefore
+                self._guard_missed(self.state["guard"])
             ctx.log.warning("maintenance of %s: notBefore %s has passed; the platform acts now",
                             self.iid, self.event.not_before.isoformat())
             return ctx.skip(f"notBefore {self.event.not_before.isoformat()} has passed; the platform acts now")
@@ -84,15 +83,15 @@ class Sequence:
     def act(self) -> Any:
         ctx = self.ctx
         try:
-            instance = self._instance()
-            status = self._event_status()
+            instance = instance_of(self.ctx, self.iid)
+            status = event_status(self.ctx, self.event)
         except Exception as exc:
             if not ctx.dry_run:
                 raise  # nothing changed yet: the message comes back and we look again
             return self._plan_unverified(f"unverified: could not read ECS: {_code(exc)}")
         if instance is None:
             return ctx.skip(f"maintenance of {self.iid}: no such instance (released?)")
-        if not _has_tag(instance, self.cfg.require_tag):
+        if not has_tag(instance, self.cfg.require_tag):
             return ctx.skip(f"maintenance of {self.iid}: not opted in (no tag {self.cfg.require_tag})")
         if status != "Scheduled":
             return ctx.skip(f"maintenance of {self.iid}: the event is "
@@ -100,11 +99,16 @@ class Sequence:
         if instance.get("Status") != "Running":
             return ctx.skip(f"maintenance of {self.iid}: it is {instance.get('Status')}, not Running; "
                             "the platform's reboot is left to it")
-        wait = self.budget.reserve()
-        if wait:
-            ctx.defer(max(wait, 1.0), "max_reboots_per_minute reached", state={"step": WAIT})
-            return "waiting for the reboot budget"
         members = self.lbs.memberships(self.iid)
+        held_back = guard.reserve(ctx, self.iid, members)
+        if held_back:
+            return self._wait_for_guard(held_back)
+        grant = ctx.take(ctx.budget("reboots", self.cfg.max_reboots_per_minute, 60))
+        if not grant:
+            guard.release(ctx, self.iid, members)
+            why = "the state store is unreachable" if grant.blocked == "store" else "max_reboots_per_minute reached"
+            ctx.defer(max(grant.wait, 1.0), why, state={"step": WAIT})
+            return f"waiting: {why}"
         # Recorded, and settled with the message, before anything changes: a worker killed
         # while removing or rebooting leaves a message that still knows what to put back.
         self._save(DRAINED, members)
@@ -124,7 +128,7 @@ class Sequence:
         ctx = self.ctx
         try:
             self._each_group(members, "remove", self.lbs.remove)
-            instance = None if ctx.dry_run else self._instance()
+            instance = None if ctx.dry_run else instance_of(self.ctx, self.iid)
             status = instance.get("Status") if instance else None
             if ctx.dry_run or status == "Running":
                 ctx.act(self.remedy, self.iid, self._reboot)
@@ -139,6 +143,25 @@ class Sequence:
                   state=self._state(REBOOTING, members))
         return f"{self.remedy} {self.iid}; out of {_groups(members)} group(s)"
 
+    def _wait_for_guard(self, group: str) -> str:
+        """The load-balancer guard holds the removal back (the group would lose its last
+        healthy member(s), `[guard]`): wait, never skip — until notBefore would come first;
+        then say so loudly (an error, and a failed outcome that notifies) and leave the
+        instance in: the platform's reboot will find it in service."""
+        left = self.event.not_before.timestamp() - time.time()
+        if left <= self.cfg.poll_seconds:
+            self._guard_missed(group)
+        why = _guard_why(self.iid, group)
+        self.ctx.defer(self.cfg.poll_seconds, f"waiting: {why}", state={"step": WAIT, "guard": group, **self._timing()})
+        return f"waiting: {why}"
+
+    def _guard_missed(self, group: str) -> None:
+        self.ctx.log.error("maintenance of %s: %s, and notBefore %s is here: NOT removing it; the platform's "
+                           "reboot will hit it in service", self.iid, _guard_why(self.iid, group),
+                           self.event.not_before.isoformat())
+        self.ctx.save_state(None)
+        raise RuntimeError(f"{self.iid} not taken out of service before notBefore: {_guard_why(self.iid, group)}")
+
     def _reboot(self) -> str:
         self.ctx.cloud.ecs(self.remedy, InstanceId=self.iid)
         return "under way"
@@ -148,7 +171,7 @@ class Sequence:
         ctx = self.ctx
         self._save(REBOOTING, members)  # a failed read keeps the sequence
         if not ctx.dry_run:  # dry-run rebooted nothing: straight to the restore plan
-            instance = self._instance()
+            instance = instance_of(self.ctx, self.iid)
             status = instance.get("Status") if instance else "released"
             if status != "Running":
                 waited = time.time() - float(self.state.get("rebooted_at") or time.time())
@@ -165,6 +188,7 @@ class Sequence:
         if still_out:
             self._save(RESTORE, still_out)  # the return retries these
             self._fail(f"could not put {self.iid} back {when} ({_code(error)})", still_out, _line(error))
+        guard.release(self.ctx, self.iid, members)
         plan = "planned: " if self.ctx.dry_run else ""
         verb = "redeployed" if self.remedy == "RedeployInstance" else "rebooted"
         return f"{plan}{verb} {self.iid} before notBefore; back in {_groups(members)} group(s)"
@@ -176,6 +200,7 @@ class Sequence:
             self._save(RESTORE, still_out)
             self._fail(f"maintenance of {self.iid} failed ({_code(exc)}) and putting it back failed "
                        f"({_code(again)})", still_out, f"{_line(exc)}; {_line(again)}")
+        guard.release(self.ctx, self.iid, members)
         self.ctx.save_state(None)  # nothing owed: a later attempt starts afresh
         raise RuntimeError(f"maintenance of {self.iid} failed: {_line(exc)}; "
                            f"it is back in {_groups(members)} group(s)") from None
@@ -200,22 +225,6 @@ class Sequence:
         return f"planned {self.remedy} ({note})"
 
     # -- helpers ----------------------------------------------------------------------
-    def _verify(self, members: list) -> tuple[str, str | None]:
-        """(why not to act on a resumed step, or ""; the event's status now). The state was
-        recorded by this fleet (signed, or from the store); the cloud must still agree."""
-        strangers = sorted({m.server_id for m in members if m.server_id != self.iid})
-        if strangers:
-            return f"its memberships name {', '.join(strangers)}, not the event's instance", None
-        instance = self._instance()
-        if instance is None:
-            return "no such instance (released?)", None
-        if not _has_tag(instance, self.cfg.require_tag):
-            return f"it does not carry the opt-in tag {self.cfg.require_tag!r}", None
-        status = self._event_status()
-        if status is None:
-            return "its O&M event is not found by its id (DescribeInstanceHistoryEvents)", None
-        return "", status
-
     def _restore_all(self, members: list) -> tuple[list, Exception | None]:
         """Put every group back, each on its own (one failing group does not stop the
         others); return the memberships still out and the first error."""
@@ -232,41 +241,21 @@ class Sequence:
         for (kind, group), ms in by_group(members).items():
             self.ctx.act_many(action_name(kind, change), [m.target for m in ms], method, kind, group, ms)
 
-    def _instance(self) -> dict | None:
-        doc = self.ctx.cloud.ecs("DescribeInstances", InstanceIds=[self.iid])
-        found = (doc.get("Instances") or {}).get("Instance") or []
-        return next((i for i in found if i.get("InstanceId") == self.iid), None)
-
-    def _event_status(self) -> str | None:
-        """The event's status now (None when the notification names no event id)."""
-        event_id = self.event.content.get("eventId")
-        if not isinstance(event_id, str) or not event_id:
-            return None
-        params = {"InstanceId": self.iid, "EventId.1": event_id,
-                  **{f"InstanceEventCycleStatus.{n}": s for n, s in enumerate(ALL_STATUSES, 1)}}
-        doc = self.ctx.cloud.ecs("DescribeInstanceHistoryEvents", **params)
-        for e in (doc.get("InstanceSystemEventSet") or {}).get("InstanceSystemEventType") or []:
-            if e.get("EventId") == event_id:
-                return (e.get("EventCycleStatus") or {}).get("Name")
-        return None
-
     def _members(self) -> list:
         return [Membership.from_json(m) for m in self.state.get("members") or []]
 
+    def _timing(self) -> dict:
+        return {k: v for k, v in self.state.items() if k in ("act_at", "rebooted_at")}
+
     def _state(self, step: str, members: list) -> dict:
-        return {**{k: v for k, v in self.state.items() if k in ("act_at", "rebooted_at")},
-                "step": step, "members": [m.to_json() for m in members]}
+        return {**self._timing(), "step": step, "members": [m.to_json() for m in members]}
 
     def _save(self, step: str, members: list) -> None:
         self.ctx.save_state(self._state(step, members))
 
 
-def _has_tag(instance: dict, require_tag: str) -> bool:
-    if not require_tag.strip():
-        return True
-    key, sep, value = require_tag.partition("=")
-    tags = {t.get("TagKey"): t.get("TagValue", "") for t in (instance.get("Tags") or {}).get("Tag") or []}
-    return key in tags and (not sep or tags[key] == value)
+def _guard_why(iid: str, group: str) -> str:
+    return f"taking {iid} out of {group} would leave too few healthy members ([guard])"
 
 
 def _groups(members: list) -> int:

@@ -15,6 +15,7 @@ from ..queue.source import Message
 
 RESULT, DUPLICATE, RELEASE, EXHAUSTED = "result", "duplicate", "release", "exhausted"
 WAIT = "wait"  # a re-sent deferral that arrived before it is due: wait on, run nothing
+LATER = "later"  # not now, uncounted: its `later` (seconds, why) says when and why
 REFUSED = "refused"  # a re-sent deferral not to be trusted or too old: dead-lettered (`refused`)
 STATELESS = "stateless"  # a re-sent deferral whose plugins' states are not here: wait, run nothing
 REPR_KEY_CHARS = 120  # the repr (log lines) shows at most this much of a key
@@ -37,6 +38,7 @@ class Held:
     suspect: bool = False  # running when a worker died: runs in quarantine (quarantine.py)
     crashed: bool = False  # its quarantine process died: it stays a suspect
     wrapped: Deferred | None = None  # a long deferral, re-sent with its key (deferred.py)
+    later: tuple[float, str] = (0.0, "")  # LATER: come back in this many seconds, and why
     refused: tuple[str, str] | None = None  # (dead-letter reason, why): never run (trust.py)
 
     def __repr__(self) -> str:  # log lines: never the body, a bounded key

@@ -1,22 +1,20 @@
-"""Settling: carrying out, in MNS, what a message's outcome means — the one meaning of
-"settle" in this code base (`on_settled` observers hear of it afterwards; the store
-remembers settled keys so that a redelivered copy is dropped).
+"""Settling: carrying out, in MNS, what a message's outcome means — the one meaning of "settle"
+in this code base (`on_settled` observers hear of it afterwards; the store remembers settled
+keys so that a redelivered copy is dropped).
 
 handled / ignored -> remembered as settled, deleted (in batches of up to 16);
-deferred          -> hidden for the requested delay; not an attempt. Longer than
-                     `resend_deferrals_after`: re-sent with DelaySeconds, original deleted
-                     (`deferred.py`), so no worker holds it;
-failed            -> an attempt counted; hidden for a backoff growing with the attempts,
-                     or past `max_attempts` dead-lettered;
+deferred          -> hidden for the requested delay, not an attempt; longer than `resend_deferrals_after`:
+                     re-sent with DelaySeconds, original deleted (`deferred.py`), so no worker holds it;
+failed            -> an attempt counted; hidden for a backoff growing with the attempts, or past
+                     `max_attempts` dead-lettered;
 invalid / refused -> dead-lettered at once (refused: a re-sent deferral not trusted, `trust.py`);
-stateless         -> hidden `STATE_WAIT_SECONDS`, nothing run (`trust.py`).
-A re-sent message is remembered as settled by its MNS message id: back after a lost
-delete, it is deleted, not re-sent again.
-Dead-lettering writes `state_dir/dead-letter.jsonl` once per message, then sends to the
-dead-letter queue (when configured) a body that fits its maximum message size, then deletes.
-A transient failure keeps the message (it comes back); a permanent refusal by the dead-letter
-queue (AccessDenied, no such queue, refused body) leaves the local record alone to settle
-it, logged as an error and counted. Every outcome reaches the `on_settled` observers;
+stateless / later -> hidden `STATE_WAIT_SECONDS` (`trust.py`) / as admission says; nothing run.
+A re-sent message is remembered as settled by its MNS message id: back after a lost delete, it is
+deleted, not re-sent again. Dead-lettering writes `state_dir/dead-letter.jsonl` once per message,
+then sends to the dead-letter queue (when configured) a body that fits its maximum message size,
+then deletes. A transient failure keeps the message (it comes back); a permanent refusal by the
+dead-letter queue (AccessDenied, no such queue, refused body) leaves the local record alone to
+settle it, logged as an error and counted. Every outcome reaches the `on_settled` observers;
 nothing they raise (`SystemExit` included) stops this thread.
 """
 from __future__ import annotations
@@ -36,7 +34,7 @@ from ..text import one_line
 from ..plugin_host.dispatch import Dispatcher
 from ..plugin_host.outcomes import DEFERRED, FAILED, HANDLED, IGNORED, INVALID, Result
 from ..events.event import Event
-from .held import DUPLICATE, EXHAUSTED, REFUSED, RELEASE, STATELESS, WAIT, Held
+from .held import DUPLICATE, EXHAUSTED, LATER, REFUSED, RELEASE, STATELESS, WAIT, Held
 from ..events.keys import message_key
 from .resend import must_resend, resend
 from ..trust.judge import STATE_WAIT_SECONDS, stateless_reason
@@ -133,6 +131,10 @@ class Settler:
             self._count(event, "duplicate")
             deletes.append((held, handle))
             return
+        if kind == LATER:  # not run, not counted (admission.py says why)
+            log.info("message %s (%s): not now, %s; back in %ds", held.message.id, held.key, *held.later[::-1])
+            self._set_visibility(held, handle, max(1, int(held.later[0])))
+            return
         if kind == WAIT:  # a re-sent deferral, early: wait on without running anything
             assert held.wrapped is not None
             self._wait(held, handle, held.wrapped.remaining(), held.wrapped.resume, deletes)
@@ -180,10 +182,7 @@ class Settler:
                     deletes.append((held, handle))
                 else:
                     self._set_visibility(held, handle, delay)
-        self._tell_observers(event, result)
-
-    def _tell_observers(self, event: Event | None, result: Result) -> None:
-        try:
+        try:  # the observers
             self.dispatcher.run_on_settled(event, result)
         except BaseException as exc:  # noqa: B902 - e.g. sys.exit() in on_settled: changes nothing
             log.error("an on_settled observer failed: %s", one_line(exc))

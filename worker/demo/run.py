@@ -29,6 +29,7 @@ from .story import (
     maintenance_burst, with_maintenance_and_alb,
 )
 from .summary import maintenance_and_alb_lines, render, summarise
+from ..config.runnable import shown
 
 DRAIN_TIMEOUT = 50.0
 QUIET_SECONDS = 1.0  # the queue must stay empty this long, with no instance mid-transition
@@ -46,8 +47,16 @@ def main(args) -> int:
     with tempfile.TemporaryDirectory(prefix="ecs-worker-demo-") as tmp, run_emulator(state) as emulator:
         tmp_path = Path(tmp)
         before = emulator.state()
-        cfg = tmp_path / "config.toml"
-        cfg.write_text(config_text(emulator, tmp_path / "state") + MAINTENANCE_CONFIG + SCALING_CONFIG)
+        workers_n, store = getattr(args, "workers", 1) or 1, getattr(args, "store", "") or ""
+        # Workers of one host share a state_dir (SQLite); with a shared store each has its own.
+        state_dirs = [tmp_path / (f"state-{n}" if store else "state") for n in range(workers_n)]
+        fleet_name = f"demo-{os.getpid()}-{int(time.time())}"  # a fresh namespace on a shared server
+        configs = []
+        for n, state_dir in enumerate(state_dirs):
+            configs.append(tmp_path / f"config-{n}.toml")
+            configs[-1].write_text(config_text(emulator, state_dir, store, fleet_name) + MAINTENANCE_CONFIG
+                                   + SCALING_CONFIG)
+        cfg = configs[0]
         say(f"emulator listening on {emulator.endpoint}: {len(before['instances'])} instances, "
             f"{len(GROUPS)} vserver groups, ALB and NLB server groups, an Auto Scaling group, no queues")
         for line in run_setup(cfg):  # as the administrator, once
@@ -63,24 +72,25 @@ def main(args) -> int:
         if policy is not None:  # the emulator refuses what the worker's policy does not allow
             emulator.set_ram_policy(policy)
             say(f"the emulator now enforces {args.ram_policy} on every call (the worker's)")
-        log_path = tmp_path / "worker.log"
-        with log_path.open("w") as log:
-            worker = subprocess.Popen([sys.executable, "-m", "ecs_worker", "run", "-c", str(cfg)],
-                                      stdout=log, stderr=subprocess.STDOUT)
-            say(f"worker started (pid {worker.pid})")
-            progress = Progress(sys.stderr)
-            try:
-                drained = _wait_for_drain(emulator, worker, say, progress)
-            finally:
-                progress.done()
-            if worker.poll() is None:
-                worker.send_signal(signal.SIGTERM)
-            try:
-                code = worker.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                code = worker.wait()
-        summary = summarise(before, emulator.state(), log_path, tmp_path / "state" / "dead-letter.jsonl")
+        logs = [tmp_path / f"worker-{n}.log" for n in range(workers_n)]
+        workers = []
+        for path, config in zip(logs, configs):
+            with path.open("w") as log:
+                workers.append(subprocess.Popen([sys.executable, "-m", "ecs_worker", "run", "-c", str(config)],
+                                                stdout=log, stderr=subprocess.STDOUT))
+        say(f"{_workers(workers_n)} started (pid {', '.join(str(w.pid) for w in workers)})"
+            + (f", sharing the store {shown(store)}" if store else ""))
+        progress = Progress(sys.stderr)
+        try:
+            drained = _wait_for_drain(emulator, workers, say, progress)
+        finally:
+            progress.done()
+        code = max(_stop(w) for w in workers)
+        log_path, dead_letters = tmp_path / "worker.log", tmp_path / "dead-letter.jsonl"
+        log_path.write_text("".join(p.read_text() for p in logs))
+        dead_letters.write_text("".join(d.joinpath("dead-letter.jsonl").read_text()
+                                        for d in dict.fromkeys(state_dirs) if (d / "dead-letter.jsonl").exists()))
+        summary = summarise(before, emulator.state(), log_path, dead_letters)
         summary.update(drained=drained, worker_exit_code=code)
         after = emulator.state()
         summary["maintenance_and_alb"] = maintenance_and_alb_lines(before, after, summary["actions"])
@@ -128,15 +138,30 @@ def run_setup(cfg: Path) -> list[str]:
     return [line for line in out.getvalue().splitlines() if line.startswith(("+ ", "✓ "))]
 
 
-def _wait_for_drain(emulator, worker, say, progress: Progress) -> bool:
+def _workers(n: int) -> str:
+    return "worker" if n == 1 else f"{n} workers"
+
+
+def _stop(worker) -> int:
+    if worker.poll() is None:
+        worker.send_signal(signal.SIGTERM)
+    try:
+        return worker.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        return worker.wait()
+
+
+def _wait_for_drain(emulator, workers, say, progress: Progress) -> bool:
     """The queue empty, and staying empty for QUIET_SECONDS with no instance mid-transition (a
     restart's Running event is still to come while the instance is Starting)."""
     deadline = time.monotonic() + DRAIN_TIMEOUT
     quiet_since = None
     while time.monotonic() < deadline:
-        if worker.poll() is not None:
-            say(f"worker exited early with code {worker.returncode}")
-            return False
+        for worker in workers:
+            if worker.poll() is not None:
+                say(f"worker {worker.pid} exited early with code {worker.returncode}")
+                return False
         state = emulator.state()
         depth = state["queues"][QUEUE]
         left = sum(depth.get(k, 0) for k in ("visible", "in_flight", "delayed"))

@@ -24,7 +24,8 @@ DEFAULT_QUEUE, DEFAULT_DLQ = "ecs-events", "ecs-events-dlq"
 # has no deploy/ directory. Both queues' attributes at start-up; receive/delete/defer and
 # re-send (long deferrals) on the queue; send to the dead-letter queue; ECS reads and
 # StartInstance (restart); reboot and O&M event reads (maintenance); CLB, ALB and NLB reads,
-# removal and restore (slb, maintenance); Auto Scaling lifecycle actions (scaling: cloud/ess_apis.py).
+# removal and restore (slb, maintenance); CLB health reads (the load-balancer guard); Auto
+# Scaling lifecycle actions (scaling: cloud/ess_apis.py).
 WORKER_POLICY = {
     "Version": "1",
     "Statement": [
@@ -45,7 +46,8 @@ WORKER_POLICY = {
         {"Effect": "Allow",
          "Action": ["slb:DescribeLoadBalancers", "slb:DescribeVServerGroups",
                     "slb:DescribeVServerGroupAttribute", "slb:RemoveVServerGroupBackendServers",
-                    "slb:SetVServerGroupAttribute", "slb:AddVServerGroupBackendServers"],
+                    "slb:SetVServerGroupAttribute", "slb:AddVServerGroupBackendServers",
+                    "slb:DescribeHealthStatus"],
          "Resource": ["*"]},
         {"Effect": "Allow",
          "Action": ["alb:ListServerGroups", "alb:ListServerGroupServers",

@@ -7,13 +7,15 @@ Plugins declare theirs the same way (a `Config` dataclass on the plugin) and get
 from __future__ import annotations
 
 import math
-import re
 import sys
 import types
 import typing
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
+
+from .config_text import ConfigError, _kind, _kind_name, _name, _quote
+from .runnable import STORE_SCHEMES, check_runnable, check_store_url
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -22,18 +24,6 @@ else:  # pragma: no cover
 
 
 MAX_CONFIG_BYTES = 1024 * 1024  # a config file is a few KiB; refuse to parse a huge one
-
-
-class ConfigError(ValueError):
-    """Bad configuration: the message names the file, section and key. Exit code 2.
-
-    Always one line (a value or key quoted in it may hold line breaks), cut to a few
-    hundred characters.
-    """
-
-    def __init__(self, message: object = "") -> None:
-        text = " ".join(str(message).split())
-        super().__init__(text if len(text) <= 500 else text[:499] + "…")
 
 
 def setting(default: Any = MISSING, *, min: float | None = None, max: float | None = None,
@@ -102,6 +92,10 @@ class WorkerConfig:
     resend_deferrals_after: float = setting(600.0, min=60, max=43200,
                                             doc="a longer deferral re-sends the message with a "
                                                 "delay instead of holding it")
+    store: str = setting("", doc='"" = SQLite in state_dir; "redis://host:6379/0" (or rediss://, '
+                                 'redis+sentinel://, redis+cluster://) = shared by every worker using it')
+    store_password_file: str = setting("", doc="the shared store's password (a bare name: $CREDENTIALS_DIRECTORY)")
+    store_fleet: str = setting("", doc="the shared store's key namespace (hash tag); empty = the queue's name")
     signing_key_file: str = setting("", doc="the fleet key signing what re-sent deferrals carry (signing.py)")
 
 
@@ -116,6 +110,15 @@ class PluginsConfig:
 
 
 @dataclass(frozen=True)
+class GuardConfig:
+    """The load-balancer guard: how many members of a group may be out at once."""
+
+    keep_healthy: int = setting(1, min=0, max=1000, doc="healthy members that always stay in a group")
+    max_out_share: float = setting(1.0, min=0.0, max=1.0, doc="at most this share of a group out at once")
+    hold_seconds: float = setting(7200.0, min=60, max=86400, doc="a reservation lapses after this unless renewed")
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     level: str = setting("INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     format: str = setting("text", choices=("text", "json"))
@@ -127,7 +130,7 @@ class MetricsConfig:
 
 
 SECTIONS = {"mns": MnsConfig, "cloud": CloudConfig, "credentials": CredentialsConfig,
-            "worker": WorkerConfig, "plugins": PluginsConfig, "logging": LoggingConfig,
+            "worker": WorkerConfig, "guard": GuardConfig, "plugins": PluginsConfig, "logging": LoggingConfig,
             "metrics": MetricsConfig}
 
 
@@ -137,6 +140,7 @@ class Config:
     cloud: CloudConfig = field(default_factory=CloudConfig)
     credentials: CredentialsConfig = field(default_factory=CredentialsConfig)
     worker: WorkerConfig = field(default_factory=WorkerConfig)
+    guard: GuardConfig = field(default_factory=GuardConfig)
     plugins: PluginsConfig = field(default_factory=PluginsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
@@ -197,19 +201,6 @@ def parse_config(data: dict[str, Any], where: str = "<config>") -> Config:
     if listen and not (sep and port.isdigit() and int(port) <= 65535):
         raise ConfigError(f"{where}: [metrics] listen: must be host:port, got {_quote(listen)}")
     return config
-
-
-def check_runnable(config: Config) -> None:
-    """What `run` needs beyond a well-formed file. `run` and `check-config` both call this, so
-    check-config accepts exactly what run accepts (a config that passed and then exited 2 under
-    systemd's RestartPreventExitStatus=2 would leave the service down)."""
-    endpoint = config.mns.endpoint
-    if not endpoint:
-        raise ConfigError(f"{config.path}: [mns] endpoint: required "
-                          "(https://<account-id>.mns.<region>.aliyuncs.com)")
-    if not endpoint.startswith(("https://", "http://")):
-        raise ConfigError(f"{config.path}: [mns] endpoint: must start with https:// (http:// only for a "
-                          f"local emulator), got {endpoint!r}")
 
 
 def build_section(cls: type, data: dict[str, Any], where: str) -> Any:
@@ -276,26 +267,3 @@ def _check_credentials(config: Config, where: str) -> None:
     if cred.access_key_id and not (cred.access_key_secret or cred.access_key_secret_file):
         raise ConfigError(f"{where}: [credentials] access_key_secret or access_key_secret_file: "
                           "required with access_key_id")
-
-
-def _name(key: str) -> str:
-    """A key or section name as written in TOML: bare when it can be, else quoted and cut."""
-    return key if _BARE_KEY.fullmatch(key) else _quote(key)
-
-
-def _quote(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:59] + "…"
-
-
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]{1,60}")
-
-
-def _kind(value: Any) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-            list: "a list", dict: "a table"}.get(type(value), type(value).__name__)
-
-
-def _kind_name(hint: Any) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}.get(
-        hint, getattr(hint, "__name__", str(hint)))
