@@ -65,8 +65,9 @@ def main(args) -> int:
             say(f"fleet: {what}")
         messages = burst() + maintenance_burst()
         for what, body in messages:
-            # The duplicate arrives a little later, as a redelivery would, after the first is settled.
-            emulator.send(QUEUE, body, delay_seconds=2 if what == "duplicate delivery" else None)
+            # The duplicate arrives a little later, as a redelivery would, after the first is settled
+            # (the worker is not even started yet: on a loaded machine its start takes seconds).
+            emulator.send(QUEUE, body, delay_seconds=5 if what == "duplicate delivery" else None)
         say(f"sent {len(messages)} messages from elsewhere: " + ", ".join(what for what, _ in messages))
         emulator.reset_calls()  # from here on, every call counted is the worker's
         if policy is not None:  # the emulator refuses what the worker's policy does not allow
@@ -118,8 +119,8 @@ def happenings(emulator) -> list[str]:
         request.set_endpoint(emulator.endpoint)
         request.set_protocol_type("http")
         client.do_action_with_exception(request)
-    for iid in SPOTS[:2]:
-        emulator.inject_event({"type": "spot-interruption", "instance_id": iid, "notice_seconds": 1.5,
+    for iid in SPOTS[:2]:  # the notice leaves a slow-starting worker time to take them out first
+        emulator.inject_event({"type": "spot-interruption", "instance_id": iid, "notice_seconds": 5,
                                "release_seconds": 0.5})
     return [f"{AUTO} stopped (opted in to restarts)", f"{MANUAL} stopped (an operator's stop)",
             f"spot interruption of {SPOTS[0]} and {SPOTS[1]}"]
