@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench clean
+.PHONY: run test bench clean redis-server
 
 $(STAMP): pyproject.toml examples/ecs-worker-hello/pyproject.toml
 	@echo "setting up $(VENV) (pip output: $(VENV)/install.log)"
@@ -18,12 +18,24 @@ $(STAMP): pyproject.toml examples/ecs-worker-hello/pyproject.toml
 run: $(STAMP)
 	$(BIN)/ecs-worker demo
 
+# The shared-store tests start their own Redis on 127.0.0.1 (never the system service): get the
+# server binary from the OS where we may install it, else say so (those tests then skip, saying why).
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || test -x /usr/bin/redis-server || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing redis-server (Debian package) for the shared-store tests"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server) >/dev/null 2>&1; \
+	    command -v redis-server >/dev/null 2>&1 || echo "warning: could not install redis-server: the Redis store tests will skip"; \
+	  else \
+	    echo "note: no redis-server and not root with apt-get: the Redis store tests will skip (sudo apt-get install redis-server)"; \
+	  fi; }
+
 # Only the project's own example among installed plugins: a broken third-party one cannot fail the suite.
 # In parallel: most tests wait on worker processes and emulators, so JOBS beats the core count.
 # One part: make test TESTS=tests/test_slb.py (any pytest arguments; JOBS=0 runs in this process).
 JOBS ?= 4
 TESTS ?= tests examples/ecs-worker-hello/tests
-test: $(STAMP)
+test: $(STAMP) redis-server
 	ECS_WORKER_LOAD_PLUGINS=hello $(BIN)/python -m pytest -q -n $(JOBS) $(TESTS)
 
 bench: $(STAMP)

@@ -27,13 +27,13 @@ def on_event(event, ctx):
 
 
 @contextmanager
-def lag_worker(emu, tmp: Path, wait_seconds: int = 20):
+def lag_worker(emu, tmp: Path, wait_seconds: int = 20, store: str = ""):
     """A worker whose one plugin records each event's lag; yields a function that waits
     for `n` recorded lags and returns them, sorted, in ms."""
     out = tmp / "lag.txt"
     plugin = tmp / "lagmeter.py"
     plugin.write_text(LAG_PLUGIN.format(out=str(out)))
-    config = worker_config(emu, tmp, plugins_toml(load=[str(plugin)]), wait_seconds=wait_seconds)
+    config = worker_config(emu, tmp, plugins_toml(load=[str(plugin)]), wait_seconds=wait_seconds, store=store)
 
     def lags(n: int, timeout: float = 120) -> list[float]:
         wait_until(lambda: out.exists() and sum(1 for _ in out.open()) >= n, timeout=timeout)
@@ -43,13 +43,14 @@ def lag_worker(emu, tmp: Path, wait_seconds: int = 20):
         yield lags
 
 
-def steady(rate: int, seconds: float) -> tuple[float, float, float]:
-    """Lag p50 and p99 (ms) and MNS requests per 1,000 events at a steady send rate."""
+def steady(rate: int, seconds: float, store: str = "") -> tuple[float, float, float]:
+    """Lag p50 and p99 (ms) and MNS requests per 1,000 events at a steady send rate
+    (`store`: a Redis URL for the state store, "" = SQLite)."""
     from mns.queue import Message
 
     with emulator(base_state()) as emu, tempfile.TemporaryDirectory() as tmp:
         q = emu.queue()
-        with lag_worker(emu, Path(tmp)) as lags:
+        with lag_worker(emu, Path(tmp), store=store) as lags:
             time.sleep(0.5)  # into its long poll
             before = emu.state()["calls"]
             total = int(rate * seconds)

@@ -21,6 +21,8 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
+import store_bench
+
 PY = sys.executable
 QUEUE = "bench"
 CRED = {"access_key_id": "LTAIbenchKey00001", "access_key_secret": "bench-secret"}
@@ -101,7 +103,8 @@ def emulator(state: dict):
 # -- the worker, in its own process ---------------------------------------------------
 
 def worker_config(emu: Emulator, tmp: Path, extra: str = "", wait_seconds: int = 1,
-                  slb_rps: float = 20.0, log_level: str = "WARNING") -> Path:
+                  slb_rps: float = 20.0, log_level: str = "WARNING", store: str = "") -> Path:
+    """A worker's config for the emulator; `store` a Redis URL (store_bench.py), "" = SQLite."""
     path = tmp / "config.toml"
     path.write_text(f"""
 [mns]
@@ -118,7 +121,7 @@ access_key_id = "{CRED['access_key_id']}"
 access_key_secret = "{CRED['access_key_secret']}"
 [worker]
 state_dir = "{tmp / 'state'}"
-[logging]
+{store_bench.worker_toml(store)}[logging]
 level = "{log_level}"
 format = "json"
 {extra}

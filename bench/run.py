@@ -1,7 +1,7 @@
 """ecs-worker benchmarks, side by side with the naive loop and the bare SDK loop, and with
 a baseline revision of the worker when asked, in one invocation.
 
-    python bench/run.py [--json] [--quick] [--rtt-ms 2] [--baseline REV]
+    python bench/run.py [--json] [--quick] [--rtt-ms 2] [--baseline REV] [--store-only]
 
 Everything runs on loopback against the emulator (its own process), through the real
 SDKs; the worker runs as `ecs-worker run` in its own process, as in production. Each
@@ -9,6 +9,8 @@ throughput and wave measurement is repeated and the median reported, so ratios h
 noisy machine. With --baseline the worker-side figures are measured for that git revision
 too, each right after this tree's, and reported under "baseline" with the ratios. With
 --json the last line of stdout is one JSON object (see docs/benchmarks.md), goals included.
+The state stores side by side (SQLite, Redis, Redis at the modelled round trip) are the
+last part (`stores.py`); --store-only runs just that.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ import cost  # noqa: E402 - the bench's own modules, beside this file
 import goals  # noqa: E402
 import kit  # noqa: E402
 from kit import help_seconds, log, median_of  # noqa: E402
+from stores import compare_stores  # noqa: E402
 from speed import throughput_ceiling, throughput_naive, throughput_worker  # noqa: E402
 from wave import busy_ideal_seconds, ideal_wave_calls, wave_naive, wave_worker  # noqa: E402
 
@@ -78,6 +81,8 @@ def main() -> int:
     parser.add_argument("--rtt-ms", type=float, default=2.0,
                         help="modelled MNS/ECS/SLB round trip, added by the emulator (default 2)")
     parser.add_argument("--baseline", metavar="REV", help="also measure the worker at this git revision")
+    parser.add_argument("--store-only", action="store_true",
+                        help="only the state-store comparison (SQLite, Redis, Redis at --rtt-ms)")
     args = parser.parse_args()
     quick = args.quick
     repeats = 1 if quick else 3
@@ -86,6 +91,10 @@ def main() -> int:
     rps = 20.0
     r: dict = {"cores": os.cpu_count(), "python": platform.python_version(), "repeats": repeats,
                "rtt_ms": args.rtt_ms}
+    if args.store_only:
+        r.update(compare_stores(n, repeats, quick, args.rtt_ms))
+        print(json.dumps(r) if args.json else "\n".join(f"{k}  {v}" for k, v in r.items()))
+        return 0
 
     kit.RTT_MS = 0
     log(f"loopback (no modelled round trip): {n} events")
@@ -140,6 +149,7 @@ def main() -> int:
     r.update(idle_receive_calls_per_hour_past_long_poll_limit=round(per_hour),
              idle_receive_calls_bound_per_hour=3600 // 2, idle_cpu_percent_past_long_poll_limit=round(cpu, 2))
     r["help_seconds"] = round(statistics.median(help_seconds() for _ in range(5)), 3)
+    r.update(compare_stores(n, repeats, quick, args.rtt_ms))
 
     r["goals"] = goals.check(r)
     log("goals:\n" + goals.table(r["goals"]))

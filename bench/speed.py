@@ -10,12 +10,13 @@ from pathlib import Path
 from kit import LOG_ONLY, base_state, cpu_seconds, emulator, event_body, wait_until, worker, worker_config
 
 
-def throughput_worker(n: int) -> tuple[float, float]:
-    """Events/s and the worker process's CPU ms per event, from READY=1 to an empty queue."""
+def throughput_worker(n: int, store: str = "") -> tuple[float, float]:
+    """Events/s and the worker process's CPU ms per event, from READY=1 to an empty queue
+    (`store`: a Redis URL for the state store, "" = SQLite)."""
     with emulator(base_state()) as emu, tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         emu.fill([event_body(i) for i in range(n)])
-        config = worker_config(emu, tmp, LOG_ONLY, log_level="INFO")
+        config = worker_config(emu, tmp, LOG_ONLY, log_level="INFO", store=store)
         # The log plugin's lines go to the worker's stderr, captured to a file.
         with worker(config, tmp / "worker.log") as proc:
             start, cpu0 = time.monotonic(), cpu_seconds(proc.pid)

@@ -9,6 +9,8 @@ import os
 
 os.environ["ECS_WORKER_LOAD_PLUGINS"] = "hello"
 
+from redis_kit import own_redis, redis_server  # noqa: E402,F401 - fixtures: a real Redis server
+
 
 def pytest_collection_modifyitems(items):
     """Slow end-to-end tests first, the longest (`slow(seconds=N)`) at the very front: in a

@@ -195,6 +195,7 @@ RPC_CALLS = {
     "slb:DescribeVServerGroups": lambda c: c.slb("DescribeVServerGroups", LoadBalancerId="lb-bp1example000001"),
     "slb:DescribeVServerGroupAttribute": lambda c: c.slb("DescribeVServerGroupAttribute",
                                                          VServerGroupId="rsp-bp1web80"),
+    "slb:DescribeHealthStatus": lambda c: c.slb("DescribeHealthStatus", LoadBalancerId="lb-bp1example000001"),
     "slb:RemoveVServerGroupBackendServers": lambda c: c.slb(
         "RemoveVServerGroupBackendServers", VServerGroupId="rsp-bp1web80",
         BackendServers=[{"ServerId": "i-bp1spot00000000001", "Port": "80"}]),

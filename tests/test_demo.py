@@ -65,3 +65,20 @@ def test_demo_sets_up_and_shows_cause_and_effect(tmp_path):
     assert "lifecycle action Completed CONTINUE" in scaling[1] and "removed and released" in scaling[1]
     assert "queue ecs-events" in proc.stderr  # progress while it runs
     assert "broken" not in proc.stdout + proc.stderr
+
+
+def test_two_workers_on_a_shared_store_tell_the_same_story(redis_server):
+    """`ecs-worker demo --workers 2 --store redis://…`: the fleet shares dedupe and budgets."""
+    proc = subprocess.run([sys.executable, "-m", "ecs_worker", "demo", "--json", "--workers", "2",
+                           "--store", redis_server.url], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 workers started" in proc.stderr and "sharing the store redis://127.0.0.1" in proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["drained"] and summary["worker_exit_code"] == 0
+    assert summary["restarted"] == ["i-demoauto0000000001"] and summary["api_calls"]["ecs:StartInstance"] == 1
+    assert summary["events_by_outcome"]["duplicate (skipped)"] == 1  # whichever worker got the copy
+    scaled_in = "i-demoasg00000000001"  # the demo's Auto Scaling part runs with a fleet too
+    assert summary["removed_from_groups"] == {"rsp-web80": sorted([scaled_in, *SPOTS]),
+                                              "rsp-web8080": sorted([scaled_in, *SPOTS])}
+    workers = {line.split("pid ")[1].split(")")[0] for line in proc.stderr.splitlines() if "workers started" in line}
+    assert workers and len(next(iter(workers)).split(", ")) == 2

@@ -62,6 +62,8 @@ state_dir = "{tmp_path / state_dir}"
 max_attempts = 3
 retry_base_seconds = 1
 retry_max_seconds = 2
+[guard]
+keep_healthy = 0  # this world's ALB/NLB groups have one member: the guard would keep it in
 [plugins]
 disabled = ["hello", "restart", "slb", "webhook"]
 [plugins.maintenance]

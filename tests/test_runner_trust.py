@@ -56,7 +56,9 @@ state_dir = "{tmp_path / name}"
 max_attempts = 3
 retry_base_seconds = 1
 retry_max_seconds = 2
-{worker}[plugins]
+{worker}[guard]
+keep_healthy = 0  # this world's ALB/NLB groups have one member: the guard would keep it in
+[plugins]
 disabled = ["hello", "restart", "slb", "webhook"]
 [plugins.maintenance]
 poll_seconds = 1

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from ecs_worker.state.store import DB_NAME, StoreError
+from ecs_worker.state.store import DB_NAME, SCHEMA_VERSION, StoreError
 from store_kit import ReadableStore as Store  # the store, plus the one-key reads tests use
 
 
@@ -164,25 +164,21 @@ def test_a_version_1_database_is_migrated_in_place(tmp_path):
     assert store.attempts("old") == 2 and not store.suspect("old")
     store.crashed(["old"], ["old"])
     assert store.attempts("old") == 3 and store.suspect("old")
-    assert store._run("PRAGMA user_version") == [(2,)]
+    assert store._run("PRAGMA user_version") == [(SCHEMA_VERSION,)]
 
 
 def test_files_are_private_without_systemd(tmp_path):
     import os
     import stat
 
-    from ecs_worker.plugins.restart import RestartBudget
-
     old = os.umask(0o022)
     try:
         store = Store(tmp_path / "state")
         store.record_dead_letter({"message_id": "m", "body": "x"})
         store.failed("k", {})
-        budget = RestartBudget(tmp_path / "state" / "restart-budget.json", 10, 5, logging.getLogger("t"))
-        budget.note_interruption("i-1")
+        store.put_state("restart/state/interrupted/i-1", 1.5, 60)
     finally:
         os.umask(old)
-    assert (tmp_path / "state" / "restart-budget.json").exists()
     assert stat.S_IMODE((tmp_path / "state").stat().st_mode) == 0o700
     for f in (tmp_path / "state").iterdir():
         assert stat.S_IMODE(f.stat().st_mode) == 0o600, f

@@ -17,7 +17,7 @@ from .config import Config, ConfigError, load_config
 from .plugin_host.context import Runtime
 from .observability.logsetup import configure_logging
 from .plugin_host.manager import Plugins, load_plugins
-from .exit_codes import EXIT_OK, EXIT_USAGE
+from .exit_codes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 
 log = logging.getLogger("ecs_worker.runner")
 
@@ -63,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     from .cloud.apis import mns_ram, worker_mns_apis
     from .queue.source import MnsError, MnsQueue
     from .operations.startup_checks import check_all
-    from .state.store import Store, StoreError
+    from .state.store_open import open_store
+    from .state.store_types import StoreError, StoreUnavailable
 
     try:
         app = load(args, dry_run=getattr(args, "dry_run", False))
@@ -71,9 +72,13 @@ def run(args: argparse.Namespace) -> int:
         check_all(config)  # the checks check-config and doctor make, in the same words
         provider = app.credentials()
         app.runtime.signer = load_signer(config.worker.signing_key_file)
-        store = Store(config.worker.state_dir, config.worker.dedupe_ttl)
+        store = open_store(config)
+    except StoreUnavailable as exc:  # a network fault: worth a restart, unlike a bad config
+        print(f"ecs-worker: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     except (ConfigError, StoreError) as exc:
         return _fail(exc)
+    app.runtime.attach_store(store)
     metrics.watch_gateway(app.runtime.gateway)
     metrics.known_labels([name for name, _ in app.plugins.pm.list_name_plugin()], app.plugins.event_names(),
                          worker_mns_apis())
@@ -81,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         from .observability.health import serve as serve_metrics
 
         try:
-            serve_metrics(config.metrics.listen, config.mns.wait_seconds)
+            serve_metrics(config.metrics.listen, config.mns.wait_seconds, store.problem)
         except (OSError, ValueError) as exc:
             store.close()
             return _fail(ConfigError(f"{config.path}: [metrics] listen {config.metrics.listen!r}: {exc}"))
@@ -105,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
     if app.runtime.signer is None:
         from .trust.fleet_key import ADVICE
 
-        log.warning("no signing key: plugins' saved states stay in this worker's store; %s", ADVICE)
+        log.warning("no signing key: plugins' saved states stay in the state store (%s); %s",
+                    "shared by the workers using it" if store.shared else "this host's", ADVICE)
     log.info("ecs-worker started: queue %r at %s, concurrency %d, max_pending %d%s",
              config.mns.queue, config.mns.endpoint, config.worker.concurrency,
              config.worker.max_pending, ", dry run" if app.runtime.dry_run else "")

@@ -81,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--ram-policy", metavar="FILE", help="have the emulator enforce this RAM policy document "
                                                          "(e.g. deploy/ram-policy.json)")
+    p.add_argument("--workers", type=int, default=1, choices=range(1, 9), metavar="N",
+                   help="run N workers on the queue (1..8, default 1)")
+    p.add_argument("--store", default="", metavar="URL",
+                   help='the workers\' shared state store, e.g. "redis://127.0.0.1:6379/0" (default: SQLite, '
+                        "one state_dir for all)")
     return parser
 
 

@@ -232,11 +232,12 @@ class Harness:
                                    "access_key_secret": emulator.access_key_secret}
         for section, values in (settings or {}).items():  # other sections, e.g. {"worker": {...}}
             data[section] = {**data.get(section, {}), **values}
-        if "state_dir" not in data.get("worker", {}):  # each harness its own: nothing shared between tests
+        self._scratch = None
+        if "state_dir" not in data.get("worker", {}):  # the store's files: never the system's dir
             import tempfile
 
-            self._state_dir = tempfile.TemporaryDirectory(prefix="ecs-worker-harness-")
-            data.setdefault("worker", {})["state_dir"] = self._state_dir.name
+            self._scratch = tempfile.TemporaryDirectory(prefix="ecs-worker-harness-")  # removed by close()
+            data.setdefault("worker", {})["state_dir"] = self._scratch.name
         self.config = parse_config(data, f"<harness {self.name}>")
         self.plugins = Plugins()
         self.plugins.register(plugin, self.name, "harness")
@@ -270,6 +271,8 @@ class Harness:
 
     def close(self) -> None:
         self.dispatcher.shutdown()
+        if self._scratch is not None:
+            self._scratch.cleanup()
 
 
 if pytest is not None:

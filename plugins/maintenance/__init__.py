@@ -30,8 +30,6 @@ In dry-run (and `replay --dry-run`) the whole plan is shown, deferrals counted a
 """
 from __future__ import annotations
 
-import threading
-import time
 from dataclasses import dataclass
 
 from ecs_worker import hookimpl, setting
@@ -56,40 +54,22 @@ class Config:
     reboot_timeout: float = setting(1200.0, min=30, max=86400, doc="seconds to wait for Running again")
     kinds: list[str] = setting(list(LB_KINDS), doc='load balancers to take it out of: "clb", "alb", "nlb"')
     job_timeout: float = setting(60.0, min=1, max=600, doc="seconds an ALB/NLB change job may take")
-    max_reboots_per_minute: int = setting(5, min=1, max=1000, doc="all instances together, this worker")
+    max_reboots_per_minute: int = setting(5, min=1, max=1000,
+                                          doc="all instances together (fleet-wide with a shared store)")
     outcome_seconds: float = setting(600.0, min=0, max=86400,
                                      doc="after the reboot, read the event this long for it to become Avoided")
     takeout_seconds: float = setting(300.0, min=0, max=86400,
                                      doc="not avoided: out of its groups this long before notBefore")
 
 
-class RebootBudget:
-    """Reboots in the last minute (this worker): a fleet-wide window must not reboot all at once."""
-
-    def __init__(self, per_minute: int) -> None:
-        self.per_minute = per_minute
-        self._times: list[float] = []
-        self._lock = threading.Lock()
-
-    def reserve(self) -> float:
-        """0 and count one, or the seconds until a slot frees."""
-        with self._lock:
-            now = time.monotonic()
-            self._times = [t for t in self._times if t > now - 60]
-            if len(self._times) >= self.per_minute:
-                return self._times[0] + 60 - now
-            self._times.append(now)
-            return 0.0
-
-
 class MaintenancePlugin:
-    """One registration: its reboot budget lives from `on_startup` to `on_shutdown`."""
+    """One registration; its reboot budget lives in the state store (`ctx.take`)."""
 
     name = "maintenance"
     Config = Config
 
     def __init__(self) -> None:
-        self.budget: RebootBudget | None = None
+        self.started = False
 
     @staticmethod
     def system_events(cfg: Config) -> list[str]:
@@ -110,11 +90,11 @@ class MaintenancePlugin:
         if bad:
             raise ValueError(f"[plugins.maintenance] kinds: {bad[0]}: choose from {', '.join(LB_KINDS)}")
         ctx.cloud  # builds the cloud client now, so a bad [credentials] section fails at start-up
-        self.budget = RebootBudget(cfg.max_reboots_per_minute)
+        self.started = True
 
     @hookimpl
     def on_shutdown(self, ctx):
-        self.budget = None
+        self.started = False
 
     @hookimpl
     def on_system_event(self, event, ctx):
@@ -132,7 +112,6 @@ class MaintenancePlugin:
             if event.not_before is None:
                 ctx.log.warning("not handling maintenance of %s: the notification has no notBefore", event.instance_id)
                 return ctx.skip("the notification has no notBefore")
-        budget = self.budget
-        if budget is None:
+        if not self.started:
             raise RuntimeError("maintenance plugin is not started (on_startup was not called)")
-        return Sequence(event, ctx, cfg, state or {}, budget).run()
+        return Sequence(event, ctx, cfg, state or {}).run()

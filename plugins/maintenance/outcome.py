@@ -9,7 +9,8 @@ instance is restarted, the event handling fails", and a new attempt should come 
 - still `Scheduled` → the instance stays in service (it is healthy), a WARNING says so, and
   `takeout_seconds` before `notBefore` it is taken out of every group again (no second reboot:
   the platform reboots it), then put back once the event is `Executed` and the instance
-  `Running`. Until then the outcome is deferred, never `handled`.
+  `Running`. Until then the outcome is deferred, never `handled`. That removal, too, is
+  reserved against the load-balancer guard (`[guard]`, `plugins/lb/guard.py`).
 
 Each step's state travels with the message, as the rest of the sequence's does, so a worker
 killed between any two steps leaves the next one to whichever worker gets the message.
@@ -19,6 +20,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from ..lb import guard as lb_guard
+from .facts import event_status, instance_of
 from .records import EventRecords
 
 VERIFY, GUARD, OUT = "verify", "guard", "out"
@@ -39,7 +42,7 @@ class Outcome:
         """Back in service after the reboot: read the event until it changes or the bound passes."""
         s = self.seq
         s._save(VERIFY, members)  # a failed read keeps the step
-        status = s._event_status()
+        status = event_status(s.ctx, s.event)
         groups = len({(m.kind, m.group) for m in members})
         verb = "redeployed" if s.remedy == "RedeployInstance" else "rebooted"
         if status is None:
@@ -64,12 +67,19 @@ class Outcome:
         """Just before notBefore: still standing? Out of every group until the platform is done."""
         s = self.seq
         s._save(GUARD, [])
-        status = s._event_status()
+        status = event_status(s.ctx, s.event)
         if status not in ACTIVE:
             return f"the event of {s.iid} is {status} now: nothing to guard against"
         if time.time() < self._takeout_at():
             return self._until_takeout(status)
         members = s.lbs.memberships(s.iid)
+        held_back = lb_guard.reserve(s.ctx, s.iid, members)  # [guard]: as for the first removal
+        if held_back:  # wait, never skip; at notBefore: an error, and it stays in
+            if s.event.not_before.timestamp() - time.time() <= s.cfg.poll_seconds:
+                s._guard_missed(held_back)
+            why = lb_guard.held_back_why(s.iid, held_back)
+            s.ctx.defer(s.cfg.poll_seconds, f"waiting: {why}", state=s._state(GUARD, []))
+            return f"waiting: {why}"
         s._save(OUT, members)  # recorded before the change: a kill -9 now still knows what to put back
         taken = self._taken_out()  # and on this host, for whichever copy of the message settles first
         EventRecords(s.ctx.state_dir).update(s.event.content.get("eventId"),
@@ -86,8 +96,8 @@ class Outcome:
         """Out of service until the event is over and the instance Running again, then back in."""
         s = self.seq
         s._save(OUT, members)
-        status = s._event_status()
-        instance = s._instance()
+        status = event_status(s.ctx, s.event)
+        instance = instance_of(s.ctx, s.iid)
         running = bool(instance) and instance.get("Status") == "Running"
         if status in ACTIVE or not running:
             s.ctx.defer(s.cfg.poll_seconds, f"waiting for the platform's reboot of {s.iid} ({status})",

@@ -7,11 +7,13 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
+from ..lb import guard
 from ..lb.actions import action_name
 from ..lb.membership import LoadBalancers, Membership, by_group
+from .facts import DONE_BY_REBOOT, event_status, instance_of
 from .outcome import STEPS as OUTCOME_STEPS, Outcome
 from .records import EventRecords
-from .verify import has_tag as _has_tag, resumed_claim
+from .verify import has_tag, resumed_claim
 from .window import plan_time, zone as _zone
 
 # O&M event type -> what the owner may do before notBefore to settle it (the event becomes
@@ -20,12 +22,8 @@ from .window import plan_time, zone as _zone
 REMEDIES = {"SystemMaintenance.Reboot": "RebootInstance", "SystemFailure.Reboot": "RebootInstance",
             "InstanceFailure.Reboot": "RebootInstance", "SystemMaintenance.Redeploy": "RedeployInstance"}
 LB_KINDS = ("clb", "alb", "nlb")
-ALL_STATUSES = ("Scheduled", "Executing", "Inquiring", "Executed", "Avoided", "Canceled", "Failed")
 MAX_DEFER = 43200  # one deferral at most; a longer wait is re-computed on each return
 WAIT, DRAINED, REBOOTING, RESTORE = "wait", "drained", "rebooting", "restore"
-# Statuses saying the reboot happened: the owner's reboot before notBefore makes the event
-# Avoided; the platform's own makes it Executing, then Executed (ECS "System events").
-DONE_BY_REBOOT = ("Avoided", "Executing", "Executed")
 
 
 class Sequence:
@@ -33,9 +31,8 @@ class Sequence:
 
     max_defer = MAX_DEFER
 
-    def __init__(self, event, ctx, cfg, state: dict, budget) -> None:
+    def __init__(self, event, ctx, cfg, state: dict) -> None:
         self.event, self.ctx, self.cfg, self.state = event, ctx, cfg, dict(state)
-        self.budget = budget  # the plugin's RebootBudget
         self.iid: str = event.instance_id
         self.remedy = REMEDIES.get(event.event_type or "", "RebootInstance")
         self.lbs = LoadBalancers(ctx.cloud, cfg.kinds, cfg.job_timeout)
@@ -74,6 +71,8 @@ class Sequence:
         cfg, ctx = self.cfg, self.ctx
         now = time.time()
         if now >= self.event.not_before.timestamp():
+            if self.state.get("guard"):  # the last wait for the guard overran notBefore
+                self._guard_missed(self.state["guard"])
             ctx.log.warning("maintenance of %s: notBefore %s has passed; the platform acts now",
                             self.iid, self.event.not_before.isoformat())
             return ctx.skip(f"notBefore {self.event.not_before.isoformat()} has passed; the platform acts now")
@@ -92,15 +91,15 @@ class Sequence:
     def act(self) -> Any:
         ctx = self.ctx
         try:
-            instance = self._instance()
-            status = self._event_status()
+            instance = instance_of(self.ctx, self.iid)
+            status = event_status(self.ctx, self.event)
         except Exception as exc:
             if not ctx.dry_run:
                 raise  # nothing changed yet: the message comes back and we look again
             return self._plan_unverified(f"unverified: could not read ECS: {_code(exc)}")
         if instance is None:
             return ctx.skip(f"maintenance of {self.iid}: no such instance (released?)")
-        if not _has_tag(instance, self.cfg.require_tag):
+        if not has_tag(instance, self.cfg.require_tag):
             return ctx.skip(f"maintenance of {self.iid}: not opted in (no tag {self.cfg.require_tag})")
         if status != "Scheduled":
             return ctx.skip(f"maintenance of {self.iid}: the event is "
@@ -111,11 +110,16 @@ class Sequence:
         if EventRecords(ctx.state_dir).recently_rebooted(self.event.content.get("eventId")):  # Alibaba: 12 h
             ctx.log.warning("maintenance of %s: rebooted for this event less than 12 h ago; not again", self.iid)
             return Outcome(self).guard([])
-        wait = self.budget.reserve()
-        if wait:
-            ctx.defer(max(wait, 1.0), "max_reboots_per_minute reached", state={"step": WAIT})
-            return "waiting for the reboot budget"
         members = self.lbs.memberships(self.iid)
+        held_back = guard.reserve(ctx, self.iid, members)
+        if held_back:
+            return self._wait_for_guard(held_back)
+        grant = ctx.take(ctx.budget("reboots", self.cfg.max_reboots_per_minute, 60))
+        if not grant:
+            guard.release(ctx, self.iid, members)
+            why = "the state store is unreachable" if grant.blocked == "store" else "max_reboots_per_minute reached"
+            ctx.defer(max(grant.wait, 1.0), why, state={"step": WAIT})
+            return f"waiting: {why}"
         # Recorded, and settled with the message, before anything changes: a worker killed
         # while removing or rebooting leaves a message that still knows what to put back.
         self._save(DRAINED, members)
@@ -135,7 +139,7 @@ class Sequence:
         ctx = self.ctx
         try:
             self._each_group(members, "remove", self.lbs.remove)
-            instance = None if ctx.dry_run else self._instance()
+            instance = None if ctx.dry_run else instance_of(self.ctx, self.iid)
             status = instance.get("Status") if instance else None
             if ctx.dry_run or status == "Running":
                 ctx.act(self.remedy, self.iid, self._reboot)
@@ -150,6 +154,25 @@ class Sequence:
                   state=self._state(REBOOTING, members))
         return f"{self.remedy} {self.iid}; out of {_groups(members)} group(s)"
 
+    def _wait_for_guard(self, group: str) -> str:
+        """The load-balancer guard holds the removal back (the group would lose its last
+        healthy member(s), `[guard]`): wait, never skip — until notBefore would come first;
+        then say so loudly (an error, and a failed outcome that notifies) and leave the
+        instance in: the platform's reboot will find it in service."""
+        left = self.event.not_before.timestamp() - time.time()
+        if left <= self.cfg.poll_seconds:
+            self._guard_missed(group)
+        why = guard.held_back_why(self.iid, group)
+        self.ctx.defer(self.cfg.poll_seconds, f"waiting: {why}", state={"step": WAIT, "guard": group, **self._timing()})
+        return f"waiting: {why}"
+
+    def _guard_missed(self, group: str) -> None:
+        self.ctx.log.error("maintenance of %s: %s, and notBefore %s is here: NOT removing it; the platform's "
+                           "reboot will hit it in service", self.iid, guard.held_back_why(self.iid, group),
+                           self.event.not_before.isoformat())
+        self.ctx.save_state(None)
+        raise RuntimeError(f"{self.iid} not taken out of service before notBefore: {guard.held_back_why(self.iid, group)}")
+
     def _reboot(self) -> str:
         self.ctx.cloud.ecs(self.remedy, InstanceId=self.iid)
         EventRecords(self.ctx.state_dir).update(self.event.content.get("eventId"), rebooted_at=time.time())
@@ -160,7 +183,7 @@ class Sequence:
         ctx = self.ctx
         self._save(REBOOTING, members)  # a failed read keeps the sequence
         if not ctx.dry_run:  # dry-run rebooted nothing: straight to the restore plan
-            instance = self._instance()
+            instance = instance_of(self.ctx, self.iid)
             status = instance.get("Status") if instance else "released"
             if status != "Running":
                 waited = time.time() - float(self.state.get("rebooted_at") or time.time())
@@ -181,6 +204,7 @@ class Sequence:
         if still_out:
             self._save(RESTORE, still_out)  # the return retries these
             self._fail(f"could not put {self.iid} back {when} ({_code(error)})", still_out, _line(error))
+        guard.release(self.ctx, self.iid, members)
         plan = "planned: " if self.ctx.dry_run else ""
         verb = "redeployed" if self.remedy == "RedeployInstance" else "rebooted"
         return f"{plan}{verb} {self.iid} before notBefore; back in {_groups(members)} group(s)"
@@ -192,6 +216,7 @@ class Sequence:
             self._save(RESTORE, still_out)
             self._fail(f"maintenance of {self.iid} failed ({_code(exc)}) and putting it back failed "
                        f"({_code(again)})", still_out, f"{_line(exc)}; {_line(again)}")
+        guard.release(self.ctx, self.iid, members)
         self.ctx.save_state(None)  # nothing owed: a later attempt starts afresh
         raise RuntimeError(f"maintenance of {self.iid} failed: {_line(exc)}; "
                            f"it is back in {_groups(members)} group(s)") from None
@@ -232,30 +257,14 @@ class Sequence:
         for (kind, group), ms in by_group(members).items():
             self.ctx.act_many(action_name(kind, change), [m.target for m in ms], method, kind, group, ms)
 
-    def _instance(self) -> dict | None:
-        doc = self.ctx.cloud.ecs("DescribeInstances", InstanceIds=[self.iid])
-        found = (doc.get("Instances") or {}).get("Instance") or []
-        return next((i for i in found if i.get("InstanceId") == self.iid), None)
-
-    def _event_status(self) -> str | None:
-        """The event's status now (None when the notification names no event id)."""
-        event_id = self.event.content.get("eventId")
-        if not isinstance(event_id, str) or not event_id:
-            return None
-        params = {"InstanceId": self.iid, "EventId.1": event_id,
-                  **{f"InstanceEventCycleStatus.{n}": s for n, s in enumerate(ALL_STATUSES, 1)}}
-        doc = self.ctx.cloud.ecs("DescribeInstanceHistoryEvents", **params)
-        for e in (doc.get("InstanceSystemEventSet") or {}).get("InstanceSystemEventType") or []:
-            if e.get("EventId") == event_id:
-                return (e.get("EventCycleStatus") or {}).get("Name")
-        return None
-
     def _members(self) -> list:
         return [Membership.from_json(m) for m in self.state.get("members") or []]
 
+    def _timing(self) -> dict:
+        return {k: v for k, v in self.state.items() if k in ("act_at", "rebooted_at")}
+
     def _state(self, step: str, members: list) -> dict:
-        return {**{k: v for k, v in self.state.items() if k in ("act_at", "rebooted_at")},
-                "step": step, "members": [m.to_json() for m in members]}
+        return {**self._timing(), "step": step, "members": [m.to_json() for m in members]}
 
     def _save(self, step: str, members: list) -> None:
         self.ctx.save_state(self._state(step, members))

@@ -6,25 +6,27 @@ acting; never touch an instance that is locked, being recycled, or a spot instan
 had an interruption notice; at most `max_restarts_per_hour` per instance (then a loud
 error and no more tries: a crash-loop breaker) and `max_restarts_per_minute` overall.
 
-Budgets belong to the plugin object (one per registration) and are kept in its state dir
-(`[worker] state_dir/plugins/restart/restart-budget.json`), so a restart of the worker does
-not reset them. Workers sharing a queue each keep their own.
+The budgets and the interruption notices live in the worker's state store (`ctx.take`,
+`ctx.remember`): they survive a worker restart, and with a shared store (`[worker] store =
+"redis://…"`) they hold for the whole fleet — 3 restarts per instance per hour means 3,
+however many workers there are. A store that cannot be reached restarts nothing: the
+event waits and comes back.
 """
 from __future__ import annotations
 
-import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from ecs_worker import hookimpl, setting
 
-from .budget import RestartBudget
 from .instance import (ALREADY_STARTED, SPOT_STRATEGIES, describe_instance, has_tag, locks_of,
                        skip_reason, start_instance, tags_of)
 
-__all__ = ["Config", "RestartPlugin", "RestartBudget", "ALREADY_STARTED", "SPOT_STRATEGIES",
+__all__ = ["Config", "RestartPlugin", "ALREADY_STARTED", "SPOT_STRATEGIES",
            "describe_instance", "has_tag", "locks_of", "skip_reason", "start_instance", "tags_of"]
-BUDGET_FILE = "restart-budget.json"
+HOUR, MINUTE = 3600.0, 60.0
+INTERRUPTION_MEMORY_SECONDS = 24 * 3600  # a noticed spot instance stays off-limits this long
 
 
 @dataclass(frozen=True)
@@ -33,17 +35,18 @@ class Config:
                                doc='"key=value" or "key"; empty = every instance (a warning at start-up)')
     grace_seconds: float = setting(60.0, min=0, max=3600, doc="wait this long, then re-read, then act")
     max_restarts_per_hour: int = setting(3, min=1, max=100, doc="per instance; past it: error, no more tries")
-    max_restarts_per_minute: int = setting(10, min=1, max=1000, doc="all instances together, this worker")
+    max_restarts_per_minute: int = setting(10, min=1, max=1000,
+                                           doc="all instances together (fleet-wide with a shared store)")
 
 
 class RestartPlugin:
-    """One registration: its budget lives from `on_startup` to `on_shutdown`."""
+    """One registration; what it remembers lives in the state store."""
 
     name = "restart"
     Config = Config
 
     def __init__(self) -> None:
-        self.budget: RestartBudget | None = None
+        self.started = False
 
     @hookimpl
     def on_startup(self, ctx):
@@ -51,39 +54,33 @@ class RestartPlugin:
         if not cfg.require_tag.strip():
             ctx.log.warning("restart: require_tag is empty: EVERY instance that stops will be restarted")
         ctx.cloud  # builds the cloud client now, so a bad [credentials] section fails at start-up
-        path = None
-        if not ctx.dry_run:
-            try:
-                path = ctx.state_dir / BUDGET_FILE
-                _adopt_legacy_budget(path)
-            except OSError as exc:
-                ctx.log.warning("restart: no state dir (%s); keeping budgets in memory", exc.strerror)
-        self.budget = RestartBudget(path, cfg.max_restarts_per_hour, cfg.max_restarts_per_minute, ctx.log)
+        self.started = True
 
     @hookimpl
     def on_shutdown(self, ctx):
-        self.budget = None
+        self.started = False
 
     @hookimpl
     def on_preemptible_interruption(self, event, ctx):
-        """Remember the notice (a spot instance about to be reclaimed is not ours to start)."""
-        if event.instance_id and self.budget is not None:
-            self.budget.note_interruption(event.instance_id)
+        """Remember the notice, fleet-wide (a spot instance about to be reclaimed is not
+        ours to start). A store that cannot be reached fails this plugin's call: the
+        notice comes back and is noted then."""
+        if event.instance_id and self.started:
+            ctx.remember(f"interrupted/{event.instance_id}", time.time(), INTERRUPTION_MEMORY_SECONDS)
         return ctx.skip("noted: a spot instance about to be reclaimed is not restarted")  # not handling
 
     @hookimpl
     def on_state_change(self, event, ctx):
         if event.state != "Stopped" or not event.instance_id:
             return ctx.skip(f"only Stopped instances are restarted, this is {event.state or 'no state'}")
-        budget = self.budget
-        if budget is None:
+        if not self.started:
             raise RuntimeError("restart plugin is not started (on_startup was not called)")
         if not _in_our_region(event, ctx):
             return ctx.skip(f"event is for region {event.region}, this worker serves {ctx.region}")
-        return _restart(event, ctx, budget)
+        return _restart(event, ctx)
 
 
-def _restart(event, ctx, budget: RestartBudget) -> Any:
+def _restart(event, ctx) -> Any:
     cfg: Config = ctx.config
     iid = event.instance_id
     first_sight = ctx.deferred_since is None
@@ -108,35 +105,28 @@ def _restart(event, ctx, budget: RestartBudget) -> Any:
         ctx.plan("StartInstance", [iid], note=unverified)
         return f"planned StartInstance ({unverified})"
 
-    reason = skip_reason(instance, budget)
+    reason = skip_reason(instance, ctx.recall(f"interrupted/{iid}") is not None)
     if reason:
         return ctx.skip(f"not restarting {iid}: {reason}")
-    verdict, wait = budget.reserve(iid)
-    if verdict == "instance":
+    grant = ctx.take(ctx.budget("per-instance", cfg.max_restarts_per_hour, HOUR).of(iid),
+                     ctx.budget("all", cfg.max_restarts_per_minute, MINUTE))
+    if grant.blocked == "per-instance":
         ctx.log.error("not restarting %s: it was restarted %d times in the last hour "
                       "(max_restarts_per_hour); giving up until an operator looks at it",
                       iid, cfg.max_restarts_per_hour)
         return ctx.skip(f"not restarting {iid}: max_restarts_per_hour reached")
-    if verdict == "global":
-        ctx.defer(max(wait, 1.0), "max_restarts_per_minute reached")
-        return "waiting for the global restart budget"
+    if not grant:
+        why = "the state store is unreachable" if grant.blocked == "store" else "max_restarts_per_minute reached"
+        ctx.defer(max(grant.wait, 1.0), why)
+        return f"waiting: {why}"
     try:
         outcome = ctx.act("StartInstance", iid, start_instance, ctx.cloud, iid)
     except Exception:
-        budget.release(iid)
+        grant.give_back()
         raise
     if outcome == ALREADY_STARTED or ctx.dry_run:
-        budget.release(iid)  # someone else started it / nothing was started
+        grant.give_back()  # someone else started it / nothing was started
     return f"planned StartInstance {iid}" if ctx.dry_run else f"StartInstance {iid}: {outcome}"
-
-
-def _adopt_legacy_budget(path) -> None:
-    """Before plugins had their own state dirs the budgets lived in `[worker] state_dir`
-    itself (`<state_dir>/plugins/restart/` is two levels down): move that file over once,
-    so an upgrade keeps them."""
-    legacy = path.parent.parent.parent / BUDGET_FILE
-    if not path.exists() and legacy.is_file():
-        os.replace(legacy, path)
 
 
 def _in_our_region(event, ctx) -> bool:

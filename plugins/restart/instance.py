@@ -1,12 +1,7 @@
 """What the restart plugin reads and decides about one instance, and starting it."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from ecs_worker import CloudError
-
-if TYPE_CHECKING:
-    from .budget import RestartBudget
 
 SPOT_STRATEGIES = ("SpotAsPriceGo", "SpotWithPriceLimit")
 
@@ -34,14 +29,14 @@ def locks_of(instance: dict) -> list[str]:
     return [lock.get("LockReason", "") for lock in locks]
 
 
-def skip_reason(instance: dict, budget: "RestartBudget") -> str | None:
+def skip_reason(instance: dict, interrupted: bool) -> str | None:
     status = instance.get("Status")
     if status != "Stopped":
         return f"it is {status} now"
     locks = locks_of(instance)
     if locks:
         return f"it is locked ({', '.join(locks)})"
-    if instance.get("SpotStrategy") in SPOT_STRATEGIES and budget.interrupted(instance["InstanceId"]):
+    if instance.get("SpotStrategy") in SPOT_STRATEGIES and interrupted:
         return "it is a spot instance that had an interruption notice"
     return None
 

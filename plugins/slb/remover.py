@@ -11,6 +11,7 @@ from typing import Any
 
 from ..lb.actions import (CLB_REMOVE, CLB_WEIGHT, MAX_BACKENDS_PER_CALL, MAX_SERVERS_PER_CALL,
                           REMOVE as SG_REMOVE, UPDATE as SG_UPDATE)
+from ..lb import guard
 from ..lb.batch import KeyedBatcher
 from ..lb.clb import BackendIndex, clb_wire
 from ..lb.server_groups import ServerGroupIndex, change, remove, server_group_wire
@@ -162,6 +163,8 @@ class Remover:
                 continue
             if error is not None and not job.ctx.dry_run:
                 job.fail_later(error)  # the message comes back for the groups not read
+            if job.kind == REMOVE and not job.ctx.dry_run:  # never held back, but counted (lb/guard.py)
+                guard.count_forced(job.ctx, job.instance_id, backends)
             job.expect(len(backends))
             entries += [(b.key, job.kind, (b, job), partial(job.entry_done, b)) for b in backends]
         self.batcher.put([e for e in entries if e[0][0] == "clb"])  # 20 a call, synchronous

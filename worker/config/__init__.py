@@ -14,6 +14,7 @@ from typing import Any
 
 # The checking of typed sections (sections.py); ConfigError and setting are imported from here too.
 from .sections import ConfigError, build_section, quoted, setting, toml_name
+from .store_url import STORE_SCHEMES, check_store_url
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -84,6 +85,10 @@ class WorkerConfig:
     resend_deferrals_after: float = setting(600.0, min=60, max=43200,
                                             doc="a longer deferral re-sends the message with a "
                                                 "delay instead of holding it")
+    store: str = setting("", doc='"" = SQLite in state_dir; "redis://host:6379/0" (or rediss://, '
+                                 'redis+sentinel://, redis+cluster://) = shared by every worker using it')
+    store_password_file: str = setting("", doc="the shared store's password (a bare name: $CREDENTIALS_DIRECTORY)")
+    store_fleet: str = setting("", doc="the shared store's key namespace (hash tag); empty = the queue's name")
     signing_key_file: str = setting("", doc="the fleet key signing what re-sent deferrals carry (signing.py)")
 
 
@@ -98,6 +103,15 @@ class PluginsConfig:
 
 
 @dataclass(frozen=True)
+class GuardConfig:
+    """The load-balancer guard: how many members of a group may be out at once."""
+
+    keep_healthy: int = setting(1, min=0, max=1000, doc="healthy members that always stay in a group")
+    max_out_share: float = setting(1.0, min=0.0, max=1.0, doc="at most this share of a group out at once")
+    hold_seconds: float = setting(7200.0, min=60, max=86400, doc="a reservation lapses after this unless renewed")
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     level: str = setting("INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     format: str = setting("text", choices=("text", "json"))
@@ -109,7 +123,7 @@ class MetricsConfig:
 
 
 SECTIONS = {"mns": MnsConfig, "cloud": CloudConfig, "credentials": CredentialsConfig,
-            "worker": WorkerConfig, "plugins": PluginsConfig, "logging": LoggingConfig,
+            "worker": WorkerConfig, "guard": GuardConfig, "plugins": PluginsConfig, "logging": LoggingConfig,
             "metrics": MetricsConfig}
 
 
@@ -119,6 +133,7 @@ class Config:
     cloud: CloudConfig = field(default_factory=CloudConfig)
     credentials: CredentialsConfig = field(default_factory=CredentialsConfig)
     worker: WorkerConfig = field(default_factory=WorkerConfig)
+    guard: GuardConfig = field(default_factory=GuardConfig)
     plugins: PluginsConfig = field(default_factory=PluginsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)

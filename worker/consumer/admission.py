@@ -2,10 +2,14 @@
 
 Each message of a batch is parsed and keyed on its own, the batch is looked up in one
 store read, and each gets a decision: run it, settle it at once (a duplicate, an invalid
-body, attempts exhausted, a re-sent deferral that is forged or past its 30 days) or wait
-on (a re-sent deferral that came back early, or whose plugins' states this worker cannot
-find). What a re-sent deferral says is trusted only when its MAC verifies (`trust.py`).
-Whatever raises here is the failure of the one message it concerns, never its batch's.
+body, attempts exhausted, a re-sent deferral that is forged or past its 30 days), wait on
+(a re-sent deferral that came back early, or whose plugins' states this worker's store
+lacks) or come back later without running: another copy of the same event runs now (the
+store's claim, in this worker or another), or a shared store cannot be reached — then
+only spot interruption notices run (removing a reclaimed instance needs no budget), the
+rest return after a backoff, uncounted. What a re-sent deferral says is trusted only when
+its MAC verifies (`trust.py`). Whatever raises here is the failure of the one message it
+concerns, never its batch's.
 """
 from __future__ import annotations
 
@@ -13,26 +17,40 @@ import logging
 import time
 
 from ..events.wrapper import unwrap
-from ..events.event import InvalidEvent, parse_unwrapped
+from ..backoff import backoff_delay
+from ..events.event import PREEMPTIBLE_INTERRUPTION, InvalidEvent, parse_unwrapped
 from ..events.keys import event_key, message_key
 from ..plugin_host.outcomes import FAILED, Result, invalid
 from .held import Held
-from .settle_commands import DUPLICATE, EXHAUSTED, REFUSED, RESULT, STATELESS, WAIT
+from .settle_commands import DUPLICATE, EXHAUSTED, LATER, REFUSED, RESULT, STATELESS, WAIT
 from ..trust.fleet_key import Signer
-from ..state.store import Attempt, Store
+from ..state.store_api import StateStore
+from ..state.store_types import Attempt
 from ..text import one_line
 from ..trust.judge import judge, missing_states, refusal, with_stored_states
 
 log = logging.getLogger("ecs_worker.runner")
 
 Decision = tuple[Held, str, "Result | None"]  # (held, kind, result); (RESULT, None): run it
+BUSY_RETRY_SECONDS = 5  # a copy of a running event looks again this soon (then: a duplicate)
+STORE_RETRY_CAP = 10  # seconds at most a message waits on an unreachable shared store, per return
+
+
+def claim_seconds(config, store: StateStore) -> float:
+    """How long a shared store's claim on a running message lasts: past the handling (the
+    visibility timeout, extended while it runs; a plugin call), so a copy elsewhere waits,
+    and not much longer, so a killed worker's claim lapses by itself. 0: no claims (SQLite)."""
+    return 2 * max(config.mns.visibility_timeout, config.plugins.call_timeout) if store.shared else 0.0
 
 
 class Admission:
-    def __init__(self, store: Store, max_attempts: int, signer: Signer | None = None) -> None:
+    def __init__(self, store: StateStore, max_attempts: int, hold: float = 0.0,
+                 signer: Signer | None = None) -> None:
         self.store = store
         self.max_attempts = max_attempts
+        self.hold = hold  # seconds a running message's claim lasts (0: no claims)
         self.signer = signer
+        self._outage = 0  # consecutive batches a shared store could not answer
 
     def decide(self, batch: list[Held]) -> list[Decision]:
         """Parse and key each message, look the batch up in one store read, and decide
@@ -55,22 +73,29 @@ class Admission:
         return decided
 
     def _look_up(self, batch: list[Held]) -> list[Attempt | None]:
-        """One store read for the batch; if that fails, one per message (None: unknown)."""
+        """One store step for the batch; if that fails, one per message (None: unknown)."""
         if not batch:
             return []
         # Each message's own id too: a message re-sent as a deferral is settled by id (settle.py).
+        # Only the keys are claimed (owners name the first len(batch) keys).
         keys = [h.key for h in batch] + [message_key(h.message.id) for h in batch]
+        owners = [h.message.id for h in batch]
+        claim = {"owners": owners, "hold": self.hold} if self.hold else {}
         try:
-            found = list(self.store.take(keys, self.max_attempts))
+            found = list(self.store.take(keys, self.max_attempts, **claim))
+            self._outage = 0
             return [by_id if by_id.settled else by_key for by_key, by_id in zip(found, found[len(batch):])]
         except BaseException as exc:  # noqa: B902
-            log.error("state store: %s; looking the %d message(s) up one by one", one_line(exc), len(keys))
+            log.error("state store: %s; looking the %d message(s) up one by one", one_line(exc), len(batch))
         out: list[Attempt | None] = []
-        for key in keys[:len(batch)]:
+        for i, key in enumerate(keys[:len(batch)]):
             try:
-                out.extend(self.store.take([key], self.max_attempts))
+                out.extend(self.store.take([key], self.max_attempts, **({"owners": [owners[i]], "hold": self.hold}
+                                                                         if self.hold else {})))
             except BaseException:  # noqa: B902 - degrade: MNS's DequeueCount stands in for ours
                 out.append(None)
+        if None in out:
+            self._outage += 1
         return out
 
     def _decide(self, held: Held, error: str | None, attempt: Attempt | None, now: float) -> Decision:
@@ -83,6 +108,15 @@ class Admission:
         if held.refused is not None:  # forged, unsigned with state, or past its 30 days
             return held, REFUSED, None
         wrapped = held.wrapped
+        if attempt is not None and attempt.busy:
+            held.later = (BUSY_RETRY_SECONDS, "another copy of this event is running")
+            return held, LATER, None
+        if attempt is None and self.store.shared and held.event.name != PREEMPTIBLE_INTERRUPTION:
+            # A shared store's dedupe, claims and budgets are unknown now: running could act
+            # twice across the fleet. Spot notices run (they need none of it).
+            held.later = (max(1, round(backoff_delay(self._outage, 1, STORE_RETRY_CAP, "half"))),
+                          "the shared state store is unreachable")
+            return held, LATER, None
         if attempt is None:
             log.error("message %s: state store unavailable; counting attempts by DequeueCount",
                       held.message.id)

@@ -33,6 +33,7 @@ class Held:
     suspect: bool = False  # running when a worker died: runs in quarantine (quarantine.py)
     crashed: bool = False  # its quarantine process died: it stays a suspect
     wrapped: Deferred | None = None  # a long deferral, re-sent with its key (deferred.py)
+    later: tuple[float, str] = (0.0, "")  # LATER: come back in this many seconds, and why
     refused: tuple[str, str] | None = None  # (dead-letter reason, why): never run (trust.py)
 
     def __repr__(self) -> str:  # log lines: never the body, a bounded key

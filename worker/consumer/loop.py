@@ -30,7 +30,7 @@ import time
 
 from . import archive, preflight
 from ..observability import health, metrics
-from .admission import Admission
+from .admission import Admission, claim_seconds
 from ..config import Config
 from .crashes import keep_recovering, recover
 from ..plugin_host.dispatch import Dispatcher
@@ -72,7 +72,7 @@ class Runner(ThreadWatch):
         self.settler = Settler(config, source, store, dispatcher.runtime.signer, dispatcher.run_on_settled,
                                lambda *done: self._room.finish(*done), dead_letters)
         self.counts = self.settler.counts
-        self._admission = Admission(store, w.max_attempts, self.settler.signer)
+        self._admission = Admission(store, w.max_attempts, claim_seconds(config, store), self.settler.signer)
         self._extender = Extender(source, config.mns.visibility_timeout, lambda now: self._room.due(now),
                                   self._closing)
         self._room = Room(w.concurrency, w.max_pending, self._extender.capacity)

@@ -1,15 +1,14 @@
-"""Settling: carrying out, in MNS, what a message's outcome means — the one meaning of
-"settle" in this code base (`on_settled` observers hear of it afterwards; the store
-remembers settled keys so that a redelivered copy is dropped).
+"""Settling: carrying out, in MNS, what a message's outcome means — the one meaning of "settle"
+in this code base (`on_settled` observers hear of it afterwards; the store remembers settled
+keys so that a redelivered copy is dropped).
 
 handled / ignored -> remembered as settled, deleted (in batches of up to 16);
-deferred          -> hidden for the requested delay; not an attempt. Longer than
-                     `resend_deferrals_after`: re-sent with DelaySeconds, original deleted
-                     (`deferred.py`), so no worker holds it;
-failed            -> an attempt counted; hidden for a backoff growing with the attempts,
-                     or past `max_attempts` dead-lettered;
+deferred          -> hidden for the requested delay, not an attempt; longer than `resend_deferrals_after`:
+                     re-sent with DelaySeconds, original deleted (`deferred.py`), so no worker holds it;
+failed            -> an attempt counted; hidden for a backoff growing with the attempts, or past
+                     `max_attempts` dead-lettered;
 invalid / refused -> dead-lettered at once (refused: a re-sent deferral not trusted, `trust.py`);
-stateless         -> hidden `STATE_WAIT_SECONDS`, nothing run (`trust.py`).
+stateless / later -> hidden `STATE_WAIT_SECONDS` (`trust.py`) / as admission says; nothing run.
 A re-sent message is remembered as settled by its MNS message id: back after a lost
 delete, it is deleted, not re-sent again.
 Dead-lettering (`dead_lettering.py`) writes `state_dir/dead-letter.jsonl` once per message,
@@ -34,7 +33,7 @@ from ..plugin_host.outcomes import DEFERRED, FAILED, HANDLED, IGNORED, INVALID, 
 from ..events.event import Event
 from .dead_lettering import dead_letter
 from .held import Held
-from .settle_commands import DUPLICATE, EXHAUSTED, REFUSED, RELEASE, STATELESS, WAIT
+from .settle_commands import DUPLICATE, EXHAUSTED, LATER, REFUSED, RELEASE, STATELESS, WAIT
 from ..events.keys import message_key
 from .deletes import delete_batch
 from .resend import must_resend, resend
@@ -134,6 +133,10 @@ class Settler:
                      extra={"event_id": held.key, "outcome": "duplicate", "message_id": held.message.id})
             self._count(event, "duplicate")
             deletes.append((held, handle))
+            return
+        if kind == LATER:  # not run, not counted (admission.py says why)
+            log.info("message %s (%s): not now, %s; back in %ds", held.message.id, held.key, *held.later[::-1])
+            self._set_visibility(held, handle, max(1, int(held.later[0])))
             return
         if kind == WAIT:  # a re-sent deferral, early: wait on without running anything
             assert held.wrapped is not None

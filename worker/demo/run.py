@@ -29,6 +29,7 @@ from .story import (
     maintenance_burst, with_maintenance_and_alb,
 )
 from .summary import maintenance_and_alb_lines, render, summarise
+from ..config.store_url import shown
 
 DRAIN_TIMEOUT = 50.0
 QUIET_SECONDS = 1.0  # the queue must stay empty this long, with no instance mid-transition
@@ -48,8 +49,16 @@ def main(args, connect) -> int:
     with tempfile.TemporaryDirectory(prefix="ecs-worker-demo-") as tmp, run_emulator(state) as emulator:
         tmp_path = Path(tmp)
         before = emulator.state()
-        cfg = tmp_path / "config.toml"
-        cfg.write_text(config_text(emulator, tmp_path / "state") + MAINTENANCE_CONFIG + SCALING_CONFIG)
+        workers_n, store = getattr(args, "workers", 1) or 1, getattr(args, "store", "") or ""
+        # Workers of one host share a state_dir (SQLite); with a shared store each has its own.
+        state_dirs = [tmp_path / (f"state-{n}" if store else "state") for n in range(workers_n)]
+        fleet_name = f"demo-{os.getpid()}-{int(time.time())}"  # a fresh namespace on a shared server
+        configs = []
+        for n, state_dir in enumerate(state_dirs):
+            configs.append(tmp_path / f"config-{n}.toml")
+            configs[-1].write_text(config_text(emulator, state_dir, store, fleet_name) + MAINTENANCE_CONFIG
+                                   + SCALING_CONFIG)
+        cfg = configs[0]
         say(f"emulator listening on {emulator.endpoint}: {len(before['instances'])} instances, "
             f"{len(GROUPS)} vserver groups, ALB and NLB server groups, an Auto Scaling group, no queues")
         for line in run_setup(connect, cfg):  # as the administrator, once
@@ -58,31 +67,33 @@ def main(args, connect) -> int:
             say(f"fleet: {what}")
         messages = burst() + maintenance_burst()
         for what, body in messages:
-            # The duplicate arrives a little later, as a redelivery would, after the first is settled.
-            emulator.send(QUEUE, body, delay_seconds=2 if what == "duplicate delivery" else None)
+            # The duplicate arrives a little later, as a redelivery would, after the first is settled
+            # (the worker is not even started yet: on a loaded machine its start takes seconds).
+            emulator.send(QUEUE, body, delay_seconds=5 if what == "duplicate delivery" else None)
         say(f"sent {len(messages)} messages from elsewhere: " + ", ".join(what for what, _ in messages))
         emulator.reset_calls()  # from here on, every call counted is the worker's
         if policy is not None:  # the emulator refuses what the worker's policy does not allow
             emulator.set_ram_policy(policy)
             say(f"the emulator now enforces {args.ram_policy} on every call (the worker's)")
-        log_path = tmp_path / "worker.log"
-        with log_path.open("w") as log:
-            worker = subprocess.Popen([sys.executable, "-m", "ecs_worker", "run", "-c", str(cfg)],
-                                      stdout=log, stderr=subprocess.STDOUT)
-            say(f"worker started (pid {worker.pid})")
-            progress = Progress(sys.stderr)
-            try:
-                drained = _wait_for_drain(emulator, worker, say, progress)
-            finally:
-                progress.done()
-            if worker.poll() is None:
-                worker.send_signal(signal.SIGTERM)
-            try:
-                code = worker.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                code = worker.wait()
-        summary = summarise(before, emulator.state(), log_path, tmp_path / "state" / "dead-letter.jsonl")
+        logs = [tmp_path / f"worker-{n}.log" for n in range(workers_n)]
+        workers = []
+        for path, config in zip(logs, configs):
+            with path.open("w") as log:
+                workers.append(subprocess.Popen([sys.executable, "-m", "ecs_worker", "run", "-c", str(config)],
+                                                stdout=log, stderr=subprocess.STDOUT))
+        say(f"{_workers(workers_n)} started (pid {', '.join(str(w.pid) for w in workers)})"
+            + (f", sharing the store {shown(store)}" if store else ""))
+        progress = Progress(sys.stderr)
+        try:
+            drained = _wait_for_drain(emulator, workers, say, progress)
+        finally:
+            progress.done()
+        code = max(_stop(w) for w in workers)
+        log_path, dead_letters = tmp_path / "worker.log", tmp_path / "dead-letter.jsonl"
+        log_path.write_text("".join(p.read_text() for p in logs))
+        dead_letters.write_text("".join(d.joinpath("dead-letter.jsonl").read_text()
+                                        for d in dict.fromkeys(state_dirs) if (d / "dead-letter.jsonl").exists()))
+        summary = summarise(before, emulator.state(), log_path, dead_letters)
         summary.update(drained=drained, worker_exit_code=code)
         after = emulator.state()
         summary["maintenance_and_alb"] = maintenance_and_alb_lines(before, after, summary["actions"])
@@ -110,8 +121,8 @@ def happenings(emulator) -> list[str]:
         request.set_endpoint(emulator.endpoint)
         request.set_protocol_type("http")
         client.do_action_with_exception(request)
-    for iid in SPOTS[:2]:
-        emulator.inject_event({"type": "spot-interruption", "instance_id": iid, "notice_seconds": 1.5,
+    for iid in SPOTS[:2]:  # the notice leaves a slow-starting worker time to take them out first
+        emulator.inject_event({"type": "spot-interruption", "instance_id": iid, "notice_seconds": 5,
                                "release_seconds": 0.5})
     return [f"{AUTO} stopped (opted in to restarts)", f"{MANUAL} stopped (an operator's stop)",
             f"spot interruption of {SPOTS[0]} and {SPOTS[1]}"]
@@ -125,15 +136,30 @@ def run_setup(connect, cfg: Path) -> list[str]:
     return [line for line in out.getvalue().splitlines() if line.startswith(("+ ", "✓ "))]
 
 
-def _wait_for_drain(emulator, worker, say, progress: Progress) -> bool:
+def _workers(n: int) -> str:
+    return "worker" if n == 1 else f"{n} workers"
+
+
+def _stop(worker) -> int:
+    if worker.poll() is None:
+        worker.send_signal(signal.SIGTERM)
+    try:
+        return worker.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        return worker.wait()
+
+
+def _wait_for_drain(emulator, workers, say, progress: Progress) -> bool:
     """The queue empty, and staying empty for QUIET_SECONDS with no instance mid-transition (a
     restart's Running event is still to come while the instance is Starting)."""
     deadline = time.monotonic() + DRAIN_TIMEOUT
     quiet_since = None
     while time.monotonic() < deadline:
-        if worker.poll() is not None:
-            say(f"worker exited early with code {worker.returncode}")
-            return False
+        for worker in workers:
+            if worker.poll() is not None:
+                say(f"worker {worker.pid} exited early with code {worker.returncode}")
+                return False
         state = emulator.state()
         depth = state["queues"][QUEUE]
         left = sum(depth.get(k, 0) for k in ("visible", "in_flight", "delayed"))

@@ -62,7 +62,8 @@ def burst() -> list[tuple[str, str]]:
     ]
 
 
-def config_text(emulator, state_dir: Path) -> str:
+def config_text(emulator, state_dir: Path, store: str = "", fleet: str = "") -> str:
+    shared = f'store = "{store}"\nstore_fleet = "{fleet}"\n' if store else ""
     return f"""
 [mns]
 endpoint = "{emulator.mns_endpoint}"
@@ -84,7 +85,7 @@ access_key_secret = "{emulator.access_key_secret}"
 concurrency = 4
 state_dir = "{state_dir}"
 shutdown_timeout = 10
-
+{shared}
 [logging]
 format = "json"
 
@@ -126,7 +127,9 @@ def with_maintenance_and_alb(state: dict) -> dict:
         {"server_id": MAINTAINED, "port": 8080, "weight": 50},
         {"server_id": "i-demoweb000000000004", "port": 8080},
         {"server_id": "i-demospot00000000001", "port": 8080}]}]
-    state["nlb_server_groups"] = [{"id": NLB_GROUP, "servers": [{"server_id": MAINTAINED, "port": 443}]}]
+    # Every group keeps another member: the load-balancer guard never takes the last one out.
+    state["nlb_server_groups"] = [{"id": NLB_GROUP, "servers": [{"server_id": MAINTAINED, "port": 443},
+                                                                 {"server_id": "i-demoweb000000000004", "port": 443}]}]
     return state
 
 

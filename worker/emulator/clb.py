@@ -32,6 +32,7 @@ class ClassicLoadBalancers:
             "AddVServerGroupBackendServers": self.add_backend_servers,
             "RemoveVServerGroupBackendServers": self.remove_backend_servers,
             "SetVServerGroupAttribute": self.set_vserver_group_attribute,
+            "DescribeHealthStatus": self.describe_health_status,
         }
 
     def lb_of_group(self, group_id: str) -> str | None:
@@ -92,6 +93,19 @@ class ClassicLoadBalancers:
 
     def describe_vserver_group_attribute(self, p: Mapping[str, str]) -> dict:
         return self._group_json(*self._group(p))
+
+    def describe_health_status(self, p: Mapping[str, str]) -> dict:
+        """Each backend's health check verdict (`normal`, `abnormal`, or `unavailable` when
+        no check runs), as the state file's `health` sets it; one listener, port 80."""
+        lb = self.lbs.get(require(p, "LoadBalancerId"))
+        if lb is None:
+            raise RpcError(404, "InvalidLoadBalancerId.NotFound", "The specified LoadBalancerId does not exist.")
+        if p.get("ListenerPort") not in (None, "", "80"):
+            return {"BackendServers": {"BackendServer": []}}
+        rows = [{"ServerId": s["server_id"], "Port": s["port"], "ListenerPort": 80, "Type": s["type"],
+                 "ServerIp": "", "EniHost": "", "ServerHealthStatus": s.get("health", "normal")}
+                for g in lb["vserver_groups"] for s in g["backend_servers"]]
+        return {"BackendServers": {"BackendServer": rows}}
 
     @staticmethod
     def _servers(p: Mapping[str, str], need_port: bool) -> list[dict]:

@@ -45,6 +45,7 @@ Schema (JSON object; keys marked * are required, the rest have defaults):
                 port*       int 1..65535
                 weight      int 0..100     default 100
                 type        "ecs" | "eni" | "eci"   default "ecs"
+                health      "normal" | "abnormal" | "unavailable"   default "normal" (DescribeHealthStatus)
     alb_server_groups, nlb_server_groups   list of (ALB / NLB server groups; ids unique per product)
         id*                 str
         load_balancer_id    str
@@ -85,6 +86,7 @@ from .ram import MNS_READINGS
 
 INSTANCE_STATUSES = ("Pending", "Starting", "Running", "Stopping", "Stopped")
 STOPPED_MODES = ("KeepCharging", "StopCharging", "Not-applicable")
+HEALTH_STATUSES = ("normal", "abnormal", "unavailable")  # CLB DescribeHealthStatus
 SERVER_TYPES = ("ecs", "eni", "eci")
 SERVER_GROUP_TYPES = ("ecs", "eni", "eci", "ip")
 QUEUE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,119}$")
@@ -248,11 +250,12 @@ def _group(v: SchemaChecker, g: Any, p: str) -> dict:
 
 
 def _server(v: SchemaChecker, s: Any, p: str) -> dict:
-    v.obj(s, p, ("server_id", "port"), ("weight", "type"))
+    v.obj(s, p, ("server_id", "port"), ("weight", "type", "health"))
     return {"server_id": v.string(s["server_id"], p + ".server_id"),
             "port": v.integer(s["port"], p + ".port", 1, 65535),
             "weight": v.integer(s.get("weight", 100), p + ".weight", 0, 100),
-            "type": v.choice(s.get("type", "ecs"), p + ".type", SERVER_TYPES)}
+            "type": v.choice(s.get("type", "ecs"), p + ".type", SERVER_TYPES),
+            **({"health": v.choice(s["health"], p + ".health", HEALTH_STATUSES)} if "health" in s else {})}
 
 
 def _server_group(v: SchemaChecker, g: Any, p: str, lowest_port: int) -> dict:

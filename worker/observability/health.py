@@ -6,8 +6,10 @@ completing, 503 once none has completed for longer than twice the long-poll wait
 5 s — a wedged loop, a dead network or lost credentials all show up there — and 503 at
 once when an internal thread of the worker died (`thread_died`), 503 naming the plugin
 (`stuck_plugins`) once all of a plugin's call threads have been stuck for
-`[plugins] stuck_health_seconds` (`stuck.py`), and 503 while RAM refuses receiving or
-deleting (`call_refused`, status "denied", naming the RAM action(s) under both readings).
+`[plugins] stuck_health_seconds` (`stuck.py`), 503 while RAM refuses receiving or
+deleting (`call_refused`, status "denied", naming the RAM action(s) under both readings),
+and 503 while a shared state store cannot be reached (`store`: why; the worker waits for
+it and recovers by itself).
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -40,19 +43,23 @@ def call_allowed(call: str) -> None:
 
 
 class Health:
-    def __init__(self, wait_seconds: float) -> None:
+    def __init__(self, wait_seconds: float, store_problem: Callable[[], str | None] = lambda: None) -> None:
         self.limit = 2 * wait_seconds + 5
         self.started = time.monotonic()
+        self.store_problem = store_problem
 
     def check(self) -> tuple[bool, dict]:
         last = metrics.last_poll_completed
         since = time.monotonic() - (last or self.started)  # before the first poll: since start-up
         stuck, denials = dict(stuck_plugins), dict(refused)
-        ok = since <= self.limit and not dead_threads and not stuck and not denials
+        store = self.store_problem()
+        ok = since <= self.limit and not dead_threads and not stuck and not denials and store is None
         status = ("failed" if dead_threads else "stuck" if stuck else "denied" if denials
-                  else "ok" if ok else "stalled")
+                  else "stalled" if since > self.limit else "store_unreachable" if store else "ok")
         detail = {"status": status, "seconds_since_poll": round(since, 1),
                   "limit_seconds": self.limit, "polled": bool(last)}
+        if store:
+            detail["store"] = store
         if dead_threads:
             detail["dead_threads"] = list(dead_threads)
         if stuck:
@@ -69,9 +76,10 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-def serve(listen: str, wait_seconds: float) -> ThreadingHTTPServer:
+def serve(listen: str, wait_seconds: float,
+          store_problem: Callable[[], str | None] = lambda: None) -> ThreadingHTTPServer:
     """Start the listener on a daemon thread; returns the server (`.server_address`, `.shutdown()`)."""
-    health = Health(wait_seconds)
+    health = Health(wait_seconds, store_problem)
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server's naming)

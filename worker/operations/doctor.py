@@ -81,7 +81,7 @@ class Doctor:
     def checks(self) -> list[Callable[[], Check | list[Check]]]:
         """Every check, in the order a cause comes before its effects; extend here."""
         checks = [self.startup, self.queue, self.dead_letter_queue, self.rule, self.permissions,
-                  self.lifecycle_hooks, self.metrics, self.signing_key]
+                  self.lifecycle_hooks, self.store, self.metrics, self.signing_key]
         if self.probe is not None:
             from .doctor_probe import probe
 
@@ -223,25 +223,17 @@ class Doctor:
 
         return doctor_checks(self)
 
-    def metrics(self) -> Check:
-        from ..observability.health import parse_listen
-        from .live_worker import healthz_status
+    def store(self) -> Check:
+        """The state store: reachable, writable, a sane clock and eviction policy (store_probe.py)."""
+        from ..state.store_probe import probe
 
-        listen = self.config.metrics.listen
-        if not listen:
-            return Check(PASS, "metrics: off ([metrics] listen is empty)")
-        host, port = parse_listen(listen)
-        try:
-            family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            with socket.socket(family, socket.SOCK_STREAM) as s:
-                s.bind((host, port))
-        except OSError as exc:
-            running = healthz_status(host, port)
-            if running is not None:  # doctor on a live host: the address is the running worker's
-                return Check(PASS, f"metrics: {listen} is served by a running ecs-worker (healthz: {running})")
-            return Check(FAIL, f"metrics: cannot listen on {listen}: {exc.strerror or exc}",
-                         "stop what holds that address or change [metrics] listen")
-        return Check(PASS, f"metrics: {listen} is free")
+        ok, found, fix = probe(self.config)
+        return Check(PASS if ok else FAIL, found, fix)
+
+    def metrics(self) -> Check:
+        from .live_worker import metrics_check
+
+        return metrics_check(self.config.metrics.listen)
 
     def signing_key(self) -> Check:
         from ..trust.fleet_key import ADVICE, load_signer

@@ -1,6 +1,10 @@
 """What a running worker on this host says at its `[metrics] listen` address: `doctor` asks it
-(is the address the worker's own, and what it is doing) rather than guessing from a busy port."""
+(is the address the worker's own, and what it is doing) rather than guessing from a busy port; `metrics_check` is doctor's line for that address."""
 from __future__ import annotations
+
+import socket
+
+from .doctor_lines import FAIL, PASS, Check
 
 
 def healthz_status(host: str, port: int) -> str | None:
@@ -39,3 +43,23 @@ def probes_seen(host: str, port: int) -> set[str] | None:
         return None
     rows = body.get("probes") if isinstance(body, dict) else None
     return {str(row.get("id")) for row in rows if isinstance(row, dict)} if isinstance(rows, list) else None
+
+
+def metrics_check(listen: str) -> Check:
+    """`doctor`'s `[metrics] listen` line: off, free, or already a running worker's own."""
+    from ..observability.health import parse_listen
+
+    if not listen:
+        return Check(PASS, "metrics: off ([metrics] listen is empty)")
+    host, port = parse_listen(listen)
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.bind((host, port))
+    except OSError as exc:
+        running = healthz_status(host, port)
+        if running is not None:  # doctor on a live host: the address is the running worker's
+            return Check(PASS, f"metrics: {listen} is served by a running ecs-worker (healthz: {running})")
+        return Check(FAIL, f"metrics: cannot listen on {listen}: {exc.strerror or exc}",
+                     "stop what holds that address or change [metrics] listen")
+    return Check(PASS, f"metrics: {listen} is free")

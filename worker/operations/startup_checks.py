@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..config import Config, ConfigError
+from ..config import Config, ConfigError, check_store_url
 
 
 @dataclass(frozen=True)
@@ -23,9 +23,10 @@ class Finding:
 
 
 def check_runnable(config: Config) -> None:
-    """What `run` needs of `[mns] endpoint` beyond a well-formed file. `run`, `check-config` and
-    `doctor` all reach it through `mns_endpoint`, so check-config accepts exactly what run accepts (a config that passed and then exited 2 under
-    systemd's RestartPreventExitStatus=2 would leave the service down)."""
+    """What `run` needs of `[mns] endpoint` and `[worker] store` (config/store_url.py) beyond a
+    well-formed file. `run`, `check-config` and `doctor` all reach it through `mns_endpoint`,
+    so check-config accepts exactly what run accepts (a config that passed and then exited 2
+    under systemd's RestartPreventExitStatus=2 would leave the service down)."""
     endpoint = config.mns.endpoint
     if not endpoint:
         raise ConfigError(f"{config.path}: [mns] endpoint: required "
@@ -33,6 +34,7 @@ def check_runnable(config: Config) -> None:
     if not endpoint.startswith(("https://", "http://")):
         raise ConfigError(f"{config.path}: [mns] endpoint: must start with https:// (http:// only for a "
                           f"local emulator), got {endpoint!r}")
+    check_store_url(config)
 
 
 def mns_endpoint(config: Config) -> Finding:

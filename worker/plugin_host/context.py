@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Union
 
+from . import fleet
 from ..cloud.gateway import Action, ActionGateway
+from .fleet import Budget, Grant
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -41,7 +43,36 @@ class Runtime:
         self.plugin_configs = plugin_configs or {}
         self.signer = None  # the fleet key's `signing.Signer`, set by `run` when configured
         self._cloud = None
+        self._store = None
+        self._reopen: Callable[[], Any] | None = None  # a forked child's way to its store
         self._lock = threading.Lock()
+
+    def attach_store(self, store: Any) -> None:
+        """The worker's state store (`run` opens it); plugins' budgets and state live there —
+        except in dry-run, where a plan must take no real budget (a private store, below)."""
+        if not self.dry_run:
+            self._store = store
+
+    @property
+    def store(self) -> Any:
+        """The state store; opened on first use where no command attached one (a test
+        harness, `replay`). In dry-run a private one: a plan takes no real budget."""
+        with self._lock:
+            if self._store is None and self._reopen is not None:  # a forked child's
+                self._store = self._reopen()
+            if self._store is None:
+                if self.dry_run:
+                    import tempfile
+
+                    from ..state.store import Store
+
+                    self._scratch = tempfile.TemporaryDirectory(prefix="ecs-worker-dry-run-")  # removed at exit
+                    self._store = Store(self._scratch.name)
+                else:
+                    from ..state.store_open import open_store
+
+                    self._store = open_store(self.config)
+            return self._store
 
     @property
     def cloud(self):
@@ -55,9 +86,12 @@ class Runtime:
 
     def forked(self) -> "Runtime":
         """This runtime for a forked child: same config and gateway, no inherited connections
-        or locks (another thread may have held them at the fork)."""
+        or locks (another thread may have held them at the fork); the same state store
+        through a connection of the child's own (`forked()`), opened on first use."""
         child = copy.copy(self)
         child._cloud, child._lock = None, threading.Lock()
+        if self._store is not None:
+            child._store, child._reopen = None, self._store.forked
         return child
 
     def context(self, plugin: str, event: Event | None = None,
@@ -77,8 +111,10 @@ class Context:
 
     Public: `plugin`, `event`, `deferred_since`, `resume_state`, `log`, `config`, `region`,
     `dry_run`, `cloud`, `state_dir`, `act`, `act_many`, `defer`, `cancel_defer`, `skip`,
-    `save_state`. `actions`, `deferral`, `skipped` and `saved_state` are what the dispatcher
-    reads back.
+    `save_state`, and what is kept in the state store (fleet-wide when the store is shared,
+    `fleet.py`): `budget`, `take`, `remember`, `recall`, `forget`, `reserve_removal`,
+    `release_removal`. `actions`, `deferral`, `skipped` and `saved_state` are what the
+    dispatcher reads back.
     """
 
     def __init__(self, runtime: Runtime, plugin: str, event: Event | None = None,
@@ -199,6 +235,54 @@ class Context:
             raise ValueError(f"state is {len(text)} bytes of JSON, over {MAX_STATE_BYTES}")
         self.saved_state = json.loads(text)  # a copy: later changes to `state` do not leak in
 
+    # -- kept in the state store: shared by the fleet when the store is (fleet.py) ------
+    def budget(self, name: str, limit: int, per: float) -> Budget:
+        """A budget of this plugin: at most `limit` takes in any `per` seconds, counted by
+        every worker sharing the store. `.of(key)` counts it per key (e.g. per instance)."""
+        return Budget(name, limit, per)
+
+    def take(self, *budgets: Budget) -> Grant:
+        """Take one unit of every budget named, all or none, in one atomic step. False-y
+        when one has no room (`.blocked`, `.wait` seconds) or the store is unreachable
+        (`.blocked == "store"`): then defer, never act. `.give_back()` if you did not act."""
+        return fleet.take(self._runtime.store, self.plugin, budgets)
+
+    def remember(self, key: str, value: Any, ttl: float) -> None:
+        """Keep a small JSON-ready value (8 KiB) for `ttl` seconds (at most 31 days) where every
+        worker sees it (never a secret: the store is shared). Raises `StoreError` when the
+        store is unreachable."""
+        text = json.dumps(value, separators=(",", ":"), allow_nan=False)  # JSON-ready, or ValueError/TypeError
+        if len(text.encode("utf-8")) > MAX_STATE_BYTES:
+            raise ValueError(f"remember: value is {len(text)} bytes of JSON, over {MAX_STATE_BYTES}")
+        self._runtime.store.put_state(fleet.state_key(self.plugin, key), json.loads(text), fleet.check_ttl(ttl))
+
+    def recall(self, key: str) -> Any:
+        """What `remember` kept under `key` (None: nothing, or it expired)."""
+        return self._runtime.store.get_state(fleet.state_key(self.plugin, key))
+
+    def forget(self, key: str) -> None:
+        self._runtime.store.delete_state(fleet.state_key(self.plugin, key))
+
+    def reserve_removal(self, group: str, member: str, healthy: list[str], force: bool = False) -> bool:
+        """Before taking `member` out of load-balancer `group`, whose healthy members are
+        `healthy` now: True when the `[guard]` limits allow it (the reservation holds until
+        `release_removal` or `[guard] hold_seconds`). False: wait (defer) and ask again — or
+        the store is unreachable. `force` (a reclaimed spot instance) is never refused, but
+        counts against the group."""
+        guard = self._runtime.config.guard
+        try:
+            return self._runtime.store.reserve_removal(group, member, healthy, guard.keep_healthy,
+                                                       guard.max_out_share, guard.hold_seconds, force).granted
+        except fleet.StoreError as exc:
+            self.log.warning("removal of %s from %s not reserved: %s", member, group, exc)
+            return force
+
+    def release_removal(self, group: str, member: str) -> None:
+        """`member` is back in `group` (or gone for good): its reservation ends."""
+        try:
+            self._runtime.store.release_removal(group, member)
+        except fleet.StoreError as exc:  # it lapses after [guard] hold_seconds anyway
+            self.log.warning("reservation of %s in %s not released: %s", member, group, exc)
 
 def _never(*args: Any, **kwargs: Any) -> None:  # pragma: no cover - `plan` runs only in a dry run
     raise AssertionError("a planned change was about to be made")

@@ -5,7 +5,7 @@ Schema version 2 (issue 10) keys rows by the message key instead of the bare eve
 Older databases are migrated in place: the new columns and table are added; rows keyed
 by a bare id are kept and simply expire (`dedupe_ttl`, `ATTEMPTS_TTL`). A message whose
 delete was lost just before the upgrade may therefore be handled once more — what
-at-least-once allows anyway.
+at-least-once allows anyway. Version 3 (issue 22) adds the tables of `store_sqlite_shared.py`.
 """
 from __future__ import annotations
 
@@ -13,13 +13,16 @@ import os
 import sqlite3
 from pathlib import Path
 
-SCHEMA_VERSION = 2
+from .store_sqlite_shared import SCHEMA as SHARED_SCHEMA
+
+SCHEMA_VERSION = 3  # 3: the shared parts (store_sqlite_shared.py)
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS settled (key TEXT PRIMARY KEY, expires REAL NOT NULL)",
     "CREATE TABLE IF NOT EXISTS attempts (key TEXT PRIMARY KEY, attempts INTEGER NOT NULL DEFAULT 0, "
     "resume TEXT, updated REAL NOT NULL, suspect INTEGER NOT NULL DEFAULT 0)",
     "CREATE TABLE IF NOT EXISTS dead_letters (message_id TEXT PRIMARY KEY, recorded REAL NOT NULL, "
     "written INTEGER NOT NULL DEFAULT 0)",
+    *SHARED_SCHEMA,
 )
 
 

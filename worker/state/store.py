@@ -1,17 +1,14 @@
-"""The worker's memory across restarts, in `state_dir`: a small SQLite store and the
+"""The default state store (`store_api.StateStore`): SQLite in `state_dir`, plus the
 dead-letter record.
 
-- settled: message keys (`keys.py`) whose outcome was settled, kept for `dedupe_ttl`,
-  so a message redelivered after its delete was lost is not acted on twice;
-- attempts: real attempt counts and the plugins to resume when a failed or deferred
-  message comes back. An attempt is counted when it *ends* in failure (`failed`), or,
-  for a worker that died, by `crashed` for the one message that was running alone
-  (`crashes.py`): a crash never costs an attempt to messages that were merely held or
-  running beside others. `suspect` marks messages that were running when a worker died:
-  they are run alone until they finish once;
-- dead_letters: message ids already written to `dead-letter.jsonl`, so a message whose
-  dead-letter queue send keeps failing is recorded once, not once per retry;
-- dead-letter.jsonl: every dead-lettered body, whatever else happens to it.
+- settled: message keys (`keys.py`) settled within `dedupe_ttl`: a redelivered copy (a
+  lost delete) is not acted on twice;
+- attempts: attempt counts and the plugins to resume. An attempt counts when it *ends* in
+  failure (`failed`), or, for a worker that died, by `crashed` for the one message that
+  was running alone (`crashes.py`); `suspect` marks messages that were running when a
+  worker died: they run alone until they finish once;
+- dead_letters: ids already written to `dead-letter.jsonl` (once per message);
+- claims, budgets, plugin state, removal reservations: `store_sqlite_shared.py`.
 
 A corrupt database is moved aside with a warning and a fresh one started: losing dedupe
 memory costs at most a repeated idempotent action; refusing to start costs every event.
@@ -20,7 +17,7 @@ the directory 0700, with or without systemd's `UMask=`.
 
 The SQLite file's schema, and how an older one is migrated, are in `schema.py`.
 
-The consumer's hot path uses one read per received batch (`take`) and one transaction
+The consumer's hot path uses one step per received batch (`take`) and one transaction
 per burst of settled outcomes (`mark_settled_many`): per-message transactions,
 serialised across handler threads, cost more than handling the messages.
 """
@@ -33,13 +30,16 @@ import sqlite3
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from .dead_letter_file import append_durably, holds_record
-from .schema import connect
+from .dead_letter_file import record_once
+from .schema import SCHEMA_VERSION, connect  # SCHEMA_VERSION: re-exported (tests, doctor)
 from ..events.keys import safe_key
+from .store_sqlite_shared import SqliteShared
+from .store_types import Attempt, StoreError
+
+__all__ = ["Attempt", "SCHEMA_VERSION", "Store", "StoreError", "make_private_dir"]
 
 log = logging.getLogger("ecs_worker.store")
 
@@ -47,27 +47,7 @@ DB_NAME = "state.sqlite3"
 DEAD_LETTER_NAME = "dead-letter.jsonl"
 ATTEMPTS_TTL = 8 * 86400  # longer than MNS's longest retention (7 days)
 MAX_KEYS = 400  # per statement: two parameters a key stays within SQLite's oldest limit (999)
-class StoreError(RuntimeError):
-    pass
-
-
-@dataclass(frozen=True)
-class Attempt:
-    """What `take` found for one key."""
-
-    settled: bool = False  # settled before: a redelivered copy, not to be handled again
-    made: int = 0  # attempts made so far (failed or crashed alone)
-    exhausted: bool = False  # `max_attempts` made already: give up
-    resume: dict[str, float | None] | None = None  # the plugins to call again; None = all
-    suspect: bool = False  # it was running when a worker died: run it alone
-
-    @property
-    def number(self) -> int:
-        """This attempt's number, should it fail."""
-        return self.made if self.exhausted else self.made + 1
-
-
-class Store:
+class Store(SqliteShared):
     def __init__(self, state_dir: str | Path, dedupe_ttl: float = 86400,
                  clock: Callable[[], float] = time.time) -> None:
         self.dir = Path(state_dir)
@@ -100,6 +80,12 @@ class Store:
                 return connect(self.path)
             except sqlite3.DatabaseError as exc2:
                 raise StoreError(f"{self.path}: cannot open: {exc2}") from None
+
+    shared = False  # this host only (workers sharing the state_dir share it)
+
+    def problem(self) -> str | None:
+        """SQLite fails loudly on each call (a disk fault); nothing lingers to report."""
+        return None
 
     def close(self) -> None:
         with self._lock:
@@ -140,24 +126,36 @@ class Store:
                 db.execute(f"INSERT OR REPLACE INTO settled (key, expires) VALUES {_rows(len(unique), 2)}",
                            [v for k in unique for v in (k, expires)])
             db.execute(f"DELETE FROM attempts WHERE key IN {_rows(1, len(unique))}", unique)
+            db.execute(f"DELETE FROM claims WHERE key IN {_rows(1, len(unique))}", unique)
 
     # -- attempts and resume ------------------------------------------------------
-    def take(self, keys: Sequence[str], max_attempts: int) -> list[Attempt]:
-        """For a received batch, in one read: which keys were settled before, how many
+    def take(self, keys: Sequence[str], max_attempts: int, owners: Sequence[str] = (),
+             hold: float = 0) -> list[Attempt]:
+        """For a received batch, in one step: which keys were settled before, how many
         attempts each has made, their resume lists and whether they are crash suspects.
-        Nothing is counted here: taking a message on costs it nothing.
+        Nothing is counted here: taking a message on costs it nothing. With `owners` (a
+        message id for each of the first len(owners) keys; the rest are only looked up) each
+        such unsettled key is claimed for `hold` seconds; a key another copy holds is `busy`.
         """
         if not keys:
             return []
         if len(keys) > MAX_KEYS:
             return [a for i in range(0, len(keys), MAX_KEYS)
-                    for a in self.take(keys[i:i + MAX_KEYS], max_attempts)]
+                    for a in self.take(keys[i:i + MAX_KEYS], max_attempts, owners[i:i + MAX_KEYS], hold)]
         safe = [safe_key(k) for k in keys]
         unique = list(dict.fromkeys(safe))
         marks = _rows(1, len(unique))
-        rows = self._run(f"SELECT key, -1, NULL, 0 FROM settled WHERE key IN {marks} AND expires > ? "
-                         f"UNION ALL SELECT key, attempts, resume, suspect FROM attempts WHERE key IN {marks}",
-                         (*unique, self.clock(), *unique))
+        query = (f"SELECT key, -1, NULL, 0 FROM settled WHERE key IN {marks} AND expires > ? "
+                 f"UNION ALL SELECT key, attempts, resume, suspect FROM attempts WHERE key IN {marks}")
+        busy: set[str] = set()
+        if owners:
+            with self._transaction() as db:
+                rows = db.execute(query, (*unique, self.clock(), *unique)).fetchall()
+                done = {k for k, n, _, _ in rows if n == -1}
+                claims = [(k, o) for k, o in zip(safe, owners) if k not in done]  # the first len(owners)
+                busy = self._claim(db, [k for k, _ in claims], [o for _, o in claims], hold)
+        else:
+            rows = self._run(query, (*unique, self.clock(), *unique))
         settled = {k for k, n, _, _ in rows if n == -1}
         known = {k: (n, r, s) for k, n, r, s in rows if n != -1}
         out = []
@@ -166,8 +164,8 @@ class Store:
                 out.append(Attempt(settled=True))
                 continue
             made, resume, suspect = known.get(key, (0, None, 0))
-            out.append(Attempt(made=made, exhausted=made >= max_attempts,
-                               resume=_resume_list(resume), suspect=bool(suspect)))
+            out.append(Attempt(made=made, exhausted=made >= max_attempts, resume=_resume_list(resume),
+                               suspect=bool(suspect), busy=key in busy))
         return out
 
     def failed(self, key: str, plugins: Mapping[str, float | None] | None, crashed: bool = False) -> int:
@@ -179,21 +177,27 @@ class Store:
                        "ON CONFLICT(key) DO UPDATE SET attempts = attempts + 1, resume = excluded.resume, "
                        "updated = excluded.updated, suspect = ?",
                        (key, None if plugins is None else json.dumps(dict(plugins)), self.clock(), int(crashed)))
+            db.execute("DELETE FROM claims WHERE key = ?", (key,))
             return db.execute("SELECT attempts FROM attempts WHERE key = ?", (key,)).fetchone()[0]
 
     def deferred(self, key: str, plugins: Mapping[str, float | None], attempts: int | None = None) -> None:
         """A deferral, which is not an attempt: keep the plugins to resume (one write).
         `attempts` (a re-sent message's own count, `deferred.py`) raises the count to it."""
-        self._run("INSERT INTO attempts (key, attempts, resume, updated) VALUES (?, ?, ?, ?) "
-                  "ON CONFLICT(key) DO UPDATE SET attempts = MAX(attempts, excluded.attempts), "
-                  "resume = excluded.resume, updated = excluded.updated, suspect = 0",
-                  (safe_key(key), attempts or 0, json.dumps(dict(plugins)), self.clock()))
+        key = safe_key(key)
+        with self._transaction() as db:
+            db.execute("INSERT INTO attempts (key, attempts, resume, updated) VALUES (?, ?, ?, ?) "
+                       "ON CONFLICT(key) DO UPDATE SET attempts = MAX(attempts, excluded.attempts), "
+                       "resume = excluded.resume, updated = excluded.updated, suspect = 0",
+                       (key, attempts or 0, json.dumps(dict(plugins)), self.clock()))
+            db.execute("DELETE FROM claims WHERE key = ?", (key,))
 
     def crashed(self, charged: Sequence[str], suspects: Sequence[str]) -> None:
         """A worker died with `suspects` running: mark them to be run alone; `charged`
         (the one that was running alone) also counts an attempt. One transaction."""
         now = self.clock()
         with self._transaction() as db:
+            for key in dict.fromkeys(safe_key(k) for k in [*suspects, *charged]):
+                db.execute("DELETE FROM claims WHERE key = ?", (key,))  # its worker is gone
             for key in dict.fromkeys(safe_key(k) for k in suspects):
                 db.execute("INSERT INTO attempts (key, attempts, updated, suspect) VALUES (?, 0, ?, 1) "
                            "ON CONFLICT(key) DO UPDATE SET suspect = 1, updated = excluded.updated",
@@ -208,39 +212,21 @@ class Store:
         self._run("DELETE FROM settled WHERE expires <= ?", (now,))
         self._run("DELETE FROM attempts WHERE updated <= ?", (now - ATTEMPTS_TTL,))
         self._run("DELETE FROM dead_letters WHERE recorded <= ?", (now - ATTEMPTS_TTL,))
+        self.purge_shared()
 
     # -- dead letters -------------------------------------------------------------
     def record_dead_letter(self, record: Mapping[str, Any]) -> bool:
-        """Append one JSON line and fsync: after this returns the record survives a crash.
+        """Append one JSON line and fsync, once per `message_id` (`dead_letter_file.record_once`)."""
+        return record_once(self.dead_letter_path, record, self._dead_letter_note)
 
-        Once per `message_id`: returns False (and writes nothing) when this message was
-        recorded already — its dead-letter queue send failed and it came back. The message
-        is noted as being written before the write and as written after it; a worker that
-        died in between leaves the note half done, and the retry looks for the line at
-        the end of the file before writing it again.
-        """
-        message_id = record.get("message_id")
-        key = safe_key(str(message_id)) if message_id is not None else None
-        line = json.dumps(dict(record), ensure_ascii=False, default=str) + "\n"
-        try:
-            data = line.encode("utf-8")
-        except UnicodeEncodeError:  # a lone surrogate: escape everything, the file stays UTF-8
-            data = (json.dumps(dict(record), ensure_ascii=True, default=str) + "\n").encode("ascii")
-        if key is not None:
+    def _dead_letter_note(self, key: str, written: bool | None = None) -> bool | None:
+        """Read the note (None: none), or write it (`written` False: being written)."""
+        if written is None:
             rows = self._run("SELECT written FROM dead_letters WHERE message_id = ?", (key,))
-            if rows and (rows[0][0] or holds_record(self.dead_letter_path, str(message_id))):
-                if not rows[0][0]:
-                    self._run("UPDATE dead_letters SET written = 1 WHERE message_id = ?", (key,))
-                return False
-            self._run("INSERT OR REPLACE INTO dead_letters (message_id, recorded, written) VALUES (?, ?, 0)",
-                      (key, self.clock()))
-        try:
-            append_durably(self.dead_letter_path, data)
-        except OSError as exc:
-            raise StoreError(f"{self.dead_letter_path}: cannot write: {exc.strerror}") from None
-        if key is not None:
-            self._run("UPDATE dead_letters SET written = 1 WHERE message_id = ?", (key,))
-        return True
+            return bool(rows[0][0]) if rows else None
+        self._run("INSERT OR REPLACE INTO dead_letters (message_id, recorded, written) VALUES (?, ?, ?)",
+                  (key, self.clock(), int(written)))
+        return written
 
 
 def make_private_dir(path: Path) -> None:

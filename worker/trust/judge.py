@@ -9,8 +9,9 @@ runs. Anyone allowed to send to the queue can write a body shaped like one, so:
   restore it; one without runs as the plain event inside it, checked against the cloud by
   its plugins like any new event (its key, attempts and wait are not believed);
 - no key here: its saved states are not believed either, the store's are used (`{plugin:
-  null}` in the wrapper names them); a plugin whose state is not in this worker's store
-  (another store, never shared) makes the message wait (`STATE_WAIT_SECONDS`), never run.
+  null}` in the wrapper names them; a shared store, `store_redis.py`, holds them for every
+  worker using it); a plugin whose state is not in this worker's store (another host's
+  SQLite store) makes the message wait (`STATE_WAIT_SECONDS`), never run.
 
 A wrapper first deferred more than 30 days ago (`MAX_TOTAL_DEFERRAL`) is dead-lettered
 (`deferred_too_long`) whatever it says.

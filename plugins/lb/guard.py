@@ -1,0 +1,69 @@
+"""The load-balancer guard as plugins use it: before taking an instance out of its groups,
+reserve each removal (`ctx.reserve_removal`) against the group's healthy members read now;
+release when the instance is back. The limits (`[guard]`: by default never the last
+healthy member) and the reservations live in the state store, so they hold across every
+worker sharing it.
+
+Healthy, per member: weight above 0 and, where the API reports health, healthy — CLB
+`DescribeHealthStatus` (`ServerHealthStatus` not `abnormal`; `unavailable` means no health
+check, so no verdict) and for ALB/NLB the entry's `Status` in `ListServerGroupServers`
+(`Available`; an entry being added or removed is not serving).
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from . import server_groups
+from .entry import Membership
+from .membership import by_group
+
+HEALTH_READS = {"clb": ("DescribeVServerGroupAttribute", "DescribeHealthStatus"), "alb": ("ListServerGroupServers",),
+                "nlb": ("ListServerGroupServers",)}
+
+
+def group_key(kind: str, group: str) -> str:
+    return f"{kind}:{group}"
+
+
+def held_back_why(instance_id: str, group: str) -> str:
+    return f"taking {instance_id} out of {group} would leave too few healthy members ([guard])"
+
+
+def healthy_members(cloud: Any, kind: str, group: str) -> list[str]:
+    """The server ids of the group's members that are healthy now (see the module doc)."""
+    if kind == "clb":
+        attr = cloud.slb("DescribeVServerGroupAttribute", VServerGroupId=group)
+        servers = (attr.get("BackendServers") or {}).get("BackendServer") or []
+        health = cloud.slb("DescribeHealthStatus", LoadBalancerId=attr.get("LoadBalancerId", ""))
+        sick = {s.get("ServerId") for s in (health.get("BackendServers") or {}).get("BackendServer") or []
+                if s.get("ServerHealthStatus") == "abnormal"}
+        return sorted({s["ServerId"] for s in servers if int(s.get("Weight") or 0) > 0 and s["ServerId"] not in sick})
+    rows = server_groups.list_all(lambda action, **p: cloud.call(kind, action, p), "ListServerGroupServers",
+                                  "Servers", ServerGroupId=group)
+    return sorted({s["ServerId"] for s in rows if int(s.get("Weight") or 0) > 0 and s.get("Status") == "Available"})
+
+
+def reserve(ctx: Any, instance_id: str, members: Iterable[Membership]) -> str | None:
+    """Reserve taking `instance_id` out of every group of `members`, all or none; returns the
+    first group that would not allow it (nothing is then held), or None."""
+    granted: list[str] = []
+    for kind, group in by_group(members):
+        key = group_key(kind, group)
+        if not ctx.reserve_removal(key, instance_id, healthy_members(ctx.cloud, kind, group)):
+            for done in granted:
+                ctx.release_removal(done, instance_id)
+            return key
+        granted.append(key)
+    return None
+
+
+def release(ctx: Any, instance_id: str, members: Iterable[Membership]) -> None:
+    for kind, group in by_group(members):
+        ctx.release_removal(group_key(kind, group), instance_id)
+
+
+def count_forced(ctx: Any, instance_id: str, members: Iterable[Membership]) -> None:
+    """A removal that is never held back (a reclaimed spot instance) still counts against
+    its groups until it lapses (`[guard] hold_seconds`)."""
+    for kind, group in by_group(members):
+        ctx.reserve_removal(group_key(kind, group), instance_id, [], force=True)
