@@ -102,8 +102,8 @@ class ClassicLoadBalancers:
             raise RpcError(404, "InvalidLoadBalancerId.NotFound", "The specified LoadBalancerId does not exist.")
         if p.get("ListenerPort") not in (None, "", "80"):
             return {"BackendServers": {"BackendServer": []}}
-        rows = [{"ServerId": s["server_id"], "Port": s["port"], "ListenerPort": 80, "Type": s["type"],
-                 "ServerIp": "", "EniHost": "", "ServerHealthStatus": s.get("health", "normal")}
+        rows = [{"ServerId": s["server_id"], "Port": s["port"], "ListenerPort": 80, "ServerIp": "",
+                 "ServerHealthStatus": s.get("health", "normal")}  # the fields of Alibaba's model
                 for g in lb["vserver_groups"] for s in g["backend_servers"]]
         return {"BackendServers": {"BackendServer": rows}}
 
