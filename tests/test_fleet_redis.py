@@ -105,7 +105,7 @@ def test_a_crash_looping_instance_is_restarted_exactly_the_hourly_budget_fleet_w
             for n in range(9):
                 outcomes.append(workers[n % 3].handle(stopped("i-loop", n)).outcome)
                 if outcomes[-1] == "handled":
-                    stop(workers[0], "i-loop")  # it crashes again
+                    stop(emu, "i-loop")  # it crashes again (an operator's stop: the worker has no StopInstance)
         finally:
             for w in workers:
                 w.close()

@@ -138,7 +138,8 @@ def test_while_the_shared_store_is_away_only_spot_notices_run(tmp_path):
     (removing a reclaimed instance needs no budget); any other event goes back, uncounted,
     for a few seconds; nothing is dropped."""
     from ecs_worker.consumer.admission import Admission
-    from ecs_worker.consumer.held import LATER, RESULT, hold
+    from ecs_worker.consumer.held import hold
+    from ecs_worker.consumer.settle_commands import LATER, RESULT
     from ecs_worker.queue.source import Message
     from ecs_worker.testing import body, interruption, state_change
 
