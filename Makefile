@@ -31,9 +31,10 @@ redis-server:
 	  fi; }
 
 # Only the project's own example among installed plugins: a broken third-party one cannot fail the suite.
-# In parallel: most tests wait on worker processes and emulators, so JOBS beats the core count.
+# In parallel: most tests wait on worker processes and emulators, so JOBS beats the core count
+# (measured on 2 cores: 8 jobs 2 min 39 s, against 6 min 45 s for the serial suite this round began with).
 # One part: make test TESTS=tests/test_slb.py (any pytest arguments; JOBS=0 runs in this process).
-JOBS ?= 4
+JOBS ?= 8
 TESTS ?= tests examples/ecs-worker-hello/tests
 test: $(STAMP) redis-server
 	ECS_WORKER_LOAD_PLUGINS=hello $(BIN)/python -m pytest -q -n $(JOBS) $(TESTS)

@@ -197,7 +197,6 @@ class _Holding:
         return self.cm.__exit__(*exc)
 
 
-@pytest.mark.slow(seconds=17)
 @pytest.mark.parametrize("reading", ["api", "table"])
 def test_the_demo_runs_under_the_shipped_policy_in_both_readings(demo_runs, reading):
     code, summary, captured = demo_runs[reading]

@@ -5,14 +5,11 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 import broken_plugin
 
 SPOTS = ["i-demospot00000000001", "i-demospot00000000002", "i-demospot00000000003"]
 
 
-@pytest.mark.slow(seconds=11)
 def test_demo_sets_up_and_shows_cause_and_effect(tmp_path):
     env = broken_plugin.install(tmp_path / "site")
     env.pop("ECS_WORKER_LOAD_PLUGINS", None)  # as a user's shell would have it

@@ -30,7 +30,7 @@ def _records(setup):
     return [tuple(line.split()) for line in setup.record.read_text().splitlines() if line.count(" ") == 2]
 
 
-@pytest.mark.slow(seconds=20)
+@pytest.mark.slow
 def test_three_workers_share_dedupe_through_kills_and_a_redis_restart(emulator, own_redis, tmp_path):
     setup = Setup(tmp_path, emulator, worker__store=own_redis.url, worker__concurrency=6,
                   plugins__call_timeout=5)

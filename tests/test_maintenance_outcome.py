@@ -7,8 +7,6 @@ from __future__ import annotations
 import logging
 import time
 
-import pytest
-
 from ecs_worker import RESUME_STATE
 from test_maintenance import BEFORE, IID, Worker, instance, memberships, run_emulator, scheduled, world
 
@@ -25,7 +23,6 @@ def step(result) -> str | None:
     return ((result.resume().get(RESUME_STATE) or {}).get("maintenance") or {}).get("step")
 
 
-@pytest.mark.slow(seconds=12)
 def test_a_reboot_that_does_not_avoid_the_event_guards_notbefore_and_never_claims_success(caplog):
     nb = time.time() + 11
     with run_emulator(unavoidable(nb)) as emu, Worker(emu, **FAST) as w:

@@ -117,7 +117,6 @@ def test_worker_killed_between_removal_and_restore_the_restarted_worker_puts_it_
         assert "handled 1" in out
 
 
-@pytest.mark.slow(seconds=30)
 def test_a_reboot_that_does_not_avoid_survives_kill_9_and_guards_notbefore(tmp_path):
     """The event stays Scheduled after our reboot: the first worker is killed (SIGKILL) while the
     instance is back in service waiting for notBefore; the restarted worker takes it out just

@@ -20,7 +20,6 @@ def emulator_state():
     return short_visibility(visibility_timeout=2)
 
 
-@pytest.mark.slow(seconds=15)
 def test_two_workers_at_400ms_mns_latency_run_no_event_twice(emulator, tmp_path):
     setup = Setup(tmp_path, emulator)
     ids = [f"slow-{i:02d}" for i in range(EVENTS)]

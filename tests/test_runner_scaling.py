@@ -67,7 +67,6 @@ coalesce_ms = 50
     return path
 
 
-@pytest.mark.slow(seconds=12)
 def test_a_worker_killed_mid_hook_is_finished_by_another(tmp_path):
     with run_emulator(fleet(groups=1, per_group=3, visibility_timeout=10)) as emu:  # back 10 s after the kill
         emu.scale_in("asg-0", ["i-asg0n00", "i-asg0n01"])

@@ -33,7 +33,6 @@ def emulator_state():
     return short_visibility(visibility_timeout=5)
 
 
-@pytest.mark.slow(seconds=20)
 def test_a_stuck_plugin_makes_events_wait_reports_itself_and_restarts_the_worker(emulator, tmp_path):
     setup = Setup(tmp_path, emulator)
     hang = tmp_path / "hang.py"

@@ -107,7 +107,6 @@ def env_for(venv: Path) -> dict:
     return env
 
 
-@pytest.mark.slow(seconds=20)
 def test_installed_wheel_runs_every_first_hour_command(fresh, tmp_path):
     env, cli = env_for(fresh), fresh / "bin" / "ecs-worker"
     where = run(fresh / "bin" / "python", "-c", "import ecs_worker; print(ecs_worker.__file__)",
