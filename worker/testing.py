@@ -9,6 +9,8 @@ import contextlib
 import copy
 from typing import Iterator
 
+from .events.event import PREEMPTIBLE_INTERRUPTION, STATE_CHANGE
+
 try:  # the fixtures below need pytest; the helpers do not
     import pytest
 except ImportError:  # pragma: no cover - exercised only without pytest installed
@@ -164,14 +166,14 @@ def state_change(instance_id: str, state: str, *, envelope: str = "cloudmonitor"
                  region: str = "cn-hangzhou", event_id: str | None = None):
     """An `Instance:StateChange` event (`state`: Running, Stopped, ...)."""
     content = {"resourceId": instance_id, "resourceType": "ALIYUN::ECS::Instance", "state": state}
-    return _event("Instance:StateChange", instance_id, content, envelope=envelope, region=region,
+    return _event(STATE_CHANGE, instance_id, content, envelope=envelope, region=region,
                   event_id=event_id)
 
 
 def interruption(instance_id: str, *, envelope: str = "cloudmonitor", region: str = "cn-hangzhou",
                  event_id: str | None = None):
     """An `Instance:PreemptibleInstanceInterruption` (spot release in ~5 minutes)."""
-    return _event("Instance:PreemptibleInstanceInterruption", instance_id,
+    return _event(PREEMPTIBLE_INTERRUPTION, instance_id,
                   {"instanceId": instance_id, "action": "delete"}, envelope=envelope, region=region,
                   event_id=event_id, level="WARN")
 

@@ -15,13 +15,15 @@ import uuid
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from ..events.event import PREEMPTIBLE_INTERRUPTION, STATE_CHANGE
+
 if TYPE_CHECKING:
     from concurrent.futures import Future
 
 MARK = "ecsWorkerProbe"
 INSTANCE = "i-ecsworkerprobe0000"  # no instance has this id
-SHAPES = {"Instance:StateChange": {"state": "EcsWorkerProbe"},
-          "Instance:PreemptibleInstanceInterruption": {"action": "ecs-worker-probe"}}
+SHAPES = {STATE_CHANGE: {"state": "EcsWorkerProbe"},
+          PREEMPTIBLE_INTERRUPTION: {"action": "ecs-worker-probe"}}
 KEPT = 64  # probe ids remembered; doctor looks for its own within seconds
 
 
