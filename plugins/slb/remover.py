@@ -90,9 +90,10 @@ class Remover:
                                    cfg.discovery_ttl, workers=cfg.workers)
             for kind in ("alb", "nlb") if kind in cfg.kinds}
         # A group's call is chosen once its rate-limit token is in hand (`cloud.turn`): a wave's
-        # late instances join the call still waiting for the rate limit, not a new one.
-        self.batcher = KeyedBatcher(self._send, max_batch=MAX_BACKENDS_PER_CALL,
-                                    workers=cfg.workers, name="slb-send", turn=self._turn)
+        # late instances join the call still waiting for the rate limit, not a new one. More
+        # senders than `workers`: one backing off after SystemBusy must not idle the rate.
+        self.batcher = KeyedBatcher(self._send, max_batch=MAX_BACKENDS_PER_CALL, turn=self._turn,
+                                    workers=cfg.workers * JOB_SENDERS_PER_WORKER, name="slb-send")
         # ALB/NLB: 200 servers a call, and a sender waits for its job to end (seconds, mostly
         # idle), so more of them, or a wave over many groups would queue behind a few jobs.
         # Calls still pass the per-API rate limit.
