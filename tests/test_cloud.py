@@ -288,3 +288,26 @@ def test_env_chain_end_to_end_in_a_subprocess_without_leaking(tmp_path):
     assert final in ("Starting", "Running")
     for secret in (CANARY_SECRET, CANARY_TOKEN):
         assert secret not in proc.stdout and secret not in proc.stderr
+
+
+def test_a_turn_waited_for_ahead_is_the_calls_token_and_retries_take_their_own():
+    """`turn(api)` takes the token before the caller chooses what to send (a batcher's late
+    items join); the call inside spends it, so the rate is unchanged: one token per attempt."""
+    with run_emulator(fleet(faults={"ecs": {"error_rate": 1.0}})) as emu:
+        cloud = cloud_for(emu, max_retries=2)
+        taken = []
+        real = cloud.buckets["ecs"].acquire
+        cloud.buckets["ecs"].acquire = lambda: taken.append(1) or real()
+        with cloud.turn("ecs"):
+            assert len(taken) == 1
+            with pytest.raises(CloudError):
+                cloud.ecs("DescribeInstances")  # 3 attempts: the turn's token, then 2 more
+        assert len(taken) == 3 and emu.state()["calls"]["ecs:DescribeInstances"] == 3
+        cloud.buckets["ecs"].acquire = real
+        with cloud.turn("ecs"):
+            pass  # a turn not spent is not carried over to a later call
+        emu.set_faults({"ecs": {"error_rate": 0.0}})
+        taken.clear()
+        cloud.buckets["ecs"].acquire = lambda: taken.append(1) or real()
+        cloud.ecs("DescribeInstances")
+        assert len(taken) == 1

@@ -236,3 +236,47 @@ def test_throttling_beyond_our_own_limit_is_retried_not_failed():
         assert {r.outcome for r in results} == {"handled"}
         assert sum(n for (api, code), n in w.runtime.cloud.retries.items() if code == "Throttling.User") > 0
         assert backends(emu, "rsp-00") == {("i-stay00", 80): 100}
+
+
+def test_wave_arriving_over_longer_than_the_window_makes_one_call_per_group():
+    """The notices come over 1 s, the window is 200 ms: the first jobs' groups are still being
+    read (12 reads at 5/s) when the rest arrive, and those join before any Remove leaves."""
+    state = wave_fleet(groups=10, per_group=10, lbs=2)
+    ids = [f"i-wave{g:02d}{n:02d}" for n in range(10) for g in range(10)]  # every group in every chunk
+    with run_emulator(state) as emu, Worker(emu, coalesce_ms=200, cloud={"slb_rps": 5}) as w:
+        futures = []
+        for chunk in range(10):
+            futures += [w.dispatcher.start(interruption(i)) for i in ids[chunk * 10:(chunk + 1) * 10]]
+            time.sleep(0.1)
+        results = [f.result(60) for f in futures]
+
+        assert [r.outcome for r in results].count("handled") == 100, {r.error for r in results}
+        for g in range(10):
+            assert backends(emu, f"rsp-{g:02d}") == {(f"i-stay{g:02d}", 80): 100}
+        assert calls(emu, "slb:RemoveVServerGroupBackendServers") == 10  # one per group of 10
+
+
+def test_items_arriving_while_a_group_waits_for_its_turn_join_that_call():
+    from ecs_worker.plugins.lb.batch import KeyedBatcher
+    import threading
+    from contextlib import contextmanager
+
+    sent, waiting, go = [], threading.Event(), threading.Event()
+
+    @contextmanager
+    def turn(key):  # the rate limit: the first call waits until more items have come
+        waiting.set()
+        go.wait(5)
+        yield
+
+    batcher = KeyedBatcher(lambda key, kind, items: sent.append((key, list(items))), max_batch=3, turn=turn)
+    done = []
+    batcher.put([("g1", "remove", "a", done.append)])
+    assert waiting.wait(5)
+    batcher.put([("g1", "remove", x, done.append) for x in "bcd"])
+    go.set()
+    deadline = time.monotonic() + 5
+    while len(done) < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    batcher.close()
+    assert sent == [("g1", ["a", "b", "c"]), ("g1", ["d"])]  # up to the per-call limit, then the rest

@@ -4,7 +4,9 @@ Items queue up per key (an SLB vserver group); a small pool sends each key's ite
 batches of at most `max_batch`, with at most one call in flight per key (SLB rejects
 concurrent changes to a group with `VServerGroupProcessing`). While a call is in flight
 or waiting for a rate-limit token, new items pile up and leave together in the next
-call: the slower the API, the bigger the batches.
+call: the slower the API, the bigger the batches. With a `turn` (the cloud client's
+`turn(api)`: wait for the token first), a key's batch is chosen only once its call may
+leave, so items arriving while it waits for the rate limit join that call.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import logging
 import threading
 from collections import defaultdict, deque
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Callable, Hashable
 
 log = logging.getLogger("ecs_worker.plugins.lb.batch")
@@ -24,8 +27,10 @@ class KeyedBatcher:
     items of one kind; `done(exc_or_None)` is called once per item after its call."""
 
     def __init__(self, send: Callable[[Hashable, str, list[Any]], None], *, max_batch: int = 20,
-                 workers: int = 4, name: str = "batch") -> None:
+                 workers: int = 4, name: str = "batch",
+                 turn: Callable[[Hashable], AbstractContextManager] | None = None) -> None:
         self._send = send
+        self._turn = turn or (lambda key: nullcontext())
         self.max_batch = max_batch
         self._pending: dict[Hashable, deque] = defaultdict(deque)
         self._busy: set[Hashable] = set()
@@ -60,27 +65,39 @@ class KeyedBatcher:
     def _drain(self, key: Hashable) -> None:
         while True:
             with self._lock:
-                queue = self._pending.get(key)
-                if not queue:
+                if not self._pending.get(key):
                     self._pending.pop(key, None)
                     self._busy.discard(key)
                     return
-                kind = queue[0][0]
-                batch = []
-                for entry in list(queue):
-                    if len(batch) == self.max_batch:
-                        break
-                    if entry[0] == kind:
-                        batch.append(entry)
-                for entry in batch:
-                    queue.remove(entry)
-            error: BaseException | None = None
-            try:
-                self._send(key, kind, [item for _, item, _ in batch])
-            except Exception as exc:
-                error = exc
+            with self._turn(key):  # the call may leave now: what came meanwhile joins it
+                batch = self._take(key)
+                if not batch:
+                    continue
+                kind = batch[0][0]
+                error: BaseException | None = None
+                try:
+                    self._send(key, kind, [item for _, item, _ in batch])
+                except Exception as exc:
+                    error = exc
             for _, _, done in batch:
                 try:
                     done(error)
                 except Exception:  # a broken callback must not stall the key
                     log.exception("batch callback failed")
+
+    def _take(self, key: Hashable) -> list:
+        """The next call's entries: up to `max_batch` of the first entry's kind."""
+        with self._lock:
+            queue = self._pending.get(key)
+            if not queue:
+                return []
+            kind = queue[0][0]
+            batch = []
+            for entry in list(queue):
+                if len(batch) == self.max_batch:
+                    break
+                if entry[0] == kind:
+                    batch.append(entry)
+            for entry in batch:
+                queue.remove(entry)
+            return batch

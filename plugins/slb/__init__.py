@@ -32,7 +32,7 @@ class Config:
     drain_seconds: float = setting(0.0, min=0, max=240,
                                    doc="set weight 0 first and remove after this long; 0 = remove at once")
     discovery_ttl: float = setting(10.0, min=0, max=300, doc="seconds group lists and members are cached")
-    workers: int = setting(4, min=1, max=32, doc="SLB calls in flight at once (different groups)")
+    workers: int = setting(4, min=1, max=32, doc="parallel reads; 4 senders each (one per group), within the rate")
     kinds: list[str] = setting(list(LB_KINDS), doc='load balancers to act on: "clb", "alb", "nlb"')
     alb_server_groups: list[str] = setting([], doc="ALB server groups to check; empty = discover")
     nlb_server_groups: list[str] = setting([], doc="NLB server groups to check; empty = discover")

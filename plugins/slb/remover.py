@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import Future
+from contextlib import nullcontext
 from functools import partial
 from typing import Any
 
@@ -18,6 +19,7 @@ from ..lb.server_groups import ServerGroupIndex, change, remove, server_group_wi
 from .spot import read_spot
 
 JOB_SENDERS_PER_WORKER = 4
+MERGE_ROUNDS = 3  # rounds of late jobs a dispatch takes in before its calls leave
 REMOVE, DRAIN = CLB_REMOVE, CLB_WEIGHT  # a job's kind, named by its CLB action
 # The ALB/NLB action for each CLB one (drain = weight 0 through the servers' attributes).
 _SERVER_GROUP_ACTIONS = {REMOVE: SG_REMOVE, DRAIN: SG_UPDATE}
@@ -87,24 +89,37 @@ class Remover:
             kind: ServerGroupIndex(kind, partial(_api_call, cloud, kind), configured[kind],
                                    cfg.discovery_ttl, workers=cfg.workers)
             for kind in ("alb", "nlb") if kind in cfg.kinds}
-        self.batcher = KeyedBatcher(self._send, max_batch=MAX_BACKENDS_PER_CALL,
-                                    workers=cfg.workers, name="slb-send")
+        # A group's call is chosen once its rate-limit token is in hand (`cloud.turn`): a wave's
+        # late instances join the call still waiting for the rate limit, not a new one. More
+        # senders than `workers`: one backing off after SystemBusy must not idle the rate.
+        self.batcher = KeyedBatcher(self._send, max_batch=MAX_BACKENDS_PER_CALL, turn=self._turn,
+                                    workers=cfg.workers * JOB_SENDERS_PER_WORKER, name="slb-send")
         # ALB/NLB: 200 servers a call, and a sender waits for its job to end (seconds, mostly
         # idle), so more of them, or a wave over many groups would queue behind a few jobs.
         # Calls still pass the per-API rate limit.
         self.job_batcher = KeyedBatcher(self._send, max_batch=MAX_SERVERS_PER_CALL,
-                                        workers=cfg.workers * JOB_SENDERS_PER_WORKER, name="sg-send")
+                                        workers=cfg.workers * JOB_SENDERS_PER_WORKER, name="sg-send",
+                                        turn=self._turn)
         self._incoming: list[_Job] = []
+        self._since = 0.0
         self._cond = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="slb-coalesce", daemon=True)
         self._thread.start()
+
+    def _turn(self, key: tuple[str, str]):  # the rate limit of the group's API (CLB's is `slb`)
+        turn = getattr(self.cloud, "turn", None)  # (a test's stand-in cloud may have none)
+        if turn is None or self.dry_run:
+            return nullcontext()
+        return turn("slb" if key[0] == "clb" else key[0])
 
     def submit(self, instance_id: str, ctx, kind: str) -> Future:
         job = _Job(instance_id, ctx, kind)
         with self._cond:
             if self._stopping:
                 raise RuntimeError("slb plugin is shutting down")
+            if not self._incoming:
+                self._since = time.monotonic()  # the window runs from the first job's arrival
             self._incoming.append(job)
             self._cond.notify()
         return job.future
@@ -135,7 +150,9 @@ class Remover:
                     self._cond.wait()
                 if self._stopping:
                     return
-                deadline = time.monotonic() + self.window
+                # From the first job's arrival: jobs that came while the last batch was being
+                # located have waited their window already, and go at once.
+                deadline = self._since + self.window
                 while not self._stopping and (left := deadline - time.monotonic()) > 0:
                     self._cond.wait(left)
                 if self._stopping:
@@ -144,6 +161,22 @@ class Remover:
             self._dispatch(jobs)
 
     def _dispatch(self, jobs: list[_Job]) -> None:
+        entries = self._prepare(jobs)
+        # Jobs that came while these were checked and located (the groups' first read takes
+        # seconds) join before any call leaves: one call per group per 20 members even for a
+        # wave arriving over longer than the window. Bounded, not to hold back a steady stream.
+        for _ in range(MERGE_ROUNDS):
+            with self._cond:
+                more, self._incoming = self._incoming, []
+            if not more:
+                break
+            entries += self._prepare(more)
+        self.batcher.put([e for e in entries if e[0][0] == "clb"])  # 20 a call, synchronous
+        self.job_batcher.put([e for e in entries if e[0][0] != "clb"])  # ALB/NLB: 200 a call, jobs
+
+    def _prepare(self, jobs: list[_Job]) -> list[tuple]:
+        """The jobs' batcher entries, once ECS and the groups are read (jobs with nothing to
+        do are finished here)."""
         if self.spot_check:
             jobs = self._spot_only(jobs)
         ids = {j.instance_id for j in jobs}
@@ -167,8 +200,7 @@ class Remover:
                 guard.count_forced(job.ctx, job.instance_id, backends)
             job.expect(len(backends))
             entries += [(b.key, job.kind, (b, job), partial(job.entry_done, b)) for b in backends]
-        self.batcher.put([e for e in entries if e[0][0] == "clb"])  # 20 a call, synchronous
-        self.job_batcher.put([e for e in entries if e[0][0] != "clb"])  # ALB/NLB: 200 a call, jobs
+        return entries
 
     def _spot_only(self, jobs: list[_Job]) -> list[_Job]:
         """The jobs whose instance ECS says is a spot instance; the others are settled

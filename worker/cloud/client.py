@@ -13,7 +13,8 @@ import logging
 import threading
 import time
 from collections import Counter
-from typing import TYPE_CHECKING, Any, Callable
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from .apis import BY_KEY
 from .errors import CloudError, from_sdk
@@ -60,6 +61,7 @@ class CloudClient:
         self._sleep = sleep
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self._prepaid = threading.local()  # .api: a token this thread took ahead (`turn`)
 
     @classmethod
     def from_config(cls, config: Config) -> CloudClient:
@@ -84,6 +86,19 @@ class CloudClient:
 
     def ess(self, action: str, **params: Any) -> dict:
         return self.call("ess", action, params)
+
+    @contextmanager
+    def turn(self, api: str) -> Iterator[None]:
+        """Wait for `api`'s rate-limit token now; the block's first call to `api` (on this
+        thread) spends it instead of waiting again. A batcher waits for its turn *before*
+        choosing what goes in the call, so whatever arrived meanwhile joins it; the rate is
+        the same (one token a call; retries take their own)."""
+        self.buckets[api].acquire()
+        self._prepaid.api = api
+        try:
+            yield
+        finally:
+            self._prepaid.api = None
 
     def call(self, api: str, action: str, params: dict[str, Any]) -> dict:
         """One API call with rate limiting and retries; the decoded JSON response."""
@@ -116,7 +131,10 @@ class CloudClient:
         request.set_protocol_type(self.settings.protocol)
         if self.settings.endpoint:
             request.set_endpoint(self.settings.endpoint)
-        self.buckets[api].acquire()
+        if getattr(self._prepaid, "api", None) == api:
+            self._prepaid.api = None  # the token `turn` took for this call
+        else:
+            self.buckets[api].acquire()
         with self._lock:
             self.calls[(api, action)] += 1
         from aliyunsdkcore.acs_exception.exceptions import ClientException, ServerException
