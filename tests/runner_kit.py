@@ -145,6 +145,15 @@ class Worker:
         self._out.close()
 
 
+def connection_toml(emulator, key_id: str, secret: str, visibility_timeout: int | None = 10) -> str:
+    """The [mns], [cloud] and [credentials] sections that point a worker at `emulator`: what every
+    hand-written test config starts with (the rest is the test's own)."""
+    hidden = f"visibility_timeout = {visibility_timeout}\n" if visibility_timeout else ""
+    return (f'[mns]\nendpoint = "{emulator.mns_endpoint}"\nqueue = "{QUEUE}"\nwait_seconds = 1\n{hidden}'
+            f'[cloud]\nendpoint = "{emulator.endpoint}"\nprotocol = "http"\nregion = "cn-hangzhou"\n'
+            f'[credentials]\naccess_key_id = "{key_id}"\naccess_key_secret = "{secret}"\n')
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05,
                message: str = "condition") -> None:
     deadline = time.monotonic() + timeout

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 import pytest
 
 from ecs_worker.testing import run_emulator
-from runner_kit import DLQ, QUEUE, Worker, depth, wait_until
+from runner_kit import DLQ, QUEUE, Worker, connection_toml, depth, wait_until
 
 IID = "i-maint1"
 KEY = {"access_key_id": "LTAIrmtest0001", "access_key_secret": "rm-test-secret-0001"}
@@ -44,20 +44,7 @@ def body(not_before: float) -> str:
 
 def config(tmp_path, emu, state_dir: str) -> object:
     path = tmp_path / f"{state_dir}.toml"
-    path.write_text(f"""
-[mns]
-endpoint = "{emu.mns_endpoint}"
-queue = "{QUEUE}"
-wait_seconds = 1
-visibility_timeout = 10
-[cloud]
-endpoint = "{emu.endpoint}"
-protocol = "http"
-region = "cn-hangzhou"
-[credentials]
-access_key_id = "{KEY['access_key_id']}"
-access_key_secret = "{KEY['access_key_secret']}"
-[worker]
+    path.write_text(connection_toml(emu, KEY["access_key_id"], KEY["access_key_secret"]) + f"""[worker]
 state_dir = "{tmp_path / state_dir}"
 max_attempts = 3
 retry_base_seconds = 1

@@ -11,7 +11,7 @@ import signal
 import pytest
 
 from ecs_worker.testing import run_emulator
-from runner_kit import QUEUE, Worker, depth, wait_until
+from runner_kit import Worker, connection_toml, depth, wait_until
 from scaling_kit import actions, fleet, memberships
 
 pytestmark = pytest.mark.slow
@@ -37,20 +37,7 @@ def config(tmp_path, emu, host: str, worker: str = "", scaling: str = ""):
     plugin = tmp_path / "flush.py"
     plugin.write_text(FLUSH)
     path = tmp_path / f"{host}.toml"
-    path.write_text(f"""
-[mns]
-endpoint = "{emu.mns_endpoint}"
-queue = "{QUEUE}"
-wait_seconds = 1
-visibility_timeout = 10
-[cloud]
-endpoint = "{emu.endpoint}"
-protocol = "http"
-region = "cn-hangzhou"
-[credentials]
-access_key_id = "{emu.access_key_id}"
-access_key_secret = "{emu.access_key_secret}"
-[worker]
+    path.write_text(connection_toml(emu, emu.access_key_id, emu.access_key_secret) + f"""[worker]
 state_dir = "{tmp_path / host}"
 max_attempts = 3
 retry_base_seconds = 1

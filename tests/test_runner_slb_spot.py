@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from ecs_worker.testing import body, interruption, run_emulator
-from runner_kit import DLQ, QUEUE, Worker, depth, wait_until
+from runner_kit import DLQ, QUEUE, Worker, connection_toml, depth, wait_until
 
 pytestmark = pytest.mark.slow
 KEY = {"access_key_id": "LTAIspottest001", "access_key_secret": "spot-test-secret-001"}
@@ -24,19 +24,7 @@ def world() -> dict:
 
 def config(tmp_path, emu):
     path = tmp_path / "worker.toml"
-    path.write_text(f"""
-[mns]
-endpoint = "{emu.mns_endpoint}"
-queue = "{QUEUE}"
-wait_seconds = 1
-[cloud]
-endpoint = "{emu.endpoint}"
-protocol = "http"
-region = "cn-hangzhou"
-[credentials]
-access_key_id = "{KEY['access_key_id']}"
-access_key_secret = "{KEY['access_key_secret']}"
-[worker]
+    path.write_text(connection_toml(emu, KEY["access_key_id"], KEY["access_key_secret"], None) + f"""[worker]
 state_dir = "{tmp_path / 'state'}"
 [plugins]
 disabled = ["hello", "restart", "maintenance", "webhook"]

@@ -16,7 +16,7 @@ import pytest
 from ecs_worker.events.wrapper import wrap
 from ecs_worker.trust.fleet_key import Signer
 from ecs_worker.testing import run_emulator
-from runner_kit import QUEUE, Worker, depth, wait_until
+from runner_kit import QUEUE, Worker, connection_toml, depth, wait_until
 from test_runner_maintenance import IID, IN, KEY, body, groups, world
 
 pytestmark = pytest.mark.slow
@@ -38,20 +38,7 @@ def config(tmp_path, emu, name: str, signing_key=None, metrics_port=None):
     path = tmp_path / f"{name}.toml"
     worker = f'signing_key_file = "{signing_key}"\n' if signing_key else ""
     metrics = f'[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n' if metrics_port else ""
-    path.write_text(f"""
-[mns]
-endpoint = "{emu.mns_endpoint}"
-queue = "{QUEUE}"
-wait_seconds = 1
-visibility_timeout = 10
-[cloud]
-endpoint = "{emu.endpoint}"
-protocol = "http"
-region = "cn-hangzhou"
-[credentials]
-access_key_id = "{KEY['access_key_id']}"
-access_key_secret = "{KEY['access_key_secret']}"
-[worker]
+    path.write_text(connection_toml(emu, KEY["access_key_id"], KEY["access_key_secret"]) + f"""[worker]
 state_dir = "{tmp_path / name}"
 max_attempts = 3
 retry_base_seconds = 1
