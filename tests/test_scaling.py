@@ -5,6 +5,8 @@ token that expired before the worker came to it."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 
 import pytest
@@ -239,3 +241,12 @@ def test_when_its_own_removal_fails_the_hook_is_kept_open_and_never_completed_by
         (action,) = actions(emu)
         assert (action["status"], action["result"]) == ("Completed", "CONTINUE")
         assert action["members_at_end"] == {"i-asg0n00": []}
+
+
+def test_an_unknown_lifecycle_result_is_a_config_error_naming_the_key(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[plugins.scaling]\non_failure = "RETRY"\n')
+    proc = subprocess.run([sys.executable, "-m", "ecs_worker", "check-config", "-c", str(cfg)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "[plugins.scaling] on_failure" in proc.stderr and "'ROLLBACK'" in proc.stderr and "RETRY" in proc.stderr

@@ -40,8 +40,8 @@ class Config(SlbConfig):
     coalesce_ms: int = setting(1000, min=0, max=5000, doc="window that gathers a scale-in wave into batches")
     scaling_groups: list[str] = setting([], doc="scaling groups whose lifecycle hooks `setup` creates and `doctor` checks")
     hook_heartbeat_timeout: int = setting(600, min=30, max=21600, doc="HeartbeatTimeout of the hooks `setup` creates")
-    on_failure: str = setting("CONTINUE", doc="scale-in result when a plugin failed (ROLLBACK keeps the instance)")
-    on_launch_failure: str = setting("ABANDON", doc="scale-out result when a plugin failed (ABANDON releases it)")
+    on_failure: str = setting("CONTINUE", choices=LIFECYCLE_RESULTS, doc="scale-in result when a plugin failed (ROLLBACK keeps the instance)")
+    on_launch_failure: str = setting("ABANDON", choices=LIFECYCLE_RESULTS, doc="scale-out result when a plugin failed (ABANDON releases it)")
     heartbeat_seconds: float = setting(0.0, min=0, max=21600,
                                        doc="heartbeat at most this often while plugins work; 0 = half the hook's timeout")
     max_hold_minutes: float = setting(60.0, min=0.01, max=10080, doc="then complete with the failure result")
@@ -56,13 +56,6 @@ class ScalingPlugin:
     def __init__(self) -> None:
         self.remover: Remover | None = None
         self._lock = threading.Lock()
-
-    @hookimpl
-    def on_startup(self, ctx):
-        cfg: Config = ctx.config
-        for key in ("on_failure", "on_launch_failure"):
-            if getattr(cfg, key) not in LIFECYCLE_RESULTS:
-                raise ValueError(f"[plugins.scaling] {key}: {getattr(cfg, key)!r}: choose from {', '.join(LIFECYCLE_RESULTS)}")
 
     @hookimpl
     def on_shutdown(self, ctx):
