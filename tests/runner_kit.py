@@ -145,12 +145,14 @@ class Worker:
         self._out.close()
 
 
-def connection_toml(emulator, key_id: str, secret: str, visibility_timeout: int | None = 10) -> str:
+def connection_toml(emulator, key_id: str, secret: str, visibility_timeout: int | None = 10,
+                    queue: str = QUEUE, dead_letter_queue: str = "") -> str:
     """The [mns], [cloud] and [credentials] sections that point a worker at `emulator`: what every
     hand-written test config starts with (the rest is the test's own)."""
     hidden = f"visibility_timeout = {visibility_timeout}\n" if visibility_timeout else ""
-    return (f'[mns]\nendpoint = "{emulator.mns_endpoint}"\nqueue = "{QUEUE}"\nwait_seconds = 1\n{hidden}'
-            f'[cloud]\nendpoint = "{emulator.endpoint}"\nprotocol = "http"\nregion = "cn-hangzhou"\n'
+    dlq = f'dead_letter_queue = "{dead_letter_queue}"\n' if dead_letter_queue else ""
+    return (f'[mns]\nendpoint = "{emulator.mns_endpoint}"\nqueue = "{queue}"\n{dlq}wait_seconds = 1\n{hidden}'
+            f'[cloud]\nendpoint = "{emulator.endpoint}"\nprotocol = "http"\nregion = "{emulator.region}"\n'
             f'[credentials]\naccess_key_id = "{key_id}"\naccess_key_secret = "{secret}"\n')
 
 

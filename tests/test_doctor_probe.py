@@ -4,7 +4,6 @@ both APIs (and, by default, the stricter reading: test events do not reach rule 
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 
@@ -14,7 +13,7 @@ from ecs_worker.emulator import default_state
 from ecs_worker.operations.ram_policy import setup_policy, worker_policy
 from ecs_worker.testing import acs_client, run_emulator
 
-from runner_kit import Worker, wait_until
+from runner_kit import Worker, connection_toml, free_port, wait_until
 
 PLUGIN = '''
 from ecs_worker import hookimpl
@@ -32,30 +31,12 @@ def cli(*args, timeout=60):
                           timeout=timeout)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def make_config(tmp_path, emu, metrics: str = "") -> tuple:
     record = tmp_path / "record.txt"
     plugin = tmp_path / "recorder.py"
     plugin.write_text(PLUGIN.format(record=str(record)))
     path = tmp_path / "config.toml"
-    path.write_text(f"""
-[mns]
-endpoint = "{emu.mns_endpoint}"
-queue = "probe-events"
-wait_seconds = 1
-[cloud]
-region = "{emu.region}"
-endpoint = "{emu.endpoint}"
-protocol = "http"
-[credentials]
-access_key_id = "{emu.access_key_id}"
-access_key_secret = "{emu.access_key_secret}"
-[worker]
+    path.write_text(connection_toml(emu, emu.access_key_id, emu.access_key_secret, None, "probe-events") + f"""[worker]
 state_dir = "{tmp_path / 'state'}"
 shutdown_timeout = 5
 [plugins]

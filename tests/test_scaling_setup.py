@@ -8,6 +8,7 @@ import json
 import pytest
 
 from ecs_worker.testing import run_emulator
+from runner_kit import connection_toml
 from scaling_kit import ACCOUNT, fleet
 from test_setup_doctor import cli, printed_policies
 
@@ -27,20 +28,8 @@ def world():
 
 def write_config(tmp_path, emu):
     path = tmp_path / "config.toml"
-    path.write_text(f"""
-[mns]
-endpoint = "{emu.mns_endpoint}"
-queue = "fleet-events"
-dead_letter_queue = "fleet-events-dlq"
-wait_seconds = 1
-[cloud]
-region = "{emu.region}"
-endpoint = "{emu.endpoint}"
-protocol = "http"
-[credentials]
-access_key_id = "{emu.access_key_id}"
-access_key_secret = "{emu.access_key_secret}"
-[worker]
+    path.write_text(connection_toml(emu, emu.access_key_id, emu.access_key_secret, None, "fleet-events",
+                                    "fleet-events-dlq") + f"""[worker]
 state_dir = "{tmp_path / 'state'}"
 [plugins]
 disabled = ["log", "webhook", "slb", "restart", "maintenance", "hello"]
