@@ -132,3 +132,19 @@ def test_a_spot_removal_is_never_held_back_but_counts(tmp_path):
             assert MEMBERS[1] not in in_group(emu)
             out = {h for (h,) in w.runtime.store._run("SELECT holder FROM reservations WHERE grp = 'clb:rsp-web80'")}
             assert out == {MEMBERS[0], MEMBERS[1]}  # ...and it counts against the group
+
+
+def test_a_resumed_step_refused_releases_its_reservation_at_once(tmp_path):
+    nb = time.time() + 3 * 3600
+    with run_emulator(world(nb)) as emu, Worker(emu, {"state_dir": str(tmp_path)}) as w:
+        first = w.dispatch(scheduled(MEMBERS[0], nb))  # reserved, memberships recorded: removal next
+        assert first.outcome == "deferred" and "recorded" in first.plugins["maintenance"].detail
+        assert "too few healthy members" in w.dispatch(scheduled(MEMBERS[1], nb)).plugins["maintenance"].detail
+        with emu.world.lock:  # the operator opts i-guard1 out meanwhile: its sequence ends unacted
+            del emu.world.cloud.instances[MEMBERS[0]]["tags"]["ecs-worker:maintenance"]
+        ended = w.dispatch(scheduled(MEMBERS[0], nb), first.resume())
+        assert ended.outcome == "ignored" and "not acting on the resumed" in ended.plugins["maintenance"].detail
+        # ...and so does its reservation: i-guard2 may go now, not [guard] hold_seconds later.
+        second = w.dispatch(scheduled(MEMBERS[1], nb))
+        assert second.outcome == "deferred" and "recorded" in second.plugins["maintenance"].detail
+        assert in_group(emu) == set(MEMBERS[:2])

@@ -46,7 +46,8 @@ class Sequence:
             status = "Scheduled"
         else:  # what the state claims, checked against the cloud before anything is changed
             why, status = resumed_claim(self, members)
-            if why:
+            if why:  # the sequence ends here: its guard reservations end with it
+                guard.release(self.ctx, self.iid, members)
                 out = f"; {_groups(members)} group(s) it names stay as they are" if members else ""
                 self.ctx.log.error("maintenance of %s: not acting on the resumed %r step: %s%s",
                                    self.iid, step, why, out)
