@@ -148,3 +148,23 @@ def test_a_resumed_step_refused_releases_its_reservation_at_once(tmp_path):
         second = w.dispatch(scheduled(MEMBERS[1], nb))
         assert second.outcome == "deferred" and "recorded" in second.plugins["maintenance"].detail
         assert in_group(emu) == set(MEMBERS[:2])
+
+
+@pytest.mark.parametrize("kind", ["alb", "nlb"])
+@pytest.mark.parametrize("check, partner, held", [(True, "Unhealthy", True), (True, "Initial", True),
+                                                  (True, "Healthy", False), (False, "Unhealthy", False)])
+def test_an_alb_or_nlb_member_failing_its_listener_health_check_is_not_healthy(tmp_path, kind, check, partner, held):
+    nb = time.time() + 3 * 3600
+    state = world(nb)
+    state[f"{kind}_server_groups"] = [{"id": "sgp-web", "load_balancer_id": f"{kind}-1", "health_check": check,
+                                       "servers": [{"server_id": MEMBERS[0], "port": 80},
+                                                   {"server_id": MEMBERS[1], "port": 80, "health": partner}]}]
+    with run_emulator(state) as emu, Worker(emu, {"state_dir": str(tmp_path)}, kinds=[kind]) as w:
+        detail = w.dispatch(scheduled(MEMBERS[0], nb)).plugins["maintenance"].detail
+        # The partner failing (or not yet passing) the check leaves none healthy: the removal waits.
+        # With the check off there is no verdict (Unavailable): the partner counts, as for CLB.
+        assert ("too few healthy members" in detail) is held, detail
+        assert emu.state()["calls"].get(f"{kind}:GetListenerHealthStatus") == 1
+        if not held:  # a second event reads which listener serves the group from the plugin's cache
+            w.dispatch(scheduled(MEMBERS[1], nb))
+            assert emu.state()["calls"].get(f"{kind}:ListListeners") == 1

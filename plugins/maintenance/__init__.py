@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 from ecs_worker import hookimpl, setting
 
+from ..lb.health import ListenerHealth
 from .sequence import LB_KINDS, REMEDIES, Sequence
 from .window import WINDOW, plan_time, zone as _zone
 
@@ -70,6 +71,7 @@ class MaintenancePlugin:
 
     def __init__(self) -> None:
         self.started = False
+        self.health: ListenerHealth | None = None
 
     @staticmethod
     def system_events(cfg: Config) -> list[str]:
@@ -90,6 +92,7 @@ class MaintenancePlugin:
         if bad:
             raise ValueError(f"[plugins.maintenance] kinds: {bad[0]}: choose from {', '.join(LB_KINDS)}")
         ctx.cloud  # builds the cloud client now, so a bad [credentials] section fails at start-up
+        self.health = ListenerHealth()  # which listeners serve each ALB/NLB group (the guard's reads)
         self.started = True
 
     @hookimpl
@@ -114,4 +117,4 @@ class MaintenancePlugin:
                 return ctx.skip("the notification has no notBefore")
         if not self.started:
             raise RuntimeError("maintenance plugin is not started (on_startup was not called)")
-        return Sequence(event, ctx, cfg, state or {}).run()
+        return Sequence(event, ctx, cfg, state or {}, self.health).run()

@@ -73,7 +73,7 @@ class Outcome:
         if time.time() < self._takeout_at():
             return self._until_takeout(status)
         members = s.lbs.memberships(s.iid)
-        held_back = lb_guard.reserve(s.ctx, s.iid, members)  # [guard]: as for the first removal
+        held_back = lb_guard.reserve(s.ctx, s.iid, members, s.health)  # [guard]: as for the first removal
         if held_back:  # wait, never skip; at notBefore: an error, and it stays in
             if s.event.not_before.timestamp() - time.time() <= s.cfg.poll_seconds:
                 s._guard_missed(held_back)

@@ -9,6 +9,7 @@ from typing import Any
 
 from ..lb import guard
 from ..lb.actions import action_name
+from ..lb.health import ListenerHealth
 from ..lb.membership import LoadBalancers, Membership, by_group
 from .facts import DONE_BY_REBOOT, event_status, instance_of
 from .outcome import STEPS as OUTCOME_STEPS, Outcome
@@ -31,8 +32,9 @@ class Sequence:
 
     max_defer = MAX_DEFER
 
-    def __init__(self, event, ctx, cfg, state: dict) -> None:
+    def __init__(self, event, ctx, cfg, state: dict, health: ListenerHealth | None = None) -> None:
         self.event, self.ctx, self.cfg, self.state = event, ctx, cfg, dict(state)
+        self.health = health  # the plugin's ALB/NLB listener cache, for the guard's health reads
         self.iid: str = event.instance_id
         self.remedy = REMEDIES.get(event.event_type or "", "RebootInstance")
         self.lbs = LoadBalancers(ctx.cloud, cfg.kinds, cfg.job_timeout)
@@ -112,7 +114,7 @@ class Sequence:
             ctx.log.warning("maintenance of %s: rebooted for this event less than 12 h ago; not again", self.iid)
             return Outcome(self).guard([])
         members = self.lbs.memberships(self.iid)
-        held_back = guard.reserve(ctx, self.iid, members)
+        held_back = guard.reserve(ctx, self.iid, members, self.health)
         if held_back:
             return self._wait_for_guard(held_back)
         grant = ctx.take(ctx.budget("reboots", self.cfg.max_reboots_per_minute, 60))
