@@ -168,3 +168,28 @@ def test_an_alb_or_nlb_member_failing_its_listener_health_check_is_not_healthy(t
         if not held:  # a second event reads which listener serves the group from the plugin's cache
             w.dispatch(scheduled(MEMBERS[1], nb))
             assert emu.state()["calls"].get(f"{kind}:ListListeners") == 1
+
+
+def test_a_spot_loss_after_the_grant_holds_the_removal_back_at_the_moment_of_removal(tmp_path):
+    nb = time.time() + 3 * 3600
+    state = world(nb)
+    state["instances"][1]["spot"] = True
+    with run_emulator(state) as emu:
+        settings = {"worker": {"state_dir": str(tmp_path)}}
+        with Harness(slb.SlbPlugin(), config={"coalesce_ms": 0}, dry_run=False, emulator=emu,
+                     settings=settings) as spot, Worker(emu, {"state_dir": str(tmp_path)}, drain_seconds=1) as w:
+            # Granted while i-guard2 was in and healthy: i-guard1 is drained, to go out next.
+            first = w.dispatch(scheduled(MEMBERS[0], nb))
+            assert first.outcome == "deferred" and "draining" in first.plugins["maintenance"].detail
+            notice = parse_event(json.dumps({"id": "spot-2", "name": "Instance:PreemptibleInstanceInterruption",
+                                             "regionId": REGION, "content": {"instanceId": MEMBERS[1],
+                                                                             "action": "delete"}}))
+            assert spot.start(notice).result(30).outcome == "handled"  # i-guard2 is reclaimed meanwhile
+            # At the moment of removal the grant is judged again: i-guard1 is the last one serving.
+            second = w.dispatch(scheduled(MEMBERS[0], nb), first.resume())
+            assert second.outcome == "deferred" and "too few healthy members" in second.plugins["maintenance"].detail
+            backends = emu.state()["load_balancers"][0]["vserver_groups"][0]["backend_servers"]
+            assert [(b["server_id"], b["weight"]) for b in backends] == [(MEMBERS[0], 100)]  # in, weight back
+            assert emu.state()["calls"].get("ecs:RebootInstance", 0) == 0
+            out = {h for (h,) in w.runtime.store._run("SELECT holder FROM reservations WHERE grp = 'clb:rsp-web80'")}
+            assert out == {MEMBERS[1]}  # nothing held for i-guard1 while it waits

@@ -65,6 +65,27 @@ def reserve(ctx: Any, instance_id: str, members: Iterable[Membership],
     return None
 
 
+def confirm(ctx: Any, instance_id: str, members: Iterable[Membership], health: ListenerHealth | None = None,
+            drained: bool = False) -> str | None:
+    """Judge again, at the moment of removal, what `reserve` granted earlier: the groups may
+    have lost healthy members since (a reclaimed spot instance counted by `count_forced`, a
+    failing health check). Each reservation is given up and asked for anew against the
+    healthy members read now — `drained`: the instance, at weight 0 by our own drain, counts
+    as the healthy member it was. Returns the first group that no longer allows it (then
+    nothing is held), or None (all held again)."""
+    members = list(members)
+    for kind, group in by_group(members):
+        key = group_key(kind, group)
+        healthy = healthy_members(ctx.cloud, kind, group, health)
+        if drained and instance_id in {m.server_id for m in members if (m.kind, m.group) == (kind, group)}:
+            healthy = sorted({*healthy, instance_id})
+        ctx.release_removal(key, instance_id)
+        if not ctx.reserve_removal(key, instance_id, healthy):
+            release(ctx, instance_id, members)
+            return key
+    return None
+
+
 def release(ctx: Any, instance_id: str, members: Iterable[Membership]) -> None:
     for kind, group in by_group(members):
         ctx.release_removal(group_key(kind, group), instance_id)

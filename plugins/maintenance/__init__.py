@@ -11,8 +11,9 @@ For instances carrying the opt-in tag (default `ecs-worker:maintenance=auto`):
    in `timezone`, or "now") that falls before `notBefore` minus `margin_minutes`; if no
    window fits, act at `notBefore` minus the margin, and say so;
 2. re-read: the event still `Scheduled`, the instance `Running` and still opted in;
-3. record every load-balancer membership (CLB, ALB, NLB: group, port, weight), drain
-   (weight 0, `drain_seconds`) if asked, and take the instance out of every group;
+3. reserve the removal with the load-balancer guard, record every load-balancer
+   membership (CLB, ALB, NLB: group, port, weight), drain (weight 0, `drain_seconds`) if
+   asked, judge the reservations again, and take the instance out of every group;
 4. `RebootInstance` (`RedeployInstance` for `SystemMaintenance.Redeploy`, when listed in
    `event_types`), then defer until the instance is `Running` again (re-read every
    `poll_seconds`, for at most `reboot_timeout`);
