@@ -2,7 +2,9 @@
 a real store: maintenance scheduled for every member of one group never takes the last
 healthy one out — by one worker, and by two workers sharing a store (SQLite state_dir,
 Redis) — it waits instead; at notBefore it says so and leaves the instance in; an unhealthy
-member does not count; a spot removal is never held back but counts."""
+member does not count (CLB, and ALB/NLB by their listeners' health checks); a spot removal is
+never held back but counts, also against a reservation granted before it (judged again at the
+moment of removal); a sequence that ends unacted releases its reservation at once."""
 from __future__ import annotations
 
 import json
