@@ -195,3 +195,17 @@ def test_a_spot_loss_after_the_grant_holds_the_removal_back_at_the_moment_of_rem
             assert emu.state()["calls"].get("ecs:RebootInstance", 0) == 0
             out = {h for (h,) in w.runtime.store._run("SELECT holder FROM reservations WHERE grp = 'clb:rsp-web80'")}
             assert out == {MEMBERS[1]}  # nothing held for i-guard1 while it waits
+
+
+def test_a_failed_step_releases_the_reservation_of_every_group_it_is_back_in(tmp_path):
+    nb = time.time() + 3 * 3600
+    state = world(nb)
+    state["nlb_server_groups"] = [{"id": "sgp-web", "servers": [{"server_id": i, "port": 80} for i in MEMBERS[:2]]}]
+    with run_emulator(state) as emu, Worker(emu, {"state_dir": str(tmp_path)}, kinds=["clb", "nlb"]) as w:
+        first = w.dispatch(scheduled(MEMBERS[0], nb))  # reserved in both groups
+        assert first.outcome == "deferred" and "recorded" in first.plugins["maintenance"].detail
+        emu.set_faults({"nlb": {"error_rate": 1.0, "error_code": "ServiceUnavailable", "error_status": 503}})
+        failed = w.dispatch(scheduled(MEMBERS[0], nb), first.resume())  # NLB cannot be read: the step fails
+        assert failed.outcome == "failed" and "nlb:sgp-web" in failed.error
+        held = {g: h for g, h in w.runtime.store._run("SELECT grp, holder FROM reservations")}
+        assert held == {"nlb:sgp-web": MEMBERS[0]}  # back in the CLB group: that reservation ended now

@@ -197,7 +197,6 @@ class Sequence:
         if still_out:
             self._save(RESTORE, still_out)  # the return retries these
             self._fail(f"could not put {self.iid} back {when} ({_code(error)})", still_out, _line(error))
-        guard.release(self.ctx, self.iid, members)
         plan = "planned: " if self.ctx.dry_run else ""
         verb = "redeployed" if self.remedy == "RedeployInstance" else "rebooted"
         return f"{plan}{verb} {self.iid} before notBefore; back in {_groups(members)} group(s)"
@@ -209,7 +208,6 @@ class Sequence:
             self._save(RESTORE, still_out)
             self._fail(f"maintenance of {self.iid} failed ({_code(exc)}) and putting it back failed "
                        f"({_code(again)})", still_out, f"{_line(exc)}; {_line(again)}")
-        guard.release(self.ctx, self.iid, members)
         self.ctx.save_state(None)  # nothing owed: a later attempt starts afresh
         raise RuntimeError(f"maintenance of {self.iid} failed: {_line(exc)}; "
                            f"it is back in {_groups(members)} group(s)") from None
@@ -244,6 +242,8 @@ class Sequence:
             except Exception as exc:
                 still_out += ms
                 first = first or exc
+            else:  # back in this group: its guard reservation ends now, whatever the others do
+                guard.release(self.ctx, self.iid, ms)
         return still_out, first
 
     def _each_group(self, members: list, change: str, method) -> None:
