@@ -38,8 +38,8 @@ def healthy_members(cloud: Any, kind: str, group: str, health: ListenerHealth | 
     if kind == "clb":
         attr = cloud.slb("DescribeVServerGroupAttribute", VServerGroupId=group)
         servers = (attr.get("BackendServers") or {}).get("BackendServer") or []
-        health = cloud.slb("DescribeHealthStatus", LoadBalancerId=attr.get("LoadBalancerId", ""))
-        sick = {s.get("ServerId") for s in (health.get("BackendServers") or {}).get("BackendServer") or []
+        verdicts = cloud.slb("DescribeHealthStatus", LoadBalancerId=attr.get("LoadBalancerId", ""))
+        sick = {s.get("ServerId") for s in (verdicts.get("BackendServers") or {}).get("BackendServer") or []
                 if s.get("ServerHealthStatus") == "abnormal"}
         return sorted({s["ServerId"] for s in servers if int(s.get("Weight") or 0) > 0 and s["ServerId"] not in sick})
     def call(action: str, **params: Any) -> dict:
@@ -77,7 +77,7 @@ def confirm(ctx: Any, instance_id: str, members: Iterable[Membership], health: L
     for kind, group in by_group(members):
         key = group_key(kind, group)
         healthy = healthy_members(ctx.cloud, kind, group, health)
-        if drained and instance_id in {m.server_id for m in members if (m.kind, m.group) == (kind, group)}:
+        if drained:
             healthy = sorted({*healthy, instance_id})
         ctx.release_removal(key, instance_id)
         if not ctx.reserve_removal(key, instance_id, healthy):

@@ -50,10 +50,12 @@ class ListenerHealth:
             if hit is not None and self._clock() - hit[0] < self.ttl:
                 return hit[1]
         rows = list_all(call, "ListServerGroups", "ServerGroups", ServerGroupIds=[group])
-        lbs = sorted({lb for g in rows if g.get("ServerGroupId") == group for lb in g.get("RelatedLoadBalancerIds") or []})
+        lbs = sorted({lb for g in rows if g.get("ServerGroupId") == group
+                      for lb in g.get("RelatedLoadBalancerIds") or []})
         found: list[str] = []
         for i in range(0, len(lbs), MAX_LB_IDS):
-            found += [x["ListenerId"] for x in list_all(call, "ListListeners", "Listeners", LoadBalancerIds=lbs[i:i + MAX_LB_IDS])
+            found += [x["ListenerId"]
+                      for x in list_all(call, "ListListeners", "Listeners", LoadBalancerIds=lbs[i:i + MAX_LB_IDS])
                       if x.get("ListenerId") and (kind == "alb" or x.get("ServerGroupId") == group)]
         with self._lock:
             self._listeners[(kind, group)] = (self._clock(), found)
