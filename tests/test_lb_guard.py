@@ -204,7 +204,7 @@ def test_a_failed_step_releases_the_reservation_of_every_group_it_is_back_in(tmp
     with run_emulator(state) as emu, Worker(emu, {"state_dir": str(tmp_path)}, kinds=["clb", "nlb"]) as w:
         first = w.dispatch(scheduled(MEMBERS[0], nb))  # reserved in both groups
         assert first.outcome == "deferred" and "recorded" in first.plugins["maintenance"].detail
-        emu.set_faults({"nlb": {"error_rate": 1.0, "error_code": "ServiceUnavailable", "error_status": 503}})
+        emu.set_faults({"nlb": {"error_rate": 1.0, "error_code": "Forbidden.NoPermission", "error_status": 403}})
         failed = w.dispatch(scheduled(MEMBERS[0], nb), first.resume())  # NLB cannot be read: the step fails
         assert failed.outcome == "failed" and "nlb:sgp-web" in failed.error
         held = {g: h for g, h in w.runtime.store._run("SELECT grp, holder FROM reservations")}
