@@ -214,7 +214,8 @@ def test_every_call_the_worker_made_is_registered_and_fits_alibabas_models(demo_
     seen = check_against_models(captured["requests"])
     # the demo drives every built-in: restarts, spot removals from CLB/ALB/NLB, a maintenance reboot
     assert {("ecs", "StartInstance"), ("ecs", "RebootInstance"), ("slb", "RemoveVServerGroupBackendServers"),
-            ("alb", "RemoveServersFromServerGroup"), ("ecs", "DescribeInstanceHistoryEvents")} <= seen, seen
+            ("alb", "RemoveServersFromServerGroup"), ("ecs", "DescribeInstanceHistoryEvents"),
+            ("alb", "GetListenerHealthStatus"), ("nlb", "GetListenerHealthStatus")} <= seen, seen
 
 
 def test_setup_and_doctor_requests_fit_alibabas_models(emulator, tmp_path):

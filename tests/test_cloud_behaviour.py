@@ -148,8 +148,8 @@ def emulator_state():
 
     state = default_state()
     for kind in ("alb", "nlb"):
-        state[f"{kind}_server_groups"] = [{"id": f"sgp-bp1{kind}", "servers": [
-            {"server_id": "i-bp1spot00000000001", "port": 80}]}]
+        state[f"{kind}_server_groups"] = [{"id": f"sgp-bp1{kind}", "load_balancer_id": f"{kind}-bp1example01",
+                                           "servers": [{"server_id": "i-bp1spot00000000001", "port": 80}]}]
     state["job_delay_seconds"] = 0
     return state
 
@@ -188,6 +188,8 @@ RPC_CALLS = {
            "AddServersToServerGroup": {"ServerGroupId": f"sgp-bp1{kind}", "Servers": WEB_80},
            "UpdateServerGroupServersAttribute": {"ServerGroupId": f"sgp-bp1{kind}",
                                                  "Servers": [dict(SPOT_80[0], Weight=0)]},
+           "ListListeners": {"LoadBalancerIds": [f"{kind}-bp1example01"]},  # issue 22: the guard's health reads
+           "GetListenerHealthStatus": {"ListenerId": f"lsn-sgp-bp1{kind}"},
            **({"ListAsynJobs": {"JobIds": ["0f0e0d0c-unknown"]}} if kind == "alb"
               else {"GetJobStatus": {"JobId": "0f0e0d0c-unknown"}}),
        }.items()},

@@ -2,7 +2,9 @@
 a real store: maintenance scheduled for every member of one group never takes the last
 healthy one out — by one worker, and by two workers sharing a store (SQLite state_dir,
 Redis) — it waits instead; at notBefore it says so and leaves the instance in; an unhealthy
-member does not count; a spot removal is never held back but counts."""
+member does not count (CLB, and ALB/NLB by their listeners' health checks); a spot removal is
+never held back but counts, also against a reservation granted before it (judged again at the
+moment of removal); a sequence that ends unacted releases its reservation at once."""
 from __future__ import annotations
 
 import json
@@ -132,3 +134,78 @@ def test_a_spot_removal_is_never_held_back_but_counts(tmp_path):
             assert MEMBERS[1] not in in_group(emu)
             out = {h for (h,) in w.runtime.store._run("SELECT holder FROM reservations WHERE grp = 'clb:rsp-web80'")}
             assert out == {MEMBERS[0], MEMBERS[1]}  # ...and it counts against the group
+
+
+def test_a_resumed_step_refused_releases_its_reservation_at_once(tmp_path):
+    nb = time.time() + 3 * 3600
+    with run_emulator(world(nb)) as emu, Worker(emu, {"state_dir": str(tmp_path)}) as w:
+        first = w.dispatch(scheduled(MEMBERS[0], nb))  # reserved, memberships recorded: removal next
+        assert first.outcome == "deferred" and "recorded" in first.plugins["maintenance"].detail
+        assert "too few healthy members" in w.dispatch(scheduled(MEMBERS[1], nb)).plugins["maintenance"].detail
+        with emu.world.lock:  # the operator opts i-guard1 out meanwhile: its sequence ends unacted
+            del emu.world.cloud.instances[MEMBERS[0]]["tags"]["ecs-worker:maintenance"]
+        ended = w.dispatch(scheduled(MEMBERS[0], nb), first.resume())
+        assert ended.outcome == "ignored" and "not acting on the resumed" in ended.plugins["maintenance"].detail
+        # ...and so does its reservation: i-guard2 may go now, not [guard] hold_seconds later.
+        second = w.dispatch(scheduled(MEMBERS[1], nb))
+        assert second.outcome == "deferred" and "recorded" in second.plugins["maintenance"].detail
+        assert in_group(emu) == set(MEMBERS[:2])
+
+
+@pytest.mark.parametrize("kind", ["alb", "nlb"])
+@pytest.mark.parametrize("check, partner, held", [(True, "Unhealthy", True), (True, "Initial", True),
+                                                  (True, "Healthy", False), (False, "Unhealthy", False)])
+def test_an_alb_or_nlb_member_failing_its_listener_health_check_is_not_healthy(tmp_path, kind, check, partner, held):
+    nb = time.time() + 3 * 3600
+    state = world(nb)
+    state[f"{kind}_server_groups"] = [{"id": "sgp-web", "load_balancer_id": f"{kind}-1", "health_check": check,
+                                       "servers": [{"server_id": MEMBERS[0], "port": 80},
+                                                   {"server_id": MEMBERS[1], "port": 80, "health": partner}]}]
+    with run_emulator(state) as emu, Worker(emu, {"state_dir": str(tmp_path)}, kinds=[kind]) as w:
+        detail = w.dispatch(scheduled(MEMBERS[0], nb)).plugins["maintenance"].detail
+        # The partner failing (or not yet passing) the check leaves none healthy: the removal waits.
+        # With the check off there is no verdict (Unavailable): the partner counts, as for CLB.
+        assert ("too few healthy members" in detail) is held, detail
+        assert emu.state()["calls"].get(f"{kind}:GetListenerHealthStatus") == 1
+        if not held:  # a second event reads which listener serves the group from the plugin's cache
+            w.dispatch(scheduled(MEMBERS[1], nb))
+            assert emu.state()["calls"].get(f"{kind}:ListListeners") == 1
+
+
+def test_a_spot_loss_after_the_grant_holds_the_removal_back_at_the_moment_of_removal(tmp_path):
+    nb = time.time() + 3 * 3600
+    state = world(nb)
+    state["instances"][1]["spot"] = True
+    with run_emulator(state) as emu:
+        settings = {"worker": {"state_dir": str(tmp_path)}}
+        with Harness(slb.SlbPlugin(), config={"coalesce_ms": 0}, dry_run=False, emulator=emu,
+                     settings=settings) as spot, Worker(emu, {"state_dir": str(tmp_path)}, drain_seconds=1) as w:
+            # Granted while i-guard2 was in and healthy: i-guard1 is drained, to go out next.
+            first = w.dispatch(scheduled(MEMBERS[0], nb))
+            assert first.outcome == "deferred" and "draining" in first.plugins["maintenance"].detail
+            notice = parse_event(json.dumps({"id": "spot-2", "name": "Instance:PreemptibleInstanceInterruption",
+                                             "regionId": REGION, "content": {"instanceId": MEMBERS[1],
+                                                                             "action": "delete"}}))
+            assert spot.start(notice).result(30).outcome == "handled"  # i-guard2 is reclaimed meanwhile
+            # At the moment of removal the grant is judged again: i-guard1 is the last one serving.
+            second = w.dispatch(scheduled(MEMBERS[0], nb), first.resume())
+            assert second.outcome == "deferred" and "too few healthy members" in second.plugins["maintenance"].detail
+            backends = emu.state()["load_balancers"][0]["vserver_groups"][0]["backend_servers"]
+            assert [(b["server_id"], b["weight"]) for b in backends] == [(MEMBERS[0], 100)]  # in, weight back
+            assert emu.state()["calls"].get("ecs:RebootInstance", 0) == 0
+            out = {h for (h,) in w.runtime.store._run("SELECT holder FROM reservations WHERE grp = 'clb:rsp-web80'")}
+            assert out == {MEMBERS[1]}  # nothing held for i-guard1 while it waits
+
+
+def test_a_failed_step_releases_the_reservation_of_every_group_it_is_back_in(tmp_path):
+    nb = time.time() + 3 * 3600
+    state = world(nb)
+    state["nlb_server_groups"] = [{"id": "sgp-web", "servers": [{"server_id": i, "port": 80} for i in MEMBERS[:2]]}]
+    with run_emulator(state) as emu, Worker(emu, {"state_dir": str(tmp_path)}, kinds=["clb", "nlb"]) as w:
+        first = w.dispatch(scheduled(MEMBERS[0], nb))  # reserved in both groups
+        assert first.outcome == "deferred" and "recorded" in first.plugins["maintenance"].detail
+        emu.set_faults({"nlb": {"error_rate": 1.0, "error_code": "Forbidden.NoPermission", "error_status": 403}})
+        failed = w.dispatch(scheduled(MEMBERS[0], nb), first.resume())  # NLB cannot be read: the step fails
+        assert failed.outcome == "failed" and "nlb:sgp-web" in failed.error
+        held = {g: h for g, h in w.runtime.store._run("SELECT grp, holder FROM reservations")}
+        assert held == {"nlb:sgp-web": MEMBERS[0]}  # back in the CLB group: that reservation ended now

@@ -11,8 +11,9 @@ For instances carrying the opt-in tag (default `ecs-worker:maintenance=auto`):
    in `timezone`, or "now") that falls before `notBefore` minus `margin_minutes`; if no
    window fits, act at `notBefore` minus the margin, and say so;
 2. re-read: the event still `Scheduled`, the instance `Running` and still opted in;
-3. record every load-balancer membership (CLB, ALB, NLB: group, port, weight), drain
-   (weight 0, `drain_seconds`) if asked, and take the instance out of every group;
+3. reserve the removal with the load-balancer guard, record every load-balancer
+   membership (CLB, ALB, NLB: group, port, weight), drain (weight 0, `drain_seconds`) if
+   asked, judge the reservations again, and take the instance out of every group;
 4. `RebootInstance` (`RedeployInstance` for `SystemMaintenance.Redeploy`, when listed in
    `event_types`), then defer until the instance is `Running` again (re-read every
    `poll_seconds`, for at most `reboot_timeout`);
@@ -34,6 +35,7 @@ from dataclasses import dataclass
 
 from ecs_worker import hookimpl, setting
 
+from ..lb.health import ListenerHealth
 from .sequence import LB_KINDS, REMEDIES, Sequence
 from .window import WINDOW, plan_time, zone as _zone
 
@@ -70,6 +72,7 @@ class MaintenancePlugin:
 
     def __init__(self) -> None:
         self.started = False
+        self.health: ListenerHealth | None = None
 
     @staticmethod
     def system_events(cfg: Config) -> list[str]:
@@ -90,6 +93,7 @@ class MaintenancePlugin:
         if bad:
             raise ValueError(f"[plugins.maintenance] kinds: {bad[0]}: choose from {', '.join(LB_KINDS)}")
         ctx.cloud  # builds the cloud client now, so a bad [credentials] section fails at start-up
+        self.health = ListenerHealth()  # which listeners serve each ALB/NLB group (the guard's reads)
         self.started = True
 
     @hookimpl
@@ -114,4 +118,4 @@ class MaintenancePlugin:
                 return ctx.skip("the notification has no notBefore")
         if not self.started:
             raise RuntimeError("maintenance plugin is not started (on_startup was not called)")
-        return Sequence(event, ctx, cfg, state or {}).run()
+        return Sequence(event, ctx, cfg, state or {}, self.health).run()

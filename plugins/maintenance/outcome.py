@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 from ..lb import guard as lb_guard
+from . import guard_wait
 from .facts import event_status, instance_of
 from .records import EventRecords
 
@@ -73,10 +74,10 @@ class Outcome:
         if time.time() < self._takeout_at():
             return self._until_takeout(status)
         members = s.lbs.memberships(s.iid)
-        held_back = lb_guard.reserve(s.ctx, s.iid, members)  # [guard]: as for the first removal
+        held_back = lb_guard.reserve(s.ctx, s.iid, members, s.health)  # [guard]: as for the first removal
         if held_back:  # wait, never skip; at notBefore: an error, and it stays in
             if s.event.not_before.timestamp() - time.time() <= s.cfg.poll_seconds:
-                s._guard_missed(held_back)
+                guard_wait.missed(s, held_back)
             why = lb_guard.held_back_why(s.iid, held_back)
             s.ctx.defer(s.cfg.poll_seconds, f"waiting: {why}", state=s._state(GUARD, []))
             return f"waiting: {why}"

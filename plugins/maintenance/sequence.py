@@ -9,7 +9,9 @@ from typing import Any
 
 from ..lb import guard
 from ..lb.actions import action_name
+from ..lb.health import ListenerHealth
 from ..lb.membership import LoadBalancers, Membership, by_group
+from . import guard_wait
 from .facts import DONE_BY_REBOOT, event_status, instance_of
 from .outcome import STEPS as OUTCOME_STEPS, Outcome
 from .records import EventRecords
@@ -23,7 +25,7 @@ REMEDIES = {"SystemMaintenance.Reboot": "RebootInstance", "SystemFailure.Reboot"
             "InstanceFailure.Reboot": "RebootInstance", "SystemMaintenance.Redeploy": "RedeployInstance"}
 LB_KINDS = ("clb", "alb", "nlb")
 MAX_DEFER = 43200  # one deferral at most; a longer wait is re-computed on each return
-WAIT, DRAINED, REBOOTING, RESTORE = "wait", "drained", "rebooting", "restore"
+WAIT, DRAINED, REBOOTING, RESTORE = guard_wait.WAIT, "drained", "rebooting", "restore"
 
 
 class Sequence:
@@ -31,8 +33,9 @@ class Sequence:
 
     max_defer = MAX_DEFER
 
-    def __init__(self, event, ctx, cfg, state: dict) -> None:
+    def __init__(self, event, ctx, cfg, state: dict, health: ListenerHealth | None = None) -> None:
         self.event, self.ctx, self.cfg, self.state = event, ctx, cfg, dict(state)
+        self.health = health  # the plugin's ALB/NLB listener cache, for the guard's health reads
         self.iid: str = event.instance_id
         self.remedy = REMEDIES.get(event.event_type or "", "RebootInstance")
         self.lbs = LoadBalancers(ctx.cloud, cfg.kinds, cfg.job_timeout)
@@ -46,7 +49,8 @@ class Sequence:
             status = "Scheduled"
         else:  # what the state claims, checked against the cloud before anything is changed
             why, status = resumed_claim(self, members)
-            if why:
+            if why:  # the sequence ends here: its guard reservations end with it
+                guard.release(self.ctx, self.iid, members)
                 out = f"; {_groups(members)} group(s) it names stay as they are" if members else ""
                 self.ctx.log.error("maintenance of %s: not acting on the resumed %r step: %s%s",
                                    self.iid, step, why, out)
@@ -72,7 +76,7 @@ class Sequence:
         now = time.time()
         if now >= self.event.not_before.timestamp():
             if self.state.get("guard"):  # the last wait for the guard overran notBefore
-                self._guard_missed(self.state["guard"])
+                guard_wait.missed(self, self.state["guard"])
             ctx.log.warning("maintenance of %s: notBefore %s has passed; the platform acts now",
                             self.iid, self.event.not_before.isoformat())
             return ctx.skip(f"notBefore {self.event.not_before.isoformat()} has passed; the platform acts now")
@@ -111,9 +115,9 @@ class Sequence:
             ctx.log.warning("maintenance of %s: rebooted for this event less than 12 h ago; not again", self.iid)
             return Outcome(self).guard([])
         members = self.lbs.memberships(self.iid)
-        held_back = guard.reserve(ctx, self.iid, members)
+        held_back = guard.reserve(ctx, self.iid, members, self.health)
         if held_back:
-            return self._wait_for_guard(held_back)
+            return guard_wait.wait(self, held_back)
         grant = ctx.take(ctx.budget("reboots", self.cfg.max_reboots_per_minute, 60))
         if not grant:
             guard.release(ctx, self.iid, members)
@@ -138,6 +142,14 @@ class Sequence:
     def remove_and_reboot(self, members: list) -> Any:
         ctx = self.ctx
         try:
+            held_back = guard_wait.at_removal(self, members)  # the guard's limit, judged again now
+        except Exception as exc:  # a failed read: put back what a drain changed, and retry
+            self._abort(members, exc)
+        if held_back:
+            if self.cfg.drain_seconds and members:
+                self.restore(members, "while the load-balancer guard holds it back")  # its weight
+            return guard_wait.wait(self, held_back)
+        try:
             self._each_group(members, "remove", self.lbs.remove)
             instance = None if ctx.dry_run else instance_of(self.ctx, self.iid)
             status = instance.get("Status") if instance else None
@@ -153,25 +165,6 @@ class Sequence:
         ctx.defer(self.cfg.poll_seconds, f"waiting for {self.iid} to be Running again",
                   state=self._state(REBOOTING, members))
         return f"{self.remedy} {self.iid}; out of {_groups(members)} group(s)"
-
-    def _wait_for_guard(self, group: str) -> str:
-        """The load-balancer guard holds the removal back (the group would lose its last
-        healthy member(s), `[guard]`): wait, never skip — until notBefore would come first;
-        then say so loudly (an error, and a failed outcome that notifies) and leave the
-        instance in: the platform's reboot will find it in service."""
-        left = self.event.not_before.timestamp() - time.time()
-        if left <= self.cfg.poll_seconds:
-            self._guard_missed(group)
-        why = guard.held_back_why(self.iid, group)
-        self.ctx.defer(self.cfg.poll_seconds, f"waiting: {why}", state={"step": WAIT, "guard": group, **self._timing()})
-        return f"waiting: {why}"
-
-    def _guard_missed(self, group: str) -> None:
-        self.ctx.log.error("maintenance of %s: %s, and notBefore %s is here: NOT removing it; the platform's "
-                           "reboot will hit it in service", self.iid, guard.held_back_why(self.iid, group),
-                           self.event.not_before.isoformat())
-        self.ctx.save_state(None)
-        raise RuntimeError(f"{self.iid} not taken out of service before notBefore: {guard.held_back_why(self.iid, group)}")
 
     def _reboot(self) -> str:
         self.ctx.cloud.ecs(self.remedy, InstanceId=self.iid)
@@ -204,7 +197,6 @@ class Sequence:
         if still_out:
             self._save(RESTORE, still_out)  # the return retries these
             self._fail(f"could not put {self.iid} back {when} ({_code(error)})", still_out, _line(error))
-        guard.release(self.ctx, self.iid, members)
         plan = "planned: " if self.ctx.dry_run else ""
         verb = "redeployed" if self.remedy == "RedeployInstance" else "rebooted"
         return f"{plan}{verb} {self.iid} before notBefore; back in {_groups(members)} group(s)"
@@ -216,7 +208,6 @@ class Sequence:
             self._save(RESTORE, still_out)
             self._fail(f"maintenance of {self.iid} failed ({_code(exc)}) and putting it back failed "
                        f"({_code(again)})", still_out, f"{_line(exc)}; {_line(again)}")
-        guard.release(self.ctx, self.iid, members)
         self.ctx.save_state(None)  # nothing owed: a later attempt starts afresh
         raise RuntimeError(f"maintenance of {self.iid} failed: {_line(exc)}; "
                            f"it is back in {_groups(members)} group(s)") from None
@@ -251,6 +242,8 @@ class Sequence:
             except Exception as exc:
                 still_out += ms
                 first = first or exc
+            else:  # back in this group: its guard reservation ends now, whatever the others do
+                guard.release(self.ctx, self.iid, ms)
         return still_out, first
 
     def _each_group(self, members: list, change: str, method) -> None:

@@ -110,8 +110,9 @@ APIS: tuple[Api, ...] = (
     _rpc("slb", "AddVServerGroupBackendServers", True, ("maintenance",), "put it back"),
     # ALB and NLB server groups (asynchronous changes, followed to their end)
     *(api for service, job in (("alb", "ListAsynJobs"), ("nlb", "GetJobStatus")) for api in (
-        _rpc(service, "ListServerGroups", False, LB_USERS, "the server groups", probe={"MaxResults": 1},
-             reads=("TotalCount", "NextToken", "ServerGroups.ServerGroupId")),
+        _rpc(service, "ListServerGroups", False, LB_USERS, "the server groups; a group's load balancers",
+             probe={"MaxResults": 1},
+             reads=("TotalCount", "NextToken", "ServerGroups.ServerGroupId", "ServerGroups.RelatedLoadBalancerIds")),
         _rpc(service, "ListServerGroupServers", False, LB_USERS, "a group's servers",
              reads=("NextToken", *(f"Servers.{f}" for f in ("ServerId", "Port", "Weight", "ServerType", "Status")))),
         _rpc(service, "RemoveServersFromServerGroup", True, LB_USERS, "take an instance out", dry_run=True,
@@ -120,6 +121,16 @@ APIS: tuple[Api, ...] = (
              reads=("JobId",)),
         _rpc(service, "UpdateServerGroupServersAttribute", True, LB_USERS, "drain it, restore its weight",
              dry_run=True, reads=("JobId",)),
+        _rpc(service, "ListListeners", False, ("maintenance",),
+             "the load-balancer guard: the listeners whose health checks judge a group's members",
+             probe={"MaxResults": 1},
+             reads=("NextToken", "Listeners.ListenerId", *(("Listeners.ServerGroupId",) if service == "nlb" else ()))),
+        _rpc(service, "GetListenerHealthStatus", False, ("maintenance",),
+             "the load-balancer guard: which of a group's members fail its health check",
+             reads=("NextToken", *(f"{top}.ServerGroupInfos.{f}" for top in (
+                 ("ListenerHealthStatus", "RuleHealthStatus") if service == "alb" else ("ListenerHealthStatus",))
+                 for f in ("ServerGroupId", "HealthCheckEnabled" if service == "alb" else "HeathCheckEnabled",
+                           "NonNormalServers.ServerId", "NonNormalServers.Status")))),
         _rpc(service, job, False, LB_USERS, "follow a change job to its end",
              probe={"MaxResults": 1} if job == "ListAsynJobs" else {},
              reads=("Jobs.Id", "Jobs.Status", "Jobs.ErrorCode") if job == "ListAsynJobs" else ("Status",)))),

@@ -128,8 +128,9 @@ def with_maintenance_and_alb(state: dict) -> dict:
         {"server_id": "i-demoweb000000000004", "port": 8080},
         {"server_id": "i-demospot00000000001", "port": 8080}]}]
     # Every group keeps another member: the load-balancer guard never takes the last one out.
-    state["nlb_server_groups"] = [{"id": NLB_GROUP, "servers": [{"server_id": MAINTAINED, "port": 443},
-                                                                 {"server_id": "i-demoweb000000000004", "port": 443}]}]
+    state["nlb_server_groups"] = [{"id": NLB_GROUP, "load_balancer_id": "nlb-demo0000000001",
+                                   "servers": [{"server_id": MAINTAINED, "port": 443},
+                                               {"server_id": "i-demoweb000000000004", "port": 443}]}]
     return state
 
 

@@ -14,6 +14,7 @@ from .ecs import ECS_VERSION, EcsService
 from .ess import ESS_VERSION, AutoScaling
 from .fleet_events import envelope
 from .rpc_params import RpcError, invalid_action
+from .listeners import Listeners
 from .server_groups import ALB_VERSION, NLB_VERSION, ServerGroupService
 
 CMS_VERSION = "2019-01-01"  # CloudMonitor: its actions live in cms.py
@@ -38,6 +39,7 @@ class RpcServices:
         job_seconds = state.get("job_delay_seconds", 0.5)
         self.alb = ServerGroupService("alb", state.get("alb_server_groups", []), RpcError, job_seconds)
         self.nlb = ServerGroupService("nlb", state.get("nlb_server_groups", []), RpcError, job_seconds)
+        Listeners(self.alb), Listeners(self.nlb)  # their listeners' health checks
         self.ess = AutoScaling(state, self.ecs, self.clb, self.alb, self.nlb)
         self.actions: dict[str, dict[str, Callable]] = {
             "ecs": self.ecs.actions, "slb": self.clb.actions, "alb": self.alb.actions, "nlb": self.nlb.actions,

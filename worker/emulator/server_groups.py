@@ -36,7 +36,8 @@ class ServerGroupService:
         self.groups: dict[str, dict] = {}
         for g in groups:
             self.groups[g["id"]] = {"id": g["id"], "load_balancer_id": g.get("load_balancer_id"),
-                                    "servers": [dict(s) for s in g["servers"]], "job": None}
+                                    "servers": [dict(s) for s in g["servers"]], "job": None,
+                                    **{k: g[k] for k in ("listener_id", "health_check") if k in g}}
         self.jobs: dict[str, dict] = {}
         self.busy_code = "IncorrectStatus.ServerGroup" if kind == "alb" else "IncorrectStatus.serverGroup"
         self.actions: dict[str, Callable[[Mapping[str, str]], dict]] = {
@@ -239,7 +240,8 @@ class ServerGroupService:
         self._finish_due_jobs()
         out = []
         for g in self.groups.values():
-            item = {"id": g["id"], "servers": [dict(s) for s in g["servers"]]}
+            item = {"id": g["id"], "servers": [dict(s) for s in g["servers"]],
+                    **{k: g[k] for k in ("listener_id", "health_check") if k in g}}
             if g["load_balancer_id"]:
                 item["load_balancer_id"] = g["load_balancer_id"]
             out.append(item)

@@ -48,12 +48,15 @@ Schema (JSON object; keys marked * are required, the rest have defaults):
                 health      "normal" | "abnormal" | "unavailable"   default "normal" (DescribeHealthStatus)
     alb_server_groups, nlb_server_groups   list of (ALB / NLB server groups; ids unique per product)
         id*                 str
-        load_balancer_id    str
+        load_balancer_id    str            its listener (listeners.py) is on this load balancer
+        listener_id         str            default "lsn-<id>"
+        health_check        bool           default true; false: no verdict (`Unavailable`)
         servers             list of
             server_id*      str
             port*           int 1..65535 (NLB: 0..65535, 0 = an all-port group)
             weight          int 0..100     default 100
             type            "ecs" | "eni" | "eci" | "ip"   default "ecs"
+            health          "Healthy" | "Unhealthy" | "Initial"   default "Healthy" (GetListenerHealthStatus)
     job_delay_seconds    number >= 0       how long an ALB/NLB change job runs, default 0.5
     scaling_groups, ess_detach, ess_time_scale   Auto Scaling (ESS): see ess_state.py
     faults           {api: fault}, api one of mns, ecs, slb, alb, nlb, ess; see faults.py for the keys
@@ -79,6 +82,7 @@ from typing import Any
 
 from .ess_state import validate_scaling
 from .faults import validate_faults
+from .listeners import SERVER_HEALTH
 from .ram import validate_policy
 from .schema_checks import SchemaChecker, StateError
 from .system_events import parse_time
@@ -259,17 +263,23 @@ def _server(v: SchemaChecker, s: Any, p: str) -> dict:
 
 
 def _server_group(v: SchemaChecker, g: Any, p: str, lowest_port: int) -> dict:
-    v.obj(g, p, ("id",), ("load_balancer_id", "servers"))
+    v.obj(g, p, ("id",), ("load_balancer_id", "listener_id", "health_check", "servers"))
     out = {"id": v.string(g["id"], p + ".id"),
            "servers": v.items(g.get("servers", []), p + ".servers", lambda s, sp: _sg_server(v, s, sp, lowest_port))}
-    if "load_balancer_id" in g:
-        out["load_balancer_id"] = v.string(g["load_balancer_id"], p + ".load_balancer_id")
+    for key in ("load_balancer_id", "listener_id"):
+        if key in g:
+            out[key] = v.string(g[key], f"{p}.{key}")
+    if "health_check" in g:
+        if not isinstance(g["health_check"], bool):
+            v.fail(p + ".health_check", "must be true or false")
+        out["health_check"] = g["health_check"]
     return out
 
 
 def _sg_server(v: SchemaChecker, s: Any, p: str, lowest_port: int) -> dict:
-    v.obj(s, p, ("server_id", "port"), ("weight", "type"))
+    v.obj(s, p, ("server_id", "port"), ("weight", "type", "health"))
     return {"server_id": v.string(s["server_id"], p + ".server_id"),
             "port": v.integer(s["port"], p + ".port", lowest_port, 65535),
             "weight": v.integer(s.get("weight", 100), p + ".weight", 0, 100),
-            "type": v.choice(s.get("type", "ecs"), p + ".type", SERVER_GROUP_TYPES)}
+            "type": v.choice(s.get("type", "ecs"), p + ".type", SERVER_GROUP_TYPES),
+            **({"health": v.choice(s["health"], p + ".health", SERVER_HEALTH)} if "health" in s else {})}
