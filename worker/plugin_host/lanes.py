@@ -15,6 +15,7 @@ from collections import deque
 from concurrent.futures import Future, TimeoutError as FutureTimeout
 from typing import Any, Callable
 
+from .call_result import args_for
 from ..text import one_line
 
 log = logging.getLogger("ecs_worker.dispatch")
@@ -133,7 +134,8 @@ class Observer:
         with self._cond:
             if self._closed:
                 raise LaneStuck("not called: the plugin is shut down")
-            if self._since is not None and time.monotonic() - self._since > self.timeout:
+            since = self._since  # set and cleared by the observer's thread without the lock
+            if since is not None and time.monotonic() - since > self.timeout:
                 raise LaneStuck(f"not called: its previous call overran {self.timeout:g}s")
             if len(self._items) >= self.backlog:
                 raise LaneStuck(f"not called: {self.backlog} calls are already waiting")
@@ -190,14 +192,12 @@ class Observer:
                 batch, self._items = self._items, deque()
                 self._urgent = False
             for fn, kwargs, call in batch:
-                with self._cond:
-                    self._since = time.monotonic()
+                self._since = time.monotonic()  # one store, atomic: `post` reads it once
                 try:
                     value, exc = fn(**kwargs), None
                 except BaseException as error:  # the plugin's failure, never the observer's end
                     value, exc = None, error
-                with self._cond:
-                    self._since = None
+                self._since = None
                 if call is not None:
                     call.set_result(value) if exc is None else call.set_exception(exc)
             batch = fn = kwargs = call = value = exc = None
@@ -249,9 +249,10 @@ def _nothing() -> None:
     pass
 
 
-def observe(name: str, fn: Callable[..., Any], kwargs: dict[str, Any]) -> None:
-    """One posted `on_settled` call: its failure is logged, and changes nothing."""
+def observe(name: str, impl: Any, context: Callable[..., Any], event: Any, result: Any) -> None:
+    """One posted `on_settled` call: its `ctx` and arguments are made here, on the observer's
+    thread, not on the settle thread that posted it; its failure is logged, and changes nothing."""
     try:
-        fn(**kwargs)
+        impl.function(**args_for(impl, event=event, result=result, ctx=context(name, event)))
     except BaseException as exc:
         log.error("plugin %s failed in on_settled: %s", name, one_line(exc), extra={"plugin": name})
