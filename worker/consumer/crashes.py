@@ -4,7 +4,7 @@ A plugin can kill the whole process (`os._exit`, a segfault in a C extension, th
 killer). Which message did it? The one running when it happened — so each worker keeps
 a journal, `state_dir/running-<pid>-<n>.jsonl`, of the messages whose plugins are
 running: a line when one starts, a line when its outcome is in. The file is mapped
-into memory (`MAP_SHARED`, its blocks reserved up front), so appending a line is a copy
+into memory (`MAP_SHARED`, its room written out up front), so appending a line is a copy
 into the page cache under a lock no system call is made in: it survives the process
 dying (not the machine) as a `write` would, needs no store transaction, and — unlike
 two `write`s per message under a lock the handler threads share, each giving the GIL up —
@@ -68,10 +68,11 @@ class Journal:
         fd = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            # Blocks reserved now: a full disk fails here, never as a SIGBUS in `_append`.
-            os.posix_fallocate(fd, 0, size)
+            # The room written out now (zeros, which a reader stops at): a full disk fails
+            # here, not as a SIGBUS when `_append` first touches a page.
+            if os.write(fd, text + bytes(COMPACT_BYTES)) != size:
+                raise OSError(f"{temporary}: short write")
             mapped = mmap.mmap(fd, size)
-            mapped[:len(text)] = text
             os.replace(temporary, self.path)
         except BaseException:
             os.close(fd)
