@@ -2,11 +2,12 @@
 on a shared machine only figures taken turn about, against the same emulator code and
 bench, compare. Optionally profiles each run's worker process with py-spy.
 
-    python bench/alternate.py [--runs 5] [--events 5000] [--rtt-ms 2] [--py-spy DIR] REV ...
+    python bench/alternate.py [--runs 5] [--events 5000] [--rtt-ms 2] [--ceiling] [--py-spy DIR [--gil]] REV ...
 
 `REV` is a git revision, `.` for this tree (as it is on disk), or another checkout's
 directory (its `worker/` and `plugins/`: an experiment not worth a commit). Prints, per revision,
-the median and range of events/s and of the worker's CPU ms per event; with --json the
+the median and range of events/s and of the worker's CPU ms per event (with --ceiling,
+the median of its runs' ratios to the bare SDK loop run in the same round); with --json the
 last line is one JSON object. --py-spy writes `DIR/<rev>-<run>.txt` (py-spy's raw
 collapsed stacks, all threads, busy or waiting on the GIL; with --gil only the
 thread holding it) for each run.
@@ -29,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import kit  # noqa: E402 - the bench's own modules, beside this file
 from kit import LOG_ONLY, base_state, cpu_seconds, emulator, event_body, log, wait_until, worker, worker_config  # noqa: E402
 from run import baseline_tree  # noqa: E402
+from speed import throughput_ceiling  # noqa: E402
 
 
 def tree(rev: str, into: Path) -> Path:
@@ -69,18 +71,24 @@ def main() -> int:
     parser.add_argument("--rtt-ms", type=float, default=2.0)
     parser.add_argument("--py-spy", type=Path, metavar="DIR")
     parser.add_argument("--gil", action="store_true", help="py-spy: only the thread holding the GIL")
+    parser.add_argument("--ceiling", action="store_true",
+                        help="also run the bare SDK loop each round: each revision's ratio to it")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     kit.RTT_MS = args.rtt_ms
     if args.py_spy:
         args.py_spy.mkdir(parents=True, exist_ok=True)
     figures: dict[str, list[tuple[float, float]]] = {rev: [] for rev in args.revs}
+    ceilings: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         trees = {}
         for i, rev in enumerate(args.revs):
             (Path(tmp) / str(i)).mkdir()
             trees[rev] = "" if rev == "." else str(tree(rev, Path(tmp) / str(i)))
         for run in range(args.runs):
+            if args.ceiling:
+                ceilings.append(throughput_ceiling(args.events)[0])
+                log(f"run {run + 1} bare SDK loop: {ceilings[-1]:.0f} events/s")
             order = args.revs[run % len(args.revs):] + args.revs[:run % len(args.revs)]  # each leads in turn
             for rev in order:
                 kit.WORKER_PYTHONPATH = trees[rev]
@@ -95,8 +103,13 @@ def main() -> int:
         out[rev] = {"events_per_s": round(statistics.median(rates)), "events_per_s_range": [round(min(rates)), round(max(rates))],
                     "cpu_ms_per_event": round(statistics.median(cpus), 3),
                     "cpu_ms_range": [round(min(cpus), 3), round(max(cpus), 3)]}
+        if ceilings:  # each run against the bare loop's run of the same round
+            out[rev]["ratio_vs_ceiling"] = round(statistics.median(r / c for r, c in zip(rates, ceilings)), 2)
         log(f"{rev}: median {out[rev]['events_per_s']} events/s {out[rev]['events_per_s_range']}, "
-            f"{out[rev]['cpu_ms_per_event']} cpu ms/event {out[rev]['cpu_ms_range']}")
+            f"{out[rev]['cpu_ms_per_event']} cpu ms/event {out[rev]['cpu_ms_range']}"
+            + (f", {out[rev]['ratio_vs_ceiling']}x the bare loop" if ceilings else ""))
+    if ceilings:
+        out["ceiling_events_per_s"] = round(statistics.median(ceilings))
     if args.json:
         print(json.dumps({"runs": args.runs, "events": args.events, "rtt_ms": args.rtt_ms, **out}))
     return 0
