@@ -6,9 +6,8 @@ a journal, `state_dir/running-<pid>-<n>.jsonl`, of the messages whose plugins ar
 running: a line when one starts, a line when its outcome is in. The file is mapped
 into memory (`MAP_SHARED`, its room written out up front), so appending a line is a copy
 into the page cache under a lock no system call is made in: it survives the process
-dying (not the machine) as a `write` would, needs no store transaction, and — unlike
-two `write`s per message under a lock the handler threads share, each giving the GIL up —
-costs the hot path well under a microsecond.
+dying (not the machine) as a `write` would and needs no store transaction, and the
+handler threads never queue on the lock behind a `write` that gave the GIL up.
 
 Each live worker holds an exclusive `flock` on its own journal; a journal nobody holds
 belongs to a dead worker. `recover` (at start-up, and now and then by any worker on the
@@ -66,6 +65,7 @@ class Journal:
         temporary = self.path.with_name(f".{self.path.name}.new")
         size = len(text) + COMPACT_BYTES
         fd = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        mapped = None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             # The room written out now (zeros, which a reader stops at): a full disk fails
@@ -75,7 +75,7 @@ class Journal:
             mapped = mmap.mmap(fd, size)
             os.replace(temporary, self.path)
         except BaseException:
-            os.close(fd)
+            self._release(fd, mapped)
             raise
         old = self._fd, self._map
         self._fd, self._map, self._end = fd, mapped, len(text)
