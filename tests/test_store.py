@@ -213,6 +213,28 @@ def test_the_crash_journal_names_what_ran_when_its_worker_died(tmp_path):
     assert not live.path.exists()
 
 
+def test_the_crash_journal_outlives_a_kill_9_of_its_worker(tmp_path):
+    """The lines are copies into a mapped file, not write()s: what a process wrote before
+    SIGKILL is what a sibling reads, its last running message included."""
+    import subprocess
+    import sys
+    from ecs_worker.consumer import crashes
+
+    subprocess.run([sys.executable, "-c", (
+        "import os, signal, sys\n"
+        "from ecs_worker.consumer.crashes import Journal\n"
+        "journal = Journal(sys.argv[1])\n"
+        "for key in ('done', 'running', 'twice', 'twice'):\n"
+        "    journal.started(key)\n"
+        "journal.ended('done')\n"
+        "journal.ended('twice')\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"), str(tmp_path)], timeout=30)
+    calls = []
+    assert crashes.recover(tmp_path, lambda *a: calls.append(a)) == 1
+    assert calls == [([], ["running", "twice"])]
+    assert not list(tmp_path.glob(f"{crashes.PREFIX}*"))
+
+
 def test_the_crash_journal_stays_small(tmp_path, monkeypatch):
     from ecs_worker.consumer import crashes
 

@@ -3,9 +3,11 @@
 A plugin can kill the whole process (`os._exit`, a segfault in a C extension, the OOM
 killer). Which message did it? The one running when it happened — so each worker keeps
 a journal, `state_dir/running-<pid>-<n>.jsonl`, of the messages whose plugins are
-running: a line when one starts, a line when its outcome is in. Appending is one
-`write` on an `O_APPEND` descriptor: it survives the process dying (not the machine),
-costs a few microseconds, and needs no store transaction on the hot path.
+running: a line when one starts, a line when its outcome is in. The file is mapped
+into memory (`MAP_SHARED`, its room written out up front), so appending a line is a copy
+into the page cache under a lock no system call is made in: it survives the process
+dying (not the machine) as a `write` would and needs no store transaction, and the
+handler threads never queue on the lock behind a `write` that gave the GIL up.
 
 Each live worker holds an exclusive `flock` on its own journal; a journal nobody holds
 belongs to a dead worker. `recover` (at start-up, and now and then by any worker on the
@@ -28,6 +30,7 @@ import fcntl
 import itertools
 import json
 import logging
+import mmap
 import os
 import threading
 from collections import Counter
@@ -40,7 +43,7 @@ from ..text import printable
 log = logging.getLogger("ecs_worker.crashes")
 
 PREFIX, SUFFIX = "running-", ".jsonl"
-COMPACT_BYTES = 1 << 20  # past this, the journal is rewritten with only what runs now
+COMPACT_BYTES = 1 << 20  # room for lines in a journal file; full, it is rewritten with only what runs now
 _serial = itertools.count(1)
 
 
@@ -52,50 +55,62 @@ class Journal:
         self.path = self.dir / f"{PREFIX}{os.getpid()}-{next(_serial)}{SUFFIX}"
         self._lock = threading.Lock()
         self._running: Counter[str] = Counter()
-        self._size = 0
-        self._fd = self._create(b"")
+        self._fd, self._map, self._end = -1, None, 0
+        self._create(b"")
 
-    def _create(self, text: bytes) -> int:
-        """A new journal file holding `text`, locked, then renamed into place: a scanner
-        never sees it unlocked (nor a half-written one)."""
+    def _create(self, text: bytes) -> None:
+        """A new journal file holding `text` and room for `COMPACT_BYTES` more, locked, then
+        renamed into place (a scanner never sees it unlocked, nor half-written); it replaces
+        the current one, whose lock holds until then."""
         temporary = self.path.with_name(f".{self.path.name}.new")
-        fd = os.open(temporary, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        size = len(text) + COMPACT_BYTES
+        fd = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        mapped = None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            os.write(fd, text)
+            # The room written out now (zeros, which a reader stops at): a full disk fails
+            # here, not as a SIGBUS when `_append` first touches a page.
+            if os.write(fd, text + bytes(COMPACT_BYTES)) != size:
+                raise OSError(f"{temporary}: short write")
+            mapped = mmap.mmap(fd, size)
             os.replace(temporary, self.path)
         except BaseException:
-            os.close(fd)
+            self._release(fd, mapped)
             raise
-        self._size = len(text)
-        return fd
+        old = self._fd, self._map
+        self._fd, self._map, self._end = fd, mapped, len(text)
+        self._release(*old)
 
     def started(self, key: str) -> None:
+        line = _line("S", key)
         with self._lock:
             self._running[key] += 1
-            self._write("S", key)
+            self._append(line)
 
     def ended(self, key: str) -> None:
+        line = _line("E", key)
         with self._lock:
             self._running[key] -= 1
             if self._running[key] <= 0:
                 del self._running[key]
-            self._write("E", key)
-            if self._size > COMPACT_BYTES and self._fd >= 0:
-                self._compact()
+            self._append(line)
 
-    def _write(self, op: str, key: str) -> None:  # with self._lock held
-        if self._fd >= 0:
-            line = _line(op, key)
-            os.write(self._fd, line)
-            self._size += len(line)
+    def _append(self, line: bytes) -> None:  # with self._lock held, `_running` already updated
+        if self._map is None:
+            return
+        if self._end + len(line) > len(self._map):
+            # Full: a new file holding what runs now, which this line's change is part of.
+            self._create(b"".join(_line("S", k) for k, n in self._running.items() for _ in range(n)))
+            return
+        self._map[self._end:self._end + len(line)] = line
+        self._end += len(line)
 
-    def _compact(self) -> None:  # with self._lock held
-        """Replace the journal by one holding only what runs now (it grows by ~100 bytes a
-        message otherwise). The old file keeps its lock until the new one is in place."""
-        old = self._fd
-        self._fd = self._create(b"".join(_line("S", k) for k, n in self._running.items() for _ in range(n)))
-        os.close(old)
+    @staticmethod
+    def _release(fd: int, mapped: mmap.mmap | None) -> None:
+        if mapped is not None:
+            mapped.close()
+        if fd >= 0:
+            os.close(fd)
 
     def descriptors(self) -> tuple[int, ...]:
         """The open journal's descriptor, for a forked child to close."""
@@ -109,8 +124,8 @@ class Journal:
                     self.path.unlink()
                 except OSError:
                     pass
-                os.close(self._fd)
-                self._fd = -1
+                self._release(self._fd, self._map)
+                self._fd, self._map = -1, None
 
 
 def _line(op: str, key: str) -> bytes:
@@ -119,9 +134,10 @@ def _line(op: str, key: str) -> bytes:
 
 
 def running_at_death(text: str) -> list[str]:
-    """The keys started and not ended in a journal's text (a torn last line is ignored)."""
+    """The keys started and not ended in a journal's text (a torn last line is ignored, and
+    so is the room left after the last line: NUL bytes)."""
     running: Counter[str] = Counter()
-    for line in text.splitlines():
+    for line in text.partition("\0")[0].splitlines():
         op, _, quoted = line.partition(" ")
         try:
             key = json.loads(quoted)

@@ -170,6 +170,14 @@ class Dispatcher:
         """
         for impl in self.impls("on_settled"):
             name = self.pm.get_name(impl.plugin)
+            if self.call_timeout and not wait:
+                observer = self._threads.observer(name)
+                try:
+                    observer.post(observe, {"name": name, "impl": impl, "context": self.runtime.context,
+                                            "event": event, "result": result})
+                except LaneStuck as exc:
+                    observer.dropped(f"plugin {name} on_settled {exc}")
+                continue
             kwargs = _args(impl, event=event, result=result, ctx=self.runtime.context(name, event))
             if not self.call_timeout:
                 outcome = self._invoke(impl, name, "on_settled", kwargs)
@@ -178,9 +186,6 @@ class Dispatcher:
                 continue
             observer = self._threads.observer(name)
             try:
-                if not wait:
-                    observer.post(observe, {"name": name, "fn": impl.function, "kwargs": kwargs})
-                    continue
                 call = observer.post(impl.function, kwargs, wait=True)
             except LaneStuck as exc:
                 observer.dropped(f"plugin {name} on_settled {exc}")

@@ -15,12 +15,13 @@ from collections import deque
 from concurrent.futures import Future, TimeoutError as FutureTimeout
 from typing import Any, Callable
 
+from .call_result import args_for
 from ..text import one_line
 
 log = logging.getLogger("ecs_worker.dispatch")
 
 OBSERVER_BACKLOG = 10000  # on_settled calls one plugin may have waiting before more are dropped
-OBSERVER_BATCH_SECONDS = 0.005  # an observer woken by a call lets a few more gather first
+OBSERVER_BATCH_SECONDS = 0.005  # a busy observer looks for more calls this often
 DROP_LOG_EVERY = 10.0  # seconds between "dropped" error lines per plugin
 
 
@@ -108,8 +109,10 @@ class Observer:
     """One plugin's `on_settled` calls, run in order on one thread without holding the
     caller (the worker's settle thread).
 
-    A wake-up per call would cost more than most calls (a GIL hand-over each way), so a
-    woken observer lets a few milliseconds' worth gather, then runs them all. A call
+    A wake-up per call would cost more than most calls (a GIL hand-over each way), so an
+    idle observer is woken by the first call and runs it at once; then, while calls keep
+    coming, it looks again every few milliseconds and runs all that gathered meanwhile,
+    with no wake-up from the caller (one per burst, not two: woken, then gathering). A call
     that overruns `timeout` makes later ones be dropped (logged, counted) until it
     returns, and so does a backlog of `backlog` calls.
     """
@@ -133,7 +136,8 @@ class Observer:
         with self._cond:
             if self._closed:
                 raise LaneStuck("not called: the plugin is shut down")
-            if self._since is not None and time.monotonic() - self._since > self.timeout:
+            since = self._since  # set and cleared by the observer's thread without the lock
+            if since is not None and time.monotonic() - since > self.timeout:
                 raise LaneStuck(f"not called: its previous call overran {self.timeout:g}s")
             if len(self._items) >= self.backlog:
                 raise LaneStuck(f"not called: {self.backlog} calls are already waiting")
@@ -178,29 +182,28 @@ class Observer:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._items and not self._closed:
-                    self._asleep = True
-                    self._cond.wait()
                 if not self._items:
-                    return
-                gather = not self._urgent
-            if gather:
-                time.sleep(OBSERVER_BATCH_SECONDS)
-            with self._cond:
+                    if self._closed:
+                        return
+                    self._asleep = True  # idle: the next `post` wakes it
+                    self._cond.wait()
+                    continue
                 batch, self._items = self._items, deque()
                 self._urgent = False
             for fn, kwargs, call in batch:
-                with self._cond:
-                    self._since = time.monotonic()
+                self._since = time.monotonic()  # one store, atomic: `post` reads it once
                 try:
                     value, exc = fn(**kwargs), None
                 except BaseException as error:  # the plugin's failure, never the observer's end
                     value, exc = None, error
-                with self._cond:
-                    self._since = None
+                self._since = None
                 if call is not None:
                     call.set_result(value) if exc is None else call.set_exception(exc)
             batch = fn = kwargs = call = value = exc = None
+            with self._cond:
+                gather = not self._urgent and not self._closed
+            if gather:  # busy: look again in a moment rather than be woken per call
+                time.sleep(OBSERVER_BATCH_SECONDS)
 
 
 class PluginThreads:
@@ -249,9 +252,10 @@ def _nothing() -> None:
     pass
 
 
-def observe(name: str, fn: Callable[..., Any], kwargs: dict[str, Any]) -> None:
-    """One posted `on_settled` call: its failure is logged, and changes nothing."""
+def observe(name: str, impl: Any, context: Callable[..., Any], event: Any, result: Any) -> None:
+    """One posted `on_settled` call: its `ctx` and arguments are made here, on the observer's
+    thread, not on the settle thread that posted it; its failure is logged, and changes nothing."""
     try:
-        fn(**kwargs)
+        impl.function(**args_for(impl, event=event, result=result, ctx=context(name, event)))
     except BaseException as exc:
         log.error("plugin %s failed in on_settled: %s", name, one_line(exc), extra={"plugin": name})
