@@ -31,13 +31,13 @@ import time
 from . import archive, preflight
 from ..observability import health, metrics
 from .admission import Admission, claim_seconds
+from .admitting import Admitting
 from ..config import Config
 from .crashes import keep_recovering, recover
 from ..plugin_host.dispatch import Dispatcher
 from .extender import Extender
 from .handling import Handling
 from .pool import Handlers
-from .settle_commands import RELEASE, RESULT
 from .room import Room
 from ..observability.notify import SystemdNotifier, watchdog_interval
 from ..exit_codes import EXIT_FAILURE, EXIT_OK, EXIT_STUCK, EXIT_USAGE
@@ -72,7 +72,6 @@ class Runner(ThreadWatch):
         self.settler = Settler(config, source, store, dispatcher.runtime.signer, dispatcher.run_on_settled,
                                lambda *done: self._room.finish(*done), dead_letters)
         self.counts = self.settler.counts
-        self._admission = Admission(store, w.max_attempts, claim_seconds(config, store), self.settler.signer)
         self._extender = Extender(source, config.mns.visibility_timeout, lambda now: self._room.due(now),
                                   self._closing)
         self._room = Room(w.concurrency, w.max_pending, self._extender.capacity)
@@ -83,6 +82,8 @@ class Runner(ThreadWatch):
         self._handling = Handling(dispatcher, self.settler, self._stopping, self._room)
         # The pool runs the handling straight; it calls back only when one of its threads dies.
         self._pool = Handlers(w.concurrency, self._handling.run, on_death=self._died)
+        self._admitting = Admitting(Admission(store, w.max_attempts, claim_seconds(config, store), self.settler.signer),
+                                    self.settler, self._room, self._pool.submit, self._stopping, self._closing)
         self.fatal: str | None = None  # the internal thread that died, if one did
         p = config.plugins
         self._stuck = StuckWatch(dispatcher.stuck, p.stuck_health_seconds, p.stuck_exit_seconds)
@@ -111,7 +112,8 @@ class Runner(ThreadWatch):
         self._handling.open(self.config.worker.state_dir)
         self._recover()
         self._pool.start()
-        for name, target in (("receive", self._receive_loop), ("extend", self._extender.loop),
+        for name, target in (("receive", self._receive_loop), ("admit", self._admitting.loop),
+                             ("extend", self._extender.loop),
                              ("settle", self.settler.loop),
                              ("recover", lambda: keep_recovering(self._recover, self._closing))):
             t = threading.Thread(target=self._guarded(name, target), name=name, daemon=True)
@@ -242,24 +244,11 @@ class Runner(ThreadWatch):
             self._receiving.pause(len(messages), asked, time.monotonic())
 
     def _take(self, messages: list[Message]) -> None:
-        """Hold a received batch, look its keys up in one store read, and hand each
-        message to a handler (or straight to the settler when nothing is to run).
-
-        Whatever raises here is the failure of the one message it concerns."""
+        """Hold a received batch (counted from receipt) and hand it to the admit thread,
+        which decides on it while this thread receives the next (`admitting.py`)."""
         fresh = self._room.accept(messages, self.queue_visibility, self._extender.extend_at)
         if not fresh:
             return
         if self.config.worker.archive:  # only the receive thread writes it
             archive.append(self.config.worker.archive, (h.message.body for h in fresh))
-        if self._stopping.is_set():  # received while stopping: let another worker have them
-            for held in fresh:
-                self.settler.put(held, RELEASE)
-            return
-        to_run = []
-        for held, kind, result in self._admission.decide(fresh):
-            if kind == RESULT and result is None:
-                to_run.append(held)
-            else:
-                self.settler.put(held, kind, result)
-        self._room.started(len(to_run))
-        self._pool.submit(to_run)
+        self._admitting.hand_over(fresh)
