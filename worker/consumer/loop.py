@@ -114,7 +114,7 @@ class Runner(ThreadWatch):
         self._pool.start()
         for name, target in (("receive", self._receive_loop), ("admit", self._admitting.loop),
                              ("extend", self._extender.loop),
-                             ("settle", self.settler.loop),
+                             ("settle", self.settler.loop), ("settle-deletes", self.settler.deletes.loop),
                              ("recover", lambda: keep_recovering(self._recover, self._closing))):
             t = threading.Thread(target=self._guarded(name, target), name=name, daemon=True)
             t.start()
