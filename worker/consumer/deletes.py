@@ -21,8 +21,6 @@ from ..queue.source import MnsError, MnsQueue, fault_delay
 
 log = logging.getLogger("ecs_worker.runner")
 
-WAKE_EVERY = 0.2  # seconds between looks at `close` while nothing comes
-
 
 class Deletes:
     """Deletes each batch handed over, then tells `finish(*helds)`; `loop` is the thread."""
@@ -40,7 +38,7 @@ class Deletes:
         the thread be gone, the messages stay in flight and MNS redelivers them."""
         with self._cond:
             while self._batch is not None and not self._ended:
-                self._cond.wait(WAKE_EVERY)
+                self._cond.wait()
             if not self._ended:
                 self._batch = batch
                 self._cond.notify_all()
@@ -58,7 +56,7 @@ class Deletes:
                     while self._batch is None:
                         if self._closed:
                             return
-                        self._cond.wait(WAKE_EVERY)
+                        self._cond.wait()
                     batch, self._batch = self._batch, None
                     self._cond.notify_all()
                 self._delete(batch)

@@ -31,7 +31,7 @@ import time
 from . import archive, preflight
 from ..observability import health, metrics
 from .admission import Admission, claim_seconds
-from .admitting import Admitting
+from .admitting import READ_AHEAD_BATCHES, Admitting
 from ..config import Config
 from .crashes import keep_recovering, recover
 from ..plugin_host.dispatch import Dispatcher
@@ -74,7 +74,8 @@ class Runner(ThreadWatch):
         self.counts = self.settler.counts
         self._extender = Extender(source, config.mns.visibility_timeout, lambda now: self._room.due(now),
                                   self._closing)
-        self._room = Room(w.concurrency, w.max_pending, self._extender.capacity)
+        self._room = Room(w.concurrency, w.max_pending, self._extender.capacity,
+                          READ_AHEAD_BATCHES * config.mns.batch_size)
         self._held = self._room.held
         self._threads: list[threading.Thread] = []
         self._receiving = Receiving(source, config.mns.wait_seconds, config.mns.gather_seconds,
@@ -83,7 +84,7 @@ class Runner(ThreadWatch):
         # The pool runs the handling straight; it calls back only when one of its threads dies.
         self._pool = Handlers(w.concurrency, self._handling.run, on_death=self._died)
         self._admitting = Admitting(Admission(store, w.max_attempts, claim_seconds(config, store), self.settler.signer),
-                                    self.settler, self._room, self._pool.submit, self._stopping, self._closing)
+                                    self.settler, self._room, self._pool.submit, self._stopping)
         self.fatal: str | None = None  # the internal thread that died, if one did
         p = config.plugins
         self._stuck = StuckWatch(dispatcher.stuck, p.stuck_health_seconds, p.stuck_exit_seconds)
@@ -153,6 +154,7 @@ class Runner(ThreadWatch):
             time.sleep(0.02)
         self._receiving.abandon()
         self._closing.set()
+        self._admitting.close()
         self.settler.close()
         for t in self._threads[1:]:
             t.join(timeout=10)
