@@ -93,8 +93,9 @@ class Settler:
         settle-deletes thread ends too, once it has deleted what it was handed.
 
         While deletes are pending it looks every `SETTLE_TICK` instead of blocking on the
-        queue, so outcomes are taken in bursts and each burst's settled keys are
-        remembered in one store transaction, not one per event.
+        queue, so outcomes are taken in bursts, and the settled keys of each delete request
+        (up to 16; a partial one waits at most `DELETE_LINGER`) are remembered in one store
+        step just before it: one round trip to a shared store per request, not one per event.
         """
         try:
             self._loop()
@@ -108,7 +109,6 @@ class Settler:
             try:
                 item = self._outcomes.get_nowait() if deletes else self._outcomes.get(timeout=0.2)
             except queues.Empty:
-                self._mark_settled()
                 if deletes and time.monotonic() < flush_at and not self._closing.is_set():
                     time.sleep(SETTLE_TICK)
                     continue
@@ -246,10 +246,10 @@ class Settler:
         self._finish(held)
 
     def _mark_settled(self) -> None:
-        """Remember settled keys, one transaction for all settled since the last time.
+        """Remember settled keys, one store step for all settled since the last time.
 
-        Before the delete (a lost delete makes a duplicate, skipped later) and as soon
-        as the outcomes stop coming (a crash meanwhile would run them again)."""
+        Before the delete (a lost delete makes a duplicate, skipped later); a crash before
+        it runs them again (at-least-once), so the batch's linger bounds that window."""
         if self._unmarked:
             keys, self._unmarked = self._unmarked, []
             self._store(self.store.mark_settled_many, keys)
