@@ -4,6 +4,7 @@ internal threads, a real in-process runner) against the emulator."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import pluggy
@@ -256,6 +257,59 @@ def test_an_internal_thread_that_dies_fails_the_worker_loudly(emulator, tmp_path
     assert not ok and detail["status"] == "failed" and detail["dead_threads"]
     assert any(thread in r.getMessage() and r.levelname == "CRITICAL" for r in caplog.records)
     assert pings and died and not [t for t in pings if t > died[0]]  # the watchdog was no longer fed
+
+
+def test_a_dead_admit_thread_fails_the_worker_loudly(emulator, tmp_path, caplog):
+    """The admit thread (received batches decided on while the next receive runs) is one
+    of the watched threads: a bug past its per-message guards stops the worker, exit 1."""
+    runner = _runner(emulator, tmp_path, shutdown_timeout=1)
+    runner.check()
+
+    def broken(batch):
+        raise RuntimeError("a bug in handing messages to the pool")
+    runner._admitting._submit = broken
+    emulator.send(QUEUE, event_body("victim"))
+    del health.dead_threads[:]
+    runner.start()
+    try:
+        assert runner.serve() == EXIT_FAILURE
+    finally:
+        ok, detail = health.Health(1).check()
+        del health.dead_threads[:]
+    assert not ok and detail["dead_threads"] == ["admit"]
+    assert any("'admit' died" in r.getMessage() and r.levelname == "CRITICAL" for r in caplog.records)
+    assert depth(emulator)["in_flight"] == 1  # not lost: back after its visibility timeout
+
+
+def test_messages_received_while_stopping_are_released_at_once(emulator, tmp_path):
+    """A batch still waiting for its store step when SIGTERM comes is not run: it is made
+    visible again at once (1 s) for another worker, and the drain does not wait for it."""
+    runner = _runner(emulator, tmp_path)
+    runner.check()
+    admission = runner._admitting._admission
+    deciding, go_on = threading.Event(), threading.Event()
+    real_decide = admission.decide
+
+    def slow_decide(batch):  # the first store step takes until the stop
+        deciding.set()
+        go_on.wait(10)
+        return real_decide(batch)
+    admission.decide = slow_decide
+    emulator.send(QUEUE, event_body("first"))
+    runner.start()
+    try:
+        assert deciding.wait(10)
+        emulator.send(QUEUE, event_body("second"))  # received meanwhile, waits for a decision
+        wait_until(lambda: depth(emulator)["in_flight"] == 2, 5, message="the second received")
+        runner.request_stop()
+        go_on.set()
+        stopped = time.monotonic()
+        assert runner.drain(10)  # nothing left in flight
+        assert time.monotonic() - stopped < 5
+    finally:
+        go_on.set()
+    assert runner.counts["handled"] == 0
+    wait_until(lambda: depth(emulator)["visible"] == 2, 3, interval=0.1, message="both visible again")
 
 
 def test_a_dead_letter_queue_that_refuses_for_good_leaves_the_local_record_to_settle_it(emulator, tmp_path):

@@ -1,26 +1,30 @@
 """`ecs-worker run`: the at-least-once MNS consumer.
 
-Three loops, each in its own thread, each with its own MNS client: receive (here; the
-watchdog's heartbeat) long-polls a batch only while there is room — fewer than
-`concurrency` handlers busy and fewer than `max_pending` messages held (fewer still
-when MNS is slow: no more than renewals can keep hidden) — decides on each
-message (`admission.py`) and hands it to the handler pool; extend (`extender.py`) keeps
-held messages invisible; settle (`settle.py`) carries out each outcome in MNS. A fourth
-thread, recover (`crashes.py`), looks every 30 s for the crash journals of dead sibling workers.
-The runtime is built in `app.py`; signals in `signals.py`; the archive in `archive.py`.
+Its loops run in threads of their own (those calling MNS each with its own client).
+Receive (here; the watchdog's heartbeat) long-polls a batch only while there is room
+(`room.py`) — fewer than `concurrency` handlers busy, fewer than `max_pending` messages
+held (fewer still when MNS is slow: no more than renewals can keep hidden), fewer than
+three batches not yet decided on — holds it from receipt and hands it to admit
+(`admitting.py`), which decides on each message (`admission.py`, the store step) while
+the next receive is under way, and hands it to the handler pool or the settler. Extend
+(`extender.py`) keeps held messages invisible. Settle (`settle.py`) carries out each
+outcome in MNS; it remembers settled keys in the store, then hands their deletes to
+settle-deletes (`deletes.py`) and goes on while they are deleted. Recover (`crashes.py`)
+looks every 30 s for the crash journals of dead sibling workers. The runtime is built in
+`app.py`; signals in `signals.py`; the archive in `archive.py`.
 
 The main thread only waits for signals (`signals.py`: SIGHUP reloads). First SIGTERM/SIGINT:
 stop receiving (a long poll under way is abandoned, `receiving.py`), release messages not
-yet started (visibility 1 s), let the rest finish within `shutdown_timeout`, settle, exit 0.
-A second signal exits at once; unsettled messages reappear after their visibility timeout,
-so nothing is lost either way.
+yet started — waiting for admit or for a handler — (visibility 1 s), let the rest finish
+within `shutdown_timeout`, settle, exit 0. A second signal exits at once; unsettled
+messages reappear after their visibility timeout, so nothing is lost either way.
 
 Whatever goes wrong between receive and settle is one message's failure, never its
 batch's: each message is parsed, keyed and looked up on its own terms. Any internal
-thread that dies (receive, extend, settle, a handler, the dispatcher's deadlines) stops
-the worker loudly: logged, `/healthz` 503, no more watchdog pings, exit 1 — the service
-manager restarts it. Crash isolation (`crashes.py`): a journal of running messages finds
-the one that kills the process. See docs/reliability.md.
+thread that dies (receive, admit, extend, settle, settle-deletes, recover, a handler, the
+dispatcher's deadlines) stops the worker loudly: logged, `/healthz` 503, no more watchdog
+pings, exit 1 — the service manager restarts it. Crash isolation (`crashes.py`): a
+journal of running messages finds the one that kills the process. See docs/reliability.md.
 """
 from __future__ import annotations
 
@@ -108,8 +112,8 @@ class Runner(ThreadWatch):
             self.settler.dead_letter_max_size = until_ok(self.dead_letters.maximum_message_size)
 
     def start(self) -> None:
-        """Recover the journals of dead workers, then start the receive, extend, settle
-        and recover loops and the handlers."""
+        """Recover the journals of dead workers, then start the receive, admit, extend,
+        settle, settle-deletes and recover loops and the handlers."""
         self._handling.open(self.config.worker.state_dir)
         self._recover()
         self._pool.start()
