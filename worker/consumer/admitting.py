@@ -45,7 +45,8 @@ class Admitting:
             self._cond.notify()
 
     def close(self) -> None:
-        """Let `loop` return once nothing waits (the drain is over)."""
+        """The drain is over: `loop` returns. Anything still waiting (the drain gave up on
+        it) is left undecided — unclaimed — in flight, and MNS redelivers it."""
         with self._cond:
             self._closed = True
             self._cond.notify()
@@ -54,10 +55,10 @@ class Admitting:
         """Decide on what is handed over, everything waiting at once, until `close`."""
         while True:
             with self._cond:
-                while not self._waiting:
-                    if self._closed:
-                        return
+                while not self._waiting and not self._closed:
                     self._cond.wait()
+                if self._closed:
+                    return
                 batch, self._waiting = self._waiting, []
             self._decide(batch)
 
