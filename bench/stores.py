@@ -2,9 +2,10 @@
 Redis on loopback and with Redis behind a proxy adding `rtt_ms` a round trip
 (`store_bench.py`); MNS at the same modelled round trip throughout.
 
-With a baseline (`--store-only --baseline REV`) each measurement of this tree is followed
-by the same one of the baseline's worker, against the same servers, so both see the same
-load on a shared machine; the figures are reported side by side."""
+The throughput runs go round-robin over the stores (and, with a baseline — `--store-only
+--baseline REV` — each run of this tree is followed by the same run of the baseline's
+worker, against the same servers), so a drift in a shared machine's load hits every
+column alike; the figures are reported side by side."""
 from __future__ import annotations
 
 import statistics
@@ -28,16 +29,18 @@ def compare_stores(n: int, repeats: int, quick: bool, rtt_ms: float, baseline: s
         port = int(url.rsplit(":", 1)[1].split("/")[0])
         with store_bench.delaying_proxy(port, rtt_ms) as proxied:
             urls = dict(zip(STORES, ("", url, f"redis://127.0.0.1:{proxied}/0")))
-            for name, store in urls.items():
-                log(f"store {name}: {n} events, then lag at 200 events/s")
-                runs: dict = {tree: [] for tree in trees}
-                for i in range(repeats):
+            runs: dict = {(name, tree): [] for name in urls for tree in trees}
+            for i in range(repeats):  # round-robin: a drift in the machine's load hits every column
+                for name, store in urls.items():
+                    log(f"store {name}, run {i + 1}/{repeats}: {n} events")
                     for tree, path in trees.items():
-                        runs[tree].append(_as(path, throughput_worker, n, store)[0])
-                        log(f"  {tree or 'this tree'} run {i + 1}/{repeats}: {runs[tree][-1]:.1f} events/s")
+                        runs[name, tree].append(_as(path, throughput_worker, n, store)[0])
+                        log(f"  {tree or 'this tree'}: {runs[name, tree][-1]:.1f} events/s")
+            for name, store in urls.items():
+                log(f"store {name}: lag at 200 events/s")
                 for tree, path in trees.items():
                     out = found[tree]
-                    out[f"store_{name}_events_per_s"] = round(statistics.median(runs[tree]), 1)
+                    out[f"store_{name}_events_per_s"] = round(statistics.median(runs[name, tree]), 1)
                     p50, p99, _ = _as(path, cost.steady, 200, 5 if quick else 15, store)
                     out[f"store_{name}_lag_p50_ms"], out[f"store_{name}_lag_p99_ms"] = round(p50, 1), round(p99, 1)
     for out in found.values():
