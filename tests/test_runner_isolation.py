@@ -211,7 +211,7 @@ class Plain:
         return "ok"
 
 
-def _runner(emulator, tmp_path, **worker) -> Runner:
+def _runner(emulator, tmp_path, store=None, **worker) -> Runner:
     config = parse_config({
         "mns": {"endpoint": emulator.mns_endpoint, "queue": QUEUE, "wait_seconds": 1},
         "worker": {"state_dir": str(tmp_path), **worker},
@@ -222,7 +222,7 @@ def _runner(emulator, tmp_path, **worker) -> Runner:
     pm.register(Plain(), name="plain")
     provider = StaticProvider(Credentials(emulator.access_key_id, emulator.access_key_secret))
     source = MnsQueue(emulator.mns_endpoint, QUEUE, provider, 1)
-    return Runner(config, Dispatcher(pm, Runtime(config), 5), source, Store(tmp_path))
+    return Runner(config, Dispatcher(pm, Runtime(config), 5), source, store or Store(tmp_path))
 
 
 @pytest.mark.parametrize("thread", ["settle", "extend"])
@@ -259,10 +259,19 @@ def test_an_internal_thread_that_dies_fails_the_worker_loudly(emulator, tmp_path
     assert pings and died and not [t for t in pings if t > died[0]]  # the watchdog was no longer fed
 
 
-def test_a_dead_admit_thread_fails_the_worker_loudly(emulator, tmp_path, caplog):
-    """The admit thread (received batches decided on while the next receive runs) is one
-    of the watched threads: a bug past its per-message guards stops the worker, exit 1."""
-    runner = _runner(emulator, tmp_path, shutdown_timeout=1)
+def _redis_store(server, tmp_path):
+    import redis
+
+    from ecs_worker.state.store_redis import RedisStore
+    from redis_kit import fleet_name
+
+    return RedisStore(redis.Redis.from_url(server.url), fleet_name(), tmp_path)
+
+
+def test_a_dead_admit_thread_fails_the_worker_loudly(emulator, tmp_path, caplog, redis_server):
+    """The admit thread (a shared store's: received batches decided on while the next
+    receive runs) is watched: a bug past its per-message guards stops the worker, exit 1."""
+    runner = _runner(emulator, tmp_path, _redis_store(redis_server, tmp_path), shutdown_timeout=1)
     runner.check()
 
     def broken(batch):
@@ -281,10 +290,10 @@ def test_a_dead_admit_thread_fails_the_worker_loudly(emulator, tmp_path, caplog)
     assert depth(emulator)["in_flight"] == 1  # not lost: back after its visibility timeout
 
 
-def test_messages_received_while_stopping_are_released_at_once(emulator, tmp_path):
-    """A batch still waiting for its store step when SIGTERM comes is not run: it is made
-    visible again at once (1 s) for another worker, and the drain does not wait for it."""
-    runner = _runner(emulator, tmp_path)
+def test_messages_received_while_stopping_are_released_at_once(emulator, tmp_path, redis_server):
+    """A batch still waiting for its (shared) store step when SIGTERM comes is not run: it
+    is made visible again at once (1 s) for another worker; the drain does not wait it out."""
+    runner = _runner(emulator, tmp_path, _redis_store(redis_server, tmp_path))
     runner.check()
     admission = runner._admitting._admission
     deciding, go_on = threading.Event(), threading.Event()

@@ -1,11 +1,13 @@
-"""The admit thread: decides on received messages (`admission.py`) while the receive
-thread is already in its next receive, so the store step — a round trip to a shared
-store, milliseconds away — no longer sits between two receives.
+"""Admitting received messages: with a shared store, on the admit thread, which decides
+on them (`admission.py`) while the receive thread is already in its next receive, so the
+store step — a round trip to the server, milliseconds away — no longer sits between two
+receives. With the local store (SQLite) the receive thread decides itself: its step, a
+local transaction, costs less than waking another thread (which lengthens the lag).
 
 The receive thread holds each batch it receives (`room.py`: held and undecided from
-receipt) and hands it over here. This thread decides on every message handed over since
-its last store step in one step: when deciding falls behind receiving, the batches that
-waited meanwhile share one round trip. How far the receive thread may run ahead is the
+receipt) and hands it over here. The admit thread decides on every message handed over
+since its last store step in one step: when deciding falls behind receiving, the batches
+that waited meanwhile share one round trip. How far the receive thread may run ahead is the
 room's `read_ahead` (`READ_AHEAD_BATCHES` batches undecided: one being decided, the rest
 waiting). A decision runs the message on the pool or goes to the settler at once; what
 arrives while the worker is stopping is released (another worker's). Whatever raises
@@ -29,6 +31,7 @@ READ_AHEAD_BATCHES = 3  # received batches not yet decided on before the receive
 class Admitting:
     def __init__(self, admission: Admission, settler: Settler, room: Room,
                  submit: Callable[[list[Held]], None], stopping: threading.Event) -> None:
+        self.threaded = admission.store.shared  # `loop` runs on a thread of its own
         self._admission = admission
         self._settler = settler
         self._room = room
@@ -39,7 +42,11 @@ class Admitting:
         self._closed = False
 
     def hand_over(self, batch: list[Held]) -> None:
-        """(The receive thread.) Decide on these as soon as this thread is free."""
+        """(The receive thread.) Decide on these: on the admit thread as soon as it is
+        free, or here and now with the local store."""
+        if not self.threaded:
+            self._decide(batch)
+            return
         with self._cond:
             self._waiting.extend(batch)
             self._cond.notify()

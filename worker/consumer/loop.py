@@ -4,9 +4,10 @@ Its loops run in threads of their own (those calling MNS each with its own clien
 Receive (here; the watchdog's heartbeat) long-polls a batch only while there is room
 (`room.py`) — fewer than `concurrency` handlers busy, fewer than `max_pending` messages
 held (fewer still when MNS is slow: no more than renewals can keep hidden), fewer than
-three batches not yet decided on — holds it from receipt and hands it to admit
-(`admitting.py`), which decides on each message (`admission.py`, the store step) while
-the next receive is under way, and hands it to the handler pool or the settler. Extend
+three batches not yet decided on — and holds it from receipt. With a shared store it
+hands the batch to admit (`admitting.py`), which decides on each message (`admission.py`,
+the store step: a network round trip) while the next receive is under way; with the local
+store it decides itself. Each message goes to the handler pool or the settler. Extend
 (`extender.py`) keeps held messages invisible. Settle (`settle.py`) carries out each
 outcome in MNS; it remembers settled keys in the store, then hands their deletes to
 settle-deletes (`deletes.py`) and goes on while they are deleted. Recover (`crashes.py`)
@@ -112,15 +113,18 @@ class Runner(ThreadWatch):
             self.settler.dead_letter_max_size = until_ok(self.dead_letters.maximum_message_size)
 
     def start(self) -> None:
-        """Recover the journals of dead workers, then start the receive, admit, extend,
-        settle, settle-deletes and recover loops and the handlers."""
+        """Recover the journals of dead workers, then start the receive, admit (with a
+        shared store), extend, settle, settle-deletes and recover loops and the handlers."""
         self._handling.open(self.config.worker.state_dir)
         self._recover()
         self._pool.start()
-        for name, target in (("receive", self._receive_loop), ("admit", self._admitting.loop),
-                             ("extend", self._extender.loop),
-                             ("settle", self.settler.loop), ("settle-deletes", self.settler.deletes.loop),
-                             ("recover", lambda: keep_recovering(self._recover, self._closing))):
+        loops = [("receive", self._receive_loop)]  # first: `drain` looks at it
+        if self._admitting.threaded:
+            loops.append(("admit", self._admitting.loop))
+        loops += [("extend", self._extender.loop), ("settle", self.settler.loop),
+                  ("settle-deletes", self.settler.deletes.loop),
+                  ("recover", lambda: keep_recovering(self._recover, self._closing))]
+        for name, target in loops:
             t = threading.Thread(target=self._guarded(name, target), name=name, daemon=True)
             t.start()
             self._threads.append(t)
