@@ -254,8 +254,8 @@ class Runner(ThreadWatch):
             self._receiving.pause(len(messages), asked, time.monotonic())
 
     def _take(self, messages: list[Message]) -> None:
-        """Hold a received batch (counted from receipt) and hand it to the admit thread,
-        which decides on it while this thread receives the next (`admitting.py`)."""
+        """Hold a received batch (counted from receipt) and have it decided on: by the admit
+        thread while this one receives the next (a shared store), or here (`admitting.py`)."""
         fresh = self._room.accept(messages, self.queue_visibility, self._extender.extend_at)
         if not fresh:
             return
