@@ -10,7 +10,8 @@ noisy machine. With --baseline the worker-side figures are measured for that git
 too, each right after this tree's, and reported under "baseline" with the ratios. With
 --json the last line of stdout is one JSON object (see docs/benchmarks.md), goals included.
 The state stores side by side (SQLite, Redis, Redis at the modelled round trip) are the
-last part (`stores.py`); --store-only runs just that.
+last part (`stores.py`); --store-only runs just that (with --baseline: for both trees,
+alternately).
 """
 from __future__ import annotations
 
@@ -92,7 +93,11 @@ def main() -> int:
     r: dict = {"cores": os.cpu_count(), "python": platform.python_version(), "repeats": repeats,
                "rtt_ms": args.rtt_ms}
     if args.store_only:
-        r.update(compare_stores(n, repeats, quick, args.rtt_ms))
+        with tempfile.TemporaryDirectory() as tmp:
+            base = str(baseline_tree(args.baseline, Path(tmp))) if args.baseline else ""
+            r.update(compare_stores(n, repeats, quick, args.rtt_ms, base))
+        if args.baseline:
+            r["baseline"]["rev"] = args.baseline
         print(json.dumps(r) if args.json else "\n".join(f"{k}  {v}" for k, v in r.items()))
         return 0
 

@@ -4,6 +4,7 @@ internal threads, a real in-process runner) against the emulator."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import pluggy
@@ -210,7 +211,7 @@ class Plain:
         return "ok"
 
 
-def _runner(emulator, tmp_path, **worker) -> Runner:
+def _runner(emulator, tmp_path, store=None, **worker) -> Runner:
     config = parse_config({
         "mns": {"endpoint": emulator.mns_endpoint, "queue": QUEUE, "wait_seconds": 1},
         "worker": {"state_dir": str(tmp_path), **worker},
@@ -221,7 +222,7 @@ def _runner(emulator, tmp_path, **worker) -> Runner:
     pm.register(Plain(), name="plain")
     provider = StaticProvider(Credentials(emulator.access_key_id, emulator.access_key_secret))
     source = MnsQueue(emulator.mns_endpoint, QUEUE, provider, 1)
-    return Runner(config, Dispatcher(pm, Runtime(config), 5), source, Store(tmp_path))
+    return Runner(config, Dispatcher(pm, Runtime(config), 5), source, store or Store(tmp_path))
 
 
 @pytest.mark.parametrize("thread", ["settle", "extend"])
@@ -256,6 +257,68 @@ def test_an_internal_thread_that_dies_fails_the_worker_loudly(emulator, tmp_path
     assert not ok and detail["status"] == "failed" and detail["dead_threads"]
     assert any(thread in r.getMessage() and r.levelname == "CRITICAL" for r in caplog.records)
     assert pings and died and not [t for t in pings if t > died[0]]  # the watchdog was no longer fed
+
+
+def _redis_store(server, tmp_path):
+    import redis
+
+    from ecs_worker.state.store_redis import RedisStore
+    from redis_kit import fleet_name
+
+    return RedisStore(redis.Redis.from_url(server.url), fleet_name(), tmp_path)
+
+
+def test_a_dead_admit_thread_fails_the_worker_loudly(emulator, tmp_path, caplog, redis_server):
+    """The admit thread (a shared store's: received batches decided on while the next
+    receive runs) is watched: a bug past its per-message guards stops the worker, exit 1."""
+    runner = _runner(emulator, tmp_path, _redis_store(redis_server, tmp_path), shutdown_timeout=1)
+    runner.check()
+
+    def broken(batch):
+        raise RuntimeError("a bug in handing messages to the pool")
+    runner._admitting._submit = broken
+    emulator.send(QUEUE, event_body("victim"))
+    del health.dead_threads[:]
+    runner.start()
+    try:
+        assert runner.serve() == EXIT_FAILURE
+    finally:
+        ok, detail = health.Health(1).check()
+        del health.dead_threads[:]
+    assert not ok and detail["dead_threads"] == ["admit"]
+    assert any("'admit' died" in r.getMessage() and r.levelname == "CRITICAL" for r in caplog.records)
+    assert depth(emulator)["in_flight"] == 1  # not lost: back after its visibility timeout
+
+
+def test_messages_received_while_stopping_are_released_at_once(emulator, tmp_path, redis_server):
+    """A batch still waiting for its (shared) store step when SIGTERM comes is not run: it
+    is made visible again at once (1 s) for another worker; the drain does not wait it out."""
+    runner = _runner(emulator, tmp_path, _redis_store(redis_server, tmp_path))
+    runner.check()
+    admission = runner._admitting._admission
+    deciding, go_on = threading.Event(), threading.Event()
+    real_decide = admission.decide
+
+    def slow_decide(batch):  # the first store step takes until the stop
+        deciding.set()
+        go_on.wait(10)
+        return real_decide(batch)
+    admission.decide = slow_decide
+    emulator.send(QUEUE, event_body("first"))
+    runner.start()
+    try:
+        assert deciding.wait(10)
+        emulator.send(QUEUE, event_body("second"))  # received meanwhile, waits for a decision
+        wait_until(lambda: depth(emulator)["in_flight"] == 2, 5, message="the second received")
+        runner.request_stop()
+        go_on.set()
+        stopped = time.monotonic()
+        assert runner.drain(10)  # nothing left in flight
+        assert time.monotonic() - stopped < 5
+    finally:
+        go_on.set()
+    assert runner.counts["handled"] == 0
+    wait_until(lambda: depth(emulator)["visible"] == 2, 3, interval=0.1, message="both visible again")
 
 
 def test_a_dead_letter_queue_that_refuses_for_good_leaves_the_local_record_to_settle_it(emulator, tmp_path):

@@ -1,26 +1,31 @@
 """`ecs-worker run`: the at-least-once MNS consumer.
 
-Three loops, each in its own thread, each with its own MNS client: receive (here; the
-watchdog's heartbeat) long-polls a batch only while there is room — fewer than
-`concurrency` handlers busy and fewer than `max_pending` messages held (fewer still
-when MNS is slow: no more than renewals can keep hidden) — decides on each
-message (`admission.py`) and hands it to the handler pool; extend (`extender.py`) keeps
-held messages invisible; settle (`settle.py`) carries out each outcome in MNS. A fourth
-thread, recover (`crashes.py`), looks every 30 s for the crash journals of dead sibling workers.
-The runtime is built in `app.py`; signals in `signals.py`; the archive in `archive.py`.
+Its loops run in threads of their own (those calling MNS each with its own client).
+Receive (here; the watchdog's heartbeat) long-polls a batch only while there is room
+(`room.py`) — fewer than `concurrency` handlers busy, fewer than `max_pending` messages
+held (fewer still when MNS is slow: no more than renewals can keep hidden), fewer than
+three batches not yet decided on — and holds it from receipt. With a shared store it
+hands the batch to admit (`admitting.py`), which decides on each message (`admission.py`,
+the store step: a network round trip) while the next receive is under way; with the local
+store it decides itself. Each message goes to the handler pool or the settler. Extend
+(`extender.py`) keeps held messages invisible. Settle (`settle.py`) carries out each
+outcome in MNS; it remembers settled keys in the store, then hands their deletes to
+settle-deletes (`deletes.py`) and goes on while they are deleted. Recover (`crashes.py`)
+looks every 30 s for the crash journals of dead sibling workers. The runtime is built in
+`app.py`; signals in `signals.py`; the archive in `archive.py`.
 
 The main thread only waits for signals (`signals.py`: SIGHUP reloads). First SIGTERM/SIGINT:
 stop receiving (a long poll under way is abandoned, `receiving.py`), release messages not
-yet started (visibility 1 s), let the rest finish within `shutdown_timeout`, settle, exit 0.
-A second signal exits at once; unsettled messages reappear after their visibility timeout,
-so nothing is lost either way.
+yet started — waiting for admit or for a handler — (visibility 1 s), let the rest finish
+within `shutdown_timeout`, settle, exit 0. A second signal exits at once; unsettled
+messages reappear after their visibility timeout, so nothing is lost either way.
 
 Whatever goes wrong between receive and settle is one message's failure, never its
 batch's: each message is parsed, keyed and looked up on its own terms. Any internal
-thread that dies (receive, extend, settle, a handler, the dispatcher's deadlines) stops
-the worker loudly: logged, `/healthz` 503, no more watchdog pings, exit 1 — the service
-manager restarts it. Crash isolation (`crashes.py`): a journal of running messages finds
-the one that kills the process. See docs/reliability.md.
+thread that dies (receive, admit, extend, settle, settle-deletes, recover, a handler, the
+dispatcher's deadlines) stops the worker loudly: logged, `/healthz` 503, no more watchdog
+pings, exit 1 — the service manager restarts it. Crash isolation (`crashes.py`): a
+journal of running messages finds the one that kills the process. See docs/reliability.md.
 """
 from __future__ import annotations
 
@@ -31,13 +36,13 @@ import time
 from . import archive, preflight
 from ..observability import health, metrics
 from .admission import Admission, claim_seconds
+from .admitting import READ_AHEAD_BATCHES, Admitting
 from ..config import Config
 from .crashes import keep_recovering, recover
 from ..plugin_host.dispatch import Dispatcher
 from .extender import Extender
 from .handling import Handling
 from .pool import Handlers
-from .settle_commands import RELEASE, RESULT
 from .room import Room
 from ..observability.notify import SystemdNotifier, watchdog_interval
 from ..exit_codes import EXIT_FAILURE, EXIT_OK, EXIT_STUCK, EXIT_USAGE
@@ -72,10 +77,10 @@ class Runner(ThreadWatch):
         self.settler = Settler(config, source, store, dispatcher.runtime.signer, dispatcher.run_on_settled,
                                lambda *done: self._room.finish(*done), dead_letters)
         self.counts = self.settler.counts
-        self._admission = Admission(store, w.max_attempts, claim_seconds(config, store), self.settler.signer)
         self._extender = Extender(source, config.mns.visibility_timeout, lambda now: self._room.due(now),
                                   self._closing)
-        self._room = Room(w.concurrency, w.max_pending, self._extender.capacity)
+        self._room = Room(w.concurrency, w.max_pending, self._extender.capacity,
+                          READ_AHEAD_BATCHES * config.mns.batch_size)
         self._held = self._room.held
         self._threads: list[threading.Thread] = []
         self._receiving = Receiving(source, config.mns.wait_seconds, config.mns.gather_seconds,
@@ -83,6 +88,8 @@ class Runner(ThreadWatch):
         self._handling = Handling(dispatcher, self.settler, self._stopping, self._room)
         # The pool runs the handling straight; it calls back only when one of its threads dies.
         self._pool = Handlers(w.concurrency, self._handling.run, on_death=self._died)
+        self._admitting = Admitting(Admission(store, w.max_attempts, claim_seconds(config, store), self.settler.signer),
+                                    self.settler, self._room, self._pool.submit, self._stopping)
         self.fatal: str | None = None  # the internal thread that died, if one did
         p = config.plugins
         self._stuck = StuckWatch(dispatcher.stuck, p.stuck_health_seconds, p.stuck_exit_seconds)
@@ -106,14 +113,18 @@ class Runner(ThreadWatch):
             self.settler.dead_letter_max_size = until_ok(self.dead_letters.maximum_message_size)
 
     def start(self) -> None:
-        """Recover the journals of dead workers, then start the receive, extend, settle
-        and recover loops and the handlers."""
+        """Recover the journals of dead workers, then start the receive, admit (with a
+        shared store), extend, settle, settle-deletes and recover loops and the handlers."""
         self._handling.open(self.config.worker.state_dir)
         self._recover()
         self._pool.start()
-        for name, target in (("receive", self._receive_loop), ("extend", self._extender.loop),
-                             ("settle", self.settler.loop),
-                             ("recover", lambda: keep_recovering(self._recover, self._closing))):
+        loops = [("receive", self._receive_loop)]  # first: `drain` looks at it
+        if self._admitting.threaded:
+            loops.append(("admit", self._admitting.loop))
+        loops += [("extend", self._extender.loop), ("settle", self.settler.loop),
+                  ("settle-deletes", self.settler.deletes.loop),
+                  ("recover", lambda: keep_recovering(self._recover, self._closing))]
+        for name, target in loops:
             t = threading.Thread(target=self._guarded(name, target), name=name, daemon=True)
             t.start()
             self._threads.append(t)
@@ -151,6 +162,7 @@ class Runner(ThreadWatch):
             time.sleep(0.02)
         self._receiving.abandon()
         self._closing.set()
+        self._admitting.close()
         self.settler.close()
         for t in self._threads[1:]:
             t.join(timeout=10)
@@ -242,24 +254,11 @@ class Runner(ThreadWatch):
             self._receiving.pause(len(messages), asked, time.monotonic())
 
     def _take(self, messages: list[Message]) -> None:
-        """Hold a received batch, look its keys up in one store read, and hand each
-        message to a handler (or straight to the settler when nothing is to run).
-
-        Whatever raises here is the failure of the one message it concerns."""
+        """Hold a received batch (counted from receipt) and have it decided on: by the admit
+        thread while this one receives the next (a shared store), or here (`admitting.py`)."""
         fresh = self._room.accept(messages, self.queue_visibility, self._extender.extend_at)
         if not fresh:
             return
         if self.config.worker.archive:  # only the receive thread writes it
             archive.append(self.config.worker.archive, (h.message.body for h in fresh))
-        if self._stopping.is_set():  # received while stopping: let another worker have them
-            for held in fresh:
-                self.settler.put(held, RELEASE)
-            return
-        to_run = []
-        for held, kind, result in self._admission.decide(fresh):
-            if kind == RESULT and result is None:
-                to_run.append(held)
-            else:
-                self.settler.put(held, kind, result)
-        self._room.started(len(to_run))
-        self._pool.submit(to_run)
+        self._admitting.hand_over(fresh)

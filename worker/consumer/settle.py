@@ -35,7 +35,7 @@ from .dead_lettering import dead_letter
 from .held import Held
 from .settle_commands import DUPLICATE, EXHAUSTED, LATER, REFUSED, RELEASE, STATELESS, WAIT
 from ..events.keys import message_key
-from .deletes import delete_batch
+from .deletes import Deletes
 from .resend import must_resend, resend
 from ..trust.judge import STATE_WAIT_SECONDS, stateless_reason
 from ..queue.source import MAX_BATCH, MAX_MESSAGE_BYTES, MnsError, MnsQueue
@@ -74,6 +74,7 @@ class Settler:
         self.source_max_size = MAX_MESSAGE_BYTES  # the runner reads both queues' own at start
         self.dead_letter_max_size = MAX_MESSAGE_BYTES
         self._finish = finish
+        self.deletes = Deletes(source, finish)  # its `loop` is the settle-deletes thread
         self.counts = {"handled": 0, "failed": 0, "deferred": 0, "invalid": 0, "ignored": 0,
                        "duplicate": 0, "dead-lettered": 0}
         self._outcomes: queues.SimpleQueue = queues.SimpleQueue()  # (Held, kind, Result | None)
@@ -88,19 +89,26 @@ class Settler:
         self._closing.set()
 
     def loop(self) -> None:
-        """Settle outcomes until `closing` is set and nothing is left to settle.
+        """Settle outcomes until `closing` is set and nothing is left to settle; then the
+        settle-deletes thread ends too, once it has deleted what it was handed.
 
         While deletes are pending it looks every `SETTLE_TICK` instead of blocking on the
-        queue, so outcomes are taken in bursts and each burst's settled keys are
-        remembered in one store transaction, not one per event.
+        queue, so outcomes are taken in bursts, and the settled keys of each delete request
+        (up to 16; a partial one waits at most `DELETE_LINGER`) are remembered in one store
+        step just before it: one round trip to a shared store per request, not one per event.
         """
+        try:
+            self._loop()
+        finally:
+            self.deletes.close()
+
+    def _loop(self) -> None:
         deletes: list[tuple[Held, str]] = []
         flush_at = 0.0
         while True:
             try:
                 item = self._outcomes.get_nowait() if deletes else self._outcomes.get(timeout=0.2)
             except queues.Empty:
-                self._mark_settled()
                 if deletes and time.monotonic() < flush_at and not self._closing.is_set():
                     time.sleep(SETTLE_TICK)
                     continue
@@ -238,29 +246,23 @@ class Settler:
         self._finish(held)
 
     def _mark_settled(self) -> None:
-        """Remember settled keys, one transaction for all settled since the last time.
+        """Remember settled keys, one store step for all settled since the last time.
 
-        Before the delete (a lost delete makes a duplicate, skipped later) and as soon
-        as the outcomes stop coming (a crash meanwhile would run them again)."""
+        Before the delete (a lost delete makes a duplicate, skipped later); a crash before
+        it runs them again (at-least-once), so the batch's linger bounds that window."""
         if self._unmarked:
             keys, self._unmarked = self._unmarked, []
             self._store(self.store.mark_settled_many, keys)
 
     def _flush_deletes(self, deletes: list[tuple[Held, str]]) -> None:
-        """Delete up to 16 settled messages in one request."""
+        """Remember the settled keys, then hand the deletes on in requests of up to 16
+        (`deletes.py`: deleted on the settle-deletes thread while this one goes on)."""
         if not deletes:
             return
         self._mark_settled()
-        batch = deletes[:MAX_BATCH]
-        del deletes[:MAX_BATCH]
-        failed = delete_batch(self.source, [handle for _, handle in batch])
-        for held, handle in batch:
-            if handle in failed:
-                log.warning("%s (message %s); a redelivery will be skipped as a duplicate",
-                            failed[handle], held.message.id)
-        self._finish(*(held for held, _ in batch))
-        if deletes:
-            self._flush_deletes(deletes)
+        while deletes:
+            self.deletes.hand_over(deletes[:MAX_BATCH])
+            del deletes[:MAX_BATCH]
 
     def _store(self, call, *args: Any) -> Any:
         try:
