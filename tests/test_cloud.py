@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import traceback
 from dataclasses import replace
 
@@ -154,6 +155,32 @@ def test_slb_busy_codes_are_retried_until_they_clear(code):
         for _ in range(2):
             cloud.slb("DescribeVServerGroupAttribute", VServerGroupId="rsp-1")
         assert cloud.retries[("slb", code)] > 0
+
+
+def test_a_busy_answer_is_retried_at_the_next_token_not_after_a_backoff_sleep():
+    """SystemBusy (449) is the service's momentary "too busy": each retry waits only for the
+    next rate-limit token (no sleep), and the tries still keep to the rate; a 5xx backs off."""
+    state = fleet(faults={"slb": {"error_rate": 1.0, "error_code": "SystemBusy",
+                                  "throttle_rps": 10, "throttle_burst": 2}})
+    state["load_balancers"] = [{"id": "lb-1", "vserver_groups": [{"id": "rsp-1"}]}]
+    with run_emulator(state) as emu:
+        slept = []
+        cloud = CloudClient(settings(emu, max_retries=4, slb_rps=10), StaticProvider(Credentials(
+            KEY["access_key_id"], KEY["access_key_secret"])), backoff_base=1.0, sleep=slept.append)
+        for _ in range(3):  # spend the burst (2.5): every try below waits for its token
+            cloud.buckets["slb"].acquire()
+        start = time.monotonic()
+        with pytest.raises(CloudError) as caught:
+            cloud.slb("DescribeVServerGroupAttribute", VServerGroupId="rsp-1")
+        took = time.monotonic() - start
+        assert caught.value.code == "SystemBusy" and caught.value.http_status == 449
+        assert emu.state()["calls"]["slb:DescribeVServerGroupAttribute"] == 5  # max_retries still bounds it
+        assert slept == [] and cloud.retries[("slb", "SystemBusy")] == 4
+        assert 0.4 <= took < 1.5  # 5 tokens at 10/s: paced by the rate (the server throttled none)
+        emu.set_faults({"slb": {"error_rate": 1.0, "error_code": "InternalError"}})
+        with pytest.raises(CloudError):
+            cloud.slb("DescribeVServerGroupAttribute", VServerGroupId="rsp-1")
+        assert len(slept) == 4  # a 500 still backs off
 
 
 RETRY_CODES = sorted(RETRYABLE_CODES - {"SDK.HttpError"}) + ["Throttling.Something.New"]
