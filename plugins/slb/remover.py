@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from functools import partial
 from typing import Any
@@ -16,7 +16,7 @@ from ..lb import guard
 from ..lb.batch import KeyedBatcher
 from ..lb.clb import BackendIndex, clb_wire
 from ..lb.server_groups import ServerGroupIndex, change, remove, server_group_wire
-from .spot import read_spot
+from .spot import MAX_IDS_PER_CALL, spot_only
 
 JOB_SENDERS_PER_WORKER = 4
 MERGE_ROUNDS = 3  # rounds of late jobs a dispatch takes in before its calls leave
@@ -104,6 +104,7 @@ class Remover:
         self._since = 0.0
         self._cond = threading.Condition()
         self._stopping = False
+        self._locating = ThreadPoolExecutor(1, thread_name_prefix="slb-locate")
         self._thread = threading.Thread(target=self._run, name="slb-coalesce", daemon=True)
         self._thread.start()
 
@@ -136,6 +137,7 @@ class Remover:
             job.fail(error)
         for done in self.batcher.close() + self.job_batcher.close():
             done(error)
+        self._locating.shutdown(wait=False, cancel_futures=True)
         for index in self._indexes():
             index.close()
 
@@ -176,18 +178,23 @@ class Remover:
 
     def _prepare(self, jobs: list[_Job]) -> list[tuple]:
         """The jobs' batcher entries, once ECS and the groups are read (jobs with nothing to
-        do are finished here)."""
-        if self.spot_check:
-            jobs = self._spot_only(jobs)
-        ids = {j.instance_id for j in jobs}
-        found: dict[str, list] = {i: [] for i in ids}
-        error: Exception | None = None
-        for index in self._indexes():  # one kind unreadable must not hold back the others
-            try:
-                for iid, backends in index.locate(ids).items():
-                    found[iid] += backends
-            except Exception as exc:
-                error = error or exc
+        do are finished here). ECS and SLB have rate limits of their own: the groups are
+        read while ECS is asked which instances are spot ones (reads only: an instance ECS
+        refuses costs no change), and jobs arriving meanwhile are checked and join."""
+        located = self._locating.submit(self._locate, {j.instance_id for j in jobs})
+        located.add_done_callback(self._wake)
+        checked = partial(spot_only, self.cloud, dry_run=self.dry_run) if self.spot_check else list
+        jobs = checked(jobs)
+        while not located.done() and not self._stopping:  # late jobs checked a full page at a time
+            with self._cond:
+                while len(self._incoming) < MAX_IDS_PER_CALL and not located.done() and not self._stopping:
+                    self._cond.wait()
+                late, self._incoming = self._incoming, []
+            jobs += checked(late)
+        found, error = located.result()
+        if late_ids := {j.instance_id for j in jobs} - found.keys():  # their groups were just read
+            more, more_error = self._locate(late_ids)
+            found, error = {**found, **more}, error or more_error
         entries = []
         for job in jobs:
             backends = found.get(job.instance_id) or []
@@ -202,29 +209,22 @@ class Remover:
             entries += [(b.key, job.kind, (b, job), partial(job.entry_done, b)) for b in backends]
         return entries
 
-    def _spot_only(self, jobs: list[_Job]) -> list[_Job]:
-        """The jobs whose instance ECS says is a spot instance; the others are settled
-        without acting (logged), or fail to come back when ECS cannot be read."""
-        try:
-            refused, recycling = read_spot(self.cloud, {j.instance_id for j in jobs})
-        except Exception as exc:
-            if not self.dry_run:
-                for job in jobs:
-                    job.fail(exc)
-                return []
-            return jobs  # dry-run on a laptop without credentials: the plan, marked unverified below
-        kept = []
-        for job in jobs:
-            why = refused.get(job.instance_id)
-            if why:
-                job.ctx.log.warning("not removing %s from its load balancers: %s", job.instance_id, why)
-                job.ctx.skip(f"not removing {job.instance_id} from its load balancers: {why}")
-                job.finish(nothing=True)
-                continue
-            if job.instance_id in recycling:
-                job.ctx.log.info("%s carries the Recycling lock: it is being reclaimed", job.instance_id)
-            kept.append(job)
-        return kept
+    def _wake(self, _located: Future) -> None:
+        with self._cond:
+            self._cond.notify()
+
+    def _locate(self, ids: set[str]) -> tuple[dict[str, list], Exception | None]:
+        """Each instance's entries of every kind, and the first error (one kind unreadable
+        must not hold back the others)."""
+        found: dict[str, list] = {i: [] for i in ids}
+        error: Exception | None = None
+        for index in self._indexes():
+            try:
+                for iid, backends in index.locate(ids).items():
+                    found[iid] += backends
+            except Exception as exc:
+                error = error or exc
+        return found, error
 
     def _unlocated(self, job: _Job, exc: Exception) -> None:
         try:  # a dry run on a laptop has no credentials: the plan, marked as unchecked
