@@ -256,6 +256,18 @@ def test_wave_arriving_over_longer_than_the_window_makes_one_call_per_group():
         assert calls(emu, "slb:RemoveVServerGroupBackendServers") == 10  # one per group of 10
 
 
+def test_a_later_notice_while_the_listing_is_fresh_makes_no_second_listing_nor_lookup():
+    """A wave's one paged DescribeLoadBalancers serves a notice coming after it while the
+    listing is fresh (`discovery_ttl`): no second listing, no per-instance lookup."""
+    with run_emulator(wave_fleet(groups=4, per_group=5, lbs=2)) as emu, Worker(emu) as w:
+        wave = [w.dispatcher.start(interruption(f"i-wave{g:02d}{n:02d}")) for g in range(4) for n in range(4)]
+        assert {f.result(30).outcome for f in wave} == {"handled"}
+        assert w.handle(interruption("i-wave0004")).outcome == "handled"
+
+        assert calls(emu, "slb:DescribeLoadBalancers") == 1
+        assert backends(emu, "rsp-00") == {("i-stay00", 80): 100}
+
+
 def test_items_arriving_while_a_group_waits_for_its_turn_join_that_call():
     from ecs_worker.plugins.lb.batch import KeyedBatcher
     import threading

@@ -61,8 +61,8 @@ class BackendIndex(MembershipCache):
 
     # -- discovery ----------------------------------------------------------------
     def _discover_groups(self, instance_ids: set[str]) -> list[str]:
-        if len(instance_ids) > LIST_ALL_THRESHOLD:
-            lbs = self._all_load_balancers()
+        if len(instance_ids) > LIST_ALL_THRESHOLD or self._fresh(self._lb_groups, ALL) is not None:
+            lbs = self._all_load_balancers()  # (a listing still fresh costs no call at all)
         else:
             lbs = sorted({lb for found in self._pool.map(self._load_balancers_of, instance_ids)
                           for lb in found})
