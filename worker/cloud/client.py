@@ -88,6 +88,13 @@ class CloudClient:
     def ess(self, action: str, **params: Any) -> dict:
         return self.call("ess", action, params)
 
+    def warm(self, *apis: str) -> None:
+        """Import the SDK and build these APIs' clients now, without a call: a burst's first
+        call (its first rate-limit token) then does not also pay that (a tenth of a second
+        or more). For a caller with time to spare, e.g. a coalescing window."""
+        for api in apis:
+            self._client(api)
+
     @contextmanager
     def turn(self, api: str) -> Iterator[None]:
         """Wait for `api`'s rate-limit token now; the block's first call to `api` (on this
