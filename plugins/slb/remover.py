@@ -56,7 +56,7 @@ class Remover:
         self._incoming: list[Job] = []
         self._since = 0.0
         self._cond = threading.Condition()
-        self._stopping = self._warmed = False
+        self._stopping = False
         self._locating = ThreadPoolExecutor(1, thread_name_prefix="slb-locate")
         self._thread = threading.Thread(target=self._run, name="slb-coalesce", daemon=True)
         self._thread.start()
@@ -95,29 +95,27 @@ class Remover:
             index.close()
 
     def _warm(self) -> None:
-        """Once, inside the first window: the cloud SDK's first-use cost, not on the first call."""
+        """The cloud SDK's first-use cost, paid before any job comes, not on a wave's first call."""
         warm = getattr(self.cloud, "warm", None)  # (a test's stand-in cloud may have none)
-        if warm is not None and not self._warmed:
-            self._warmed = True
-            try:
+        try:
+            if warm is not None:
                 warm(*(["ecs"] if self.spot_check else []), *(["slb"] if self.index is not None else []),
                      *self.group_indexes)
-            except Exception:  # the first call reports it, with its action
-                pass
+        except Exception:  # the first call reports it, with its action
+            pass
 
     def _indexes(self) -> list:
         return ([self.index] if self.index is not None else []) + list(self.group_indexes.values())
 
     # -- the coalescing thread ------------------------------------------------------
     def _run(self) -> None:
+        self._warm()
         while True:
             with self._cond:
                 while not self._incoming and not self._stopping:
                     self._cond.wait()
                 if self._stopping:
                     return
-            self._warm()
-            with self._cond:
                 # From the first job's arrival: jobs that came while the last batch was being
                 # located have waited their window already, and go at once.
                 deadline = self._since + self.window

@@ -89,9 +89,9 @@ class CloudClient:
         return self.call("ess", action, params)
 
     def warm(self, *apis: str) -> None:
-        """Import the SDK and build these APIs' clients now, without a call: a burst's first
-        call (its first rate-limit token) then does not also pay that (a tenth of a second
-        or more). For a caller with time to spare, e.g. a coalescing window."""
+        """Import the SDK and build these APIs' clients now, without a call, so a burst's first
+        call does not also pay for that (a tenth of a second or more). From a background
+        thread (the slb plugin's coalescer, as it starts): commands that make no call stay fast."""
         for api in apis:
             self._client(api)
 
