@@ -120,8 +120,7 @@ class CloudClient:
             code = getattr(exc, "code", type(exc).__name__)
             with self._lock:
                 self.retries[(api, code)] += 1
-            log.debug("%s %s: %s; retry %d/%d in %.2fs", api, action, code, n,
-                      self.settings.max_retries, delay)
+            log.debug("%s %s: %s; retry %d in %.2fs", api, action, code, n, delay)
 
         return call_with_retry(lambda: self._attempt(api, action, params),
                                retryable=lambda e: isinstance(e, CloudError) and e.retryable_for(entry.retry),
