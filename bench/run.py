@@ -2,6 +2,7 @@
 a baseline revision of the worker when asked, in one invocation.
 
     python bench/run.py [--json] [--quick] [--rtt-ms 2] [--baseline REV] [--store-only]
+                        [--wave-only [--repeats N]]
 
 Everything runs on loopback against the emulator (its own process), through the real
 SDKs; the worker runs as `ecs-worker run` in its own process, as in production. Each
@@ -11,7 +12,8 @@ too, each right after this tree's, and reported under "baseline" with the ratios
 --json the last line of stdout is one JSON object (see docs/benchmarks.md), goals included.
 The state stores side by side (SQLite, Redis, Redis at the modelled round trip) are the
 last part (`stores.py`); --store-only runs just that (with --baseline: for both trees,
-alternately).
+alternately). --wave-only runs just the two waves (plain and busy), `--repeats` times each,
+every single run reported (alternating with the baseline's when one is given).
 """
 from __future__ import annotations
 
@@ -75,6 +77,40 @@ def baseline_tree(rev: str, into: Path) -> Path:
     return pkg
 
 
+def wave_runs(wave: tuple[int, int, int], rps: float, repeats: int, baseline: str | None) -> dict:
+    """Each wave (plain, busy) `repeats` times, a baseline's run right after each of this
+    tree's: every single run's ratio, and the medians."""
+    ideal_calls = ideal_wave_calls(*wave)
+    ideals = {"wave": ideal_calls / rps, "wave_busy": busy_ideal_seconds(ideal_calls, BUSY, rps)}
+    trees = {"": ""}
+    with tempfile.TemporaryDirectory() as tmp:
+        if baseline:
+            trees["baseline_"] = str(baseline_tree(baseline, Path(tmp)))
+        runs: dict[str, list] = {}
+        for i in range(repeats):
+            for name, busy in (("wave", 0.0), ("wave_busy", BUSY)):
+                for prefix, path in trees.items():
+                    kit.WORKER_PYTHONPATH = path
+                    try:
+                        seconds, calls = wave_worker(*wave, rps, busy)
+                    finally:
+                        kit.WORKER_PYTHONPATH = ""
+                    ratio = round(seconds / ideals[name], 2)
+                    log(f"  {prefix or 'this tree '}{name} run {i + 1}/{repeats}: {seconds:.2f} s, {calls} calls, {ratio}x")
+                    # vs its own tries at the rate: how well the run used the rate, whatever
+                    # the busy answers it drew
+                    runs.setdefault(f"{prefix}{name}_runs", []).append(
+                        {"seconds": round(seconds, 2), "slb_calls": calls, "ratio_vs_ideal": ratio,
+                         "ratio_vs_own_calls": round(seconds / (calls / rps), 2)})
+    r: dict = {"wave_ideal_calls": ideal_calls, "wave_ideal_seconds": round(ideals["wave"], 2),
+               "wave_busy_share": BUSY, "wave_busy_ideal_seconds": round(ideals["wave_busy"], 2),
+               **({"baseline": baseline} if baseline else {})}
+    for key, values in runs.items():
+        r[key] = values
+        r[key.replace("_runs", "_ratio_vs_ideal")] = statistics.median(v["ratio_vs_ideal"] for v in values)
+    return r
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="end with one JSON object on stdout")
@@ -84,9 +120,12 @@ def main() -> int:
     parser.add_argument("--baseline", metavar="REV", help="also measure the worker at this git revision")
     parser.add_argument("--store-only", action="store_true",
                         help="only the state-store comparison (SQLite, Redis, Redis at --rtt-ms)")
+    parser.add_argument("--wave-only", action="store_true",
+                        help="only the waves (plain and busy), each single run reported")
+    parser.add_argument("--repeats", type=int, help="runs of each measurement (default 3, --quick 1)")
     args = parser.parse_args()
     quick = args.quick
-    repeats = 1 if quick else 3
+    repeats = args.repeats or (1 if quick else 3)
     n = 1000 if quick else 5000
     wave = (200, 10, 2) if quick else (1000, 50, 10)
     rps = 20.0
@@ -98,6 +137,11 @@ def main() -> int:
             r.update(compare_stores(n, repeats, quick, args.rtt_ms, base))
         if args.baseline:
             r["baseline"]["rev"] = args.baseline
+        print(json.dumps(r) if args.json else "\n".join(f"{k}  {v}" for k, v in r.items()))
+        return 0
+    if args.wave_only:
+        kit.RTT_MS = args.rtt_ms
+        r.update(wave_runs(wave, rps, repeats, args.baseline))
         print(json.dumps(r) if args.json else "\n".join(f"{k}  {v}" for k, v in r.items()))
         return 0
 

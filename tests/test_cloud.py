@@ -8,13 +8,14 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import traceback
 from dataclasses import replace
 
 import pytest
 
 from ecs_worker.cloud import CloudClient, CloudError, is_retryable
-from ecs_worker.cloud.errors import PERMANENT_CODES, RETRYABLE_CODES
+from ecs_worker.cloud.errors import PERMANENT_CODES, RETRY_AT_NEXT_TOKEN, RETRYABLE_CODES
 from ecs_worker.cloud.ratelimit import TokenBucket
 from ecs_worker.config import CloudConfig, parse_config
 from ecs_worker.cloud.credentials import Credentials, StaticProvider
@@ -156,6 +157,35 @@ def test_slb_busy_codes_are_retried_until_they_clear(code):
         assert cloud.retries[("slb", code)] > 0
 
 
+def test_a_busy_answer_is_retried_at_the_next_token_not_after_a_backoff_sleep():
+    """SystemBusy (449) is the service's momentary "too busy": it is retried `max_retries`
+    times waiting only for the next rate-limit token (no sleep, the rate kept), then
+    `max_retries` times more with backoff, like a 5xx from the start."""
+    state = fleet(faults={"slb": {"error_rate": 1.0, "error_code": "SystemBusy",
+                                  "throttle_rps": 10, "throttle_burst": 2}})
+    state["load_balancers"] = [{"id": "lb-1", "vserver_groups": [{"id": "rsp-1"}]}]
+    with run_emulator(state) as emu:
+        slept = []
+        cloud = CloudClient(settings(emu, max_retries=3, slb_rps=10), StaticProvider(Credentials(
+            KEY["access_key_id"], KEY["access_key_secret"])), backoff_base=1.0, sleep=slept.append)
+        for _ in range(3):  # spend the burst (2.5): every try below waits for its token
+            cloud.buckets["slb"].acquire()
+        start = time.monotonic()
+        with pytest.raises(CloudError) as caught:
+            cloud.slb("DescribeVServerGroupAttribute", VServerGroupId="rsp-1")
+        took = time.monotonic() - start
+        assert caught.value.code == "SystemBusy" and caught.value.http_status == 449
+        assert emu.state()["calls"]["slb:DescribeVServerGroupAttribute"] == 1 + 3 + 3
+        assert cloud.retries[("slb", "SystemBusy")] == 6
+        assert len(slept) == 3  # only the last three backed off (recorded here, not slept)
+        assert 0.6 <= took < 2.0  # 7 tokens at 10/s: paced by the rate (the server throttled none)
+        emu.set_faults({"slb": {"error_rate": 1.0, "error_code": "InternalError"}})
+        slept.clear()
+        with pytest.raises(CloudError):
+            cloud.slb("DescribeVServerGroupAttribute", VServerGroupId="rsp-1")
+        assert len(slept) == 3  # a 500 backs off from the first retry
+
+
 RETRY_CODES = sorted(RETRYABLE_CODES - {"SDK.HttpError"}) + ["Throttling.Something.New"]
 NO_RETRY_CODES = sorted(PERMANENT_CODES)
 
@@ -174,7 +204,8 @@ def test_every_listed_code_is_retried_or_not_whatever_its_status():
                 cloud.slb("DescribeVServerGroupAttribute", VServerGroupId="rsp-1")
             assert caught.value.code == code
             sent = emu.state()["calls"]["slb:DescribeVServerGroupAttribute"]
-            assert sent == (3 if code in RETRY_CODES else 1), (code, caught.value.http_status, sent)
+            tries = 1 + 2 * (code in RETRY_CODES) + 2 * (code in RETRY_AT_NEXT_TOKEN)  # (see the busy test below)
+            assert sent == tries, (code, caught.value.http_status, sent)
 
 
 @pytest.mark.parametrize("code,status,retry", [

@@ -238,6 +238,26 @@ def test_throttling_beyond_our_own_limit_is_retried_not_failed():
         assert backends(emu, "rsp-00") == {("i-stay00", 80): 100}
 
 
+def test_a_busy_groups_members_leave_in_its_one_retried_call_at_the_next_token():
+    """Half the Removes answered SystemBusy: each busy answer costs exactly one more call with
+    the same members (not a split, not the event failed and re-sent), retried at the next
+    rate-limit token with no backoff sleep, and the rate is kept (no throttling)."""
+    state = wave_fleet(groups=10, per_group=5, lbs=2)
+    state["faults"] = {"slb": {"error_rate": 0.5, "error_code": "SystemBusy", "throttle_rps": 20,
+                               "actions": ["RemoveVServerGroupBackendServers"]}}
+    ids = [f"i-wave{g:02d}{n:02d}" for g in range(10) for n in range(5)]
+    with run_emulator(state) as emu, Worker(emu, cloud={"max_retries": 20}) as w:
+        cloud, slept = w.runtime.cloud, []
+        cloud._sleep = slept.append  # the client's backoff sleeps, recorded instead of slept
+        results = [f.result(60) for f in [w.dispatcher.start(interruption(i)) for i in ids]]
+
+        assert all(r.outcome == "handled" and [a.result for a in r.actions] == ["ok"] for r in results)
+        busy = cloud.retries[("slb", "SystemBusy")]
+        assert busy > 0 and calls(emu, "slb:RemoveVServerGroupBackendServers") == 10 + busy
+        assert slept == [] and set(cloud.retries) == {("slb", "SystemBusy")}
+        assert all(backends(emu, f"rsp-{g:02d}") == {(f"i-stay{g:02d}", 80): 100} for g in range(10))
+
+
 def test_wave_arriving_over_longer_than_the_window_makes_one_call_per_group():
     """The notices come over 1 s, the window is 200 ms: the first jobs' groups are still being
     read (12 reads at 5/s) when the rest arrive, and those join before any Remove leaves."""
@@ -254,6 +274,18 @@ def test_wave_arriving_over_longer_than_the_window_makes_one_call_per_group():
         for g in range(10):
             assert backends(emu, f"rsp-{g:02d}") == {(f"i-stay{g:02d}", 80): 100}
         assert calls(emu, "slb:RemoveVServerGroupBackendServers") == 10  # one per group of 10
+
+
+def test_a_later_notice_while_the_listing_is_fresh_makes_no_second_listing_nor_lookup():
+    """A wave's one paged DescribeLoadBalancers serves a notice coming after it while the
+    listing is fresh (`discovery_ttl`): no second listing, no per-instance lookup."""
+    with run_emulator(wave_fleet(groups=4, per_group=5, lbs=2)) as emu, Worker(emu) as w:
+        wave = [w.dispatcher.start(interruption(f"i-wave{g:02d}{n:02d}")) for g in range(4) for n in range(4)]
+        assert {f.result(30).outcome for f in wave} == {"handled"}
+        assert w.handle(interruption("i-wave0004")).outcome == "handled"
+
+        assert calls(emu, "slb:DescribeLoadBalancers") == 1
+        assert backends(emu, "rsp-00") == {("i-stay00", 80): 100}
 
 
 def test_items_arriving_while_a_group_waits_for_its_turn_join_that_call():

@@ -4,8 +4,8 @@ Discovery follows the API's own path: `DescribeLoadBalancers(ServerId)` per inst
 `DescribeVServerGroups(LoadBalancerId)` → `DescribeVServerGroupAttribute(VServerGroupId)`.
 For a wave (many instances at once) one paged `DescribeLoadBalancers` listing beats one
 lookup per instance, so a large batch lists instead. Group lists and memberships are
-cached briefly; memberships are updated in place after a removal, so a duplicate event
-finds nothing left to do without another read.
+cached briefly (the listing too: a wave's late batch reuses it); memberships are updated in
+place after a removal, so a duplicate event finds nothing left to do without another read.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from .entry import Membership
 PAGE_SIZE = 100          # DescribeLoadBalancers' maximum
 LIST_ALL_THRESHOLD = 10  # instances in one batch above which listing every LB is cheaper
 MAX_PAGES = 100          # 10 000 load balancers: a bound, not a limit anyone should meet
+ALL = "*"                # the listing's key among the cached group lists (no load balancer's id)
 
 
 def clb_wire(m: Membership, weight: int | None = None) -> dict[str, str]:
@@ -60,8 +61,8 @@ class BackendIndex(MembershipCache):
 
     # -- discovery ----------------------------------------------------------------
     def _discover_groups(self, instance_ids: set[str]) -> list[str]:
-        if len(instance_ids) > LIST_ALL_THRESHOLD:
-            lbs = self._all_load_balancers()
+        if len(instance_ids) > LIST_ALL_THRESHOLD or self._fresh(self._lb_groups, ALL) is not None:
+            lbs = self._all_load_balancers()  # (a listing still fresh costs no call at all)
         else:
             lbs = sorted({lb for found in self._pool.map(self._load_balancers_of, instance_ids)
                           for lb in found})
@@ -72,6 +73,9 @@ class BackendIndex(MembershipCache):
         return [lb["LoadBalancerId"] for lb in _items(doc, "LoadBalancers", "LoadBalancer")]
 
     def _all_load_balancers(self) -> list[str]:
+        hit = self._fresh(self._lb_groups, ALL)
+        if hit is not None:
+            return hit
         ids: list[str] = []
         for page in range(1, MAX_PAGES + 1):
             doc = self._slb("DescribeLoadBalancers", PageNumber=page, PageSize=PAGE_SIZE)
@@ -79,6 +83,7 @@ class BackendIndex(MembershipCache):
             ids += batch
             if len(batch) < PAGE_SIZE or len(ids) >= int(doc.get("TotalCount", 0) or 0):
                 break
+        self._store(self._lb_groups, ALL, ids)
         return ids
 
     def _groups_of(self, lb: str) -> list[str]:

@@ -5,70 +5,23 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from functools import partial
 from typing import Any
 
-from ..lb.actions import (CLB_REMOVE, CLB_WEIGHT, MAX_BACKENDS_PER_CALL, MAX_SERVERS_PER_CALL,
-                          REMOVE as SG_REMOVE, UPDATE as SG_UPDATE)
+from ..lb.actions import MAX_BACKENDS_PER_CALL, MAX_SERVERS_PER_CALL, REMOVE as SG_REMOVE, UPDATE as SG_UPDATE
 from ..lb import guard
 from ..lb.batch import KeyedBatcher
 from ..lb.clb import BackendIndex, clb_wire
 from ..lb.server_groups import ServerGroupIndex, change, remove, server_group_wire
-from .spot import read_spot
+from .job import DRAIN, REMOVE, Job
+from .spot import MAX_IDS_PER_CALL, spot_only
 
 JOB_SENDERS_PER_WORKER = 4
 MERGE_ROUNDS = 3  # rounds of late jobs a dispatch takes in before its calls leave
-REMOVE, DRAIN = CLB_REMOVE, CLB_WEIGHT  # a job's kind, named by its CLB action
 # The ALB/NLB action for each CLB one (drain = weight 0 through the servers' attributes).
 _SERVER_GROUP_ACTIONS = {REMOVE: SG_REMOVE, DRAIN: SG_UPDATE}
-
-
-class _Job:
-    """One event's request; its future resolves when every backend entry is done."""
-
-    def __init__(self, instance_id: str, ctx, kind: str) -> None:
-        self.instance_id, self.ctx, self.kind = instance_id, ctx, kind
-        self.future: Future = Future()
-        self._remaining = 0
-        self._groups: set = set()
-        self._error: BaseException | None = None
-        self._lock = threading.Lock()
-
-    def expect(self, entries: int) -> None:
-        self._remaining = entries
-
-    def fail_later(self, error: BaseException) -> None:
-        """Fail once the rest is done (another kind's groups could not be read)."""
-        self._error = self._error or error
-
-    def entry_done(self, backend, error: BaseException | None) -> None:
-        with self._lock:
-            self._remaining -= 1
-            self._groups.add(backend.key)
-            if error is not None and self._error is None:
-                self._error = error
-            last = self._remaining == 0
-        if last:
-            self.finish()
-
-    def finish(self, nothing: bool = False) -> None:
-        if self.future.done():
-            return
-        if self._error is not None:
-            self.future.set_exception(self._error)
-        elif nothing:
-            self.ctx.cancel_defer()  # nothing to drain: no reason to come back later
-            self.future.set_result(None)
-        else:
-            verb = {REMOVE: "removed from", DRAIN: "weight 0 in"}[self.kind]
-            plan = "planned: " if self.ctx.dry_run else ""
-            self.future.set_result(f"{plan}{verb} {_describe(self._groups)}")
-
-    def fail(self, error: BaseException) -> None:
-        self._error = error
-        self.finish()
 
 
 class Remover:
@@ -100,10 +53,11 @@ class Remover:
         self.job_batcher = KeyedBatcher(self._send, max_batch=MAX_SERVERS_PER_CALL,
                                         workers=cfg.workers * JOB_SENDERS_PER_WORKER, name="sg-send",
                                         turn=self._turn)
-        self._incoming: list[_Job] = []
+        self._incoming: list[Job] = []
         self._since = 0.0
         self._cond = threading.Condition()
         self._stopping = False
+        self._locating = ThreadPoolExecutor(1, thread_name_prefix="slb-locate")
         self._thread = threading.Thread(target=self._run, name="slb-coalesce", daemon=True)
         self._thread.start()
 
@@ -114,7 +68,7 @@ class Remover:
         return turn("slb" if key[0] == "clb" else key[0])
 
     def submit(self, instance_id: str, ctx, kind: str) -> Future:
-        job = _Job(instance_id, ctx, kind)
+        job = Job(instance_id, ctx, kind)
         with self._cond:
             if self._stopping:
                 raise RuntimeError("slb plugin is shutting down")
@@ -136,14 +90,26 @@ class Remover:
             job.fail(error)
         for done in self.batcher.close() + self.job_batcher.close():
             done(error)
+        self._locating.shutdown(wait=False, cancel_futures=True)
         for index in self._indexes():
             index.close()
+
+    def _warm(self) -> None:
+        """The cloud SDK's first-use cost, paid before any job comes, not on a wave's first call."""
+        warm = getattr(self.cloud, "warm", None)  # (a test's stand-in cloud may have none)
+        try:
+            if warm is not None:
+                warm(*(["ecs"] if self.spot_check else []), *(["slb"] if self.index is not None else []),
+                     *self.group_indexes)
+        except Exception:  # the first call reports it, with its action
+            pass
 
     def _indexes(self) -> list:
         return ([self.index] if self.index is not None else []) + list(self.group_indexes.values())
 
     # -- the coalescing thread ------------------------------------------------------
     def _run(self) -> None:
+        self._warm()
         while True:
             with self._cond:
                 while not self._incoming and not self._stopping:
@@ -160,7 +126,7 @@ class Remover:
                 jobs, self._incoming = self._incoming, []
             self._dispatch(jobs)
 
-    def _dispatch(self, jobs: list[_Job]) -> None:
+    def _dispatch(self, jobs: list[Job]) -> None:
         entries = self._prepare(jobs)
         # Jobs that came while these were checked and located (the groups' first read takes
         # seconds) join before any call leaves: one call per group per 20 members even for a
@@ -174,20 +140,25 @@ class Remover:
         self.batcher.put([e for e in entries if e[0][0] == "clb"])  # 20 a call, synchronous
         self.job_batcher.put([e for e in entries if e[0][0] != "clb"])  # ALB/NLB: 200 a call, jobs
 
-    def _prepare(self, jobs: list[_Job]) -> list[tuple]:
+    def _prepare(self, jobs: list[Job]) -> list[tuple]:
         """The jobs' batcher entries, once ECS and the groups are read (jobs with nothing to
-        do are finished here)."""
-        if self.spot_check:
-            jobs = self._spot_only(jobs)
-        ids = {j.instance_id for j in jobs}
-        found: dict[str, list] = {i: [] for i in ids}
-        error: Exception | None = None
-        for index in self._indexes():  # one kind unreadable must not hold back the others
-            try:
-                for iid, backends in index.locate(ids).items():
-                    found[iid] += backends
-            except Exception as exc:
-                error = error or exc
+        do are finished here). ECS and SLB have rate limits of their own: the groups are
+        read while ECS is asked which instances are spot ones (reads only: an instance ECS
+        refuses costs no change), and jobs arriving meanwhile are checked and join."""
+        located = self._locating.submit(self._locate, {j.instance_id for j in jobs})
+        located.add_done_callback(self._wake)
+        checked = partial(spot_only, self.cloud, dry_run=self.dry_run) if self.spot_check else list
+        jobs = checked(jobs)
+        while not located.done() and not self._stopping:  # late jobs checked a full page at a time
+            with self._cond:
+                while len(self._incoming) < MAX_IDS_PER_CALL and not located.done() and not self._stopping:
+                    self._cond.wait()
+                late, self._incoming = self._incoming, []
+            jobs += checked(late)
+        found, error = located.result()
+        if late_ids := {j.instance_id for j in jobs} - found.keys():  # their groups were just read
+            more, more_error = self._locate(late_ids)
+            found, error = {**found, **more}, error or more_error
         entries = []
         for job in jobs:
             backends = found.get(job.instance_id) or []
@@ -202,31 +173,27 @@ class Remover:
             entries += [(b.key, job.kind, (b, job), partial(job.entry_done, b)) for b in backends]
         return entries
 
-    def _spot_only(self, jobs: list[_Job]) -> list[_Job]:
-        """The jobs whose instance ECS says is a spot instance; the others are settled
-        without acting (logged), or fail to come back when ECS cannot be read."""
-        try:
-            refused, recycling = read_spot(self.cloud, {j.instance_id for j in jobs})
-        except Exception as exc:
-            if not self.dry_run:
-                for job in jobs:
-                    job.fail(exc)
-                return []
-            return jobs  # dry-run on a laptop without credentials: the plan, marked unverified below
-        kept = []
-        for job in jobs:
-            why = refused.get(job.instance_id)
-            if why:
-                job.ctx.log.warning("not removing %s from its load balancers: %s", job.instance_id, why)
-                job.ctx.skip(f"not removing {job.instance_id} from its load balancers: {why}")
-                job.finish(nothing=True)
-                continue
-            if job.instance_id in recycling:
-                job.ctx.log.info("%s carries the Recycling lock: it is being reclaimed", job.instance_id)
-            kept.append(job)
-        return kept
+    def _wake(self, _located: Future) -> None:
+        with self._cond:
+            self._cond.notify()
 
-    def _unlocated(self, job: _Job, exc: Exception) -> None:
+    def _locate(self, ids: set[str]) -> tuple[dict[str, list], Exception | None]:
+        """Each instance's entries of every kind, the kinds read side by side, and the first
+        error (one kind unreadable must not hold back the others)."""
+        found: dict[str, list] = {i: [] for i in ids}
+        error: Exception | None = None
+        indexes = self._indexes()
+        with ThreadPoolExecutor(max(1, len(indexes)), thread_name_prefix="slb-kind") as pool:
+            reads = [pool.submit(index.locate, ids) for index in indexes]
+        for read in reads:
+            try:
+                for iid, backends in read.result().items():
+                    found[iid] += backends
+            except Exception as exc:
+                error = error or exc
+        return found, error
+
+    def _unlocated(self, job: Job, exc: Exception) -> None:
         try:  # a dry run on a laptop has no credentials: the plan, marked as unchecked
             note = job.ctx.unverified(exc, "SLB")
         except Exception:
@@ -236,7 +203,7 @@ class Remover:
         job.future.set_result(f"planned ({note})")
 
     # -- one batched call (a KeyedBatcher worker thread) ------------------------------
-    def _send(self, key: tuple[str, str], kind: str, items: list[tuple[Any, _Job]]) -> None:
+    def _send(self, key: tuple[str, str], kind: str, items: list[tuple[Any, Job]]) -> None:
         if key[0] != "clb":
             return self._send_server_group(key, kind, items)
         group = key[1]
@@ -256,7 +223,7 @@ class Remover:
         if kind == REMOVE and not self.dry_run:  # the cache learns only of changes made
             self.index.forget(unique)
 
-    def _send_server_group(self, key: tuple[str, str], kind: str, items: list[tuple[Any, _Job]]) -> None:
+    def _send_server_group(self, key: tuple[str, str], kind: str, items: list[tuple[Any, Job]]) -> None:
         """One ALB/NLB change (≤ 200 servers), followed until its job is done."""
         lb, group = key
         index = self.group_indexes[lb]
@@ -284,16 +251,6 @@ class Remover:
 
 def _api_call(cloud, api: str, action: str, **params: Any) -> dict:
     return cloud.call(api, action, params)
-
-
-def _describe(groups: set[tuple[str, str]]) -> str:
-    """"2 vserver group(s), 1 ALB server group(s)": the groups an instance left, by kind."""
-    parts = []
-    for lb, name in (("clb", "vserver group(s)"), ("alb", "ALB server group(s)"), ("nlb", "NLB server group(s)")):
-        n = sum(1 for kind, _ in groups if kind == lb)
-        if n:
-            parts.append(f"{n} {name}")
-    return ", ".join(parts) or "0 groups"
 
 
 def _already_removed(*args: Any, **kwargs: Any) -> str:

@@ -36,3 +36,28 @@ def read_spot(cloud: Any, ids: Iterable[str]) -> tuple[dict[str, str], set[str]]
             if any(lock.get("LockReason") == "Recycling" for lock in locks):
                 recycling.add(iid)
     return refused, recycling
+
+
+def spot_only(cloud: Any, jobs: list, dry_run: bool) -> list:
+    """The jobs (`.instance_id`, `.ctx`) whose instance ECS says is a spot instance; the others
+    are settled without acting (logged), or all fail to come back when ECS cannot be read."""
+    try:
+        refused, recycling = read_spot(cloud, {j.instance_id for j in jobs})
+    except Exception as exc:
+        if not dry_run:
+            for job in jobs:
+                job.fail(exc)
+            return []
+        return jobs  # dry-run on a laptop without credentials: the plan, marked unverified later
+    kept = []
+    for job in jobs:
+        why = refused.get(job.instance_id)
+        if why:
+            job.ctx.log.warning("not removing %s from its load balancers: %s", job.instance_id, why)
+            job.ctx.skip(f"not removing {job.instance_id} from its load balancers: {why}")
+            job.finish(nothing=True)
+            continue
+        if job.instance_id in recycling:
+            job.ctx.log.info("%s carries the Recycling lock: it is being reclaimed", job.instance_id)
+        kept.append(job)
+    return kept

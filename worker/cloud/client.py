@@ -2,7 +2,8 @@
 
 Every call: waits for a token from its API's bucket, is signed with fresh credentials,
 goes over https unless configured otherwise (to the endpoint override when set), and is
-retried with backoff and full jitter on throttling and transient errors. Failures come
+retried with backoff and full jitter on throttling and transient errors (a `SystemBusy`
+at the next token instead: `errors.RETRY_AT_NEXT_TOKEN`). Failures come
 out as `CloudError` (code + one clean line). The SDKs are imported on first call.
 """
 from __future__ import annotations
@@ -17,7 +18,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from .apis import BY_KEY
-from .errors import CloudError, from_sdk
+from .errors import RETRY_AT_NEXT_TOKEN, CloudError, from_sdk
 from .ratelimit import TokenBucket
 from .retry import call_with_retry
 
@@ -87,6 +88,13 @@ class CloudClient:
     def ess(self, action: str, **params: Any) -> dict:
         return self.call("ess", action, params)
 
+    def warm(self, *apis: str) -> None:
+        """Import the SDK and build these APIs' clients now, without a call, so a burst's first
+        call does not also pay for that (a tenth of a second or more). From a background
+        thread (the slb plugin's coalescer, as it starts): commands that make no call stay fast."""
+        for api in apis:
+            self._client(api)
+
     @contextmanager
     def turn(self, api: str) -> Iterator[None]:
         """Wait for `api`'s rate-limit token now; the block's first call to `api` (on this
@@ -112,13 +120,13 @@ class CloudClient:
             code = getattr(exc, "code", type(exc).__name__)
             with self._lock:
                 self.retries[(api, code)] += 1
-            log.debug("%s %s: %s; retry %d/%d in %.2fs", api, action, code, n,
-                      self.settings.max_retries, delay)
+            log.debug("%s %s: %s; retry %d in %.2fs", api, action, code, n, delay)
 
         return call_with_retry(lambda: self._attempt(api, action, params),
                                retryable=lambda e: isinstance(e, CloudError) and e.retryable_for(entry.retry),
                                max_retries=self.settings.max_retries, base=self._backoff[0],
-                               cap=self._backoff[1], sleep=self._sleep, on_retry=on_retry)
+                               cap=self._backoff[1], sleep=self._sleep, on_retry=on_retry,
+                               at_once=lambda e: isinstance(e, CloudError) and e.code in RETRY_AT_NEXT_TOKEN)
 
     def _attempt(self, api: str, action: str, params: dict[str, Any]) -> dict:
         client = self._client(api)

@@ -38,6 +38,12 @@ RETRYABLE_CODES = THROTTLING_CODES | frozenset({
     # ECS: the instance or an order on it is mid-change, or another request is changing it
     "InstanceNotReady", "LastOrderProcessing", "OperationConflict", "InvalidOperation.Conflict",
 })
+# The service's "too busy right now" for this one request, not a state of the load balancer
+# (a change in progress is OperationBusy / VServerGroupProcessing / ...configuring): retried
+# at the next rate-limit token, behind every call already waiting for one, with no sleep
+# while the rate has room — `max_retries` times, then with backoff like the others (a
+# streak that long is no momentary overload), `max_retries` times more.
+RETRY_AT_NEXT_TOKEN = frozenset({"SystemBusy"})
 # Codes no retry fixes, whatever their HTTP status: keys, permissions, the request itself,
 # or the resource's state (the caller re-reads it; see plugins/restart.py).
 PERMANENT_CODES = frozenset({

@@ -1,5 +1,6 @@
 """Retry with exponential backoff and full jitter (`backoff.py`): a wave of clients
-throttled together comes back spread out, not in lockstep.
+throttled together comes back spread out, not in lockstep. A failure `at_once` says is
+momentary is first tried again without a sleep: the caller's rate limit paces those tries.
 """
 from __future__ import annotations
 
@@ -14,16 +15,25 @@ T = TypeVar("T")
 def call_with_retry(attempt: Callable[[], T], *, retryable: Callable[[Exception], bool],
                     max_retries: int, base: float = 0.2, cap: float = 10.0,
                     sleep: Callable[[float], None] = time.sleep,
-                    on_retry: Callable[[Exception, int, float], None] | None = None) -> T:
-    """Call `attempt()`; on a retryable exception sleep and try again, `max_retries` times."""
-    for n in range(max_retries + 1):
+                    on_retry: Callable[[Exception, int, float], None] | None = None,
+                    at_once: Callable[[Exception], bool] = lambda exc: False) -> T:
+    """Call `attempt()`; on a retryable exception sleep and try again, `max_retries` times.
+    A failure `at_once(exc)` says is momentary is first tried again without a sleep, up to
+    `max_retries` times of its own, and only then backs off like any other."""
+    quick = slow = 0
+    while True:
         try:
             return attempt()
         except Exception as exc:
-            if n >= max_retries or not retryable(exc):
+            if not retryable(exc):
                 raise
-            delay = backoff_delay(n, base, cap, "full")
+            if at_once(exc) and quick < max_retries:
+                quick, delay = quick + 1, 0.0
+            elif slow < max_retries:
+                slow, delay = slow + 1, backoff_delay(slow, base, cap, "full")
+            else:
+                raise
             if on_retry is not None:
-                on_retry(exc, n + 1, delay)
-            sleep(delay)
-    raise AssertionError("unreachable")  # pragma: no cover
+                on_retry(exc, quick + slow, delay)
+            if delay:
+                sleep(delay)
