@@ -33,6 +33,8 @@ from ..config.store_url import shown
 
 DRAIN_TIMEOUT = 50.0
 QUIET_SECONDS = 1.0  # the queue must stay empty this long, with no instance mid-transition
+READY_TIMEOUT = 30.0  # seconds the spot notices wait for the workers' first receive
+NOTICE_SECONDS, RELEASE_SECONDS = 5.0, 0.5  # the demo's stand-in for the five minutes' notice
 
 
 def main(args, connect) -> int:
@@ -83,9 +85,11 @@ def main(args, connect) -> int:
                                                 stdout=log, stderr=subprocess.STDOUT))
         say(f"{_workers(workers_n)} started (pid {', '.join(str(w.pid) for w in workers)})"
             + (f", sharing the store {shown(store)}" if store else ""))
+        released_at = spot_notices(emulator, workers_n)
+        say(f"fleet: spot interruption of {SPOTS[0]} and {SPOTS[1]}")
         progress = Progress(sys.stderr)
         try:
-            drained = _wait_for_drain(emulator, workers, say, progress)
+            drained = _wait_for_drain(emulator, workers, say, progress, released_at)
         finally:
             progress.done()
         code = max(_stop(w) for w in workers)
@@ -121,11 +125,21 @@ def happenings(emulator) -> list[str]:
         request.set_endpoint(emulator.endpoint)
         request.set_protocol_type("http")
         client.do_action_with_exception(request)
-    for iid in SPOTS[:2]:  # the notice leaves a slow-starting worker time to take them out first
-        emulator.inject_event({"type": "spot-interruption", "instance_id": iid, "notice_seconds": 5,
-                               "release_seconds": 0.5})
-    return [f"{AUTO} stopped (opted in to restarts)", f"{MANUAL} stopped (an operator's stop)",
-            f"spot interruption of {SPOTS[0]} and {SPOTS[1]}"]
+    return [f"{AUTO} stopped (opted in to restarts)", f"{MANUAL} stopped (an operator's stop)"]
+
+
+def spot_notices(emulator, workers_n: int) -> float:
+    """The cloud's notices of two spot reclaims, once the workers are receiving: the demo's
+    5 s stand in for the real five minutes, which a worker slow to start on a loaded machine
+    must not spend before it has even begun (the reclaimed instance would then be gone).
+    Returns when (monotonic) the reclaimed instances are released."""
+    deadline = time.monotonic() + READY_TIMEOUT
+    while emulator.state()["calls"].get("mns:BatchReceiveMessage", 0) < workers_n and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for iid in SPOTS[:2]:
+        emulator.inject_event({"type": "spot-interruption", "instance_id": iid,
+                               "notice_seconds": NOTICE_SECONDS, "release_seconds": RELEASE_SECONDS})
+    return time.monotonic() + NOTICE_SECONDS + RELEASE_SECONDS
 
 
 def run_setup(connect, cfg: Path) -> list[str]:
@@ -150,9 +164,10 @@ def _stop(worker) -> int:
         return worker.wait()
 
 
-def _wait_for_drain(emulator, workers, say, progress: Progress) -> bool:
+def _wait_for_drain(emulator, workers, say, progress: Progress, released_at: float) -> bool:
     """The queue empty, and staying empty for QUIET_SECONDS with no instance mid-transition (a
-    restart's Running event is still to come while the instance is Starting)."""
+    restart's Running event is still to come while the instance is Starting), and not before
+    the reclaimed spot instances are released (their events are part of the story)."""
     deadline = time.monotonic() + DRAIN_TIMEOUT
     quiet_since = None
     while time.monotonic() < deadline:
@@ -166,7 +181,7 @@ def _wait_for_drain(emulator, workers, say, progress: Progress) -> bool:
         moving = any(i["status"] in ("Starting", "Stopping") for i in state["instances"])
         progress.update(f"  queue {QUEUE}: {depth.get('visible', 0)} waiting, "
                         f"{depth.get('in_flight', 0)} in flight")
-        if left == 0 and not moving:
+        if left == 0 and not moving and time.monotonic() >= released_at:
             quiet_since = quiet_since or time.monotonic()
             if time.monotonic() - quiet_since >= QUIET_SECONDS:
                 return True
