@@ -38,6 +38,7 @@ return out
 """
 
 # KEYS: settled, attempts, claim per key. ARGV[1]: dedupe ms (0: remember nothing).
+# Any owner's claim ends: once a key is settled every copy of it is a duplicate.
 SETTLED = """
 local ttl = tonumber(ARGV[1])
 for i = 0, #KEYS / 3 - 1 do
