@@ -5,6 +5,7 @@ SDK against the emulator, a real Redis server."""
 from __future__ import annotations
 
 import threading
+import time
 
 import pluggy
 import pytest
@@ -41,7 +42,7 @@ class Recorder:
         return "ok"
 
 
-def _runner(emulator, state_dir, queue: str, store) -> tuple[Runner, Recorder]:
+def _runner(emulator, state_dir, queue: str, store, plugin=None) -> tuple[Runner, Recorder]:
     config = parse_config({
         "mns": {"endpoint": emulator.mns_endpoint, "queue": queue, "wait_seconds": 1},
         "worker": {"state_dir": str(state_dir), "shutdown_timeout": 5},
@@ -49,7 +50,7 @@ def _runner(emulator, state_dir, queue: str, store) -> tuple[Runner, Recorder]:
     })
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
-    recorder = Recorder()
+    recorder = plugin or Recorder()
     pm.register(recorder, name="recorder")
     provider = StaticProvider(Credentials(emulator.access_key_id, emulator.access_key_secret))
     source = MnsQueue(emulator.mns_endpoint, queue, provider, 1)
@@ -98,3 +99,52 @@ def test_a_message_released_at_stop_frees_its_claim_so_a_copy_elsewhere_runs_at_
         second.request_stop()
         assert second.drain(5)
     assert sum(depth(emulator).values()) == 1  # A is back in its queue, nothing lost
+
+
+class SavingDeferrer:
+    """Defers each event once, with a saved state: the wait is re-sent as a new message."""
+
+    def __init__(self) -> None:
+        self.ran: list[float] = []
+
+    @hookimpl
+    def on_event(self, event, ctx):
+        if ctx.deferred_since is None:
+            ctx.save_state({"step": 1})
+            ctx.defer(DEFER_SECONDS, "test deferral")
+            return "deferred"
+        self.ran.append(time.monotonic())
+        return "continued"
+
+
+DEFER_SECONDS = 3
+
+
+def test_a_re_sent_deferrals_original_back_after_a_lost_delete_does_not_hold_up_its_copy(
+        emulator, tmp_path, redis_server):
+    """The original of a re-sent deferral, back after a lost delete, is a duplicate (its id
+    is settled) — but admission had claimed its event for it: the copy must still run when
+    due, not every 5 s after until that claim lapses."""
+    plugin = SavingDeferrer()
+    runner, _ = _runner(emulator, tmp_path, QUEUE, _store(redis_server, fleet_name(), tmp_path), plugin)
+    runner.check()
+    real_delete, lost = runner.source.delete_batch, []
+
+    def lose_the_first_delete(handles):
+        if not lost:
+            lost.append(handles)
+            return {}  # as if MNS never got it: the original comes back
+        return real_delete(handles)
+    runner.source.delete_batch = lose_the_first_delete
+    emulator.send(QUEUE, event_body("deferred-once"))
+    runner.start()
+    try:
+        wait_until(lambda: lost, 10, message="the original's delete lost")
+        deferred = time.monotonic()
+        wait_until(lambda: runner.counts["duplicate"] == 1, 10, message="the original back as a duplicate")
+        wait_until(lambda: plugin.ran, DEFER_SECONDS + BUSY_RETRY_SECONDS, message="the copy run")
+        assert plugin.ran[0] - deferred < DEFER_SECONDS + BUSY_RETRY_SECONDS - 1  # no wait on a claim
+        wait_until(lambda: sum(depth(emulator).values()) == 0, 5, message="all deleted")
+    finally:
+        runner.request_stop()
+        assert runner.drain(5)
