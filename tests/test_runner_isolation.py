@@ -225,12 +225,16 @@ def _runner(emulator, tmp_path, store=None, **worker) -> Runner:
     return Runner(config, Dispatcher(pm, Runtime(config), 5), source, store or Store(tmp_path))
 
 
-@pytest.mark.parametrize("thread", ["settle", "extend"])
+@pytest.mark.parametrize("thread", ["settle", "settle-deletes", "extend"])
 def test_an_internal_thread_that_dies_fails_the_worker_loudly(emulator, tmp_path, thread, caplog):
     """Issue 10, item 5 and the rule behind it: never a live process that does no work."""
     runner = _runner(emulator, tmp_path, shutdown_timeout=1)
     runner.check()  # start-up's own calls (the queue's attributes, a delete of no message) as they are
-    if thread == "settle":  # a bug past every per-message guard: deleting raises
+    if thread == "settle":  # a bug past every per-message guard: handing deletes over raises
+        def broken_hand_over(batch):
+            raise RuntimeError("a bug in handing deletes over")
+        runner.settler.deletes.hand_over = broken_hand_over
+    elif thread == "settle-deletes":  # a bug past every per-message guard: deleting raises
         def broken(handles):
             raise RuntimeError("a bug in delete")
         runner.source.delete_batch = broken
@@ -254,9 +258,10 @@ def test_an_internal_thread_that_dies_fails_the_worker_loudly(emulator, tmp_path
         ok, detail = health.Health(1).check()
         del health.dead_threads[:]
     assert time.monotonic() - started < 30
-    assert not ok and detail["status"] == "failed" and detail["dead_threads"]
-    assert any(thread in r.getMessage() and r.levelname == "CRITICAL" for r in caplog.records)
+    assert not ok and detail["status"] == "failed" and detail["dead_threads"] == [thread]
+    assert any(f"{thread!r} died" in r.getMessage() and r.levelname == "CRITICAL" for r in caplog.records)
     assert pings and died and not [t for t in pings if t > died[0]]  # the watchdog was no longer fed
+    assert sum(depth(emulator).values()) == 1  # nothing lost: never deleted, it comes back
 
 
 def _redis_store(server, tmp_path):

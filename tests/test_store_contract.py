@@ -71,10 +71,28 @@ def test_a_running_message_is_claimed_so_a_copy_elsewhere_waits(pair):
     assert not a.take(["k"], 5, owners=["msg-1"], hold=30)[0].busy
     assert a.take(["k"], 5, owners=["msg-1"], hold=30)[0].busy is False  # its own claim
     assert b.take(["k"], 5, owners=["msg-2"], hold=30)[0].busy  # another copy: wait
-    a.deferred("k", {"x": None})  # the claim ends with the attempt
+    a.deferred("k", {"x": None}, owner="msg-1")  # the claim ends with the attempt
     assert not b.take(["k"], 5, owners=["msg-2"], hold=30)[0].busy
     b.mark_settled_many(["k"])
     assert a.take(["k"], 5, owners=["msg-3"], hold=30)[0].settled
+
+
+def test_a_claim_ends_with_its_owners_run_and_only_by_its_owner(pair):
+    """Whatever ends a run unsettled ends its claim (a copy then runs at once, not after
+    the claim lapses); a worker never ends a claim another copy holds."""
+    a, b = pair
+    keys = ["given-back", "failed", "deferred"]
+    a.take(keys, 5, owners=["m1", "m2", "m3"], hold=30)
+    b.unclaim([("given-back", "x1")])  # not its claim: nothing ends
+    b.failed("failed", None, owner="x2")
+    b.deferred("deferred", {}, owner="x3")
+    assert [t.busy for t in b.take(keys, 5, owners=["x1", "x2", "x3"], hold=30)] == [True, True, True]
+    a.unclaim([("given-back", "m1")])
+    a.failed("failed", None, owner="m2")
+    a.deferred("deferred", {}, owner="m3")
+    assert [t.busy for t in b.take(keys, 5, owners=["x1", "x2", "x3"], hold=30)] == [False, False, False]
+    a.unclaim([("given-back", "m1")])  # now b's: a's old message id ends nothing
+    assert a.take(["given-back"], 5, owners=["m9"], hold=30)[0].busy
 
 
 def test_a_suspect_that_crashed_its_quarantine_stays_one_and_is_charged(pair):

@@ -84,6 +84,7 @@ class Admission:
         try:
             found = list(self.store.take(keys, self.max_attempts, **claim))
             self._outage = 0
+            _note_claims(batch, found, self.hold)
             return [by_id if by_id.settled else by_key for by_key, by_id in zip(found, found[len(batch):])]
         except BaseException as exc:  # noqa: B902
             log.error("state store: %s; looking the %d message(s) up one by one", one_line(exc), len(batch))
@@ -92,6 +93,7 @@ class Admission:
             try:
                 out.extend(self.store.take([key], self.max_attempts, **({"owners": [owners[i]], "hold": self.hold}
                                                                          if self.hold else {})))
+                _note_claims(batch[i:i + 1], out[-1:], self.hold)
             except BaseException:  # noqa: B902 - degrade: MNS's DequeueCount stands in for ours
                 out.append(None)
         if None in out:
@@ -138,6 +140,13 @@ class Admission:
         if wrapped is not None and missing_states(held.resume):  # never run a sequence blind
             return held, STATELESS, None
         return held, RESULT, None
+
+
+def _note_claims(batch: list[Held], found: list[Attempt], hold: float) -> None:
+    """Which messages now hold their key's claim (unsettled, not another copy's): the
+    settler ends each such claim however this worker's run of the message ends."""
+    for held, by_key in zip(batch, found):
+        held.claimed = bool(hold) and not by_key.settled and not by_key.busy
 
 
 def _read(held: Held, signer: Signer | None) -> str | None:

@@ -35,6 +35,7 @@ class Held:
     wrapped: Deferred | None = None  # a long deferral, re-sent with its key (deferred.py)
     later: tuple[float, str] = (0.0, "")  # LATER: come back in this many seconds, and why
     refused: tuple[str, str] | None = None  # (dead-letter reason, why): never run (trust.py)
+    claimed: bool = False  # its key is claimed in a shared store by its message id (admission.py)
 
     def __repr__(self) -> str:  # log lines: never the body, a bounded key
         key = self.key if len(self.key) <= REPR_KEY_CHARS else self.key[:REPR_KEY_CHARS] + "..."

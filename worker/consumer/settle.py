@@ -9,6 +9,9 @@ failed            -> an attempt counted; hidden for a backoff growing with the a
                      `max_attempts` dead-lettered;
 invalid / refused -> dead-lettered at once (refused: a re-sent deferral not trusted, `trust.py`);
 stateless / later -> hidden `STATE_WAIT_SECONDS` (`trust.py`) / as admission says; nothing run.
+A shared store's claim on a message (`admission.py`) ends with this worker's run of it: in
+the store step of its outcome (settled, failed, deferred), or — released, put off, kept,
+a duplicate — by `unclaim` before MNS may hand it out again; only its owner ends it.
 A re-sent message is remembered as settled by its MNS message id: back after a lost
 delete, it is deleted, not re-sent again.
 Dead-lettering (`dead_lettering.py`) writes `state_dir/dead-letter.jsonl` once per message,
@@ -122,6 +125,7 @@ class Settler:
             except BaseException as exc:  # noqa: B902 - one message never stops settling for all
                 log.error("settling message %s failed: %s; it comes back after its visibility timeout",
                           item[0].message.id, one_line(exc), exc_info=exc)
+                self._unclaim(item[0])
                 self._finish(item[0])
             if not pending and deletes:  # a partial batch waits at most DELETE_LINGER
                 flush_at = time.monotonic() + DELETE_LINGER
@@ -140,6 +144,7 @@ class Settler:
             log.info("event %s already settled: deleting the redelivered copy", held.key,
                      extra={"event_id": held.key, "outcome": "duplicate", "message_id": held.message.id})
             self._count(event, "duplicate")
+            self._unclaim(held)  # e.g. a re-sent deferral's original: its copy runs now
             deletes.append((held, handle))
             return
         if kind == LATER:  # not run, not counted (admission.py says why)
@@ -180,7 +185,9 @@ class Settler:
                 # Which plugins to call again; a failure outside any plugin (no plugin
                 # results) keeps what was to be resumed (None: all of them).
                 resume = result.resume(held.resume) if result.plugins else held.resume
-                held.attempt = max(held.attempt, self._store(self.store.failed, held.key, resume, held.crashed) or 0)
+                held.attempt = max(held.attempt, self._store(self.store.failed, held.key, resume, held.crashed,
+                                                             held.message.id) or 0)
+                held.claimed = False  # ended in the same step
             if held.attempt >= self.max_attempts or kind == EXHAUSTED:
                 result.error = f"{result.error}; dead-lettered after {held.attempt} attempts"
                 self._dead_letter(held, handle, "max_attempts", result.error, deletes)
@@ -205,7 +212,8 @@ class Settler:
         """Come back in `seconds`: hidden when short, re-sent with a delay when long."""
         seconds = max(1, math.ceil(seconds))
         made = max(held.attempt - 1, 0)
-        self._store(self.store.deferred, held.key, resume or {}, made)
+        self._store(self.store.deferred, held.key, resume or {}, made, held.message.id)
+        held.claimed = False  # ended in the same step
         # Long waits are re-sent (MNS throttles consumers that hold messages); so is a wait
         # carrying a plugin's saved state (or back in a copy that carried one: `must_resend`)
         # (signed; without a key only its name travels, and a worker lacking it waits).
@@ -239,11 +247,19 @@ class Settler:
         self._set_visibility(held, handle, retry_backoff(2, w.retry_base_seconds, w.retry_max_seconds))
 
     def _set_visibility(self, held: Held, handle: str, seconds: int) -> None:
+        self._unclaim(held)  # first: once visible, its copy may be taken at once
         try:
             self.source.change_visibility(handle, seconds)
         except MnsError as exc:  # it comes back when its current invisibility ends anyway
             log.warning("%s (message %s)", exc, held.message.id)
         self._finish(held)
+
+    def _unclaim(self, held: Held) -> None:
+        """End the claim this run of an unsettled message holds, so that its next copy —
+        here or at another worker — runs at once rather than after the claim lapses."""
+        if held.claimed:
+            held.claimed = False
+            self._store(self.store.unclaim, [(held.key, held.message.id)])
 
     def _mark_settled(self) -> None:
         """Remember settled keys, one store step for all settled since the last time.

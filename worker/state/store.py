@@ -168,28 +168,32 @@ class Store(SqliteShared):
                                suspect=bool(suspect), busy=key in busy))
         return out
 
-    def failed(self, key: str, plugins: Mapping[str, float | None] | None, crashed: bool = False) -> int:
-        """An attempt that failed: count it, keep the plugins to resume (None: all); returns
-        the count. It finished: no longer a crash suspect, unless it `crashed` its quarantine."""
+    def failed(self, key: str, plugins: Mapping[str, float | None] | None, crashed: bool = False,
+               owner: str = "") -> int:
+        """An attempt that failed: count it, keep the plugins to resume (None: all), end
+        `owner`'s claim; returns the count. It finished: no longer a crash suspect, unless it
+        `crashed` its quarantine."""
         key = safe_key(key)
         with self._transaction() as db:  # no RETURNING: older distributions ship SQLite < 3.35
             db.execute("INSERT INTO attempts (key, attempts, resume, updated) VALUES (?, 1, ?, ?) "
                        "ON CONFLICT(key) DO UPDATE SET attempts = attempts + 1, resume = excluded.resume, "
                        "updated = excluded.updated, suspect = ?",
                        (key, None if plugins is None else json.dumps(dict(plugins)), self.clock(), int(crashed)))
-            db.execute("DELETE FROM claims WHERE key = ?", (key,))
+            db.execute("DELETE FROM claims WHERE key = ? AND owner = ?", (key, owner))
             return db.execute("SELECT attempts FROM attempts WHERE key = ?", (key,)).fetchone()[0]
 
-    def deferred(self, key: str, plugins: Mapping[str, float | None], attempts: int | None = None) -> None:
-        """A deferral, which is not an attempt: keep the plugins to resume (one write).
-        `attempts` (a re-sent message's own count, `deferred.py`) raises the count to it."""
+    def deferred(self, key: str, plugins: Mapping[str, float | None], attempts: int | None = None,
+                 owner: str = "") -> None:
+        """A deferral, which is not an attempt: keep the plugins to resume and end `owner`'s
+        claim (one write). `attempts` (a re-sent message's own count, `deferred.py`) raises
+        the count to it."""
         key = safe_key(key)
         with self._transaction() as db:
             db.execute("INSERT INTO attempts (key, attempts, resume, updated) VALUES (?, ?, ?, ?) "
                        "ON CONFLICT(key) DO UPDATE SET attempts = MAX(attempts, excluded.attempts), "
                        "resume = excluded.resume, updated = excluded.updated, suspect = 0",
                        (key, attempts or 0, json.dumps(dict(plugins)), self.clock()))
-            db.execute("DELETE FROM claims WHERE key = ?", (key,))
+            db.execute("DELETE FROM claims WHERE key = ? AND owner = ?", (key, owner))
 
     def crashed(self, charged: Sequence[str], suspects: Sequence[str]) -> None:
         """A worker died with `suspects` running: mark them to be run alone; `charged`

@@ -4,7 +4,9 @@
 tests (`tests/test_store_contract.py`) run the same cases against both.
 
 What it keeps: settled keys (dedupe), attempt counts and resume lists, crash suspects,
-claims on running messages (a copy of a running message waits), the dead-letter record,
+claims on running messages (a copy of a running message waits; a claim ends with its
+owner's run: settled, failed, deferred, or given back unsettled — `unclaim` — or when it
+lapses), the dead-letter record,
 and for plugins (through `ctx`, `fleet.py`): budgets, small state, and load-balancer
 removal reservations. Every method raises `StoreError` when the store cannot be used.
 """
@@ -28,12 +30,19 @@ class StateStore(Protocol):
     def mark_settled_many(self, keys: Sequence[str]) -> None:
         """Remember `keys` as settled for `dedupe_ttl`; forget their attempts and claims."""
 
-    def failed(self, key: str, plugins: Mapping[str, float | None] | None, crashed: bool = False) -> int:
-        """Count a failed attempt, keep the plugins to resume, drop the claim; the count.
-        No longer a crash suspect, unless it `crashed` its quarantine process."""
+    def failed(self, key: str, plugins: Mapping[str, float | None] | None, crashed: bool = False,
+               owner: str = "") -> int:
+        """Count a failed attempt, keep the plugins to resume, end `owner`'s claim (if it
+        still holds it); the count. No longer a crash suspect, unless it `crashed` its
+        quarantine process."""
 
-    def deferred(self, key: str, plugins: Mapping[str, float | None], attempts: int | None = None) -> None:
-        """Keep the plugins to resume (not an attempt), drop the claim."""
+    def deferred(self, key: str, plugins: Mapping[str, float | None], attempts: int | None = None,
+                 owner: str = "") -> None:
+        """Keep the plugins to resume (not an attempt), end `owner`'s claim (if it still holds it)."""
+
+    def unclaim(self, claims: Sequence[tuple[str, str]]) -> None:
+        """End each (key, owner) claim that owner still holds, in one step: its run of the
+        message ended unsettled (released, put off, kept); another owner's claim stays."""
 
     def crashed(self, charged: Sequence[str], suspects: Sequence[str]) -> None:
         """A worker died with `suspects` running; `charged` also count an attempt."""

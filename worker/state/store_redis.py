@@ -43,7 +43,7 @@ class RedisStore:
         self.dead_letter_path = self.dir / DEAD_LETTER_NAME
         make_private_dir(self.dir)
         self._scripts = {name: client.register_script(getattr(lua, name))
-                         for name in ("TAKE", "SETTLED", "FAILED", "DEFERRED", "CRASHED", "TAKE_BUDGETS", "RESERVE")}
+                         for name in ("TAKE", "SETTLED", "FAILED", "DEFERRED", "UNCLAIM", "CRASHED", "TAKE_BUDGETS", "RESERVE")}
         self._problem: str | None = None
         self._pinged = 0.0
         self._lock = threading.Lock()
@@ -141,14 +141,21 @@ class RedisStore:
                         raise
                     time.sleep(0.25)
 
-    def failed(self, key: str, plugins: Mapping[str, float | None] | None, crashed: bool = False) -> int:
+    def failed(self, key: str, plugins: Mapping[str, float | None] | None, crashed: bool = False,
+               owner: str = "") -> int:
         resume = "" if plugins is None else json.dumps(dict(plugins))
         return int(self._run("FAILED", [self._key("a", key), self._key("c", key)],
-                             [resume, ATTEMPTS_TTL, int(crashed)]))
+                             [resume, ATTEMPTS_TTL, int(crashed), owner]))
 
-    def deferred(self, key: str, plugins: Mapping[str, float | None], attempts: int | None = None) -> None:
+    def deferred(self, key: str, plugins: Mapping[str, float | None], attempts: int | None = None,
+                 owner: str = "") -> None:
         self._run("DEFERRED", [self._key("a", key), self._key("c", key)],
-                  [json.dumps(dict(plugins)), attempts or 0, ATTEMPTS_TTL])
+                  [json.dumps(dict(plugins)), attempts or 0, ATTEMPTS_TTL, owner])
+
+    def unclaim(self, claims: Sequence[tuple[str, str]]) -> None:
+        for i in range(0, len(claims), MAX_KEYS):
+            chunk = claims[i:i + MAX_KEYS]
+            self._run("UNCLAIM", [self._key("c", key) for key, _ in chunk], [owner for _, owner in chunk])
 
     def crashed(self, charged: Sequence[str], suspects: Sequence[str]) -> None:
         marks = {**{k: "0" for k in suspects}, **{k: "1" for k in charged}}

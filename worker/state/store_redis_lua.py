@@ -38,6 +38,7 @@ return out
 """
 
 # KEYS: settled, attempts, claim per key. ARGV[1]: dedupe ms (0: remember nothing).
+# Any owner's claim ends: once a key is settled every copy of it is a duplicate.
 SETTLED = """
 local ttl = tonumber(ARGV[1])
 for i = 0, #KEYS / 3 - 1 do
@@ -48,23 +49,34 @@ return 0
 """
 
 # KEYS: attempts, claim. ARGV: resume ('' = all plugins), attempts ttl s, still a suspect
-# (1: it crashed its quarantine process; 0: it finished). Returns the count.
+# (1: it crashed its quarantine process; 0: it finished), the claim's owner (UNCLAIM's
+# rule: only its owner ends a claim). Returns the count.
 FAILED = """
 local n = redis.call('HINCRBY', KEYS[1], 'n', 1)
 if ARGV[1] == '' then redis.call('HDEL', KEYS[1], 'resume') else redis.call('HSET', KEYS[1], 'resume', ARGV[1]) end
 redis.call('HSET', KEYS[1], 'suspect', tonumber(ARGV[3]))
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
-redis.call('DEL', KEYS[2])
+if redis.call('GET', KEYS[2]) == ARGV[4] then redis.call('DEL', KEYS[2]) end
 return n
 """
 
-# KEYS: attempts, claim. ARGV: resume, attempts (raise the count to it), attempts ttl s.
+# KEYS: attempts, claim. ARGV: resume, attempts (raise the count to it), attempts ttl s,
+# the claim's owner.
 DEFERRED = """
 local n = math.max(tonumber(redis.call('HGET', KEYS[1], 'n')) or 0, tonumber(ARGV[2]))
 redis.call('HSET', KEYS[1], 'n', n, 'resume', ARGV[1], 'suspect', 0)
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
-redis.call('DEL', KEYS[2])
+if redis.call('GET', KEYS[2]) == ARGV[4] then redis.call('DEL', KEYS[2]) end
 return n
+"""
+
+# KEYS: claim per key. ARGV[i]: its owner. Ends each claim its owner still holds: a
+# worker ends only its own (owners are message ids), never a copy's elsewhere.
+UNCLAIM = """
+for i = 1, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[i] then redis.call('DEL', KEYS[i]) end
+end
+return 0
 """
 
 # KEYS: attempts, claim per key. ARGV[1]: attempts ttl s; ARGV[1+i]: 1 charged, 0 suspect only.

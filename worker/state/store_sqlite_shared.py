@@ -58,6 +58,13 @@ class SqliteShared:
                        (key, owner, now + hold))
         return busy
 
+    def unclaim(self, claims: Sequence[tuple[str, str]]) -> None:
+        """End each (key, owner) claim its owner still holds (`store_api`), one transaction."""
+        if claims:
+            with self._transaction() as db:
+                db.executemany("DELETE FROM claims WHERE key = ? AND owner = ?",
+                               [(safe_key(k), owner) for k, owner in claims])
+
     # -- budgets ------------------------------------------------------------------
     def take_budgets(self, slots: Sequence[Slot], token: str) -> Taken:
         """Take one unit of every budget in `slots`, all or none, in one transaction."""
