@@ -81,3 +81,33 @@ def test_max_pending_bounds_what_the_worker_holds(emulator, tmp_path):
         assert worker.wait(20) == 0
     finally:
         worker.stop()
+
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("emulator_state", [short_visibility(visibility_timeout=10)])  # no renewal within
+def test_a_hiccup_at_start_up_does_not_cap_what_the_worker_holds(emulator, tmp_path):
+    """The first MNS call fails twice and is retried after pauses: those are no round trip,
+    so the renewals' capacity (about 20 at 0.8 s a call, hundreds at a warm round trip)
+    still lets the worker hold every waiting notice at once — as a wave of spot notices
+    must be, or its late part reaches the plugins after the first part's calls left."""
+    setup = Setup(tmp_path, emulator)
+    setup.plugin.write_text(FUTURE_PLUGIN.format(record=str(setup.record), delay=2))
+    ids = [f"wave-{i:02d}" for i in range(40)]
+    for event_id in ids:
+        emulator.send(QUEUE, event_body(event_id))
+    emulator.set_faults({"mns": {"error_rate": 1.0, "error_code": "InternalError",
+                                 "actions": ["GetQueueAttributes"]}})
+    worker = Worker(setup.config())
+    try:
+        wait_until(lambda: worker.output().count("retrying in") >= 2, 10, message="two retries at start-up")
+        emulator.set_faults({"mns": {}})
+        wait_until(lambda: set(setup.lines("done")) == set(ids), 20, message="all done")
+        record = [line.split()[0] for line in setup.record.read_text().splitlines()]
+        # Every notice was held before the first was done: none waited for room.
+        assert record.index("done") == len(ids), record
+        wait_until(lambda: sum(depth(emulator).values()) == 0, 10, message="the queue to drain")
+        worker.signal()
+        assert worker.wait(20) == 0
+    finally:
+        worker.stop()
