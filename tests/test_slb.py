@@ -223,6 +223,9 @@ def test_wave_of_500_under_slb_throttling_is_removed_in_few_calls():
         removes = calls(emu, "slb:RemoveVServerGroupBackendServers")
         assert 25 <= removes <= 30  # 500 servers / 20 per call; a few extra for throttled retries
         assert all(len(r.actions) == 1 and r.actions[0].result == "ok" for r in results)
+        # Each reclaimed instance counts against its group's guard (counted a batch at a time).
+        out = w.runtime.store._run("SELECT grp, COUNT(DISTINCT holder) FROM reservations GROUP BY grp")
+        assert dict(out) == {f"clb:rsp-{g:02d}": 20 for g in range(25)}
 
 
 def test_throttling_beyond_our_own_limit_is_retried_not_failed():

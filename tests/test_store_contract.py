@@ -238,6 +238,24 @@ def test_a_share_limits_how_much_of_a_group_is_out(pair):
     assert a.reserve_removal("g", "i-sick", members, keep=1, max_out_share=0.3, ttl=60).granted  # not healthy
 
 
+def test_a_batch_of_forced_removals_counts_in_every_group_and_lapses(pair):
+    a, b = pair
+    lapsed = time.monotonic() + 1.0
+    a.force_removals([("clb:f1", "i-1"), ("alb:f2", "i-1"), ("clb:f1", "i-2"), ("clb:f3", "i-3")], ttl=1.0)
+    # Each counts out of its group for the other worker: no group gives up its last healthy member.
+    for group, healthy, candidate in [("clb:f1", ["i-4"], "i-4"), ("alb:f2", ["i-5"], "i-5"),
+                                      ("clb:f3", ["i-6"], "i-6")]:
+        refused = b.reserve_removal(group, candidate, healthy, keep=1, max_out_share=1.0, ttl=60)
+        assert not refused.granted and refused.remaining == 0
+    # Two out of f1 (i-1, i-2): with a share of 0.5 of four members, no room for a third.
+    assert not b.reserve_removal("clb:f1", "i-4", ["i-4", "i-7"], keep=1, max_out_share=0.5, ttl=60).granted
+    b.release_removal("clb:f3", "i-3")
+    assert b.reserve_removal("clb:f3", "i-6", ["i-6", "i-8"], keep=1, max_out_share=1.0, ttl=60).granted
+    a.force_removals([], ttl=60)  # nothing to count: no step
+    time.sleep(max(0.0, lapsed - time.monotonic()) + 0.1)  # they lapse with `ttl`, as a forced one does
+    assert b.reserve_removal("alb:f2", "i-5", ["i-5", "i-9"], keep=1, max_out_share=0.5, ttl=60).granted
+
+
 def test_a_reservation_lapses_when_its_holder_never_comes_back(pair):
     a, b = pair
     assert a.reserve_removal("g2", "i-1", ["i-1", "i-2"], keep=1, max_out_share=1.0, ttl=0.3).granted
@@ -271,8 +289,8 @@ def test_every_script_names_its_keys_through_keys_only():
 
     from ecs_worker.state import store_redis_lua as lua
 
-    scripts = {n: getattr(lua, n) for n in ("TAKE", "SETTLED", "FAILED", "DEFERRED", "CRASHED", "TAKE_BUDGETS",
-                                            "RESERVE")}
+    scripts = {n: text for n, text in vars(lua).items() if n.isupper() and isinstance(text, str)}  # every one
+    assert {"RESERVE", "FORCE", "UNCLAIM"} <= scripts.keys()
     keyless = ("TIME",)
     for name, text in scripts.items():
         calls = re.findall(r"redis\.call\('(\w+)'(?:,\s*([^,)]+))?", text)

@@ -12,7 +12,7 @@ check reporting it not normal (`health.py`: `GetListenerHealthStatus`; no check,
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from . import server_groups
 from .entry import Membership
@@ -91,8 +91,11 @@ def release(ctx: Any, instance_id: str, members: Iterable[Membership]) -> None:
         ctx.release_removal(group_key(kind, group), instance_id)
 
 
-def count_forced(ctx: Any, instance_id: str, members: Iterable[Membership]) -> None:
-    """A removal that is never held back (a reclaimed spot instance) still counts against
-    its groups until it lapses (`[guard] hold_seconds`)."""
-    for kind, group in by_group(members):
-        ctx.reserve_removal(group_key(kind, group), instance_id, [], force=True)
+def count_forced(ctx: Any, members_of: Mapping[str, Iterable[Membership]]) -> None:
+    """Removals that are never held back (reclaimed spot instances, `instance id -> its
+    memberships`) still count against their groups until they lapse (`[guard]
+    hold_seconds`): all of them in one store step, before any of them leaves."""
+    removals = [(group_key(kind, group), iid) for iid, members in members_of.items()
+                for kind, group in by_group(members)]
+    if removals:
+        ctx.force_removals(removals)

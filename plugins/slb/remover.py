@@ -159,7 +159,7 @@ class Remover:
         if late_ids := {j.instance_id for j in jobs} - found.keys():  # their groups were just read
             more, more_error = self._locate(late_ids)
             found, error = {**found, **more}, error or more_error
-        entries = []
+        entries, forced, counter = [], {}, None
         for job in jobs:
             backends = found.get(job.instance_id) or []
             if not backends:  # in no group: gone already, or never there — done
@@ -168,9 +168,11 @@ class Remover:
             if error is not None and not job.ctx.dry_run:
                 job.fail_later(error)  # the message comes back for the groups not read
             if job.kind == REMOVE and not job.ctx.dry_run:  # never held back, but counted (lb/guard.py)
-                guard.count_forced(job.ctx, job.instance_id, backends)
+                forced[job.instance_id], counter = backends, job.ctx
             job.expect(len(backends))
             entries += [(b.key, job.kind, (b, job), partial(job.entry_done, b)) for b in backends]
+        if counter is not None:  # one store step for the batch, before any of its Removes leave
+            guard.count_forced(counter, forced)
         return entries
 
     def _wake(self, _located: Future) -> None:

@@ -113,7 +113,7 @@ class Context:
     `dry_run`, `cloud`, `state_dir`, `act`, `act_many`, `defer`, `cancel_defer`, `skip`,
     `save_state`, and what is kept in the state store (fleet-wide when the store is shared,
     `fleet.py`): `budget`, `take`, `remember`, `recall`, `forget`, `reserve_removal`,
-    `release_removal`. `actions`, `deferral`, `skipped` and `saved_state` are what the
+    `force_removals`, `release_removal`. `actions`, `deferral`, `skipped` and `saved_state` are what the
     dispatcher reads back.
     """
 
@@ -276,6 +276,14 @@ class Context:
         except fleet.StoreError as exc:
             self.log.warning("removal of %s from %s not reserved: %s", member, group, exc)
             return force
+
+    def force_removals(self, removals: list[tuple[str, str]]) -> None:
+        """`reserve_removal(group, member, [], force=True)` for many (group, member) pairs
+        in one store step (a batch of reclaimed spot instances): never refused, each counts."""
+        try:
+            self._runtime.store.force_removals(removals, self._runtime.config.guard.hold_seconds)
+        except fleet.StoreError as exc:
+            self.log.warning("%d forced removals not counted: %s", len(removals), exc)
 
     def release_removal(self, group: str, member: str) -> None:
         """`member` is back in `group` (or gone for good): its reservation ends."""

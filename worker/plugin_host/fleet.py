@@ -1,7 +1,8 @@
 """What plugins keep through `ctx` in the state store — the same calls whichever store
 runs, shared by every worker that shares the store: budgets (`ctx.budget`, `ctx.take`),
 small state (`ctx.remember`, `ctx.recall`, `ctx.forget`) and load-balancer removal
-reservations (`ctx.reserve_removal`, `ctx.release_removal`, the guard).
+reservations (`ctx.reserve_removal`, `ctx.force_removals`, `ctx.release_removal`, the
+guard).
 
 Fail safe: a store that cannot be reached grants nothing — `ctx.take` answers "wait"
 (`Grant.blocked == "store"`), a reservation is refused — so nothing budgeted happens

@@ -72,7 +72,7 @@ why an event is not yours (`ctx.skip(reason)`),
 resume state (`ctx.resume_state`, `ctx.save_state`), `ctx.log` and `ctx.dry_run`; what it
 keeps in the state store — fleet-wide when the store is shared: budgets (`ctx.budget`,
 `ctx.take`), small values (`ctx.remember`, `ctx.recall`, `ctx.forget`) and load-balancer
-removal reservations (`ctx.reserve_removal`, `ctx.release_removal`). A deferral
+removal reservations (`ctx.reserve_removal`, `ctx.force_removals`, `ctx.release_removal`). A deferral
 is not a failure and not an attempt; the queue's visibility timeout is the timer, so it
 survives a crash, and the step a multi-step sequence reached travels with the message.
 Beyond `ctx`, a plugin imports only what the top-level `ecs_worker` package exports.

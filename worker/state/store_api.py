@@ -74,6 +74,11 @@ class StateStore(Protocol):
         (`store_sqlite_shared.judge` is the rule); `force` (a reclaimed spot instance) is
         always granted, and counted."""
 
+    def force_removals(self, removals: Sequence[tuple[str, str]], ttl: float) -> None:
+        """Count each (group, holder) out of its group for `ttl` seconds, never refused (a
+        batch of reclaimed spot instances): `reserve_removal(..., force=True)` for them all,
+        in one atomic step."""
+
     def release_removal(self, group: str, holder: str) -> None:
         """`holder` is back in (or gone for good): its reservation ends."""
 

@@ -43,7 +43,8 @@ class RedisStore:
         self.dead_letter_path = self.dir / DEAD_LETTER_NAME
         make_private_dir(self.dir)
         self._scripts = {name: client.register_script(getattr(lua, name))
-                         for name in ("TAKE", "SETTLED", "FAILED", "DEFERRED", "UNCLAIM", "CRASHED", "TAKE_BUDGETS", "RESERVE")}
+                         for name in ("TAKE", "SETTLED", "FAILED", "DEFERRED", "UNCLAIM", "CRASHED", "TAKE_BUDGETS",
+                                      "RESERVE", "FORCE")}
         self._problem: str | None = None
         self._pinged = 0.0
         self._lock = threading.Lock()
@@ -206,6 +207,14 @@ class RedisStore:
                                        [holder, int(ttl * 1000), keep, round(max_out_share * 1000),
                                         int(force), *healthy])
         return Reserved(bool(granted), int(remaining))
+
+    def force_removals(self, removals: Sequence[tuple[str, str]], ttl: float) -> None:
+        holders: dict[str, list[str]] = {}
+        for group, holder in removals:
+            holders.setdefault(group, []).append(holder)
+        if holders:  # one script, every group's key in KEYS: atomic, on the fleet's shard
+            self._run("FORCE", [self._key("r", g) for g in holders],
+                      [int(ttl * 1000), *(v for g, hs in holders.items() for v in (len(hs), *hs))])
 
     def release_removal(self, group: str, holder: str) -> None:
         self._call(lambda: self.client.hdel(self._key("r", group), holder))

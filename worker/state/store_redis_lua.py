@@ -139,3 +139,17 @@ if granted then
 end
 return {0, remaining}
 """
+
+# KEYS: one group's reservations per key (as RESERVE). ARGV[1]: ttl ms; then, for each
+# KEYS[i] in turn, how many holders and those holders. Each is counted out, never refused
+# (RESERVE with force, for a whole batch). Returns 0.
+FORCE = NOW + """
+local ttl, a = tonumber(ARGV[1]), 2
+for i = 1, #KEYS do
+  local n = tonumber(ARGV[a])
+  for j = a + 1, a + n do redis.call('HSET', KEYS[i], ARGV[j], now + ttl) end
+  if redis.call('PTTL', KEYS[i]) < ttl then redis.call('PEXPIRE', KEYS[i], ttl) end
+  a = a + n + 1
+end
+return 0
+"""

@@ -115,6 +115,18 @@ class SqliteShared:
                            (group, holder, now + ttl))
             return verdict
 
+    def force_removals(self, removals: Sequence[tuple[str, str]], ttl: float) -> None:
+        """Count each (group, holder) out of its group, never refused: one transaction."""
+        if not removals:
+            return
+        now = self.clock()
+        rows = [(safe_key(group), holder) for group, holder in removals]
+        with self._transaction() as db:
+            db.executemany("DELETE FROM reservations WHERE grp = ? AND expires <= ?",
+                           [(group, now) for group in dict.fromkeys(g for g, _ in rows)])
+            db.executemany("INSERT OR REPLACE INTO reservations (grp, holder, expires) VALUES (?, ?, ?)",
+                           [(group, holder, now + ttl) for group, holder in rows])
+
     def release_removal(self, group: str, holder: str) -> None:
         self._run("DELETE FROM reservations WHERE grp = ? AND holder = ?", (safe_key(group), holder))
 
