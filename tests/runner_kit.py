@@ -144,6 +144,16 @@ class Worker:
             self.proc.wait(10)
         self._out.close()
 
+    def finish(self, timeout: float = 30) -> None:
+        """The usual end of a test's worker: SIGTERM and up to `timeout` s to drain (longer
+        fails the test, as a worker that ignores SIGTERM should); killed either way."""
+        try:
+            if self.alive():
+                self.signal(signal.SIGTERM)
+            self.wait(timeout)
+        finally:
+            self.stop()
+
 
 def connection_toml(emulator, key_id: str, secret: str, visibility_timeout: int | None = 10,
                     queue: str = QUEUE, dead_letter_queue: str = "") -> str:

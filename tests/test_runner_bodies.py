@@ -33,9 +33,7 @@ def test_line_broken_base64_and_a_byte_order_mark_are_events(emulator, tmp_path)
         wait_until(lambda: len(setup.lines("done")) == 4, 20, message="all four handled")
         wait_until(lambda: sum(depth(emulator).values()) == 0, 10, message="all deleted")
     finally:
-        worker.signal()
-        worker.wait(20)
-        worker.stop()
+        worker.finish(20)
     assert sorted(setup.lines("done")) == ["b64-crlf", "b64-lf", "bom-in-b64", "bom-json"]
     assert not (tmp_path / "state-worker" / "dead-letter.jsonl").exists()
 
@@ -52,9 +50,7 @@ def test_a_wrapper_past_thirty_days_is_dead_lettered(emulator, tmp_path):
         wait_until(path.exists, 20, message="the dead letter")
         wait_until(lambda: sum(depth(emulator).values()) == 0, 10, message="deleted, not re-sent")
     finally:
-        worker.signal()
-        worker.wait(20)
-        worker.stop()
+        worker.finish(20)
     (record,) = [json.loads(line) for line in path.read_text().splitlines()]
     assert record["reason"] == "deferred_too_long" and "over 30 days" in record["error"]
     assert setup.lines("start") == []  # no plugin ran

@@ -90,9 +90,7 @@ def test_worker_killed_between_removal_and_restore_the_restarted_worker_puts_it_
             wait_until(lambda: groups(emu) == IN, timeout=60, message="the memberships restored")
             wait_until(lambda: sum(depth(emu).values()) == 0, timeout=30, message="the message settled and deleted")
         finally:
-            second.signal(signal.SIGTERM)
-            second.wait(30)
-            second.stop()
+            second.finish(30)
         state = emu.state()
         assert state["calls"].get("ecs:RebootInstance") == 1  # no second reboot
         instance = state["instances"][0]
@@ -137,9 +135,7 @@ def test_a_reboot_that_does_not_avoid_survives_kill_9_and_guards_notbefore(tmp_p
             wait_until(lambda: groups(emu) == IN and sum(depth(emu).values()) == 0, timeout=60,
                        message="back in after the platform's reboot, the message settled")
         finally:
-            second.signal(signal.SIGTERM)
-            second.wait(30)
-            second.stop()
+            second.finish(30)
         state = emu.state()
         assert state["calls"].get("ecs:RebootInstance") == 1  # ours once; the platform's at notBefore
         assert state["instances"][0]["scheduled_events"][0]["status"] == "Executed"

@@ -154,9 +154,7 @@ def test_a_trickle_costs_fewer_requests_per_event_and_the_count_matches_what_mns
                    message="ecs_worker_mns_requests_total to match the emulator's count")
         billed = _billed(emulator)
     finally:
-        worker.signal()
-        worker.wait(15)
-        worker.stop()
+        worker.finish(15)
     per_event = sum(billed.values()) / n
     # Without gathering each receive and each delete carries about one message (~2 per event).
     assert per_event <= 0.8, billed

@@ -73,9 +73,7 @@ def test_a_worker_killed_mid_hook_is_finished_by_another(tmp_path):
             wait_until(lambda: actions(emu)[0]["status"] == "Completed", timeout=30, message="the action completed")
             wait_until(lambda: sum(depth(emu).values()) == 0, timeout=30, message="the message settled")
         finally:
-            second.signal(signal.SIGTERM)
-            second.wait(30)
-            second.stop()
+            second.finish(30)
         (action,) = actions(emu)
         assert action["result"] == "CONTINUE"
         assert action["members_at_end"] == {"i-asg0n00": [], "i-asg0n01": []}
@@ -101,9 +99,7 @@ def test_a_hook_held_by_heartbeats_keeps_its_state_with_and_without_a_signing_ke
             wait_until(lambda: actions(emu)[0]["status"] == "Completed", timeout=40, message="the action completed")
             wait_until(lambda: sum(depth(emu).values()) == 0, timeout=30, message="the message settled")
         finally:
-            one.signal(signal.SIGTERM)
-            one.wait(30)
-            one.stop()
+            one.finish(30)
         out = one.output()
         (action,) = actions(emu)
         assert action["result"] == "CONTINUE"

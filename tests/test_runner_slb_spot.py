@@ -46,9 +46,7 @@ def test_only_instances_ecs_calls_spot_leave_their_groups(tmp_path):
         try:
             wait_until(lambda: sum(depth(emu).values()) == 0, 30, message="every notice settled")
         finally:
-            worker.signal()
-            worker.wait(30)
-            worker.stop()
+            worker.finish(30)
         assert members(emu) == {"i-ondemand", "i-gone"}  # the spot ones out; the others stay
         out = worker.output()
         assert "not removing i-ondemand from its load balancers: it is not a spot instance (SpotStrategy NoSpot)" in out

@@ -94,9 +94,7 @@ def test_forged_and_unsigned_wrappers_are_dead_lettered_and_never_acted_on(tmp_p
             wait_until(lambda: sum(depth(emu).values()) == 0, 15, message="all three deleted")
             scraped = _get(port, "/metrics")
         finally:
-            worker.signal()
-            worker.wait(30)
-            worker.stop()
+            worker.finish(30)
         records = dead_letters(tmp_path, "host-a")
         assert sorted(r["reason"] for r in records) == ["forged", "forged", "unsigned"]
         unsigned = next(r for r in records if r["reason"] == "unsigned")
@@ -118,9 +116,7 @@ def test_a_signed_step_naming_another_instance_is_refused_by_the_plugin(tmp_path
         try:
             wait_until(lambda: sum(depth(emu).values()) == 0, 30, message="settled without acting")
         finally:
-            worker.signal()
-            worker.wait(30)
-            worker.stop()
+            worker.finish(30)
         assert groups(emu) == IN
         assert "its memberships name i-attacker, not the event's instance" in worker.output()
         # the outcome line says why (ctx.skip), not a bare "-> ignored"
@@ -138,9 +134,7 @@ def test_without_a_key_a_wrapper_state_is_not_believed_and_the_message_waits(tmp
             time.sleep(1)
             assert depth(emu)["in_flight"] == 1  # waiting, not dropped
         finally:
-            worker.signal()
-            worker.wait(30)
-            worker.stop()
+            worker.finish(30)
         assert groups(emu) == IN
         assert not dead_letters(tmp_path, "host-a")
         assert "no signing key" in worker.output() and "more than one worker shares the queue" in worker.output()
@@ -168,9 +162,7 @@ def test_a_signed_sequence_goes_on_on_another_host_without_a_second_reboot(tmp_p
             wait_until(lambda: groups(emu) == IN, timeout=60, message="restored by the other host")
             wait_until(lambda: sum(depth(emu).values()) == 0, timeout=30, message="settled")
         finally:
-            second.signal()
-            second.wait(30)
-            second.stop()
+            second.finish(30)
         assert emu.state()["calls"].get("ecs:RebootInstance") == 1
 
 
@@ -210,9 +202,7 @@ def test_a_re_sent_deferral_replaces_its_original_once_even_when_the_delete_is_l
             wait_until(lambda: depth(emu) == {"visible": 0, "in_flight": 0, "delayed": 1}, 20,
                        message="the original deleted, the copy waiting")
         finally:
-            worker.signal()
-            worker.wait(30)
-            worker.stop()
+            worker.finish(30)
         assert emu.state()["calls"]["mns:SendMessage"] == 1  # one re-send, however often the original came back
 
 
@@ -239,8 +229,6 @@ def test_a_worker_killed_during_reboot_instance_does_not_reboot_again(tmp_path):
             wait_until(lambda: groups(emu) == IN, timeout=60, message="restored after the one reboot")
             wait_until(lambda: sum(depth(emu).values()) == 0, timeout=30, message="settled")
         finally:
-            second.signal()
-            second.wait(30)
-            second.stop()
+            second.finish(30)
         assert emu.state()["calls"].get("ecs:RebootInstance") == 1
         assert "the event is Avoided: not rebooting again" in second.output()
