@@ -263,23 +263,23 @@ class Context:
     def forget(self, key: str) -> None:
         self._runtime.store.delete_state(fleet.state_key(self.plugin, key))
 
-    def reserve_removal(self, group: str, member: str, healthy: list[str], force: bool = False) -> bool:
+    def reserve_removal(self, group: str, member: str, healthy: list[str]) -> bool:
         """Before taking `member` out of load-balancer `group`, whose healthy members are
         `healthy` now: True when the `[guard]` limits allow it (the reservation holds until
         `release_removal` or `[guard] hold_seconds`). False: wait (defer) and ask again — or
-        the store is unreachable. `force` (a reclaimed spot instance) is never refused, but
-        counts against the group."""
+        the store is unreachable. A removal that must not wait: `force_removals`."""
         guard = self._runtime.config.guard
         try:
             return self._runtime.store.reserve_removal(group, member, healthy, guard.keep_healthy,
-                                                       guard.max_out_share, guard.hold_seconds, force).granted
+                                                       guard.max_out_share, guard.hold_seconds).granted
         except fleet.StoreError as exc:
             self.log.warning("removal of %s from %s not reserved: %s", member, group, exc)
-            return force
+            return False
 
     def force_removals(self, removals: list[tuple[str, str]]) -> None:
-        """`reserve_removal(group, member, [], force=True)` for many (group, member) pairs
-        in one store step (a batch of reclaimed spot instances): never refused, each counts."""
+        """Removals that are never held back (reclaimed spot instances) but count against
+        their groups until `[guard] hold_seconds` or `release_removal`: many (group, member)
+        pairs in one store step."""
         try:
             self._runtime.store.force_removals(removals, self._runtime.config.guard.hold_seconds)
         except fleet.StoreError as exc:
